@@ -1,0 +1,43 @@
+# Augur's two entry points: `make demo` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/augur-target
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the build and tests need: RocksDB's bindings (clang), protoc for the gRPC
+# code, etcd for the side-by-side benchmark.
+DEB_PACKAGES := clang libclang-dev protobuf-compiler
+
+.PHONY: deps test demo bench build fmt lint nextest
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+nextest: deps
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+# The gate: what CI runs and what developers run.
+test: deps fmt lint nextest
+
+build: deps
+	$(CARGO) build --workspace
+
+# Starts a single-node cluster, registers a few components, shows them, stops.
+demo: build
+	@scripts/demo.sh "$(CARGO_TARGET_DIR)/debug/augur"
+
+# Side-by-side Raft benchmark against etcd (needs etcd-server; see docs/benchmarks.md).
+bench: deps
+	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client; }
+	$(CARGO) build --release -p augur-cli --bins --benches
+	benches/side-by-side/raft-vs-etcd.sh

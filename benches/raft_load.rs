@@ -1,0 +1,573 @@
+//! Side-by-side Raft benchmark: Augur's three-node cluster against etcd's, same machine,
+//! same run, same workload (~256-byte writes from 1, 16 and 64 concurrent clients), then
+//! leader failover (SIGKILL of the leader → first successful write).
+//!
+//! `cargo bench -p augur-cli --bench raft_load -- --augur target/release/augur [--etcd etcd]`
+//! (`benches/side-by-side/raft-vs-etcd.sh` runs it). Prints a Markdown report.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use augur_cli::Client;
+use augur_proto::pb;
+use base64::Engine;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+
+struct Args {
+    augur: PathBuf,
+    etcd: Option<String>,
+    seconds: u64,
+    kills: usize,
+    etcd_kills: usize,
+    clients: Vec<usize>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        augur: PathBuf::from("target/release/augur"),
+        etcd: Some("etcd".into()),
+        seconds: 10,
+        kills: 20,
+        etcd_kills: 5,
+        clients: vec![1, 16, 64],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--augur" => args.augur = it.next().expect("--augur PATH").into(),
+            "--etcd" => args.etcd = it.next(),
+            "--no-etcd" => args.etcd = None,
+            "--seconds" => {
+                args.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N")
+            }
+            "--kills" => args.kills = it.next().and_then(|s| s.parse().ok()).expect("--kills N"),
+            "--etcd-kills" => {
+                args.etcd_kills = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--etcd-kills N")
+            }
+            "--clients" => {
+                args.clients = it
+                    .next()
+                    .expect("--clients 1,16,64")
+                    .split(',')
+                    .map(|s| s.parse().expect("client count"))
+                    .collect()
+            }
+            "--bench" => {}
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    args
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node of either system: how to (re)start it.
+struct Proc {
+    cmd: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn start(&mut self) {
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.cmd[0]));
+        self.child = Some(child);
+    }
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What the benchmark needs of a system under test.
+trait System {
+    fn name(&self) -> &'static str;
+    fn procs(&mut self) -> &mut BTreeMap<u64, Proc>;
+    async fn leader(&self) -> Option<u64>;
+    /// A writer with its own connection; `endpoints` excludes none.
+    async fn writer(&self, client_id: usize) -> Box<dyn Writer>;
+}
+
+trait Writer: Send {
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
+}
+
+// ---- Augur ----
+
+struct Augur {
+    _dir: tempfile::TempDir,
+    addrs: BTreeMap<u64, String>,
+    procs: BTreeMap<u64, Proc>,
+}
+
+impl Augur {
+    fn start(bin: &PathBuf) -> Self {
+        let dir = tempfile::TempDir::new().unwrap();
+        let addrs: BTreeMap<u64, String> = (1..=3)
+            .map(|i| (i, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let members = addrs
+            .iter()
+            .map(|(i, a)| format!("{{ id = {i}, addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut procs = BTreeMap::new();
+        for (id, addr) in &addrs {
+            let cfg = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "version = 1\n[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
+                     [cluster]\nbootstrap = true\nmembers = [{members}]\n",
+                    dir.path().join(format!("data{id}")).display()
+                ),
+            )
+            .unwrap();
+            let mut p = Proc {
+                cmd: vec![
+                    bin.display().to_string(),
+                    "serve".into(),
+                    "--config".into(),
+                    cfg.display().to_string(),
+                ],
+                child: None,
+            };
+            p.start();
+            procs.insert(*id, p);
+        }
+        Self {
+            _dir: dir,
+            addrs,
+            procs,
+        }
+    }
+}
+
+struct AugurWriter {
+    client: Client,
+}
+
+impl Writer for AugurWriter {
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let c = pb::Component {
+                id: key,
+                class: "bench".into(),
+                group: "bench".into(),
+                criticality: 3,
+                placement: Some(pb::Placement {
+                    host: "h1".into(),
+                    rack: "r1".into(),
+                    zone: "z1".into(),
+                }),
+                labels: [("payload".to_string(), value)].into_iter().collect(),
+            };
+            self.client
+                .call(|ch| {
+                    let c = c.clone();
+                    async move {
+                        pb::topology_client::TopologyClient::new(ch)
+                            .upsert_component(pb::UpsertComponentRequest { component: Some(c) })
+                            .await
+                    }
+                })
+                .await
+                .is_ok()
+        })
+    }
+}
+
+impl System for Augur {
+    fn name(&self) -> &'static str {
+        "augur"
+    }
+    fn procs(&mut self) -> &mut BTreeMap<u64, Proc> {
+        &mut self.procs
+    }
+    async fn leader(&self) -> Option<u64> {
+        for (id, addr) in &self.addrs {
+            if self.procs[id].child.is_none() {
+                continue;
+            }
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                continue;
+            };
+            let Ok(ch) = ep
+                .connect_timeout(Duration::from_millis(200))
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            if let Ok(s) = pb::cluster_client::ClusterClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+            {
+                if s.get_ref().role == "leader" {
+                    return Some(*id);
+                }
+            }
+        }
+        None
+    }
+    async fn writer(&self, client_id: usize) -> Box<dyn Writer> {
+        // Spread clients' first contact over the nodes; redirects find the leader.
+        let mut eps: Vec<String> = self.addrs.values().cloned().collect();
+        let n = eps.len();
+        eps.rotate_left(client_id % n);
+        Box::new(AugurWriter {
+            client: Client::new(eps),
+        })
+    }
+}
+
+// ---- etcd ----
+
+struct Etcd {
+    _dir: tempfile::TempDir,
+    clients: BTreeMap<u64, String>,
+    procs: BTreeMap<u64, Proc>,
+}
+
+impl Etcd {
+    fn start(bin: &str) -> Self {
+        let dir = tempfile::TempDir::new().unwrap();
+        let peers: BTreeMap<u64, u16> = (1..=3).map(|i| (i, free_port())).collect();
+        let clients: BTreeMap<u64, String> = (1..=3)
+            .map(|i| (i, format!("http://127.0.0.1:{}", free_port())))
+            .collect();
+        let cluster = peers
+            .iter()
+            .map(|(i, p)| format!("n{i}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut procs = BTreeMap::new();
+        for i in 1..=3u64 {
+            let mut p = Proc {
+                cmd: vec![
+                    bin.into(),
+                    "--name".into(),
+                    format!("n{i}"),
+                    "--data-dir".into(),
+                    dir.path().join(format!("n{i}")).display().to_string(),
+                    "--listen-client-urls".into(),
+                    clients[&i].clone(),
+                    "--advertise-client-urls".into(),
+                    clients[&i].clone(),
+                    "--listen-peer-urls".into(),
+                    format!("http://127.0.0.1:{}", peers[&i]),
+                    "--initial-advertise-peer-urls".into(),
+                    format!("http://127.0.0.1:{}", peers[&i]),
+                    "--initial-cluster".into(),
+                    cluster.clone(),
+                    "--initial-cluster-state".into(),
+                    "new".into(),
+                    "--initial-cluster-token".into(),
+                    "augur-bench".into(),
+                ],
+                child: None,
+            };
+            p.start();
+            procs.insert(i, p);
+        }
+        Self {
+            _dir: dir,
+            clients,
+            procs,
+        }
+    }
+}
+
+type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn http_client() -> Http {
+    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    conn.set_nodelay(true);
+    HttpClient::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(conn)
+}
+
+async fn post(http: &Http, url: &str, body: String) -> Option<serde_json::Value> {
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    let ok = resp.status().is_success();
+    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    (ok && v.get("error").is_none()).then_some(v)
+}
+
+struct EtcdWriter {
+    http: Http,
+    urls: Vec<String>,
+    at: usize,
+}
+
+impl Writer for EtcdWriter {
+    fn put(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let body = serde_json::json!({ "key": b64.encode(key), "value": b64.encode(value) })
+                .to_string();
+            // Like an etcd client: stay on one member, move to the next one when it fails.
+            for _ in 0..self.urls.len() * 50 {
+                let url = format!("{}/v3/kv/put", self.urls[self.at]);
+                if post(&self.http, &url, body.clone()).await.is_some() {
+                    return true;
+                }
+                self.at = (self.at + 1) % self.urls.len();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        })
+    }
+}
+
+impl System for Etcd {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+    fn procs(&mut self) -> &mut BTreeMap<u64, Proc> {
+        &mut self.procs
+    }
+    async fn leader(&self) -> Option<u64> {
+        let http = http_client();
+        for (id, url) in &self.clients {
+            if self.procs[id].child.is_none() {
+                continue;
+            }
+            let Some(v) = post(&http, &format!("{url}/v3/maintenance/status"), "{}".into()).await
+            else {
+                continue;
+            };
+            if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
+                return Some(*id);
+            }
+        }
+        None
+    }
+    async fn writer(&self, client_id: usize) -> Box<dyn Writer> {
+        let urls: Vec<String> = self.clients.values().cloned().collect();
+        Box::new(EtcdWriter {
+            http: http_client(),
+            at: client_id % urls.len(),
+            urls,
+        })
+    }
+}
+
+// ---- the workload ----
+
+const VALUE_BYTES: usize = 200; // + key and envelope ≈ 256 bytes per command
+
+struct LoadResult {
+    clients: usize,
+    writes: u64,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn wait_leader<S: System>(sys: &S) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(l) = sys.leader().await {
+            return l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: no leader within 60 s",
+            sys.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn load<S: System>(sys: &S, clients: usize, secs: u64) -> LoadResult {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let value = "v".repeat(VALUE_BYTES);
+    for c in 0..clients {
+        let mut w = sys.writer(c).await;
+        w.put(format!("warm-{c}"), value.clone()).await;
+        let stop = stop.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if w.put(format!("k-{c}-{}", i % 1000), value.clone()).await {
+                    h.record(t.elapsed().as_micros().max(1) as u64).ok();
+                }
+                i += 1;
+            }
+            h
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for t in tasks {
+        all.add(t.await.unwrap()).unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    LoadResult {
+        clients,
+        writes: all.len(),
+        secs: elapsed,
+        p50_ms: all.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
+    }
+}
+
+/// SIGKILL the leader, time until a write succeeds, restart it and let it settle.
+async fn failovers<S: System>(sys: &mut S, kills: usize) -> Vec<f64> {
+    let mut times = Vec::new();
+    let value = "v".repeat(VALUE_BYTES);
+    for k in 0..kills {
+        let leader = wait_leader(sys).await;
+        let mut w = sys.writer(leader as usize).await;
+        assert!(
+            w.put(format!("pre-{k}"), value.clone()).await,
+            "write before kill"
+        );
+        let t = Instant::now();
+        sys.procs().get_mut(&leader).unwrap().kill();
+        let mut n = 0;
+        while !w.put(format!("post-{k}-{n}"), value.clone()).await {
+            n += 1;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        sys.procs().get_mut(&leader).unwrap().start();
+        // Let the restarted node rejoin before the next kill.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    times
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+async fn run_system<S: System>(
+    mut sys: S,
+    args: &Args,
+    kills: usize,
+) -> (Vec<LoadResult>, Vec<f64>) {
+    wait_leader(&sys).await;
+    let mut results = Vec::new();
+    for &c in &args.clients {
+        let r = load(&sys, c, args.seconds).await;
+        eprintln!(
+            "{}: {} clients: {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms",
+            sys.name(),
+            c,
+            r.writes as f64 / r.secs,
+            r.p50_ms,
+            r.p99_ms
+        );
+        results.push(r);
+    }
+    let mut f = failovers(&mut sys, kills).await;
+    f.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    eprintln!(
+        "{}: failover median {:.0} ms, p99 {:.0} ms over {} kills",
+        sys.name(),
+        quantile(&f, 0.5),
+        quantile(&f, 0.99),
+        f.len()
+    );
+    (results, f)
+}
+
+fn main() {
+    let args = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let augur = run_system(Augur::start(&args.augur), &args, args.kills).await;
+        let etcd = match &args.etcd {
+            Some(bin) => Some(run_system(Etcd::start(bin), &args, args.etcd_kills).await),
+            None => None,
+        };
+        println!("| clients | augur writes/s | augur p50 / p99 ms | etcd writes/s | etcd p50 / p99 ms | ratio |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (i, a) in augur.0.iter().enumerate() {
+            let at = a.writes as f64 / a.secs;
+            match &etcd {
+                Some((e, _)) => {
+                    let e = &e[i];
+                    let et = e.writes as f64 / e.secs;
+                    println!(
+                        "| {} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2}× |",
+                        a.clients, at, a.p50_ms, a.p99_ms, et, e.p50_ms, e.p99_ms, at / et
+                    );
+                }
+                None => println!("| {} | {:.0} | {:.2} / {:.2} | – | – | – |", a.clients, at, a.p50_ms, a.p99_ms),
+            }
+        }
+        let af = &augur.1;
+        println!();
+        println!("| failover (SIGKILL leader → first write) | kills | median ms | p99 ms | max ms |");
+        println!("|---|---:|---:|---:|---:|");
+        println!("| augur | {} | {:.0} | {:.0} | {:.0} |", af.len(), quantile(af, 0.5), quantile(af, 0.99), af.last().copied().unwrap_or(f64::NAN));
+        if let Some((_, ef)) = &etcd {
+            println!("| etcd | {} | {:.0} | {:.0} | {:.0} |", ef.len(), quantile(ef, 0.5), quantile(ef, 0.99), ef.last().copied().unwrap_or(f64::NAN));
+        }
+    });
+}

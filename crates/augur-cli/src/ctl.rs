@@ -1,0 +1,566 @@
+//! `augur ctl`: a client for a running cluster.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use augur_proto::pb;
+use augur_proto::pb::cluster_client::ClusterClient;
+use augur_proto::pb::control_client::ControlClient;
+use augur_proto::pb::topology_client::TopologyClient;
+use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
+use serde::Serialize;
+use tonic::Status;
+
+use crate::output::{members, ActionView, ComponentView, StatusView};
+use augur_cli::Client;
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// Node(s) to talk to, HOST:PORT, comma-separated; redirects to the leader are followed.
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_ENDPOINT",
+        default_value = "127.0.0.1:7001",
+        value_delimiter = ','
+    )]
+    endpoint: Vec<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReadMode {
+    Linearizable,
+    Local,
+}
+
+impl ReadMode {
+    fn wire(self) -> i32 {
+        match self {
+            ReadMode::Linearizable => pb::ReadConsistency::Linearizable as i32,
+            ReadMode::Local => pb::ReadConsistency::Local as i32,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The node's view: role, leader, term, applied index, members.
+    Status,
+    /// The cluster's members.
+    Members,
+    /// Adds a node as a non-voting learner and waits until it has caught up.
+    AddLearner { id: u64, addr: String },
+    /// Makes a learner a voter.
+    Promote { id: u64 },
+    /// Registers, lists and inspects components.
+    #[command(subcommand)]
+    Component(ComponentCommand),
+    /// Sets or shows a service's traffic weights.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+    /// Lists the action log, optionally following it.
+    Actions {
+        /// First sequence number to show.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Keep streaming new actions, reconnecting across leader changes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Appends an action or reports its outcome (what orchestrators and the planner do).
+    #[command(subcommand)]
+    Action(ActionCommand),
+}
+
+#[derive(Subcommand)]
+enum ComponentCommand {
+    Register {
+        id: String,
+        #[arg(long)]
+        zone: String,
+        #[arg(long)]
+        rack: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = "default")]
+        group: String,
+        #[arg(long, default_value = "service")]
+        class: String,
+        #[arg(long, default_value_t = 3)]
+        criticality: u32,
+        /// KEY=VALUE, repeatable.
+        #[arg(long = "label", value_parser = parse_pair)]
+        labels: Vec<(String, String)>,
+    },
+    List {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReadMode::Linearizable)]
+        consistency: ReadMode,
+    },
+    Get {
+        id: String,
+        #[arg(long, value_enum, default_value_t = ReadMode::Linearizable)]
+        consistency: ReadMode,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// `augur ctl weights set web web-1=60 web-2=40`
+    Set {
+        service: String,
+        #[arg(value_parser = parse_pair, required = true)]
+        weights: Vec<(String, String)>,
+    },
+    Get {
+        service: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActionCommand {
+    Append {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        target: String,
+        /// Idempotency key; a retry with the same key returns the same action.
+        #[arg(long)]
+        request_id: Option<String>,
+        #[arg(long = "param", value_parser = parse_pair)]
+        params: Vec<(String, String)>,
+    },
+    Report {
+        id: String,
+        #[arg(long, default_value = "cli")]
+        orchestrator: String,
+        /// Report a failure with this reason (default: success).
+        #[arg(long)]
+        failed: Option<String>,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializable")
+        ),
+        Output::Text => println!("{}", text(value)),
+    }
+}
+
+/// Runs a ctl command; answers the process exit code.
+pub async fn run(args: CtlArgs) -> i32 {
+    let output = args.output;
+    match execute(args).await {
+        Ok(()) => 0,
+        Err(s) => {
+            if output == Output::Json {
+                let err = serde_json::json!({
+                    "error": { "code": format!("{:?}", s.code()), "message": s.message() }
+                });
+                println!("{err}");
+            }
+            eprintln!("error: {} ({:?})", s.message(), s.code());
+            match s.code() {
+                tonic::Code::InvalidArgument => 2,
+                tonic::Code::NotFound => 3,
+                tonic::Code::FailedPrecondition => 4,
+                tonic::Code::Unavailable => 5,
+                _ => 1,
+            }
+        }
+    }
+}
+
+async fn execute(args: CtlArgs) -> Result<(), Status> {
+    let output = args.output;
+    let mut client = Client::new(args.endpoint);
+    match args.command {
+        CtlCommand::Status => {
+            let s = client
+                .call(|c| async move { ClusterClient::new(c).status(pb::StatusRequest {}).await })
+                .await?
+                .into_inner();
+            print(output, &StatusView::from(s), |s| {
+                format!(
+                    "node {} is {} (term {}, leader {}, last log {}, applied {})",
+                    s.id,
+                    s.role,
+                    s.term,
+                    s.leader_id
+                        .map(|l| format!("{l} at {}", s.leader_addr))
+                        .unwrap_or("unknown".into()),
+                    s.last_log_index,
+                    s.last_applied
+                )
+            });
+        }
+        CtlCommand::Members => {
+            let s = client
+                .call(|c| async move { ClusterClient::new(c).status(pb::StatusRequest {}).await })
+                .await?
+                .into_inner();
+            print(output, &members(s.members), |ms| {
+                ms.iter()
+                    .map(|m| {
+                        format!(
+                            "{:>4} {:<22} {}",
+                            m.id,
+                            m.addr,
+                            if m.voter { "voter" } else { "learner" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        CtlCommand::AddLearner { id, addr } => {
+            let r = client
+                .call(|c| {
+                    let addr = addr.clone();
+                    async move {
+                        ClusterClient::new(c)
+                            .add_learner(pb::AddLearnerRequest { id, addr })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            print(output, &members(r.members), |_| {
+                format!("node {id} added as a learner")
+            });
+        }
+        CtlCommand::Promote { id } => {
+            let s = client
+                .call(|c| async move { ClusterClient::new(c).status(pb::StatusRequest {}).await })
+                .await?
+                .into_inner();
+            let mut voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+            if !voters.contains(&id) {
+                voters.push(id);
+            }
+            let r = client
+                .call(|c| {
+                    let voters = voters.clone();
+                    async move {
+                        ClusterClient::new(c)
+                            .change_membership(pb::ChangeMembershipRequest { voters })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            print(output, &members(r.members), |_| {
+                format!("node {id} is a voter")
+            });
+        }
+        CtlCommand::Component(cmd) => component(&mut client, output, cmd).await?,
+        CtlCommand::Weights(cmd) => weights(&mut client, output, cmd).await?,
+        CtlCommand::Actions { from, follow } => actions(&mut client, output, from, follow).await?,
+        CtlCommand::Action(cmd) => action(&mut client, output, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn component(
+    client: &mut Client,
+    output: Output,
+    cmd: ComponentCommand,
+) -> Result<(), Status> {
+    match cmd {
+        ComponentCommand::Register {
+            id,
+            zone,
+            rack,
+            host,
+            group,
+            class,
+            criticality,
+            labels,
+        } => {
+            let component = pb::Component {
+                id: id.clone(),
+                class,
+                group,
+                criticality,
+                placement: Some(pb::Placement { host, rack, zone }),
+                labels: labels.into_iter().collect(),
+            };
+            let r = client
+                .call(|c| {
+                    let component = Some(component.clone());
+                    async move {
+                        TopologyClient::new(c)
+                            .upsert_component(pb::UpsertComponentRequest { component })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            let view = serde_json::json!({ "id": id, "log_index": r.log_index });
+            print(output, &view, |_| {
+                format!("registered {id} (log index {})", r.log_index)
+            });
+        }
+        ComponentCommand::List {
+            group,
+            zone,
+            consistency,
+        } => {
+            let req = pb::ListComponentsRequest {
+                consistency: consistency.wire(),
+                group: group.unwrap_or_default(),
+                zone: zone.unwrap_or_default(),
+            };
+            let r = client
+                .call(|c| {
+                    let req = req.clone();
+                    async move { TopologyClient::new(c).list_components(req).await }
+                })
+                .await?
+                .into_inner();
+            let views: Vec<ComponentView> = r.components.into_iter().map(Into::into).collect();
+            print(output, &views, |vs| {
+                let mut lines = vec![format!(
+                    "{:<24} {:<12} {:<12} {:>4}  {}",
+                    "ID", "CLASS", "GROUP", "CRIT", "ZONE/RACK/HOST"
+                )];
+                lines.extend(vs.iter().map(ComponentView::line));
+                lines.join("\n")
+            });
+        }
+        ComponentCommand::Get { id, consistency } => {
+            let r = client
+                .call(|c| {
+                    let id = id.clone();
+                    async move {
+                        TopologyClient::new(c)
+                            .get_component(pb::GetComponentRequest {
+                                id,
+                                consistency: consistency.wire(),
+                            })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            print(output, &ComponentView::from(r), ComponentView::line);
+        }
+        ComponentCommand::Remove { id } => {
+            let r = client
+                .call(|c| {
+                    let id = id.clone();
+                    async move {
+                        TopologyClient::new(c)
+                            .remove_component(pb::RemoveComponentRequest { id })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            let view = serde_json::json!({ "id": id, "log_index": r.log_index });
+            print(output, &view, |_| format!("removed {id}"));
+        }
+    }
+    Ok(())
+}
+
+async fn weights(client: &mut Client, output: Output, cmd: WeightsCommand) -> Result<(), Status> {
+    match cmd {
+        WeightsCommand::Set { service, weights } => {
+            let mut parsed = std::collections::HashMap::new();
+            for (k, v) in weights {
+                let w: u32 = v.parse().map_err(|_| {
+                    Status::invalid_argument(format!("weight of {k} is {v:?}, not a whole number"))
+                })?;
+                parsed.insert(k, w);
+            }
+            let r = client
+                .call(|c| {
+                    let req = pb::SetWeightsRequest {
+                        service: service.clone(),
+                        weights: parsed.clone(),
+                    };
+                    async move { TopologyClient::new(c).set_weights(req).await }
+                })
+                .await?
+                .into_inner();
+            let view = serde_json::json!({ "service": service, "log_index": r.log_index });
+            print(output, &view, |_| format!("weights of {service} set"));
+        }
+        WeightsCommand::Get { service } => {
+            let r = client
+                .call(|c| {
+                    let req = pb::GetWeightsRequest {
+                        service: service.clone(),
+                        consistency: 0,
+                    };
+                    async move { TopologyClient::new(c).get_weights(req).await }
+                })
+                .await?
+                .into_inner();
+            let view: BTreeMap<String, u32> = r.weights.into_iter().collect();
+            print(output, &view, |w| {
+                w.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn action(client: &mut Client, output: Output, cmd: ActionCommand) -> Result<(), Status> {
+    match cmd {
+        ActionCommand::Append {
+            kind,
+            target,
+            request_id,
+            params,
+        } => {
+            let wire_kind =
+                pb::ActionKind::from_str_name(&format!("ACTION_KIND_{}", kind.to_uppercase()))
+                    .filter(|k| *k != pb::ActionKind::Unspecified)
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!("unknown action kind {kind:?}"))
+                    })?;
+            let request_id = request_id.unwrap_or_else(|| {
+                format!(
+                    "cli-{}-{}",
+                    std::process::id(),
+                    augur_cli::client::unique_suffix()
+                )
+            });
+            let req = pb::AppendActionRequest {
+                request_id,
+                kind: wire_kind as i32,
+                target,
+                params: params.into_iter().collect(),
+            };
+            let r = client
+                .call(|c| {
+                    let req = req.clone();
+                    async move { ControlClient::new(c).append_action(req).await }
+                })
+                .await?
+                .into_inner();
+            let view = serde_json::json!({ "id": r.id, "seq": r.seq, "duplicate": r.duplicate });
+            print(output, &view, |_| {
+                format!("action {} (seq {})", r.id, r.seq)
+            });
+        }
+        ActionCommand::Report {
+            id,
+            orchestrator,
+            failed,
+        } => {
+            let req = pb::ReportOutcomeRequest {
+                id: id.clone(),
+                orchestrator,
+                success: failed.is_none(),
+                reason: failed.unwrap_or_default(),
+            };
+            client
+                .call(|c| {
+                    let req = req.clone();
+                    async move { ControlClient::new(c).report_outcome(req).await }
+                })
+                .await?;
+            print(output, &serde_json::json!({ "id": id }), |_| {
+                format!("outcome of {id} recorded")
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Streams the action log from `from`; with `follow`, reconnects after a lost node from the
+/// last sequence seen, so nothing is skipped or shown twice.
+async fn actions(
+    client: &mut Client,
+    output: Output,
+    from: u64,
+    follow: bool,
+) -> Result<(), Status> {
+    let mut next = from.max(1);
+    if !follow {
+        let r = client
+            .call(|c| async move {
+                ControlClient::new(c)
+                    .list_actions(pb::ListActionsRequest {
+                        from_seq: next,
+                        limit: 0,
+                    })
+                    .await
+            })
+            .await?
+            .into_inner();
+        let views: Vec<ActionView> = r.actions.into_iter().map(Into::into).collect();
+        print(output, &views, |vs| {
+            vs.iter()
+                .map(ActionView::line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        return Ok(());
+    }
+    loop {
+        let stream = client
+            .call(|c| async move {
+                ControlClient::new(c)
+                    .watch_actions(pb::WatchActionsRequest {
+                        orchestrator: "augur-ctl".into(),
+                        capabilities: vec![],
+                        from_seq: next,
+                    })
+                    .await
+            })
+            .await?;
+        let mut stream = stream.into_inner();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(a) => {
+                    next = a.seq + 1;
+                    let view = ActionView::from(a);
+                    match output {
+                        Output::Json => {
+                            println!("{}", serde_json::to_string(&view).expect("serializable"))
+                        }
+                        Output::Text => println!("{}", view.line()),
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        // The node went away: resume from the next sequence on another one.
+        client.next_endpoint();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

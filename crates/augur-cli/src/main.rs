@@ -1,0 +1,97 @@
+//! `augur`: run a controller node (`serve`) or talk to a cluster (`ctl`).
+
+mod ctl;
+mod output;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use augur_server::NodeConfig;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "augur", version, about = "Predictive-failover control plane")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a controller node. Without --config, runs the embedded single-node default.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides the config's node.data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Talk to a running cluster.
+    Ctl(ctl::CtlArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve { config, data_dir } => {
+            init_tracing(cli.log_format);
+            let mut cfg = match &config {
+                Some(path) => NodeConfig::load(path)?,
+                None => NodeConfig::single_node(),
+            };
+            if let Some(dir) = data_dir {
+                cfg.node.data_dir = dir;
+                cfg = cfg
+                    .validate()
+                    .map_err(|errors| augur_server::ConfigLoadError::Invalid {
+                        path: "--data-dir".into(),
+                        errors,
+                    })?;
+            }
+            rt.block_on(async move {
+                let shutdown = async {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("install SIGTERM handler");
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                };
+                augur_server::run(cfg, shutdown).await
+            })
+            .context("node failed")
+        }
+        Command::Ctl(args) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing(cli.log_format);
+            }
+            let code = rt.block_on(ctl::run(args));
+            std::process::exit(code);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Augur's wire types, generated from `proto/augur/v1/*.proto` by tonic/prost, and every
+//! conversion between the wire and the domain types of `augur-types`.
+//!
+//! Hard rule: handlers and clients outside this crate see domain types; a malformed wire
+//! message becomes a [`WireError`] that names the bad field, and every domain rejection maps
+//! to one gRPC code here and nowhere else.
+
+mod action;
+mod component;
+mod status;
+
+/// The generated code.
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("augur.v1");
+}
+
+pub use action::{action_kind_from_wire, action_kind_to_wire, action_to_wire, outcome_from_wire};
+pub use component::{
+    component_from_wire, component_to_wire, placement_from_wire, weights_from_wire,
+};
+pub use status::{
+    leader_from_status, not_leader_status, rejection_status, WireError, LEADER_ADDR_HEADER,
+    LEADER_ID_HEADER,
+};

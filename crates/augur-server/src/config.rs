@@ -1,0 +1,399 @@
+//! Node configuration: TOML, unknown keys refused, defaults explicit, and one validation pass
+//! that reports every error at once.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The config format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A controller node's configuration, as written in a TOML file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub version: u32,
+    pub node: NodeSection,
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub raft: RaftSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// This node's Raft id, unique in the cluster, above 0.
+    pub id: u64,
+    /// The gRPC address to listen on; also the address peers and clients use.
+    pub listen: String,
+    /// Where `/metrics` is served; none to turn it off.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Initialise the cluster with `members` when this node's store is empty. Safe on every
+    /// initial member when all list the same members.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The initial voters.
+    #[serde(default)]
+    pub members: Vec<MemberConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept after a snapshot, so slow followers catch up by log.
+    pub keep_after_snapshot: u64,
+    pub install_snapshot_timeout_ms: u64,
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            snapshot_every_entries: 10_000,
+            keep_after_snapshot: 5_000,
+            install_snapshot_timeout_ms: 2_000,
+            max_payload_entries: 512,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest client request accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// One thing wrong with a config.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// Everything wrong with a config file, read or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    #[error("cannot read config {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config {path} is not valid TOML for a node config: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("config {path} has {} error(s):\n{}", .errors.len(), list(.errors))]
+    Invalid {
+        path: String,
+        errors: Vec<ConfigError>,
+    },
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl NodeConfig {
+    /// The embedded single-node default: starts and bootstraps itself on 127.0.0.1.
+    pub fn single_node() -> Self {
+        toml::from_str(SINGLE_NODE).expect("embedded single-node config parses")
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigLoadError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigLoadError::Parse {
+            path: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        cfg.validate().map_err(|errors| ConfigLoadError::Invalid {
+            path: origin.to_string(),
+            errors,
+        })
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigLoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigLoadError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks every rule and reports every broken one.
+    pub fn validate(self) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err = |field: &str, reason: String| {
+            errors.push(ConfigError {
+                field: field.to_string(),
+                reason,
+            })
+        };
+        if self.version != CONFIG_VERSION {
+            err(
+                "version",
+                format!(
+                    "is {}, this build reads version {CONFIG_VERSION}",
+                    self.version
+                ),
+            );
+        }
+        if self.node.id == 0 {
+            err("node.id", "must be above 0".into());
+        }
+        if self.node.listen.parse::<SocketAddr>().is_err() {
+            err(
+                "node.listen",
+                format!("{:?} is not an IP:PORT address", self.node.listen),
+            );
+        }
+        if let Some(m) = &self.node.metrics_listen {
+            if m.parse::<SocketAddr>().is_err() {
+                err(
+                    "node.metrics_listen",
+                    format!("{m:?} is not an IP:PORT address"),
+                );
+            }
+        }
+        if let Some(reason) = data_dir_problem(&self.node.data_dir) {
+            err(
+                "node.data_dir",
+                format!("{}: {reason}", self.node.data_dir.display()),
+            );
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, m) in self.cluster.members.iter().enumerate() {
+            if m.id == 0 {
+                err(
+                    &format!("cluster.members[{i}].id"),
+                    "must be above 0".into(),
+                );
+            }
+            if !ids.insert(m.id) {
+                err(
+                    &format!("cluster.members[{i}].id"),
+                    format!("duplicate node id {}", m.id),
+                );
+            }
+            if m.addr.parse::<SocketAddr>().is_err() {
+                err(
+                    &format!("cluster.members[{i}].addr"),
+                    format!("{:?} is not an IP:PORT address", m.addr),
+                );
+            }
+            if !addrs.insert(m.addr.clone()) {
+                err(
+                    &format!("cluster.members[{i}].addr"),
+                    format!("duplicate address {}", m.addr),
+                );
+            }
+        }
+        if self.cluster.bootstrap {
+            match self.cluster.members.iter().find(|m| m.id == self.node.id) {
+                None => err(
+                    "cluster.members",
+                    format!(
+                        "bootstrap is on but node {} is not among the members",
+                        self.node.id
+                    ),
+                ),
+                Some(me) if me.addr != self.node.listen => err(
+                    "cluster.members",
+                    format!(
+                        "node {} is listed at {} but listens on {}",
+                        self.node.id, me.addr, self.node.listen
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 {
+            err("raft.heartbeat_ms", "must be above 0".into());
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_ms.saturating_mul(2) {
+            err(
+                "raft.election_timeout_min_ms",
+                format!(
+                    "{} ms must exceed twice the heartbeat ({} ms), or followers time out between heartbeats",
+                    r.election_timeout_min_ms, r.heartbeat_ms
+                ),
+            );
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            err(
+                "raft.election_timeout_max_ms",
+                format!(
+                    "{} ms must exceed election_timeout_min_ms ({} ms)",
+                    r.election_timeout_max_ms, r.election_timeout_min_ms
+                ),
+            );
+        }
+        if r.snapshot_every_entries == 0 {
+            err("raft.snapshot_every_entries", "must be above 0".into());
+        }
+        if r.install_snapshot_timeout_ms < 1000 {
+            err(
+                "raft.install_snapshot_timeout_ms",
+                format!(
+                    "{} ms is below 1000 ms; real snapshots take longer",
+                    r.install_snapshot_timeout_ms
+                ),
+            );
+        }
+        if r.max_payload_entries == 0 {
+            err("raft.max_payload_entries", "must be above 0".into());
+        }
+        if self.limits.max_message_bytes < 1024 {
+            err(
+                "limits.max_message_bytes",
+                format!("{} is below 1024 bytes", self.limits.max_message_bytes),
+            );
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The initial members as openraft wants them.
+    pub fn initial_members(&self) -> std::collections::BTreeMap<u64, openraft::BasicNode> {
+        self.cluster
+            .members
+            .iter()
+            .map(|m| (m.id, openraft::BasicNode::new(&m.addr)))
+            .collect()
+    }
+}
+
+/// Why `dir` cannot hold a node's data, if it cannot.
+fn data_dir_problem(dir: &Path) -> Option<String> {
+    if dir.as_os_str().is_empty() {
+        return Some("is empty".into());
+    }
+    let mut probe = dir;
+    loop {
+        match std::fs::metadata(probe) {
+            Ok(m) if !m.is_dir() => {
+                return Some(format!("{} exists and is not a directory", probe.display()));
+            }
+            Ok(m) if m.permissions().readonly() => {
+                return Some(format!("{} is read-only", probe.display()));
+            }
+            Ok(_) => return None,
+            Err(_) => match probe.parent() {
+                Some(p) if !p.as_os_str().is_empty() => probe = p,
+                _ => return None,
+            },
+        }
+    }
+}
+
+const SINGLE_NODE: &str = include_str!("../../../cluster-configs/single-node.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_cluster_configs_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-configs");
+        let mut seen = 0;
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                    seen += 1;
+                }
+            }
+        }
+        assert!(
+            seen >= 4,
+            "expected the single-node and three-node configs, saw {seen}"
+        );
+    }
+
+    #[test]
+    fn a_bad_config_lists_every_error() {
+        let text = r#"
+            version = 2
+            [node]
+            id = 0
+            listen = "nowhere"
+            data_dir = "/proc/version/data"
+            [cluster]
+            bootstrap = true
+            members = [ { id = 1, addr = "127.0.0.1:1" }, { id = 1, addr = "127.0.0.1:1" } ]
+            [raft]
+            heartbeat_ms = 100
+            election_timeout_min_ms = 150
+            election_timeout_max_ms = 120
+        "#;
+        let err = NodeConfig::from_toml(text, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config bad.toml has 9 error(s):\n\
+             \x20 - version: is 2, this build reads version 1\n\
+             \x20 - node.id: must be above 0\n\
+             \x20 - node.listen: \"nowhere\" is not an IP:PORT address\n\
+             \x20 - node.data_dir: /proc/version/data: /proc/version exists and is not a directory\n\
+             \x20 - cluster.members[1].id: duplicate node id 1\n\
+             \x20 - cluster.members[1].addr: duplicate address 127.0.0.1:1\n\
+             \x20 - cluster.members: bootstrap is on but node 0 is not among the members\n\
+             \x20 - raft.election_timeout_min_ms: 150 ms must exceed twice the heartbeat (100 ms), or followers time out between heartbeats\n\
+             \x20 - raft.election_timeout_max_ms: 120 ms must exceed election_timeout_min_ms (150 ms)"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "version = 1\nbogus = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n[cluster]\n";
+        let err = NodeConfig::from_toml(text, "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! An Augur controller node: its config, Raft over gRPC, the tonic services users and
+//! orchestrators call, and `/metrics`.
+//!
+//! Hard rule: handlers hold no business logic. They turn wire types into domain commands
+//! (`augur-proto`), propose them through Raft or read the applied state, and map the answer
+//! back; every decision is made by `ControlState::apply` on every replica alike.
+
+mod config;
+mod metrics;
+mod network;
+mod node;
+mod service;
+
+pub use config::{
+    ClusterSection, ConfigError, ConfigLoadError, LimitsSection, MemberConfig, NodeConfig,
+    NodeSection, RaftSection, CONFIG_VERSION,
+};
+pub use node::{run, Consistency, Node};

@@ -1,0 +1,192 @@
+//! Wiring one node together: store, Raft, services, metrics, shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use augur_proto::{not_leader_status, pb, rejection_status};
+use augur_store::{Raft, StateReader};
+use augur_types::{Applied, Command};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, SnapshotPolicy};
+use tonic::Status;
+
+use crate::config::NodeConfig;
+use crate::network::{GrpcNetwork, RaftInternalService, MAX_RAFT_MESSAGE};
+use crate::service::{ClusterService, ControlService, TopologyService};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Read-index through the leader: sees every acknowledged write.
+    Linearizable,
+    /// This node's applied state.
+    Local,
+}
+
+impl From<i32> for Consistency {
+    fn from(v: i32) -> Self {
+        match pb::ReadConsistency::try_from(v) {
+            Ok(pb::ReadConsistency::Local) => Consistency::Local,
+            _ => Consistency::Linearizable,
+        }
+    }
+}
+
+/// What the services share: the Raft handle and a reader of the applied state.
+#[derive(Clone)]
+pub struct Node {
+    pub id: u64,
+    pub raft: Raft,
+    pub state: StateReader,
+}
+
+impl Node {
+    /// Proposes `cmd`; answers the log index it was applied at and what it did.
+    pub async fn write(&self, cmd: Command) -> Result<(u64, Applied), Status> {
+        let name = cmd.name();
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => {
+                metrics::counter!("augur_commands_total", "command" => name).increment(1);
+                match resp.data {
+                    Ok(applied) => Ok((resp.log_id.index, applied)),
+                    Err(rejection) => {
+                        metrics::counter!("augur_commands_rejected_total", "command" => name)
+                            .increment(1);
+                        Err(rejection_status(&rejection))
+                    }
+                }
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader_status(
+                    f.leader_id
+                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
+                ))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// Waits until a read at `consistency` may be served from the local state.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), Status> {
+        if consistency == Consistency::Local {
+            return Ok(());
+        }
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader_status(
+                    f.leader_id
+                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
+                ))
+            }
+            Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+}
+
+fn raft_config(cfg: &NodeConfig) -> anyhow::Result<openraft::Config> {
+    let r = &cfg.raft;
+    let config = openraft::Config {
+        cluster_name: "augur".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: r.install_snapshot_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: r.keep_after_snapshot,
+        max_payload_entries: r.max_payload_entries,
+        ..Default::default()
+    };
+    Ok(config.validate()?)
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data_dir = &cfg.node.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let (log_store, sm) = augur_store::open(data_dir)?;
+    let state = sm.reader();
+    let raft = Raft::new(
+        cfg.node.id,
+        Arc::new(raft_config(&cfg)?),
+        GrpcNetwork,
+        log_store,
+        sm,
+    )
+    .await
+    .context("cannot start raft")?;
+
+    if let Some(addr) = &cfg.node.metrics_listen {
+        crate::metrics::install(addr.parse()?)?;
+    }
+    tokio::spawn(crate::metrics::watch_raft(raft.metrics()));
+
+    if cfg.cluster.bootstrap && !raft.is_initialized().await? {
+        tracing::info!(members = ?cfg.initial_members(), "bootstrapping the cluster");
+        if let Err(e) = raft.initialize(cfg.initial_members()).await {
+            // Another member may have initialised first; its log reaches us by replication.
+            tracing::info!(error = %e, "not initialising");
+        }
+    }
+
+    let node = Node {
+        id: cfg.node.id,
+        raft: raft.clone(),
+        state,
+    };
+    let addr: SocketAddr = cfg.node.listen.parse()?;
+    let max = cfg.limits.max_message_bytes;
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .layer(crate::metrics::RpcMetricsLayer)
+        .add_service(
+            pb::raft_internal_server::RaftInternalServer::new(RaftInternalService::new(
+                raft.clone(),
+            ))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .add_service(
+            pb::cluster_server::ClusterServer::new(ClusterService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::topology_server::TopologyServer::new(TopologyService::new(node.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::control_server::ControlServer::new(ControlService::new(node.clone()))
+                .max_decoding_message_size(max),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(id = cfg.node.id, %addr, "node serving");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    raft.shutdown().await.ok();
+    tracing::info!(id = cfg.node.id, "node stopped");
+    Ok(())
+}
+
+/// The address a member is reachable at, from the current membership.
+pub(crate) fn member_addr(raft: &Raft, id: u64) -> Option<String> {
+    let m = raft.metrics().borrow().membership_config.clone();
+    m.membership()
+        .get_node(&id)
+        .map(|n: &BasicNode| n.addr.clone())
+}

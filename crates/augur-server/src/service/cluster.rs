@@ -1,0 +1,131 @@
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use augur_proto::{not_leader_status, pb};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use tonic::{Request, Response, Status};
+
+use crate::node::{member_addr, Node};
+
+pub struct ClusterService {
+    node: Node,
+}
+
+impl ClusterService {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        let m = self.node.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+        m.membership()
+            .nodes()
+            .map(|(id, n)| pb::Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    fn membership_reply(
+        &self,
+        res: Result<
+            openraft::raft::ClientWriteResponse<augur_store::TypeConfig>,
+            RaftError<u64, ClientWriteError<u64, BasicNode>>,
+        >,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        match res {
+            Ok(r) => Ok(Response::new(pb::MembershipResponse {
+                log_index: r.log_id.index,
+                members: self.members(),
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(not_leader_status(
+                    f.leader_id
+                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
+                ))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let m = self.node.raft.metrics().borrow().clone();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| member_addr(&self.node.raft, l))
+            .unwrap_or_default();
+        Ok(Response::new(pb::StatusResponse {
+            id: m.id,
+            role: role.into(),
+            leader_id: m.current_leader,
+            leader_addr,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+            members: self.members(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = req.into_inner();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("node id must be above 0"));
+        }
+        if req.addr.parse::<SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "{:?} is not an IP:PORT address",
+                req.addr
+            )));
+        }
+        // Blocks until the learner has caught up, so a promotion right after is safe.
+        let res = self
+            .node
+            .raft
+            .add_learner(req.id, BasicNode::new(&req.addr), true)
+            .await;
+        self.membership_reply(res)
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let voters: BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument("the voter set may not be empty"));
+        }
+        let known: BTreeSet<u64> = self.members().iter().map(|m| m.id).collect();
+        if let Some(unknown) = voters.iter().find(|v| !known.contains(v)) {
+            return Err(Status::failed_precondition(format!(
+                "node {unknown} is not a member; add it as a learner first"
+            )));
+        }
+        let res = self.node.raft.change_membership(voters, false).await;
+        self.membership_reply(res)
+    }
+}

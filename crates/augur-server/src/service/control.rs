@@ -1,0 +1,131 @@
+use std::pin::Pin;
+
+use augur_proto::{action_kind_from_wire, action_to_wire, outcome_from_wire, pb};
+use augur_types::{ActionId, Applied, Command, ComponentId};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use crate::node::Node;
+use crate::service::now_ms;
+
+/// Actions sent per read of the state while a watcher catches up.
+const WATCH_BATCH: usize = 256;
+
+pub struct ControlService {
+    node: Node,
+}
+
+impl ControlService {
+    pub fn new(node: Node) -> Self {
+        Self { node }
+    }
+}
+
+type ActionStream = Pin<Box<dyn Stream<Item = Result<pb::Action, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    type WatchActionsStream = ActionStream;
+
+    async fn watch_actions(
+        &self,
+        req: Request<pb::WatchActionsRequest>,
+    ) -> Result<Response<ActionStream>, Status> {
+        let req = req.into_inner();
+        let state = self.node.state.clone();
+        let mut applied = state.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<pb::Action, Status>>(WATCH_BATCH);
+        tracing::debug!(orchestrator = %req.orchestrator, from = req.from_seq, "watch started");
+        tokio::spawn(async move {
+            let mut next = req.from_seq.max(1);
+            loop {
+                let batch: Vec<pb::Action> = state.read(|s| {
+                    s.actions_from(next)
+                        .iter()
+                        .take(WATCH_BATCH)
+                        .map(action_to_wire)
+                        .collect()
+                });
+                if batch.is_empty() {
+                    tokio::select! {
+                        changed = applied.changed() => if changed.is_err() { return },
+                        () = tx.closed() => return,
+                    }
+                    continue;
+                }
+                next += batch.len() as u64;
+                for a in batch {
+                    if tx.send(Ok(a)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn append_action(
+        &self,
+        req: Request<pb::AppendActionRequest>,
+    ) -> Result<Response<pb::AppendActionResponse>, Status> {
+        let req = req.into_inner();
+        let cmd = Command::AppendAction {
+            request_id: req.request_id,
+            kind: action_kind_from_wire(req.kind)?,
+            target: ComponentId::new(req.target)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            params: req.params.into_iter().collect(),
+            at_ms: now_ms(),
+        };
+        match self.node.write(cmd).await? {
+            (_, Applied::Action { id, duplicate }) => Ok(Response::new(pb::AppendActionResponse {
+                id: id.to_string(),
+                seq: id.seq,
+                duplicate,
+            })),
+            (_, other) => Err(Status::internal(format!("append answered {other:?}"))),
+        }
+    }
+
+    async fn report_outcome(
+        &self,
+        req: Request<pb::ReportOutcomeRequest>,
+    ) -> Result<Response<pb::ReportOutcomeResponse>, Status> {
+        let req = req.into_inner();
+        let id: ActionId = req.id.parse().map_err(Status::invalid_argument)?;
+        if req.orchestrator.is_empty() {
+            return Err(Status::invalid_argument("orchestrator must be named"));
+        }
+        let cmd = Command::ReportOutcome {
+            id,
+            orchestrator: req.orchestrator,
+            outcome: outcome_from_wire(req.success, req.reason),
+            at_ms: now_ms(),
+        };
+        self.node.write(cmd).await?;
+        Ok(Response::new(pb::ReportOutcomeResponse {}))
+    }
+
+    async fn list_actions(
+        &self,
+        req: Request<pb::ListActionsRequest>,
+    ) -> Result<Response<pb::ListActionsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = if req.limit == 0 {
+            1000
+        } else {
+            req.limit as usize
+        };
+        let actions = self.node.state.read(|s| {
+            s.actions_from(req.from_seq)
+                .iter()
+                .take(limit)
+                .map(action_to_wire)
+                .collect()
+        });
+        Ok(Response::new(pb::ListActionsResponse { actions }))
+    }
+}

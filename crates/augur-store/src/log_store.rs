@@ -1,0 +1,206 @@
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::types::TypeConfig;
+use crate::{CF_LOGS, CF_META};
+
+type NodeId = u64;
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+/// The Raft log in RocksDB: entries keyed by big-endian index in one column family, vote,
+/// commit and purge marks in another.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn any(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        Self { db }
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_META), key).map_err(any)? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes).map(Some).map_err(any)
+    }
+
+    /// Writes `batch` and waits until it is on disk, on a blocking thread.
+    async fn write_synced(&self, batch: WriteBatch) -> Result<(), AnyError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts)
+        })
+        .await
+        .map_err(any)?
+        .map_err(any)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(
+            self.cf(CF_LOGS),
+            rocksdb::IteratorMode::From(&index_key(start), rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+            let index = u64::from_be_bytes(key.as_ref().try_into().expect("8-byte log key"));
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<TypeConfig> =
+                postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(any(e)))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> = self
+            .get_meta(KEY_PURGED)
+            .map_err(StorageIOError::read_logs)?;
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_LOGS), rocksdb::IteratorMode::End);
+        let last = match iter.next() {
+            Some(item) => {
+                let (_, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+                let entry: Entry<TypeConfig> =
+                    postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(any(e)))?;
+                Some(entry.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let mut batch = WriteBatch::default();
+        let bytes = postcard::to_allocvec(vote).map_err(|e| StorageIOError::write_vote(any(e)))?;
+        batch.put_cf(self.cf(CF_META), KEY_VOTE, bytes);
+        self.write_synced(batch)
+            .await
+            .map_err(StorageIOError::write_vote)?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(self.get_meta(KEY_VOTE).map_err(StorageIOError::read_vote)?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        metrics::gauge!("augur_raft_commit_index")
+            .set(committed.map(|l| l.index).unwrap_or(0) as f64);
+        // Advisory: losing it only means re-learning the commit index from the leader, so it
+        // rides on the next synced write instead of paying an fsync of its own.
+        let bytes = postcard::to_allocvec(&committed).map_err(|e| StorageIOError::write(any(e)))?;
+        self.db
+            .put_cf(self.cf(CF_META), KEY_COMMITTED, bytes)
+            .map_err(|e| StorageIOError::write(any(e)))?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
+            .map_err(StorageIOError::read)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let cf = self.cf(CF_LOGS);
+        for entry in entries {
+            let bytes =
+                postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(any(e)))?;
+            batch.put_cf(cf, index_key(entry.log_id.index), bytes);
+        }
+        // The callback means "on disk": only after the synced write returns.
+        let res = self.write_synced(batch).await;
+        let io_res = res
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()));
+        callback.log_io_completed(io_res);
+        res.map_err(StorageIOError::write_logs)?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(CF_LOGS),
+            index_key(log_id.index).to_vec(),
+            vec![0xffu8; 9],
+        );
+        self.write_synced(batch)
+            .await
+            .map_err(StorageIOError::write_logs)?;
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut batch = WriteBatch::default();
+        let bytes =
+            postcard::to_allocvec(&log_id).map_err(|e| StorageIOError::write_logs(any(e)))?;
+        batch.put_cf(self.cf(CF_META), KEY_PURGED, bytes);
+        batch.delete_range_cf(self.cf(CF_LOGS), index_key(0), index_key(log_id.index + 1));
+        self.write_synced(batch)
+            .await
+            .map_err(StorageIOError::write_logs)?;
+        Ok(())
+    }
+}

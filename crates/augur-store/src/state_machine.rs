@@ -1,0 +1,269 @@
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use augur_types::{Applied, ControlState};
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder,
+    StorageError, StorageIOError, StoredMembership,
+};
+use rocksdb::{WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::types::{CommandResult, TypeConfig};
+use crate::CF_SM;
+
+type NodeId = u64;
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// What the state machine holds in memory.
+#[derive(Debug, Default)]
+struct SmData {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    state: ControlState,
+    snapshot_seq: u64,
+}
+
+/// A snapshot as persisted in RocksDB: its meta and the serialized state.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    db: Arc<DB>,
+    data: RwLock<SmData>,
+    /// Last applied log index, for readers that wait for new state (action watchers).
+    applied_tx: watch::Sender<u64>,
+}
+
+/// The state machine: the [`ControlState`] in memory, made durable by the Raft log and by
+/// snapshots persisted in RocksDB. On restart it is restored from the last snapshot and
+/// openraft re-applies the committed entries after it.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+/// A read-only handle on the applied state, for queries that do not go through Raft.
+#[derive(Clone)]
+pub struct StateReader {
+    shared: Arc<Shared>,
+}
+
+impl StateReader {
+    /// Runs `f` on the current applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&ControlState) -> T) -> T {
+        f(&self.shared.data.read().expect("state lock poisoned").state)
+    }
+
+    /// The last applied log index.
+    pub fn last_applied_index(&self) -> u64 {
+        self.guard().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// A receiver that changes whenever entries are applied.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.applied_tx.subscribe()
+    }
+
+    fn guard(&self) -> RwLockReadGuard<'_, SmData> {
+        self.shared.data.read().expect("state lock poisoned")
+    }
+}
+
+fn any(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl StateMachineStore {
+    pub(crate) fn restore(db: Arc<DB>) -> Result<Self, StoreError> {
+        let cf = db.cf_handle(CF_SM).expect("column family created at open");
+        let mut data = SmData::default();
+        let stored = db
+            .get_cf(cf, KEY_SNAPSHOT)
+            .map_err(|e| StoreError::CorruptSnapshot {
+                reason: e.to_string(),
+            })?;
+        if let Some(bytes) = stored {
+            let snap: StoredSnapshot =
+                postcard::from_bytes(&bytes).map_err(|e| StoreError::CorruptSnapshot {
+                    reason: e.to_string(),
+                })?;
+            data.state = decode_state(&snap.data).map_err(|e| StoreError::CorruptSnapshot {
+                reason: e.to_string(),
+            })?;
+            data.last_applied = snap.meta.last_log_id;
+            data.membership = snap.meta.last_membership;
+        }
+        let (applied_tx, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                data: RwLock::new(data),
+                applied_tx,
+            }),
+        })
+    }
+
+    /// A read handle on the applied state.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn notify(&self, index: u64) {
+        self.shared.applied_tx.send_replace(index);
+    }
+
+    async fn persist(&self, snap: &StoredSnapshot) -> Result<(), AnyError> {
+        let bytes = postcard::to_allocvec(snap).map_err(any)?;
+        let db = self.shared.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let cf = db.cf_handle(CF_SM).expect("column family created at open");
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            db.put_cf_opt(cf, KEY_SNAPSHOT, bytes, &opts)
+        })
+        .await
+        .map_err(any)?
+        .map_err(any)
+    }
+
+    fn load_stored(&self) -> Result<Option<StoredSnapshot>, AnyError> {
+        let cf = self
+            .shared
+            .db
+            .cf_handle(CF_SM)
+            .expect("column family created at open");
+        match self.shared.db.get_cf(cf, KEY_SNAPSHOT).map_err(any)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(any),
+        }
+    }
+}
+
+fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
+    let mut state: ControlState = postcard::from_bytes(bytes)?;
+    state.reindex();
+    Ok(state)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let (meta, data) = {
+            let mut d = self.shared.data.write().expect("state lock poisoned");
+            d.snapshot_seq += 1;
+            let snapshot_id = match d.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, d.snapshot_seq),
+                None => format!("none-{}", d.snapshot_seq),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: d.last_applied,
+                last_membership: d.membership.clone(),
+                snapshot_id,
+            };
+            let data = postcard::to_allocvec(&d.state)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
+            (meta, data)
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.persist(&stored)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>)> {
+        let d = self.shared.data.read().expect("state lock poisoned");
+        Ok((d.last_applied, d.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResult>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let last = {
+            let mut d = self.shared.data.write().expect("state lock poisoned");
+            for entry in entries {
+                d.last_applied = Some(entry.log_id);
+                let res = match entry.payload {
+                    EntryPayload::Blank => Ok(Applied::Done),
+                    EntryPayload::Normal(cmd) => d.state.apply(entry.log_id.leader_id.term, &cmd),
+                    EntryPayload::Membership(m) => {
+                        d.membership = StoredMembership::new(Some(entry.log_id), m);
+                        Ok(Applied::Done)
+                    }
+                };
+                out.push(res);
+            }
+            d.last_applied.map(|l| l.index).unwrap_or(0)
+        };
+        self.notify(last);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let state = decode_state(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.persist(&stored)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        {
+            let mut d = self.shared.data.write().expect("state lock poisoned");
+            d.state = state;
+            d.last_applied = meta.last_log_id;
+            d.membership = meta.last_membership.clone();
+        }
+        self.notify(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let stored = self
+            .load_stored()
+            .map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

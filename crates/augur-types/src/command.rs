@@ -1,0 +1,119 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActionId, ComponentId};
+use crate::state::{ActionKind, ActionOutcome, Policy, ShadowState};
+use crate::topology::{Component, Host};
+
+/// A change to the [`ControlState`](crate::ControlState), proposed through Raft.
+///
+/// Commands carry every input their application needs (timestamps included), so applying one
+/// is deterministic on every replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Registers a component or replaces its record.
+    UpsertComponent(Component),
+    /// Forgets a component; rejected while a service's weights still route to it.
+    RemoveComponent { id: ComponentId },
+    /// Registers a host or replaces its record.
+    UpsertHost(Host),
+    /// Sets the policy of a service group (`*` for the default).
+    SetPolicy { group: String, policy: Policy },
+    /// Sets a service's traffic weights; they must sum to 100.
+    SetWeights {
+        service: String,
+        weights: BTreeMap<ComponentId, u32>,
+    },
+    /// Starts a shadow of `component` at a placement; one in flight per component.
+    RequestShadow {
+        component: ComponentId,
+        shadow: ComponentId,
+        placement: crate::Placement,
+    },
+    /// Moves a component's shadow along its lifecycle.
+    AdvanceShadow {
+        component: ComponentId,
+        to: ShadowState,
+        reason: String,
+    },
+    /// Appends an action for orchestrators. `request_id` makes retries idempotent: the same
+    /// request id answers with the action already appended.
+    AppendAction {
+        request_id: String,
+        kind: ActionKind,
+        target: ComponentId,
+        params: BTreeMap<String, String>,
+        at_ms: u64,
+    },
+    /// Records what an orchestrator did with an action. Reporting the same outcome twice is
+    /// harmless; a different outcome for a finished action is rejected.
+    ReportOutcome {
+        id: ActionId,
+        orchestrator: String,
+        outcome: ActionOutcome,
+        at_ms: u64,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::UpsertComponent(_) => "upsert_component",
+            Command::RemoveComponent { .. } => "remove_component",
+            Command::UpsertHost(_) => "upsert_host",
+            Command::SetPolicy { .. } => "set_policy",
+            Command::SetWeights { .. } => "set_weights",
+            Command::RequestShadow { .. } => "request_shadow",
+            Command::AdvanceShadow { .. } => "advance_shadow",
+            Command::AppendAction { .. } => "append_action",
+            Command::ReportOutcome { .. } => "report_outcome",
+        }
+    }
+}
+
+/// What a command did when it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// The state changed (or already was as asked).
+    Done,
+    /// An action was appended (or, for a retried request id, had been).
+    Action { id: ActionId, duplicate: bool },
+}
+
+/// Why a command was refused. Every replica refuses the same command the same way; a
+/// refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("invalid input: {reason}")]
+    InvalidInput { reason: String },
+    #[error("unknown component {id}")]
+    UnknownComponent { id: String },
+    #[error("component {id} still receives traffic in service {service}")]
+    ComponentInUse { id: String, service: String },
+    #[error("weights of service {service} sum to {sum}, not 100")]
+    WeightsDoNotSumTo100 { service: String, sum: u64 },
+    #[error("component {component} belongs to group {group}, not to service {service}")]
+    WrongService {
+        component: String,
+        group: String,
+        service: String,
+    },
+    #[error("host {host} is full: capacity {capacity}")]
+    HostFull { host: String, capacity: u32 },
+    #[error("component {component} already has a shadow in flight ({shadow})")]
+    ShadowInFlight { component: String, shadow: String },
+    #[error("component {component} has no shadow")]
+    NoShadow { component: String },
+    #[error("shadow of {component} cannot go from {from} to {to}")]
+    IllegalShadowTransition {
+        component: String,
+        from: String,
+        to: String,
+    },
+    #[error("unknown action {id}")]
+    UnknownAction { id: String },
+    #[error("action {id} already finished as {previous}")]
+    OutcomeConflict { id: String, previous: String },
+}

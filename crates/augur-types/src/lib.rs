@@ -1,0 +1,20 @@
+//! Augur's shared vocabulary: identifiers, topology, policies, shadows, traffic weights,
+//! the action log, and [`ControlState`], the replicated state machine that every controller
+//! node applies in the same order.
+//!
+//! Hard rule: nothing here does I/O, reads a clock or draws a random number. Applying a
+//! [`Command`] to a [`ControlState`] is a pure function of the state, the command and the
+//! Raft position it was committed at, so every replica accepts or rejects it the same way.
+
+mod command;
+mod ids;
+mod state;
+mod topology;
+
+pub use command::{Applied, Command, Rejection};
+pub use ids::{ActionId, ComponentId, IdError, NodeId};
+pub use state::{
+    Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, Policy,
+    ShadowRecord, ShadowState, TrafficWeights, MAX_ACTION_PARAMS, WEIGHT_TOTAL,
+};
+pub use topology::{Component, Host, Placement};

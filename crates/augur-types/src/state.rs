@@ -1,0 +1,749 @@
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Applied, Command, Rejection};
+use crate::ids::{validate_id, ActionId, ComponentId};
+use crate::topology::{Component, Host, Placement};
+
+/// Traffic weights of one service always sum to this.
+pub const WEIGHT_TOTAL: u64 = 100;
+/// Most parameters one action may carry.
+pub const MAX_ACTION_PARAMS: usize = 32;
+
+/// How much the planner may do on its own for a service group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApprovalMode {
+    /// Carry plans out.
+    Act,
+    /// Only recommend; wait for an operator's approval.
+    Recommend,
+}
+
+/// A service group's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// 0 (move at the first sign of risk) ..= 100 (move only when failure is near certain).
+    pub risk_tolerance: u8,
+    pub approval: ApprovalMode,
+    /// Traffic steps of a canary shift, in percent, strictly rising and ending at 100.
+    pub canary_steps: Vec<u8>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            risk_tolerance: 50,
+            approval: ApprovalMode::Act,
+            canary_steps: vec![1, 5, 25, 50, 100],
+        }
+    }
+}
+
+impl Policy {
+    fn validate(&self) -> Result<(), Rejection> {
+        let invalid = |reason: String| Rejection::InvalidInput { reason };
+        if self.risk_tolerance > 100 {
+            return Err(invalid(format!(
+                "risk tolerance {} is above 100",
+                self.risk_tolerance
+            )));
+        }
+        let rising = self.canary_steps.windows(2).all(|w| w[0] < w[1]);
+        if !rising || self.canary_steps.last() != Some(&100) || self.canary_steps.contains(&0) {
+            return Err(invalid(format!(
+                "canary steps {:?} must rise strictly from above 0 and end at 100",
+                self.canary_steps
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Where a shadow is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShadowState {
+    Requested,
+    Provisioned,
+    Syncing,
+    Validating,
+    Shifting { weight: u8 },
+    Promoted,
+    RolledBack,
+    Retired,
+}
+
+impl ShadowState {
+    /// A shadow still in flight blocks another one for the same component.
+    pub fn in_flight(self) -> bool {
+        !matches!(
+            self,
+            ShadowState::Promoted | ShadowState::RolledBack | ShadowState::Retired
+        )
+    }
+
+    fn may_become(self, to: ShadowState) -> bool {
+        use ShadowState::*;
+        match (self, to) {
+            // Any live shadow may be rolled back.
+            (s, RolledBack) => s.in_flight(),
+            (Requested, Provisioned) | (Provisioned, Syncing) | (Syncing, Validating) => true,
+            (Validating, Shifting { .. }) => true,
+            (Shifting { weight: a }, Shifting { weight: b }) => a < b && b <= 100,
+            (Shifting { weight: 100 }, Promoted) => true,
+            (Promoted | RolledBack, Retired) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ShadowState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShadowState::Shifting { weight } => write!(f, "shifting({weight}%)"),
+            other => write!(f, "{}", format!("{other:?}").to_lowercase()),
+        }
+    }
+}
+
+/// A shadow instance of a component, and the reasons for each of its steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    pub shadow: ComponentId,
+    pub placement: Placement,
+    pub state: ShadowState,
+    pub history: Vec<(ShadowState, String)>,
+}
+
+/// A service's traffic split, in percent per component, summing to 100.
+pub type TrafficWeights = BTreeMap<ComponentId, u32>;
+
+/// What an orchestrator is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionKind {
+    Provision,
+    Sync,
+    Validate,
+    SetWeights,
+    Drain,
+    Standby,
+    Retire,
+    Scale,
+    Exec,
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionOutcome {
+    Succeeded,
+    Failed { reason: String },
+}
+
+/// Where an action stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionStatus {
+    Pending,
+    Done {
+        orchestrator: String,
+        outcome: ActionOutcome,
+        at_ms: u64,
+    },
+}
+
+impl fmt::Display for ActionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionStatus::Pending => f.write_str("pending"),
+            ActionStatus::Done {
+                outcome: ActionOutcome::Succeeded,
+                ..
+            } => f.write_str("succeeded"),
+            ActionStatus::Done {
+                outcome: ActionOutcome::Failed { reason },
+                ..
+            } => {
+                write!(f, "failed: {reason}")
+            }
+        }
+    }
+}
+
+/// One entry of the action log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: ActionId,
+    pub request_id: String,
+    pub kind: ActionKind,
+    pub target: ComponentId,
+    pub params: BTreeMap<String, String>,
+    pub created_ms: u64,
+    pub status: ActionStatus,
+}
+
+/// Augur's replicated control state: the low-volume facts that must never be lost.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub components: BTreeMap<ComponentId, Component>,
+    pub hosts: BTreeMap<String, Host>,
+    pub policies: BTreeMap<String, Policy>,
+    pub weights: BTreeMap<String, TrafficWeights>,
+    pub shadows: BTreeMap<ComponentId, ShadowRecord>,
+    /// The action log, in sequence order; `actions[i].id.seq == i + 1`.
+    pub actions: Vec<Action>,
+    /// Request id → sequence number, so a retried append is answered, not repeated.
+    #[serde(skip)]
+    request_index: HashMap<String, u64>,
+}
+
+impl ControlState {
+    /// Applies `cmd`, committed in Raft term `term`. On rejection nothing changes.
+    pub fn apply(&mut self, term: u64, cmd: &Command) -> Result<Applied, Rejection> {
+        match cmd {
+            Command::UpsertComponent(c) => self.upsert_component(c),
+            Command::RemoveComponent { id } => self.remove_component(id),
+            Command::UpsertHost(h) => {
+                h.placement.validate()?;
+                self.hosts.insert(h.placement.host.clone(), h.clone());
+                Ok(Applied::Done)
+            }
+            Command::SetPolicy { group, policy } => {
+                if group != "*" {
+                    validate_id("group", group).map_err(invalid)?;
+                }
+                policy.validate()?;
+                self.policies.insert(group.clone(), policy.clone());
+                Ok(Applied::Done)
+            }
+            Command::SetWeights { service, weights } => self.set_weights(service, weights),
+            Command::RequestShadow {
+                component,
+                shadow,
+                placement,
+            } => self.request_shadow(component, shadow, placement),
+            Command::AdvanceShadow {
+                component,
+                to,
+                reason,
+            } => self.advance_shadow(component, *to, reason),
+            Command::AppendAction {
+                request_id,
+                kind,
+                target,
+                params,
+                at_ms,
+            } => self.append_action(term, request_id, *kind, target, params, *at_ms),
+            Command::ReportOutcome {
+                id,
+                orchestrator,
+                outcome,
+                at_ms,
+            } => self.report_outcome(id, orchestrator, outcome, *at_ms),
+        }
+    }
+
+    /// The policy that governs `group`: its own, else the default, else the built-in one.
+    pub fn policy_for(&self, group: &str) -> Policy {
+        self.policies
+            .get(group)
+            .or_else(|| self.policies.get("*"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The action with sequence number `seq`, if the log has it.
+    pub fn action(&self, seq: u64) -> Option<&Action> {
+        seq.checked_sub(1)
+            .and_then(|i| self.actions.get(i as usize))
+    }
+
+    /// Actions from sequence `from` on (1-based; 0 is read as 1).
+    pub fn actions_from(&self, from: u64) -> &[Action] {
+        let start = (from.max(1) - 1) as usize;
+        self.actions.get(start..).unwrap_or(&[])
+    }
+
+    /// The last action's sequence number (0 when the log is empty).
+    pub fn last_action_seq(&self) -> u64 {
+        self.actions.len() as u64
+    }
+
+    /// Rebuilds indexes that are not serialized; call after deserializing.
+    pub fn reindex(&mut self) {
+        self.request_index = self
+            .actions
+            .iter()
+            .map(|a| (a.request_id.clone(), a.id.seq))
+            .collect();
+    }
+
+    fn upsert_component(&mut self, c: &Component) -> Result<Applied, Rejection> {
+        c.validate()?;
+        if let Some(host) = self.hosts.get(&c.placement.host) {
+            let others = self
+                .components
+                .values()
+                .filter(|o| o.placement.host == c.placement.host && o.id != c.id)
+                .count();
+            if others as u64 >= u64::from(host.capacity) {
+                return Err(Rejection::HostFull {
+                    host: c.placement.host.clone(),
+                    capacity: host.capacity,
+                });
+            }
+        }
+        if let Some(old) = self.components.get(&c.id) {
+            if old.group != c.group {
+                if let Some(service) = self.service_routing_to(&c.id) {
+                    return Err(Rejection::ComponentInUse {
+                        id: c.id.to_string(),
+                        service,
+                    });
+                }
+            }
+        }
+        self.components.insert(c.id.clone(), c.clone());
+        Ok(Applied::Done)
+    }
+
+    fn remove_component(&mut self, id: &ComponentId) -> Result<Applied, Rejection> {
+        if !self.components.contains_key(id) {
+            return Err(Rejection::UnknownComponent { id: id.to_string() });
+        }
+        if let Some(service) = self.service_routing_to(id) {
+            return Err(Rejection::ComponentInUse {
+                id: id.to_string(),
+                service,
+            });
+        }
+        if let Some(s) = self.shadows.get(id).filter(|s| s.state.in_flight()) {
+            return Err(Rejection::ShadowInFlight {
+                component: id.to_string(),
+                shadow: s.shadow.to_string(),
+            });
+        }
+        self.components.remove(id);
+        self.shadows.remove(id);
+        Ok(Applied::Done)
+    }
+
+    fn service_routing_to(&self, id: &ComponentId) -> Option<String> {
+        self.weights
+            .iter()
+            .find(|(_, w)| w.get(id).is_some_and(|&v| v > 0))
+            .map(|(s, _)| s.clone())
+    }
+
+    fn set_weights(
+        &mut self,
+        service: &str,
+        weights: &TrafficWeights,
+    ) -> Result<Applied, Rejection> {
+        validate_id("service", service).map_err(invalid)?;
+        for id in weights.keys() {
+            let c = self
+                .components
+                .get(id)
+                .ok_or_else(|| Rejection::UnknownComponent { id: id.to_string() })?;
+            if c.group != service {
+                return Err(Rejection::WrongService {
+                    component: id.to_string(),
+                    group: c.group.clone(),
+                    service: service.to_string(),
+                });
+            }
+        }
+        let sum: u64 = weights.values().map(|&w| u64::from(w)).sum();
+        if sum != WEIGHT_TOTAL {
+            return Err(Rejection::WeightsDoNotSumTo100 {
+                service: service.to_string(),
+                sum,
+            });
+        }
+        self.weights.insert(service.to_string(), weights.clone());
+        Ok(Applied::Done)
+    }
+
+    fn request_shadow(
+        &mut self,
+        component: &ComponentId,
+        shadow: &ComponentId,
+        placement: &Placement,
+    ) -> Result<Applied, Rejection> {
+        if !self.components.contains_key(component) {
+            return Err(Rejection::UnknownComponent {
+                id: component.to_string(),
+            });
+        }
+        placement.validate()?;
+        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
+            return Err(Rejection::ShadowInFlight {
+                component: component.to_string(),
+                shadow: s.shadow.to_string(),
+            });
+        }
+        let state = ShadowState::Requested;
+        self.shadows.insert(
+            component.clone(),
+            ShadowRecord {
+                shadow: shadow.clone(),
+                placement: placement.clone(),
+                state,
+                history: vec![(state, "requested".to_string())],
+            },
+        );
+        Ok(Applied::Done)
+    }
+
+    fn advance_shadow(
+        &mut self,
+        component: &ComponentId,
+        to: ShadowState,
+        reason: &str,
+    ) -> Result<Applied, Rejection> {
+        let rec = self
+            .shadows
+            .get_mut(component)
+            .ok_or_else(|| Rejection::NoShadow {
+                component: component.to_string(),
+            })?;
+        if !rec.state.may_become(to) {
+            return Err(Rejection::IllegalShadowTransition {
+                component: component.to_string(),
+                from: rec.state.to_string(),
+                to: to.to_string(),
+            });
+        }
+        rec.state = to;
+        rec.history.push((to, reason.to_string()));
+        Ok(Applied::Done)
+    }
+
+    fn append_action(
+        &mut self,
+        term: u64,
+        request_id: &str,
+        kind: ActionKind,
+        target: &ComponentId,
+        params: &BTreeMap<String, String>,
+        at_ms: u64,
+    ) -> Result<Applied, Rejection> {
+        if request_id.is_empty() || request_id.len() > 256 {
+            return Err(invalid(format!(
+                "request id must be 1..=256 bytes, got {}",
+                request_id.len()
+            )));
+        }
+        if let Some(&seq) = self.request_index.get(request_id) {
+            let id = self
+                .action(seq)
+                .map(|a| a.id)
+                .expect("indexed action exists");
+            return Ok(Applied::Action {
+                id,
+                duplicate: true,
+            });
+        }
+        if !self.components.contains_key(target) {
+            return Err(Rejection::UnknownComponent {
+                id: target.to_string(),
+            });
+        }
+        if params.len() > MAX_ACTION_PARAMS {
+            return Err(invalid(format!(
+                "action has {} params; at most {MAX_ACTION_PARAMS}",
+                params.len()
+            )));
+        }
+        let id = ActionId {
+            term,
+            seq: self.last_action_seq() + 1,
+        };
+        self.actions.push(Action {
+            id,
+            request_id: request_id.to_string(),
+            kind,
+            target: target.clone(),
+            params: params.clone(),
+            created_ms: at_ms,
+            status: ActionStatus::Pending,
+        });
+        self.request_index.insert(request_id.to_string(), id.seq);
+        Ok(Applied::Action {
+            id,
+            duplicate: false,
+        })
+    }
+
+    fn report_outcome(
+        &mut self,
+        id: &ActionId,
+        orchestrator: &str,
+        outcome: &ActionOutcome,
+        at_ms: u64,
+    ) -> Result<Applied, Rejection> {
+        let action = id
+            .seq
+            .checked_sub(1)
+            .and_then(|i| self.actions.get_mut(i as usize))
+            .filter(|a| a.id == *id)
+            .ok_or_else(|| Rejection::UnknownAction { id: id.to_string() })?;
+        match &action.status {
+            ActionStatus::Pending => {
+                action.status = ActionStatus::Done {
+                    orchestrator: orchestrator.to_string(),
+                    outcome: outcome.clone(),
+                    at_ms,
+                };
+                Ok(Applied::Done)
+            }
+            ActionStatus::Done {
+                outcome: previous, ..
+            } if previous == outcome => Ok(Applied::Done),
+            done => Err(Rejection::OutcomeConflict {
+                id: id.to_string(),
+                previous: done.to_string(),
+            }),
+        }
+    }
+}
+
+fn invalid(e: impl fmt::Display) -> Rejection {
+    Rejection::InvalidInput {
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cid(s: &str) -> ComponentId {
+        ComponentId::new(s).unwrap()
+    }
+
+    fn component(id: &str, group: &str, host: &str) -> Component {
+        Component {
+            id: cid(id),
+            class: "web".into(),
+            group: group.into(),
+            criticality: 3,
+            placement: Placement {
+                host: host.into(),
+                rack: "r1".into(),
+                zone: "z1".into(),
+            },
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn state_with(ids: &[&str]) -> ControlState {
+        let mut s = ControlState::default();
+        for id in ids {
+            s.apply(1, &Command::UpsertComponent(component(id, "web", "h1")))
+                .unwrap();
+        }
+        s
+    }
+
+    fn weights(pairs: &[(&str, u32)]) -> TrafficWeights {
+        pairs.iter().map(|(k, v)| (cid(k), *v)).collect()
+    }
+
+    #[test]
+    fn weights_must_sum_to_100_and_name_known_members() {
+        let mut s = state_with(&["a", "b"]);
+        let before = s.clone();
+        let bad = Command::SetWeights {
+            service: "web".into(),
+            weights: weights(&[("a", 60), ("b", 30)]),
+        };
+        assert_eq!(
+            s.apply(1, &bad).unwrap_err().to_string(),
+            "weights of service web sum to 90, not 100"
+        );
+        let unknown = Command::SetWeights {
+            service: "web".into(),
+            weights: weights(&[("zz", 100)]),
+        };
+        assert_eq!(
+            s.apply(1, &unknown).unwrap_err().to_string(),
+            "unknown component zz"
+        );
+        assert_eq!(s, before, "a rejected command changes nothing");
+        let ok = Command::SetWeights {
+            service: "web".into(),
+            weights: weights(&[("a", 60), ("b", 40)]),
+        };
+        s.apply(1, &ok).unwrap();
+        let rm = Command::RemoveComponent { id: cid("a") };
+        assert!(matches!(
+            s.apply(1, &rm),
+            Err(Rejection::ComponentInUse { .. })
+        ));
+    }
+
+    #[test]
+    fn hosts_cap_components() {
+        let mut s = ControlState::default();
+        let host = Host {
+            placement: Placement {
+                host: "h1".into(),
+                rack: "r1".into(),
+                zone: "z1".into(),
+            },
+            capacity: 1,
+        };
+        s.apply(1, &Command::UpsertHost(host)).unwrap();
+        s.apply(1, &Command::UpsertComponent(component("a", "web", "h1")))
+            .unwrap();
+        // Re-registering the same component does not count against the host twice.
+        s.apply(1, &Command::UpsertComponent(component("a", "web", "h1")))
+            .unwrap();
+        let err = s
+            .apply(1, &Command::UpsertComponent(component("b", "web", "h1")))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "host h1 is full: capacity 1");
+    }
+
+    #[test]
+    fn action_ids_are_term_fenced_monotonic_and_idempotent() {
+        let mut s = state_with(&["a"]);
+        let append = |rid: &str| Command::AppendAction {
+            request_id: rid.into(),
+            kind: ActionKind::Drain,
+            target: cid("a"),
+            params: BTreeMap::new(),
+            at_ms: 5,
+        };
+        let first = s.apply(2, &append("r1")).unwrap();
+        assert_eq!(
+            first,
+            Applied::Action {
+                id: ActionId { term: 2, seq: 1 },
+                duplicate: false
+            }
+        );
+        let again = s.apply(3, &append("r1")).unwrap();
+        assert_eq!(
+            again,
+            Applied::Action {
+                id: ActionId { term: 2, seq: 1 },
+                duplicate: true
+            }
+        );
+        let second = s.apply(3, &append("r2")).unwrap();
+        assert_eq!(
+            second,
+            Applied::Action {
+                id: ActionId { term: 3, seq: 2 },
+                duplicate: false
+            }
+        );
+
+        let report = |id, outcome| Command::ReportOutcome {
+            id,
+            orchestrator: "o1".into(),
+            outcome,
+            at_ms: 9,
+        };
+        let id = ActionId { term: 2, seq: 1 };
+        s.apply(3, &report(id, ActionOutcome::Succeeded)).unwrap();
+        s.apply(3, &report(id, ActionOutcome::Succeeded)).unwrap();
+        let conflict = s.apply(3, &report(id, ActionOutcome::Failed { reason: "x".into() }));
+        assert!(matches!(conflict, Err(Rejection::OutcomeConflict { .. })));
+        // A stale id (wrong term for that seq) is unknown, not silently accepted.
+        let stale = s.apply(
+            3,
+            &report(ActionId { term: 1, seq: 1 }, ActionOutcome::Succeeded),
+        );
+        assert!(matches!(stale, Err(Rejection::UnknownAction { .. })));
+    }
+
+    #[test]
+    fn one_shadow_in_flight_and_legal_transitions_only() {
+        let mut s = state_with(&["a"]);
+        let place = Placement {
+            host: "h2".into(),
+            rack: "r2".into(),
+            zone: "z2".into(),
+        };
+        let req = Command::RequestShadow {
+            component: cid("a"),
+            shadow: cid("a-s"),
+            placement: place,
+        };
+        s.apply(1, &req).unwrap();
+        assert!(matches!(
+            s.apply(1, &req),
+            Err(Rejection::ShadowInFlight { .. })
+        ));
+        let adv = |to| Command::AdvanceShadow {
+            component: cid("a"),
+            to,
+            reason: "t".into(),
+        };
+        let err = s.apply(1, &adv(ShadowState::Promoted)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "shadow of a cannot go from requested to promoted"
+        );
+        for to in [
+            ShadowState::Provisioned,
+            ShadowState::Syncing,
+            ShadowState::Validating,
+            ShadowState::Shifting { weight: 5 },
+        ] {
+            s.apply(1, &adv(to)).unwrap();
+        }
+        assert!(s
+            .apply(1, &adv(ShadowState::Shifting { weight: 1 }))
+            .is_err());
+        s.apply(1, &adv(ShadowState::RolledBack)).unwrap();
+        s.apply(1, &req).unwrap();
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_idempotency_index() {
+        let mut s = state_with(&["a"]);
+        let append = Command::AppendAction {
+            request_id: "r1".into(),
+            kind: ActionKind::Drain,
+            target: cid("a"),
+            params: BTreeMap::new(),
+            at_ms: 1,
+        };
+        s.apply(1, &append).unwrap();
+        let mut back: ControlState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        back.reindex();
+        assert!(matches!(
+            back.apply(2, &append),
+            Ok(Applied::Action {
+                duplicate: true,
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        /// Whatever sequence of weight updates arrives, every stored split sums to 100.
+        #[test]
+        fn stored_weights_always_sum_to_100(splits in proptest::collection::vec(
+            proptest::collection::vec(0u32..120, 1..4), 1..20)) {
+            let mut s = state_with(&["a", "b", "c"]);
+            let names = ["a", "b", "c"];
+            for split in splits {
+                let w: TrafficWeights = split.iter().enumerate().map(|(i, v)| (cid(names[i]), *v)).collect();
+                let before = s.clone();
+                let r = s.apply(1, &Command::SetWeights { service: "web".into(), weights: w });
+                if r.is_err() { prop_assert_eq!(&s, &before); }
+                for w in s.weights.values() {
+                    prop_assert_eq!(w.values().map(|&v| u64::from(v)).sum::<u64>(), 100);
+                }
+            }
+        }
+    }
+}

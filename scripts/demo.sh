@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# `make demo` until the full demo lands: one embedded node, a few components, shown.
+set -euo pipefail
+AUGUR=${1:-augur}
+DIR=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+echo "== starting a single-node Augur cluster (data in $DIR)"
+"$AUGUR" serve --data-dir "$DIR/node1" 2>"$DIR/node.log" &
+PID=$!
+for _ in $(seq 1 100); do
+  "$AUGUR" ctl status >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$AUGUR" ctl status
+echo "== registering components"
+"$AUGUR" ctl component register web-1 --zone eu-1a --rack r1 --host h1 --group web --class nginx --criticality 4
+"$AUGUR" ctl component register web-2 --zone eu-1b --rack r7 --host h9 --group web --class nginx --criticality 4
+"$AUGUR" ctl component register db-1  --zone eu-1a --rack r2 --host h3 --group db --class postgres --criticality 5
+"$AUGUR" ctl weights set web web-1=50 web-2=50
+echo "== components"
+"$AUGUR" ctl component list
+echo "== a bad write is refused and changes nothing"
+"$AUGUR" ctl weights set web web-1=70 web-2=20 || true
+"$AUGUR" ctl weights get web
+echo "== an action for orchestrators, and its outcome"
+ID=$("$AUGUR" ctl --output json action append --kind drain --target web-1 | sed -n 's/.*"id": "\(a-[0-9-]*\)".*/\1/p')
+"$AUGUR" ctl action report "$ID" --orchestrator demo
+"$AUGUR" ctl actions
+echo "== as JSON"
+"$AUGUR" ctl component get db-1 --output json

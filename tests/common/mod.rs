@@ -1,0 +1,381 @@
+//! A harness for end-to-end tests: real `augur serve` processes on 127.0.0.1, killed with
+//! SIGKILL and restarted on the same data. Waiting is always for a condition, with a deadline.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use augur_proto::pb;
+use augur_proto::pb::cluster_client::ClusterClient;
+use augur_proto::pb::topology_client::TopologyClient;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub const AUGUR: &str = env!("CARGO_BIN_EXE_augur");
+
+/// Polls `check` until it answers `Some`, or panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Free TCP ports on 127.0.0.1 (held until all are chosen, so they differ).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} already running", self.id);
+        let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(AUGUR)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn augur serve");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Raft settings small enough that tests see snapshots and compaction.
+#[derive(Clone, Copy)]
+pub struct RaftKnobs {
+    pub snapshot_every: u64,
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftKnobs {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 10_000,
+            keep_after_snapshot: 5_000,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub nodes: BTreeMap<u64, NodeProc>,
+}
+
+pub fn node_config(
+    id: u64,
+    addr: &str,
+    data_dir: &Path,
+    members: &[(u64, String)],
+    bootstrap: bool,
+    knobs: RaftKnobs,
+) -> String {
+    let members = members
+        .iter()
+        .map(|(id, a)| format!("{{ id = {id}, addr = \"{a}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "version = 1\n[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
+         [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n\
+         [raft]\nsnapshot_every_entries = {}\nkeep_after_snapshot = {}\n\
+         [limits]\nmax_message_bytes = 65536\n",
+        data_dir.display(),
+        knobs.snapshot_every,
+        knobs.keep_after_snapshot
+    )
+}
+
+impl Cluster {
+    /// `n` nodes on free ports, all listed as initial members.
+    pub fn start(n: u64, knobs: RaftKnobs) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let ports = free_ports(n as usize);
+        let members: Vec<(u64, String)> = (1..=n)
+            .map(|i| (i, format!("127.0.0.1:{}", ports[i as usize - 1])))
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for (id, addr) in &members {
+            let data_dir = dir.path().join(format!("node{id}"));
+            let config = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(
+                &config,
+                node_config(*id, addr, &data_dir, &members, true, knobs),
+            )
+            .unwrap();
+            nodes.insert(
+                *id,
+                NodeProc {
+                    id: *id,
+                    addr: addr.clone(),
+                    config,
+                    data_dir,
+                    child: None,
+                },
+            );
+        }
+        let mut cluster = Self { dir, nodes };
+        for node in cluster.nodes.values_mut() {
+            node.start();
+        }
+        cluster
+    }
+
+    /// Nodes from existing config files (their own ports), with data under a temp dir.
+    pub fn from_configs(configs: &[PathBuf]) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let mut nodes = BTreeMap::new();
+        for config in configs {
+            let cfg = augur_server::NodeConfig::load(config).expect("config loads");
+            let id = cfg.node.id;
+            let data_dir = dir.path().join(format!("node{id}"));
+            let mut node = NodeProc {
+                id,
+                addr: cfg.node.listen.clone(),
+                config: config.clone(),
+                data_dir,
+                child: None,
+            };
+            node.start();
+            nodes.insert(id, node);
+        }
+        Self { dir, nodes }
+    }
+
+    /// Adds a node that is not an initial member (it waits to be added as a learner).
+    pub fn add_node(&mut self, id: u64) -> String {
+        let port = free_ports(1)[0];
+        let addr = format!("127.0.0.1:{port}");
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(
+            &config,
+            node_config(id, &addr, &data_dir, &[], false, RaftKnobs::default()),
+        )
+        .unwrap();
+        let mut node = NodeProc {
+            id,
+            addr: addr.clone(),
+            config,
+            data_dir,
+            child: None,
+        };
+        node.start();
+        self.nodes.insert(id, node);
+        addr
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    pub fn kill(&mut self, id: u64) {
+        self.nodes.get_mut(&id).unwrap().kill();
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.nodes.get_mut(&id).unwrap().start();
+    }
+
+    /// The leader every running node agrees on.
+    pub async fn wait_leader(&self) -> u64 {
+        let running: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.running())
+            .map(|n| n.addr.clone())
+            .collect();
+        eventually(
+            "a leader all running nodes agree on",
+            Duration::from_secs(30),
+            || {
+                let running = running.clone();
+                async move {
+                    let mut leader = None;
+                    for addr in &running {
+                        let s = status(addr).await?;
+                        let l = s.leader_id?;
+                        if leader.is_some_and(|x| x != l) {
+                            return None;
+                        }
+                        leader = Some(l);
+                    }
+                    let l = leader?;
+                    // The leader must itself say so (not a stale view of a dead node).
+                    let ls = status(&self.addr_of_running(l)?).await?;
+                    (ls.role == "leader").then_some(l)
+                }
+            },
+        )
+        .await
+    }
+
+    fn addr_of_running(&self, id: u64) -> Option<String> {
+        self.nodes
+            .get(&id)
+            .filter(|n| n.running())
+            .map(|n| n.addr.clone())
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64) {
+        let addr = self.addr(id);
+        eventually(
+            &format!("node {id} to apply index {index}"),
+            Duration::from_secs(30),
+            || {
+                let addr = addr.clone();
+                async move {
+                    status(&addr)
+                        .await
+                        .filter(|s| s.last_applied >= index)
+                        .map(|_| ())
+                }
+            },
+        )
+        .await
+    }
+}
+
+pub async fn channel(addr: &str) -> Option<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()
+}
+
+pub async fn status(addr: &str) -> Option<pb::StatusResponse> {
+    let mut c = ClusterClient::new(channel(addr).await?);
+    c.status(pb::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+pub fn component(id: &str, group: &str) -> pb::Component {
+    pb::Component {
+        id: id.into(),
+        class: "web".into(),
+        group: group.into(),
+        criticality: 3,
+        placement: Some(pb::Placement {
+            host: "h1".into(),
+            rack: "r1".into(),
+            zone: "z1".into(),
+        }),
+        labels: Default::default(),
+    }
+}
+
+/// Registers `id` through a redirect-following client; answers whether it was acknowledged.
+pub async fn register(client: &mut augur_cli::Client, id: &str) -> bool {
+    let c = component(id, "web");
+    client
+        .call(|ch| {
+            let c = c.clone();
+            async move {
+                TopologyClient::new(ch)
+                    .upsert_component(pb::UpsertComponentRequest { component: Some(c) })
+                    .await
+            }
+        })
+        .await
+        .is_ok()
+}
+
+/// Component ids as seen by a read on `addr` at the given consistency.
+pub async fn component_ids(addr: &str, local: bool) -> Option<Vec<String>> {
+    let mut c = TopologyClient::new(channel(addr).await?);
+    let consistency = if local {
+        pb::ReadConsistency::Local
+    } else {
+        pb::ReadConsistency::Linearizable
+    };
+    let r = c
+        .list_components(pb::ListComponentsRequest {
+            consistency: consistency as i32,
+            ..Default::default()
+        })
+        .await
+        .ok()?;
+    Some(
+        r.into_inner()
+            .components
+            .into_iter()
+            .map(|c| c.id)
+            .collect(),
+    )
+}
+
+/// Runs an `augur ctl` command; answers (exit code, stdout, stderr).
+pub fn ctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(AUGUR)
+        .arg("ctl")
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("run augur ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

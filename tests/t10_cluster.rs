@@ -1,0 +1,83 @@
+//! Basics across real processes: the shipped three-node configs elect and replicate; a full
+//! restart keeps the state; a fourth node joins as a learner and is promoted.
+
+mod common;
+
+use std::path::PathBuf;
+
+use augur_cli::Client;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_three_node_configs_elect_a_leader_and_replicate() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../cluster-configs/three-node");
+    let configs: Vec<PathBuf> = (1..=3)
+        .map(|i| root.join(format!("node{i}.toml")))
+        .collect();
+    let cluster = Cluster::from_configs(&configs);
+    let leader = cluster.wait_leader().await;
+    assert!((1..=3).contains(&leader));
+
+    let mut client = Client::new(cluster.endpoints());
+    for i in 0..10 {
+        assert!(register(&mut client, &format!("c{i}")).await);
+    }
+    let leader_status = status(&cluster.addr(leader)).await.unwrap();
+    for id in 1..=3 {
+        cluster.wait_applied(id, leader_status.last_applied).await;
+        let ids = component_ids(&cluster.addr(id), true).await.unwrap();
+        assert_eq!(ids.len(), 10, "node {id} has every component");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_restart_keeps_state_and_a_fourth_node_joins_and_is_promoted() {
+    let mut cluster = Cluster::start(
+        3,
+        RaftKnobs {
+            snapshot_every: 20,
+            keep_after_snapshot: 5,
+        },
+    );
+    cluster.wait_leader().await;
+    let mut client = Client::new(cluster.endpoints());
+    for i in 0..50 {
+        assert!(register(&mut client, &format!("c{i}")).await);
+    }
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.restart(id);
+    }
+    let leader = cluster.wait_leader().await;
+    let mut ids = component_ids(&cluster.addr(leader), false).await.unwrap();
+    ids.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want, "state intact after all nodes restarted");
+
+    // A fourth node: learner first, then voter, through the CLI as an operator would.
+    let addr4 = cluster.add_node(4);
+    let endpoint = cluster.endpoints()[0..3].join(",");
+    let (code, _, err) = ctl(&endpoint, &["add-learner", "4", &addr4]);
+    assert_eq!(code, 0, "add-learner failed: {err}");
+    let (code, _, err) = ctl(&endpoint, &["promote", "4"]);
+    assert_eq!(code, 0, "promote failed: {err}");
+    let (code, out, _) = ctl(&endpoint, &["members", "--output", "json"]);
+    assert_eq!(code, 0);
+    let members: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let voters = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .count();
+    assert_eq!(voters, 4, "{out}");
+    let leader_status = status(&cluster.addr(cluster.wait_leader().await))
+        .await
+        .unwrap();
+    cluster.wait_applied(4, leader_status.last_applied).await;
+    let ids4 = component_ids(&addr4, true).await.unwrap();
+    assert_eq!(ids4.len(), 50, "the new node holds the whole state");
+}

@@ -1,0 +1,151 @@
+//! Bad input gets a clear error naming what is wrong, and changes nothing.
+
+mod common;
+
+use std::process::Command;
+
+use augur_proto::pb;
+use augur_proto::pb::topology_client::TopologyClient;
+use augur_proto::LEADER_ADDR_HEADER;
+use common::*;
+use tonic::Code;
+
+#[test]
+fn a_malformed_config_lists_all_its_errors() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "version = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:99999\"\ndata_dir = \"d\"\n\
+         [cluster]\nbootstrap = true\nmembers = [{ id = 2, addr = \"x\" }, { id = 2, addr = \"x\" }]\n\
+         [raft]\nheartbeat_ms = 200\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 300\n",
+    )
+    .unwrap();
+    let out = Command::new(AUGUR)
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "has 8 error(s)",
+        "node.listen: \"127.0.0.1:99999\" is not an IP:PORT address",
+        "cluster.members[0].addr: \"x\" is not an IP:PORT address",
+        "cluster.members[1].id: duplicate node id 2",
+        "cluster.members[1].addr: duplicate address x",
+        "bootstrap is on but node 1 is not among the members",
+        "raft.election_timeout_min_ms: 300 ms must exceed twice the heartbeat (200 ms)",
+        "raft.election_timeout_max_ms: 300 ms must exceed election_timeout_min_ms (300 ms)",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let cluster = Cluster::start(3, RaftKnobs::default());
+    let leader = cluster.wait_leader().await;
+    let laddr = cluster.addr(leader);
+    let (code, _, err) = ctl(
+        &laddr,
+        &[
+            "component",
+            "register",
+            "web-1",
+            "--zone",
+            "z1",
+            "--rack",
+            "r1",
+            "--host",
+            "h1",
+            "--group",
+            "web",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    ctl(
+        &laddr,
+        &[
+            "component",
+            "register",
+            "web-2",
+            "--zone",
+            "z2",
+            "--rack",
+            "r2",
+            "--host",
+            "h2",
+            "--group",
+            "web",
+        ],
+    );
+    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Unknown component.
+    let (code, out, _) = ctl(&laddr, &["--output", "json", "component", "get", "nope"]);
+    assert_eq!(code, 3);
+    assert!(out.contains("unknown component nope"), "{out}");
+    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=50", "ghost=50"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("unknown component ghost"), "{err}");
+
+    // Weights not summing to 100.
+    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=70", "web-2=20"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("weights of service web sum to 90, not 100"),
+        "{err}"
+    );
+    let (_, out, _) = ctl(&laddr, &["weights", "get", "web"]);
+    assert_eq!(out.trim(), "web-1=50 web-2=50", "weights unchanged");
+
+    // An oversized message (the test configs cap requests at 64 KiB).
+    let mut big = component("big", "web");
+    big.labels.insert("blob".into(), "x".repeat(100_000));
+    let err = TopologyClient::new(channel(&laddr).await.unwrap())
+        .upsert_component(pb::UpsertComponentRequest {
+            component: Some(big),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "oversized: {err:?}"
+    );
+    assert!(
+        err.message().contains("65536"),
+        "the error names the limit: {}",
+        err.message()
+    );
+
+    // A write sent straight to a follower.
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let err = TopologyClient::new(channel(&cluster.addr(follower)).await.unwrap())
+        .upsert_component(pb::UpsertComponentRequest {
+            component: Some(component("f", "web")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.metadata()
+            .get(LEADER_ADDR_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        laddr
+    );
+    assert!(
+        err.message().contains("not the leader"),
+        "{}",
+        err.message()
+    );
+
+    // Nothing changed: the same components (rejected commands are logged, not applied).
+    let mut ids = component_ids(&laddr, false).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, vec!["web-1", "web-2"]);
+}
