@@ -134,7 +134,7 @@ struct Augur {
 }
 
 impl Augur {
-    fn start(bin: &PathBuf) -> Self {
+    fn start(bin: &std::path::Path) -> Self {
         let dir = tempfile::TempDir::new().unwrap();
         let addrs: BTreeMap<u64, String> = (1..=3)
             .map(|i| (i, format!("127.0.0.1:{}", free_port())))
