@@ -149,3 +149,50 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     ids.sort();
     assert_eq!(ids, vec!["web-1", "web-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_good_and_bad_writes_each_get_their_own_answer() {
+    // Concurrent writes are group-committed into one Raft entry; each caller must still get
+    // the answer to its own command.
+    let cluster = Cluster::start(3, RaftKnobs::default());
+    let leader = cluster.wait_leader().await;
+    let laddr = cluster.addr(leader);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let laddr = laddr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = TopologyClient::new(channel(&laddr).await.unwrap());
+            let mut comp = component(&format!("ok-{i}"), "web");
+            if i % 2 == 1 {
+                comp.criticality = 9; // outside 1..=5: rejected by the state machine
+            }
+            (
+                i,
+                c.upsert_component(pb::UpsertComponentRequest {
+                    component: Some(comp),
+                })
+                .await,
+            )
+        }));
+    }
+    for t in tasks {
+        let (i, res) = t.await.unwrap();
+        if i % 2 == 0 {
+            assert!(res.is_ok(), "write {i}: {res:?}");
+        } else {
+            let err = res.unwrap_err();
+            assert_eq!(err.code(), Code::InvalidArgument, "write {i}");
+            assert!(
+                err.message()
+                    .contains(&format!("criticality 9 of component ok-{i}")),
+                "{}",
+                err.message()
+            );
+        }
+    }
+    let ids = component_ids(&laddr, false).await.unwrap();
+    assert_eq!(ids.len(), 32);
+    assert!(ids
+        .iter()
+        .all(|id| id.trim_start_matches("ok-").parse::<u32>().unwrap() % 2 == 0));
+}

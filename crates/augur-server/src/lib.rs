@@ -9,6 +9,7 @@ mod config;
 mod metrics;
 mod network;
 mod node;
+mod proposer;
 mod service;
 
 pub use config::{

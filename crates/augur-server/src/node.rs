@@ -6,15 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use augur_proto::{not_leader_status, pb, rejection_status};
+use augur_proto::{not_leader_status, pb};
 use augur_store::{Raft, StateReader};
 use augur_types::{Applied, Command};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use openraft::{BasicNode, SnapshotPolicy};
 use tonic::Status;
 
 use crate::config::NodeConfig;
 use crate::network::{GrpcNetwork, RaftInternalService, MAX_RAFT_MESSAGE};
+use crate::proposer::Proposer;
 use crate::service::{ClusterService, ControlService, TopologyService};
 
 /// How fresh a read must be.
@@ -41,35 +42,22 @@ pub struct Node {
     pub id: u64,
     pub raft: Raft,
     pub state: StateReader,
+    proposer: Proposer,
 }
 
 impl Node {
-    /// Proposes `cmd`; answers the log index it was applied at and what it did.
+    /// Proposes `cmd` (group-committed with concurrent writes); answers the log index it
+    /// was applied at and what it did.
     pub async fn write(&self, cmd: Command) -> Result<(u64, Applied), Status> {
         let name = cmd.name();
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => {
-                metrics::counter!("augur_commands_total", "command" => name).increment(1);
-                match resp.data {
-                    Ok(applied) => Ok((resp.log_id.index, applied)),
-                    Err(rejection) => {
-                        metrics::counter!("augur_commands_rejected_total", "command" => name)
-                            .increment(1);
-                        Err(rejection_status(&rejection))
-                    }
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(not_leader_status(
-                    f.leader_id
-                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
-                ))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
+        let res = self.proposer.write(cmd).await;
+        if res
+            .as_ref()
+            .is_err_and(|s| s.code() != tonic::Code::Unavailable)
+        {
+            metrics::counter!("augur_commands_rejected_total", "command" => name).increment(1);
         }
+        res
     }
 
     /// Waits until a read at `consistency` may be served from the local state.
@@ -140,10 +128,12 @@ pub async fn run(
         }
     }
 
+    let proposer = Proposer::spawn(raft.clone());
     let node = Node {
         id: cfg.node.id,
         raft: raft.clone(),
         state,
+        proposer,
     };
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;

@@ -54,7 +54,13 @@ pub enum Command {
         outcome: ActionOutcome,
         at_ms: u64,
     },
+    /// Several independent commands in one Raft entry (group commit). Each is applied on
+    /// its own: one's rejection does not undo the others. Batches do not nest.
+    Batch(Vec<Command>),
 }
+
+/// Most commands in one [`Command::Batch`].
+pub const MAX_BATCH: usize = 1024;
 
 impl Command {
     /// A short name for logs and metrics.
@@ -69,6 +75,7 @@ impl Command {
             Command::AdvanceShadow { .. } => "advance_shadow",
             Command::AppendAction { .. } => "append_action",
             Command::ReportOutcome { .. } => "report_outcome",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -80,6 +87,8 @@ pub enum Applied {
     Done,
     /// An action was appended (or, for a retried request id, had been).
     Action { id: ActionId, duplicate: bool },
+    /// One answer per command of a batch, in order.
+    Batch(Vec<Result<Applied, Rejection>>),
 }
 
 /// Why a command was refused. Every replica refuses the same command the same way; a

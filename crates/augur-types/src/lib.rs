@@ -11,7 +11,7 @@ mod ids;
 mod state;
 mod topology;
 
-pub use command::{Applied, Command, Rejection};
+pub use command::{Applied, Command, Rejection, MAX_BATCH};
 pub use ids::{ActionId, ComponentId, IdError, NodeId};
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, Policy,

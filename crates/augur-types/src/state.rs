@@ -3,7 +3,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Applied, Command, Rejection};
+use crate::command::{Applied, Command, Rejection, MAX_BATCH};
 use crate::ids::{validate_id, ActionId, ComponentId};
 use crate::topology::{Component, Host, Placement};
 
@@ -239,6 +239,20 @@ impl ControlState {
                 outcome,
                 at_ms,
             } => self.report_outcome(id, orchestrator, outcome, *at_ms),
+            Command::Batch(cmds) => {
+                if cmds.len() > MAX_BATCH {
+                    return Err(invalid(format!(
+                        "batch of {} commands; at most {MAX_BATCH}",
+                        cmds.len()
+                    )));
+                }
+                if cmds.iter().any(|c| matches!(c, Command::Batch(_))) {
+                    return Err(invalid("batches do not nest"));
+                }
+                Ok(Applied::Batch(
+                    cmds.iter().map(|c| self.apply(term, c)).collect(),
+                ))
+            }
         }
     }
 
@@ -726,6 +740,36 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_on_its_own() {
+        let mut s = state_with(&["a"]);
+        let batch = Command::Batch(vec![
+            Command::UpsertComponent(component("b", "web", "h1")),
+            Command::RemoveComponent { id: cid("ghost") },
+            Command::SetWeights {
+                service: "web".into(),
+                weights: weights(&[("a", 50), ("b", 50)]),
+            },
+        ]);
+        let Applied::Batch(results) = s.apply(1, &batch).unwrap() else {
+            panic!("batch answer")
+        };
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0], Ok(Applied::Done));
+        assert_eq!(
+            results[1],
+            Err(Rejection::UnknownComponent { id: "ghost".into() })
+        );
+        assert_eq!(results[2], Ok(Applied::Done));
+        let nested = Command::Batch(vec![Command::Batch(vec![])]);
+        let before = s.clone();
+        assert!(matches!(
+            s.apply(1, &nested),
+            Err(Rejection::InvalidInput { .. })
+        ));
+        assert_eq!(s, before);
     }
 
     proptest! {

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use augur_proto::{not_leader_status, pb};
+use augur_proto::pb;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tonic::{Request, Response, Status};
@@ -42,16 +42,7 @@ impl ClusterService {
                 log_index: r.log_id.index,
                 members: self.members(),
             })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(not_leader_status(
-                    f.leader_id
-                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
-                ))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
+            Err(e) => Err(crate::proposer::raft_error_status(e)),
         }
     }
 }
