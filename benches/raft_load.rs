@@ -113,6 +113,8 @@ trait System {
     fn name(&self) -> &'static str;
     fn procs(&mut self) -> &mut BTreeMap<u64, Proc>;
     async fn leader(&self) -> Option<u64>;
+    /// Every node is up and has applied what the leader has (the cluster is whole again).
+    async fn settled(&self) -> bool;
     /// A writer with its own connection; `endpoints` excludes none.
     async fn writer(&self, client_id: usize) -> Box<dyn Writer>;
 }
@@ -247,6 +249,32 @@ impl System for Augur {
         }
         None
     }
+    async fn settled(&self) -> bool {
+        let mut applied = Vec::new();
+        for addr in self.addrs.values() {
+            let Ok(ep) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+                return false;
+            };
+            let Ok(ch) = ep
+                .connect_timeout(Duration::from_millis(200))
+                .connect()
+                .await
+            else {
+                return false;
+            };
+            let Ok(s) = pb::cluster_client::ClusterClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+            else {
+                return false;
+            };
+            if s.get_ref().leader_id.is_none() {
+                return false;
+            }
+            applied.push(s.get_ref().last_applied);
+        }
+        applied.iter().min() == applied.iter().max()
+    }
     async fn writer(&self, client_id: usize) -> Box<dyn Writer> {
         // Spread clients' first contact over the nodes; redirects find the leader.
         let mut eps: Vec<String> = self.addrs.values().cloned().collect();
@@ -325,6 +353,10 @@ fn http_client() -> Http {
         .build(conn)
 }
 
+/// Per-request limit for etcd, as an etcd client's request context would set: short, so a
+/// client on a dead or leaderless member moves on quickly (this favours etcd's failover).
+const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
+
 async fn post(http: &Http, url: &str, body: String) -> Option<serde_json::Value> {
     let req = hyper::Request::post(url)
         .header("content-type", "application/json")
@@ -392,6 +424,29 @@ impl System for Etcd {
             }
         }
         None
+    }
+    async fn settled(&self) -> bool {
+        let http = http_client();
+        let mut seen = Vec::new();
+        for url in self.clients.values() {
+            let Some(v) = post(&http, &format!("{url}/v3/maintenance/status"), "{}".into()).await
+            else {
+                return false;
+            };
+            if !v["leader"].is_string() {
+                return false;
+            }
+            seen.push((
+                v["leader"].clone(),
+                v["raftIndex"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0),
+            ));
+        }
+        let same_leader = seen.windows(2).all(|w| w[0].0 == w[1].0);
+        let idx: Vec<u64> = seen.iter().map(|s| s.1).collect();
+        same_leader && idx.iter().max().unwrap_or(&0) - idx.iter().min().unwrap_or(&0) <= 1
     }
     async fn writer(&self, client_id: usize) -> Box<dyn Writer> {
         let urls: Vec<String> = self.clients.values().cloned().collect();
@@ -486,10 +541,23 @@ async fn failovers<S: System>(sys: &mut S, kills: usize) -> Vec<f64> {
         while !w.put(format!("post-{k}-{n}"), value.clone()).await {
             n += 1;
         }
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        eprintln!(
+            "{}: kill {k} of node {leader}: first write after {ms:.0} ms",
+            sys.name()
+        );
+        times.push(ms);
         sys.procs().get_mut(&leader).unwrap().start();
-        // Let the restarted node rejoin before the next kill.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The next kill only once the restarted node has rejoined and caught up.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !sys.settled().await {
+            assert!(
+                Instant::now() < deadline,
+                "{}: cluster did not settle",
+                sys.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     times
 }
