@@ -362,12 +362,13 @@ async fn post(http: &Http, url: &str, body: String) -> Option<serde_json::Value>
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .ok()?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), http.request(req))
-        .await
-        .ok()?
-        .ok()?;
-    let ok = resp.status().is_success();
-    let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+    let (ok, bytes) = tokio::time::timeout(ETCD_REQUEST_TIMEOUT, async {
+        let resp = http.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        Some((ok, resp.into_body().collect().await.ok()?.to_bytes()))
+    })
+    .await
+    .ok()??;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     (ok && v.get("error").is_none()).then_some(v)
 }

@@ -48,8 +48,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let cluster = Cluster::start(3, RaftKnobs::default());
     let leader = cluster.wait_leader().await;
     let laddr = cluster.addr(leader);
+    let eps = cluster.endpoints().join(",");
     let (code, _, err) = ctl(
-        &laddr,
+        &eps,
         &[
             "component",
             "register",
@@ -66,7 +67,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     assert_eq!(code, 0, "{err}");
     ctl(
-        &laddr,
+        &eps,
         &[
             "component",
             "register",
@@ -81,25 +82,25 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             "web",
         ],
     );
-    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+    let (code, _, err) = ctl(&eps, &["weights", "set", "web", "web-1=50", "web-2=50"]);
     assert_eq!(code, 0, "{err}");
 
     // Unknown component.
-    let (code, out, _) = ctl(&laddr, &["--output", "json", "component", "get", "nope"]);
+    let (code, out, _) = ctl(&eps, &["--output", "json", "component", "get", "nope"]);
     assert_eq!(code, 3);
     assert!(out.contains("unknown component nope"), "{out}");
-    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=50", "ghost=50"]);
+    let (code, _, err) = ctl(&eps, &["weights", "set", "web", "web-1=50", "ghost=50"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("unknown component ghost"), "{err}");
 
     // Weights not summing to 100.
-    let (code, _, err) = ctl(&laddr, &["weights", "set", "web", "web-1=70", "web-2=20"]);
+    let (code, _, err) = ctl(&eps, &["weights", "set", "web", "web-1=70", "web-2=20"]);
     assert_eq!(code, 2);
     assert!(
         err.contains("weights of service web sum to 90, not 100"),
         "{err}"
     );
-    let (_, out, _) = ctl(&laddr, &["weights", "get", "web"]);
+    let (_, out, _) = ctl(&eps, &["weights", "get", "web"]);
     assert_eq!(out.trim(), "web-1=50 web-2=50", "weights unchanged");
 
     // An oversized message (the test configs cap requests at 64 KiB).
@@ -121,7 +122,9 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         err.message()
     );
 
-    // A write sent straight to a follower.
+    // A write sent straight to a follower (of the leader as it is now).
+    let leader = cluster.wait_leader().await;
+    let laddr = cluster.addr(leader);
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let err = TopologyClient::new(channel(&cluster.addr(follower)).await.unwrap())
         .upsert_component(pb::UpsertComponentRequest {
@@ -145,7 +148,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     );
 
     // Nothing changed: the same components (rejected commands are logged, not applied).
-    let mut ids = component_ids(&laddr, false).await.unwrap();
+    let mut ids = linearizable_ids(cluster.endpoints()).await;
     ids.sort();
     assert_eq!(ids, vec!["web-1", "web-2"]);
 }
@@ -155,24 +158,29 @@ async fn concurrent_good_and_bad_writes_each_get_their_own_answer() {
     // Concurrent writes are group-committed into one Raft entry; each caller must still get
     // the answer to its own command.
     let cluster = Cluster::start(3, RaftKnobs::default());
-    let leader = cluster.wait_leader().await;
-    let laddr = cluster.addr(leader);
+    cluster.wait_leader().await;
     let mut tasks = Vec::new();
     for i in 0..64 {
-        let laddr = laddr.clone();
+        let endpoints = cluster.endpoints();
         tasks.push(tokio::spawn(async move {
-            let mut c = TopologyClient::new(channel(&laddr).await.unwrap());
+            let mut client = augur_cli::Client::new(endpoints);
             let mut comp = component(&format!("ok-{i}"), "web");
             if i % 2 == 1 {
                 comp.criticality = 9; // outside 1..=5: rejected by the state machine
             }
-            (
-                i,
-                c.upsert_component(pb::UpsertComponentRequest {
-                    component: Some(comp),
+            let res = client
+                .call(|ch| {
+                    let comp = comp.clone();
+                    async move {
+                        TopologyClient::new(ch)
+                            .upsert_component(pb::UpsertComponentRequest {
+                                component: Some(comp),
+                            })
+                            .await
+                    }
                 })
-                .await,
-            )
+                .await;
+            (i, res)
         }));
     }
     for t in tasks {
@@ -190,7 +198,7 @@ async fn concurrent_good_and_bad_writes_each_get_their_own_answer() {
             );
         }
     }
-    let ids = component_ids(&laddr, false).await.unwrap();
+    let ids = linearizable_ids(cluster.endpoints()).await;
     assert_eq!(ids.len(), 32);
     assert!(ids
         .iter()

@@ -364,6 +364,24 @@ pub async fn component_ids(addr: &str, local: bool) -> Option<Vec<String>> {
     )
 }
 
+/// Component ids from a linearizable read, wherever the leader is now.
+pub async fn linearizable_ids(endpoints: Vec<String>) -> Vec<String> {
+    let mut client = augur_cli::Client::new(endpoints);
+    let r = client
+        .call(|ch| async move {
+            TopologyClient::new(ch)
+                .list_components(pb::ListComponentsRequest::default())
+                .await
+        })
+        .await
+        .expect("linearizable read");
+    r.into_inner()
+        .components
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
 /// Runs an `augur ctl` command; answers (exit code, stdout, stderr).
 pub fn ctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(AUGUR)
