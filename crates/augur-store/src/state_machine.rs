@@ -1,4 +1,5 @@
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use augur_types::{Applied, ControlState};
@@ -26,7 +27,6 @@ struct SmData {
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     state: ControlState,
-    snapshot_seq: u64,
 }
 
 /// A snapshot as persisted in RocksDB: its meta and the serialized state.
@@ -39,6 +39,8 @@ struct StoredSnapshot {
 struct Shared {
     db: Arc<DB>,
     data: RwLock<SmData>,
+    /// Distinguishes snapshots built at the same log position.
+    snapshot_seq: AtomicU64,
     /// Last applied log index, for readers that wait for new state (action watchers).
     applied_tx: watch::Sender<u64>,
 }
@@ -107,6 +109,7 @@ impl StateMachineStore {
             shared: Arc::new(Shared {
                 db,
                 data: RwLock::new(data),
+                snapshot_seq: AtomicU64::new(0),
                 applied_tx,
             }),
         })
@@ -121,6 +124,22 @@ impl StateMachineStore {
 
     fn notify(&self, index: u64) {
         self.shared.applied_tx.send_replace(index);
+    }
+
+    /// Persists a snapshot (fsync'd) before openraft may purge the log behind it.
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+    ) -> StorageResult<StoredSnapshot> {
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        self.persist(&stored)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        Ok(stored)
     }
 
     async fn persist(&self, snap: &StoredSnapshot) -> Result<(), AnyError> {
@@ -159,11 +178,12 @@ fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let (meta, data) = {
-            let mut d = self.shared.data.write().expect("state lock poisoned");
-            d.snapshot_seq += 1;
+            // Readers (gRPC reads) go on while the state is serialized; applies wait.
+            let d = self.shared.data.read().expect("state lock poisoned");
+            let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
             let snapshot_id = match d.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, d.snapshot_seq),
-                None => format!("none-{}", d.snapshot_seq),
+                Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
+                None => format!("none-{seq}"),
             };
             let meta = SnapshotMeta {
                 last_log_id: d.last_applied,
@@ -174,13 +194,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
             (meta, data)
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.persist(&stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let stored = self.persist_snapshot(&meta, data).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -240,13 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let state = decode_state(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any(e)))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.persist(&stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        self.persist_snapshot(meta, data).await?;
         {
             let mut d = self.shared.data.write().expect("state lock poisoned");
             d.state = state;
