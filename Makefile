@@ -29,8 +29,10 @@ nextest: deps
 # The gate: what CI runs and what developers run.
 test: deps fmt lint nextest
 
+# --all-targets resolves features as the test build does, so after `make test` (or before
+# it) RocksDB's C++ is compiled once for both, not once per feature set.
 build: deps
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-targets
 
 # Starts a single-node cluster, registers a few components, shows them, stops.
 demo: build
