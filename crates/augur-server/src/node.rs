@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use augur_proto::{not_leader_status, pb};
+use augur_proto::pb;
 use augur_store::{Raft, StateReader};
 use augur_types::{Applied, Command};
 use openraft::error::RaftError;
@@ -15,7 +15,7 @@ use tonic::Status;
 
 use crate::config::NodeConfig;
 use crate::network::{GrpcNetwork, RaftInternalService, MAX_RAFT_MESSAGE};
-use crate::proposer::Proposer;
+use crate::proposer::{forward_status, Proposer};
 use crate::service::{ClusterService, ControlService, TopologyService};
 
 /// How fresh a read must be.
@@ -39,7 +39,6 @@ impl From<i32> for Consistency {
 /// What the services share: the Raft handle and a reader of the applied state.
 #[derive(Clone)]
 pub struct Node {
-    pub id: u64,
     pub raft: Raft,
     pub state: StateReader,
     proposer: Proposer,
@@ -68,10 +67,7 @@ impl Node {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader_status(
-                    f.leader_id
-                        .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
-                ))
+                Err(forward_status(&f))
             }
             Err(RaftError::APIError(e)) => Err(Status::unavailable(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("raft stopped: {e}"))),
@@ -130,7 +126,6 @@ pub async fn run(
 
     let proposer = Proposer::spawn(raft.clone());
     let node = Node {
-        id: cfg.node.id,
         raft: raft.clone(),
         state,
         proposer,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use augur_proto::{not_leader_status, rejection_status};
 use augur_store::Raft;
 use augur_types::{Applied, Command, MAX_BATCH};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
@@ -82,14 +82,11 @@ async fn commit(raft: &Raft, mut batch: Vec<Proposal>) {
     if batch.len() == 1 {
         let p = batch.pop().expect("one proposal");
         let res = raft.client_write(p.cmd).await;
-        let answer = match res {
-            Ok(resp) => resp
-                .data
-                .map(|a| (resp.log_id.index, a))
-                .map_err(|r| rejection_status(&r)),
+        let reply = match res {
+            Ok(resp) => answer(resp.log_id.index, resp.data),
             Err(e) => Err(raft_error_status(e)),
         };
-        p.reply.send(answer).ok();
+        p.reply.send(reply).ok();
         return;
     }
     let (cmds, replies): (Vec<Command>, Vec<_>) =
@@ -98,10 +95,7 @@ async fn commit(raft: &Raft, mut batch: Vec<Proposal>) {
         Ok(resp) => match resp.data {
             Ok(Applied::Batch(results)) => {
                 for (reply, res) in replies.into_iter().zip(results) {
-                    let answer = res
-                        .map(|a| (resp.log_id.index, a))
-                        .map_err(|r| rejection_status(&r));
-                    reply.send(answer).ok();
+                    reply.send(answer(resp.log_id.index, res)).ok();
                 }
             }
             other => {
@@ -121,6 +115,19 @@ async fn commit(raft: &Raft, mut batch: Vec<Proposal>) {
             }
         }
     }
+}
+
+/// `UNAVAILABLE` naming the leader openraft says to forward to.
+pub fn forward_status(f: &ForwardToLeader<u64, openraft::BasicNode>) -> Status {
+    not_leader_status(
+        f.leader_id
+            .zip(f.leader_node.as_ref().map(|n| n.addr.as_str())),
+    )
+}
+
+/// A command's answer from the state machine, as its caller sees it.
+fn answer(index: u64, res: augur_store::CommandResult) -> WriteResult {
+    res.map(|a| (index, a)).map_err(|r| rejection_status(&r))
 }
 
 /// A Raft write error as the client should see it.
