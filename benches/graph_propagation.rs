@@ -1,1 +1,113 @@
-fn main() {}
+//! Propagation over a large dependency graph: every component's blast radius on a
+//! 100k-component, 1M-edge graph, a single what-if, and the incremental update of one edge.
+//!
+//! `cargo bench -p augur-graph --bench graph_propagation` (figures in docs/benchmarks.md).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use augur_graph::{
+    blast_radii, what_if, DepGraph, EdgeSource, EdgeUpdate, Node, Observation, PropagationOptions,
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+const NODES: usize = 100_000;
+const EDGES_PER_NODE: usize = 10;
+const ENTRIES: usize = 1_000;
+const LAYERS: usize = 10;
+
+/// xorshift64*: a seeded generator, so every run builds the same graph.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A layered service graph: entry points on top, each component calling ten components in
+/// deeper layers; half the edges certain (declared), half of measured strength 0.1–0.9.
+fn big_graph() -> DepGraph {
+    let mut rng = Rng(0x5eed);
+    let mut g = DepGraph::with_capacity(NODES, NODES * EDGES_PER_NODE);
+    let per_layer = NODES / LAYERS;
+    for i in 0..NODES {
+        let mut n = Node::component(format!("svc-{i}"));
+        n.entry = i < ENTRIES;
+        n.criticality = (i % 5 + 1) as u8;
+        g.upsert_node(n);
+    }
+    for i in 0..NODES {
+        let layer = i / per_layer;
+        if layer + 1 == LAYERS {
+            continue;
+        }
+        let lo = (layer + 1) * per_layer;
+        let span = NODES - lo;
+        for k in 0..EDGES_PER_NODE * LAYERS / (LAYERS - 1) {
+            let to = lo + rng.below(span);
+            let strength = if k % 2 == 0 {
+                1.0
+            } else {
+                0.1 + 0.8 * (rng.below(1000) as f64 / 1000.0)
+            };
+            let _ = g.apply(&EdgeUpdate {
+                from: format!("svc-{i}"),
+                to: format!("svc-{to}"),
+                observation: Observation::new(EdgeSource::Trace, strength, 1),
+            });
+        }
+    }
+    g
+}
+
+fn bench(c: &mut Criterion) {
+    let g = big_graph();
+    eprintln!(
+        "graph: {} components, {} edges, {ENTRIES} entry points",
+        g.node_count(),
+        g.edge_count()
+    );
+    let mut group = c.benchmark_group("propagation");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
+    for samples in [16, 64] {
+        let opts = PropagationOptions { samples, seed: 1 };
+        group.bench_function(format!("blast_radii_all_100k_1M_{samples}_worlds"), |b| {
+            b.iter(|| black_box(blast_radii(&g, &opts)))
+        });
+    }
+    let opts = PropagationOptions::default();
+    group.bench_function("what_if_one_component_64_worlds", |b| {
+        b.iter(|| black_box(what_if(&g, "svc-95000", &opts).unwrap()))
+    });
+    group.finish();
+
+    let mut g = g;
+    let mut rng = Rng(42);
+    let mut t = 2;
+    c.bench_function("incremental/apply_one_edge_update_1M_graph", |b| {
+        b.iter(|| {
+            t += 1;
+            let from = rng.below(NODES);
+            let to = rng.below(NODES);
+            let update = EdgeUpdate {
+                from: format!("svc-{from}"),
+                to: format!("svc-{}", if to == from { (to + 1) % NODES } else { to }),
+                observation: Observation::new(EdgeSource::Causal, 0.5, t),
+            };
+            black_box(g.apply(&update).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -179,6 +179,30 @@ impl Edge {
             .fold(0.0, f64::max)
     }
 
+    /// Records a source's observation: a newer one replaces the older, an older one is
+    /// ignored (updates may arrive out of order from several nodes).
+    pub fn observe(&mut self, obs: &Observation) {
+        match self.observations.get(&obs.source) {
+            Some(old) if old.last_seen_ms > obs.last_seen_ms => {}
+            _ => {
+                self.observations.insert(obs.source, obs.clone());
+            }
+        }
+    }
+
+    /// Removes the non-declared observations last seen before `cutoff_ms` and returns them.
+    pub fn fade_before(&mut self, cutoff_ms: u64) -> Vec<Observation> {
+        let old: Vec<EdgeSource> = self
+            .observations
+            .values()
+            .filter(|o| o.source != EdgeSource::Declared && o.last_seen_ms < cutoff_ms)
+            .map(|o| o.source)
+            .collect();
+        old.into_iter()
+            .filter_map(|s| self.observations.remove(&s))
+            .collect()
+    }
+
     pub fn last_seen_ms(&self) -> u64 {
         self.observations
             .values()
@@ -297,20 +321,30 @@ impl DepGraph {
         let obs = &update.observation;
         match self.graph.find_edge(a, b) {
             Some(e) => {
-                let edge = &mut self.graph[e];
-                match edge.observations.get(&obs.source) {
-                    Some(old) if old.last_seen_ms > obs.last_seen_ms => {}
-                    _ => {
-                        edge.observations.insert(obs.source, obs.clone());
-                    }
-                }
+                self.graph[e].observe(obs);
                 Ok(EdgeChange::Updated)
             }
             None => {
                 let mut edge = Edge::default();
-                edge.observations.insert(obs.source, obs.clone());
+                edge.observe(obs);
                 self.graph.add_edge(a, b, edge);
                 Ok(EdgeChange::Added)
+            }
+        }
+    }
+
+    /// Inserts a whole edge (as kept in the replicated state), replacing any edge between
+    /// the two; missing endpoints become virtual peers. An edge with no observation is skipped.
+    pub fn insert_edge(&mut self, from: &str, to: &str, edge: Edge) {
+        if edge.observations.is_empty() || from == to {
+            return;
+        }
+        let a = self.ensure_node(from);
+        let b = self.ensure_node(to);
+        match self.graph.find_edge(a, b) {
+            Some(e) => self.graph[e] = edge,
+            None => {
+                self.graph.add_edge(a, b, edge);
             }
         }
     }
@@ -380,18 +414,11 @@ impl DepGraph {
             let (a, b) = self.graph.edge_endpoints(e).expect("live edge");
             let (from, to) = (self.graph[a].name.clone(), self.graph[b].name.clone());
             let edge = &mut self.graph[e];
-            let old: Vec<EdgeSource> = edge
-                .observations
-                .values()
-                .filter(|o| o.source != EdgeSource::Declared && o.last_seen_ms < cutoff)
-                .map(|o| o.source)
-                .collect();
-            for source in old {
-                let o = edge.observations.remove(&source).expect("present");
+            for o in edge.fade_before(cutoff) {
                 faded.push(FadedEdge {
                     from: from.clone(),
                     to: to.clone(),
-                    source,
+                    source: o.source,
                     last_seen_ms: o.last_seen_ms,
                     edge_removed: edge.observations.is_empty(),
                 });
@@ -482,7 +509,8 @@ mod tests {
         let mut g = DepGraph::new();
         g.upsert_node(Node::component("web"));
         assert_eq!(
-            g.apply(&upd("web", "db", EdgeSource::Trace, 0.5, 10)).unwrap(),
+            g.apply(&upd("web", "db", EdgeSource::Trace, 0.5, 10))
+                .unwrap(),
             EdgeChange::Added
         );
         assert!(g.node("db").unwrap().virtual_peer);
@@ -529,10 +557,7 @@ mod tests {
         g.apply(&upd("a", "d", EdgeSource::Flow, 1.0, 900)).unwrap();
         let faded = g.fade(1000, 500);
         assert_eq!(faded.len(), 2);
-        assert_eq!(
-            (faded[0].to.as_str(), faded[0].edge_removed),
-            ("b", false)
-        );
+        assert_eq!((faded[0].to.as_str(), faded[0].edge_removed), ("b", false));
         assert_eq!((faded[1].to.as_str(), faded[1].edge_removed), ("c", true));
         assert!(g.edge("a", "b").is_some());
         assert!(g.edge("a", "c").is_none());

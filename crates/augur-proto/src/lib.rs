@@ -7,6 +7,7 @@
 
 mod action;
 mod component;
+mod graph;
 mod status;
 
 /// The generated code.
@@ -18,6 +19,10 @@ pub mod pb {
 pub use action::{action_kind_from_wire, action_kind_to_wire, action_to_wire, outcome_from_wire};
 pub use component::{
     component_from_wire, component_to_wire, placement_from_wire, weights_from_wire,
+};
+pub use graph::{
+    edge_update_from_wire, edge_update_to_wire, faded_edge_to_wire, graph_edge_to_wire,
+    graph_node_to_wire, impact_to_wire, observation_to_wire, risk_to_wire,
 };
 pub use status::{
     leader_from_status, not_leader_status, rejection_status, WireError, LEADER_ADDR_HEADER,

@@ -54,6 +54,12 @@ pub enum Command {
         outcome: ActionOutcome,
         at_ms: u64,
     },
+    /// Records observations of dependency edges, all or none: one invalid update refuses
+    /// the whole batch. A newer observation of a source replaces the older one.
+    UpsertEdges(Vec<augur_graph::EdgeUpdate>),
+    /// Forgets the non-declared observations last seen before `now_ms - ttl_ms`, and edges
+    /// left with none. The proposer stamps `now_ms`.
+    FadeEdges { now_ms: u64, ttl_ms: u64 },
     /// Several independent commands in one Raft entry (group commit). Each is applied on
     /// its own: one's rejection does not undo the others. Batches do not nest.
     Batch(Vec<Command>),
@@ -61,6 +67,9 @@ pub enum Command {
 
 /// Most commands in one [`Command::Batch`].
 pub const MAX_BATCH: usize = 1024;
+
+/// Most edge updates in one [`Command::UpsertEdges`].
+pub const MAX_EDGE_BATCH: usize = 4096;
 
 impl Command {
     /// A short name for logs and metrics.
@@ -75,6 +84,8 @@ impl Command {
             Command::AdvanceShadow { .. } => "advance_shadow",
             Command::AppendAction { .. } => "append_action",
             Command::ReportOutcome { .. } => "report_outcome",
+            Command::UpsertEdges(_) => "upsert_edges",
+            Command::FadeEdges { .. } => "fade_edges",
             Command::Batch(_) => "batch",
         }
     }
@@ -87,6 +98,8 @@ pub enum Applied {
     Done,
     /// An action was appended (or, for a retried request id, had been).
     Action { id: ActionId, duplicate: bool },
+    /// Edge observations were faded; how many.
+    Faded { observations: u32 },
     /// One answer per command of a batch, in order.
     Batch(Vec<Result<Applied, Rejection>>),
 }

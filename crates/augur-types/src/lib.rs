@@ -11,10 +11,10 @@ mod ids;
 mod state;
 mod topology;
 
-pub use command::{Applied, Command, Rejection, MAX_BATCH};
+pub use command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
 pub use ids::{ActionId, ComponentId, IdError, NodeId};
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, Policy,
-    ShadowRecord, ShadowState, TrafficWeights, MAX_ACTION_PARAMS, WEIGHT_TOTAL,
+    ShadowRecord, ShadowState, TrafficWeights, MAX_ACTION_PARAMS, MAX_FADE_LOG, WEIGHT_TOTAL,
 };
 pub use topology::{Component, Host, Placement};

@@ -1,9 +1,9 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Applied, Command, Rejection, MAX_BATCH};
+use crate::command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
 use crate::ids::{validate_id, ActionId, ComponentId};
 use crate::topology::{Component, Host, Placement};
 
@@ -181,6 +181,9 @@ pub struct Action {
     pub status: ActionStatus,
 }
 
+/// Most fade events kept in [`ControlState::faded`].
+pub const MAX_FADE_LOG: usize = 256;
+
 /// Augur's replicated control state: the low-volume facts that must never be lost.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlState {
@@ -191,6 +194,11 @@ pub struct ControlState {
     pub shadows: BTreeMap<ComponentId, ShadowRecord>,
     /// The action log, in sequence order; `actions[i].id.seq == i + 1`.
     pub actions: Vec<Action>,
+    /// Dependency edges `(from, to)`: `from` depends on `to`; one observation per source.
+    pub edges: BTreeMap<(String, String), augur_graph::Edge>,
+    /// The most recent fades, oldest first, at most [`MAX_FADE_LOG`]: what disappeared from
+    /// the dependency map and when it was last seen.
+    pub faded: VecDeque<augur_graph::FadedEdge>,
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
@@ -239,6 +247,8 @@ impl ControlState {
                 outcome,
                 at_ms,
             } => self.report_outcome(id, orchestrator, outcome, *at_ms),
+            Command::UpsertEdges(updates) => self.upsert_edges(updates),
+            Command::FadeEdges { now_ms, ttl_ms } => Ok(self.fade_edges(*now_ms, *ttl_ms)),
             Command::Batch(cmds) => {
                 if cmds.len() > MAX_BATCH {
                     return Err(invalid(format!(
@@ -254,6 +264,67 @@ impl ControlState {
                 ))
             }
         }
+    }
+
+    fn upsert_edges(&mut self, updates: &[augur_graph::EdgeUpdate]) -> Result<Applied, Rejection> {
+        if updates.len() > MAX_EDGE_BATCH {
+            return Err(invalid(format!(
+                "{} edge updates in one command; at most {MAX_EDGE_BATCH}",
+                updates.len()
+            )));
+        }
+        for u in updates {
+            u.validate().map_err(|e| invalid(e.to_string()))?;
+        }
+        for u in updates {
+            self.edges
+                .entry((u.from.clone(), u.to.clone()))
+                .or_default()
+                .observe(&u.observation);
+        }
+        Ok(Applied::Done)
+    }
+
+    fn fade_edges(&mut self, now_ms: u64, ttl_ms: u64) -> Applied {
+        let cutoff = now_ms.saturating_sub(ttl_ms);
+        let mut count = 0u32;
+        self.edges.retain(|(from, to), edge| {
+            for o in edge.fade_before(cutoff) {
+                count += 1;
+                if self.faded.len() == MAX_FADE_LOG {
+                    self.faded.pop_front();
+                }
+                self.faded.push_back(augur_graph::FadedEdge {
+                    from: from.clone(),
+                    to: to.clone(),
+                    source: o.source,
+                    last_seen_ms: o.last_seen_ms,
+                    edge_removed: edge.observations.is_empty(),
+                });
+            }
+            !edge.observations.is_empty()
+        });
+        Applied::Faded {
+            observations: count,
+        }
+    }
+
+    /// The dependency graph: every registered component (entry points are those labelled
+    /// `entry=true`) and every edge; endpoints that are not registered are virtual peers.
+    pub fn dependency_graph(&self) -> augur_graph::DepGraph {
+        let mut g = augur_graph::DepGraph::with_capacity(self.components.len(), self.edges.len());
+        for c in self.components.values() {
+            let mut n = augur_graph::Node::component(c.id.as_str());
+            n.entry = c.labels.get("entry").is_some_and(|v| v == "true");
+            n.criticality = c.criticality;
+            n.group = Some(c.group.clone());
+            n.zone = Some(c.placement.zone.clone());
+            g.upsert_node(n);
+        }
+        for ((from, to), edge) in &self.edges {
+            g.insert_edge(from, to, edge.clone());
+        }
+        g
     }
 
     /// The policy that governs `group`: its own, else the default, else the built-in one.
