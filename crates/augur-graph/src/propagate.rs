@@ -507,7 +507,7 @@ mod tests {
         let p = RiskPolicy::default();
         assert_eq!(action_threshold(0.0, &p), 0.9);
         assert_eq!(action_threshold(1.0, &p), 0.5);
-        assert!(action_threshold(0.5, &p) < action_threshold(0.25, &p));
+        assert!(action_threshold(1.0, &p) < action_threshold(0.7, &p));
         assert_eq!(risk(0.5, 0.5), 0.25);
     }
 
