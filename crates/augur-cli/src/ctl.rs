@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tonic::Status;
 
+use crate::graph_ctl::{self, FlowsCommand, GraphFormat, TopologyCommand};
 use crate::output::{members, ActionView, ComponentView, StatusView};
 use augur_cli::Client;
 
@@ -34,19 +35,19 @@ pub struct CtlArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(crate) enum Output {
     Text,
     Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ReadMode {
+pub(crate) enum ReadMode {
     Linearizable,
     Local,
 }
 
 impl ReadMode {
-    fn wire(self) -> i32 {
+    pub(crate) fn wire(self) -> i32 {
         match self {
             ReadMode::Linearizable => pb::ReadConsistency::Linearizable as i32,
             ReadMode::Local => pb::ReadConsistency::Local as i32,
@@ -82,6 +83,39 @@ enum CtlCommand {
     /// Appends an action or reports its outcome (what orchestrators and the planner do).
     #[command(subcommand)]
     Action(ActionCommand),
+    /// The dependency map: nodes, edges with their sources, recently faded edges.
+    Graph {
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        /// `dot` prints Graphviz.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        #[arg(long, value_enum, default_value_t = ReadMode::Linearizable)]
+        consistency: ReadMode,
+    },
+    /// Blast radius, action threshold and risk per component, largest blast radius first.
+    Risk {
+        /// Only this component.
+        id: Option<String>,
+        /// Most rows shown; 0 for all.
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// What fails, and how likely, if this component fails.
+    WhatIf {
+        id: String,
+        /// Simulated worlds (default 64).
+        #[arg(long, default_value_t = 0)]
+        samples: u32,
+    },
+    /// Applies or checks a topology file (hosts, components, declared dependencies).
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Records dependency edges from network flow records.
+    #[command(subcommand)]
+    Flows(FlowsCommand),
 }
 
 #[derive(Subcommand)]
@@ -164,7 +198,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
-fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
+pub(crate) fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
     match output {
         Output::Json => println!(
             "{}",
@@ -284,6 +318,18 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
         CtlCommand::Weights(cmd) => weights(&mut client, output, cmd).await?,
         CtlCommand::Actions { from, follow } => actions(&mut client, output, from, follow).await?,
         CtlCommand::Action(cmd) => action(&mut client, output, cmd).await?,
+        CtlCommand::Graph {
+            group,
+            zone,
+            format,
+            consistency,
+        } => graph_ctl::graph(&mut client, output, group, zone, format, consistency).await?,
+        CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
+        CtlCommand::WhatIf { id, samples } => {
+            graph_ctl::what_if(&mut client, output, id, samples).await?
+        }
+        CtlCommand::Topology(cmd) => graph_ctl::topology(&mut client, output, cmd).await?,
+        CtlCommand::Flows(cmd) => graph_ctl::flows(&mut client, output, cmd).await?,
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `augur`: run a controller node (`serve`) or talk to a cluster (`ctl`).
 
 mod ctl;
+mod graph_ctl;
 mod output;
 
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! Dependency-map messages: edge updates in, graph, risk and what-if answers out.
 
 use augur_graph::{
-    BlastRadius, CallStats, Edge, EdgeSource, EdgeUpdate, FadedEdge, Impact, Node, Observation,
+    BlastRadius, CallStats, DepGraph, Edge, EdgeSource, EdgeUpdate, FadedEdge, Impact, Node,
+    Observation,
 };
 
 use crate::pb;
@@ -37,26 +38,57 @@ pub fn observation_to_wire(o: &Observation) -> pb::EdgeObservation {
     }
 }
 
+fn observation_from_wire(o: pb::EdgeObservation) -> Result<Observation, WireError> {
+    let source = EdgeSource::parse(&o.source).map_err(|e| WireError::Invalid {
+        field: "observation.source",
+        reason: e.to_string(),
+    })?;
+    Ok(Observation {
+        source,
+        strength: o.strength,
+        last_seen_ms: o.last_seen_ms,
+        stats: o.stats.map(stats_from_wire),
+        bytes: o.bytes,
+    })
+}
+
+/// A graph answer rebuilt as a [`DepGraph`] (for DOT output and client-side analysis).
+/// Observations with an unknown source (from a newer server) are skipped.
+pub fn graph_from_wire(g: &pb::Graph) -> DepGraph {
+    let mut out = DepGraph::with_capacity(g.nodes.len(), g.edges.len());
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    for n in &g.nodes {
+        out.upsert_node(Node {
+            name: n.name.clone(),
+            virtual_peer: n.virtual_peer,
+            entry: n.entry,
+            criticality: u8::try_from(n.criticality).unwrap_or(u8::MAX),
+            group: some(&n.group),
+            zone: some(&n.zone),
+        });
+    }
+    for e in &g.edges {
+        let mut edge = Edge::default();
+        for o in e.observations.iter().cloned() {
+            if let Ok(o) = observation_from_wire(o) {
+                edge.observe(&o);
+            }
+        }
+        out.insert_edge(&e.from, &e.to, edge);
+    }
+    out
+}
+
 /// An edge update off the wire, checked as far as it can be without the graph (names,
 /// source, strength, self loops), so a bad one is refused before it reaches Raft.
 pub fn edge_update_from_wire(u: pb::EdgeUpdate) -> Result<EdgeUpdate, WireError> {
     let o = u.observation.ok_or(WireError::Missing {
         field: "observation",
     })?;
-    let source = EdgeSource::parse(&o.source).map_err(|e| WireError::Invalid {
-        field: "observation.source",
-        reason: e.to_string(),
-    })?;
     let update = EdgeUpdate {
         from: u.from,
         to: u.to,
-        observation: Observation {
-            source,
-            strength: o.strength,
-            last_seen_ms: o.last_seen_ms,
-            stats: o.stats.map(stats_from_wire),
-            bytes: o.bytes,
-        },
+        observation: observation_from_wire(o)?,
     };
     update.validate().map_err(|e| WireError::Invalid {
         field: "updates",

@@ -22,7 +22,7 @@ pub use component::{
 };
 pub use graph::{
     edge_update_from_wire, edge_update_to_wire, faded_edge_to_wire, graph_edge_to_wire,
-    graph_node_to_wire, impact_to_wire, observation_to_wire, risk_to_wire,
+    graph_from_wire, graph_node_to_wire, impact_to_wire, observation_to_wire, risk_to_wire,
 };
 pub use status::{
     leader_from_status, not_leader_status, rejection_status, WireError, LEADER_ADDR_HEADER,

@@ -21,6 +21,8 @@ pub struct NodeConfig {
     pub raft: RaftSection,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub graph: GraphSection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +103,35 @@ impl Default for LimitsSection {
     }
 }
 
+/// The dependency map: how edges from traces reach Raft, and when unseen edges fade.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSection {
+    /// An edge observation (trace, flow, causal) not seen for this long fades. Declared
+    /// edges never fade.
+    pub edge_ttl_ms: u64,
+    /// How often the leader fades old edges.
+    pub fade_every_ms: u64,
+    /// How often edges learned from traces are committed, in one batch.
+    pub flush_every_ms: u64,
+    /// How long an unpaired span waits for its partner.
+    pub trace_wait_ms: u64,
+    /// Most unpaired spans held; beyond it the oldest are dropped and counted.
+    pub max_pending_spans: usize,
+}
+
+impl Default for GraphSection {
+    fn default() -> Self {
+        Self {
+            edge_ttl_ms: 60 * 60 * 1000,
+            fade_every_ms: 10_000,
+            flush_every_ms: 1_000,
+            trace_wait_ms: 10_000,
+            max_pending_spans: 100_000,
+        }
+    }
+}
+
 /// One thing wrong with a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -175,6 +206,19 @@ impl NodeConfig {
                     self.version
                 ),
             );
+        }
+        let g = &self.graph;
+        for (field, v) in [
+            ("graph.edge_ttl_ms", g.edge_ttl_ms),
+            ("graph.fade_every_ms", g.fade_every_ms),
+            ("graph.flush_every_ms", g.flush_every_ms),
+        ] {
+            if v == 0 {
+                err(field, "must be above 0".into());
+            }
+        }
+        if g.max_pending_spans == 0 {
+            err("graph.max_pending_spans", "must be above 0".into());
         }
         if self.node.id == 0 {
             err("node.id", "must be above 0".into());

@@ -6,6 +6,7 @@
 //! back; every decision is made by `ControlState::apply` on every replica alike.
 
 mod config;
+mod graph;
 mod metrics;
 mod network;
 mod node;
@@ -13,7 +14,7 @@ mod proposer;
 mod service;
 
 pub use config::{
-    ClusterSection, ConfigError, ConfigLoadError, LimitsSection, MemberConfig, NodeConfig,
-    NodeSection, RaftSection, CONFIG_VERSION,
+    ClusterSection, ConfigError, ConfigLoadError, GraphSection, LimitsSection, MemberConfig,
+    NodeConfig, NodeSection, RaftSection, CONFIG_VERSION,
 };
 pub use node::{run, Consistency, Node};

@@ -130,6 +130,8 @@ pub async fn run(
         state,
         proposer,
     };
+    let _edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
+    crate::graph::spawn_fader(node.clone(), &cfg.graph);
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;
     let router = tonic::transport::Server::builder()

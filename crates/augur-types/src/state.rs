@@ -638,6 +638,55 @@ mod tests {
     }
 
     #[test]
+    fn edges_are_upserted_all_or_none_and_fade_with_a_log() {
+        use augur_graph::{EdgeSource, EdgeUpdate, Observation};
+        let u = |from: &str, to: &str, source, strength, at| EdgeUpdate {
+            from: from.into(),
+            to: to.into(),
+            observation: Observation::new(source, strength, at),
+        };
+        let mut s = ControlState::default();
+        let bad = Command::UpsertEdges(vec![
+            u("a", "b", EdgeSource::Trace, 1.0, 10),
+            u("b", "c", EdgeSource::Trace, 1.5, 10),
+        ]);
+        let err = s.apply(1, &bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: edge b -> c has strength 1.5; it must be within [0, 1]"
+        );
+        assert!(s.edges.is_empty());
+        let ok = Command::UpsertEdges(vec![
+            u("a", "b", EdgeSource::Trace, 1.0, 10),
+            u("a", "b", EdgeSource::Declared, 1.0, 0),
+            u("b", "c", EdgeSource::Flow, 1.0, 10),
+        ]);
+        s.apply(1, &ok).unwrap();
+        assert_eq!(s.edges.len(), 2);
+        let faded = s
+            .apply(
+                1,
+                &Command::FadeEdges {
+                    now_ms: 100,
+                    ttl_ms: 50,
+                },
+            )
+            .unwrap();
+        assert_eq!(faded, Applied::Faded { observations: 2 });
+        // The declared observation keeps a -> b; b -> c had only a flow and is gone.
+        assert_eq!(s.edges.len(), 1);
+        let log: Vec<(&str, bool)> = s
+            .faded
+            .iter()
+            .map(|f| (f.to.as_str(), f.edge_removed))
+            .collect();
+        assert_eq!(log, vec![("b", false), ("c", true)]);
+        let g = s.dependency_graph();
+        assert_eq!(g.callees("a"), vec!["b"]);
+        assert!(g.node("a").unwrap().virtual_peer);
+    }
+
+    #[test]
     fn weights_must_sum_to_100_and_name_known_members() {
         let mut s = state_with(&["a", "b"]);
         let before = s.clone();

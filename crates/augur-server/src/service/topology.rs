@@ -1,7 +1,10 @@
+use augur_graph::{DepGraph, PropagationOptions, RiskPolicy};
 use augur_proto::{
-    component_from_wire, component_to_wire, pb, placement_from_wire, weights_from_wire,
+    component_from_wire, component_to_wire, edge_update_from_wire, faded_edge_to_wire,
+    graph_edge_to_wire, graph_node_to_wire, impact_to_wire, pb, placement_from_wire, risk_to_wire,
+    weights_from_wire,
 };
-use augur_types::{Command, ComponentId, Host};
+use augur_types::{Command, ComponentId, ControlState, Host, MAX_EDGE_BATCH};
 use tonic::{Request, Response, Status};
 
 use crate::node::{Consistency, Node};
@@ -19,6 +22,30 @@ impl TopologyService {
         let (log_index, _) = self.node.write(cmd).await?;
         Ok(Response::new(pb::WriteResponse { log_index }))
     }
+}
+
+/// The graph and what the risk rows need from the state, read under one lock.
+fn graph_snapshot(s: &ControlState) -> (DepGraph, Vec<(String, RiskPolicy)>) {
+    let policies = s
+        .components
+        .values()
+        .map(|c| {
+            let p = s.policy_for(&c.group);
+            let policy = RiskPolicy {
+                risk_tolerance: f64::from(p.risk_tolerance) / 100.0,
+                ..RiskPolicy::default()
+            };
+            (c.id.to_string(), policy)
+        })
+        .collect();
+    (s.dependency_graph(), policies)
+}
+
+/// Propagation is CPU work: it runs off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("graph task failed: {e}")))
 }
 
 fn component_id(id: String) -> Result<ComponentId, Status> {
@@ -120,5 +147,121 @@ impl pb::topology_server::Topology for TopologyService {
         weights
             .map(|weights| Response::new(pb::GetWeightsResponse { weights }))
             .ok_or_else(|| Status::not_found(format!("service {} has no weights", req.service)))
+    }
+
+    async fn upsert_edges(
+        &self,
+        req: Request<pb::UpsertEdgesRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let updates = req.into_inner().updates;
+        if updates.len() > MAX_EDGE_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} edge updates in one request; at most {MAX_EDGE_BATCH}",
+                updates.len()
+            )));
+        }
+        let updates = updates
+            .into_iter()
+            .map(edge_update_from_wire)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.write(Command::UpsertEdges(updates)).await
+    }
+
+    async fn get_graph(
+        &self,
+        req: Request<pb::GetGraphRequest>,
+    ) -> Result<Response<pb::Graph>, Status> {
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let (g, faded) = self.node.state.read(|s| {
+            let faded: Vec<pb::FadedEdge> = s.faded.iter().map(faded_edge_to_wire).collect();
+            (s.dependency_graph(), faded)
+        });
+        let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let g = g.filtered(
+            none_if_empty(&req.group).as_deref(),
+            none_if_empty(&req.zone).as_deref(),
+        );
+        let mut nodes: Vec<pb::GraphNode> = g.nodes().map(graph_node_to_wire).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut edges: Vec<pb::GraphEdge> = g
+            .edges()
+            .map(|e| graph_edge_to_wire(e.from, e.to, e.edge))
+            .collect();
+        edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+        Ok(Response::new(pb::Graph {
+            nodes,
+            edges,
+            recently_faded: faded,
+        }))
+    }
+
+    async fn get_risk(
+        &self,
+        req: Request<pb::GetRiskRequest>,
+    ) -> Result<Response<pb::GetRiskResponse>, Status> {
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let (g, policies) = self.node.state.read(graph_snapshot);
+        if !req.component.is_empty() && g.node(&req.component).is_none() {
+            return Err(Status::not_found(format!(
+                "unknown component {}",
+                req.component
+            )));
+        }
+        let radii =
+            blocking(move || augur_graph::blast_radii(&g, &PropagationOptions::default())).await?;
+        let policies: std::collections::HashMap<String, RiskPolicy> =
+            policies.into_iter().collect();
+        let mut risks: Vec<pb::ComponentRisk> = radii
+            .iter()
+            .filter(|b| req.component.is_empty() || b.component == req.component)
+            .map(|b| {
+                let policy = policies.get(&b.component).copied().unwrap_or_default();
+                let threshold = augur_graph::action_threshold(b.blast_radius, &policy);
+                // Forecasts (P(fail)) are not in the state yet: risk is absent until they are.
+                risk_to_wire(b, threshold, None)
+            })
+            .collect();
+        risks.sort_by(|a, b| {
+            b.blast_radius
+                .total_cmp(&a.blast_radius)
+                .then_with(|| a.component.cmp(&b.component))
+        });
+        if req.limit > 0 {
+            risks.truncate(req.limit as usize);
+        }
+        Ok(Response::new(pb::GetRiskResponse { risks }))
+    }
+
+    async fn what_if(
+        &self,
+        req: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<pb::WhatIfResponse>, Status> {
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let g = self.node.state.read(ControlState::dependency_graph);
+        let mut opts = PropagationOptions::default();
+        if req.samples > 0 {
+            opts.samples = req.samples.min(100_000);
+        }
+        let component = req.component;
+        let (impacts, radius) = blocking(move || {
+            let impacts = augur_graph::what_if(&g, &component, &opts)?;
+            let radius = augur_graph::blast_radius_of(&g, &impacts);
+            Ok::<_, augur_graph::GraphError>((impacts, radius))
+        })
+        .await?
+        .map_err(|e| Status::not_found(e.to_string()))?;
+        Ok(Response::new(pb::WhatIfResponse {
+            impacts: impacts.iter().map(impact_to_wire).collect(),
+            blast_radius: radius,
+        }))
     }
 }

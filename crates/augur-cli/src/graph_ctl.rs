@@ -1,0 +1,488 @@
+//! `augur ctl graph | risk | what-if | topology apply | flows push`: the dependency map.
+
+use std::path::PathBuf;
+
+use augur_graph::{aggregate_flows, parse_flows_csv, parse_topology, AddressBook, EdgeUpdate};
+use augur_proto::pb;
+use augur_proto::pb::topology_client::TopologyClient;
+use augur_types::MAX_EDGE_BATCH;
+use clap::{Subcommand, ValueEnum};
+use serde::Serialize;
+use tonic::Status;
+
+use crate::ctl::{print, Output, ReadMode};
+use augur_cli::Client;
+
+/// The label that carries a component's addresses (comma-separated ip or ip:port), which
+/// flow records are matched against; `entry=true` marks a user-facing component.
+pub const ADDRESSES_LABEL: &str = "addresses";
+pub const ENTRY_LABEL: &str = "entry";
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// A table of nodes and edges (or JSON with --output json).
+    Text,
+    /// Graphviz DOT.
+    Dot,
+}
+
+#[derive(Subcommand)]
+pub enum TopologyCommand {
+    /// Registers the hosts and components of a topology file and its declared dependencies.
+    /// A file with errors is refused whole, with every error listed.
+    Apply { file: PathBuf },
+    /// Checks a topology file and lists every error; changes nothing.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum FlowsCommand {
+    /// Reads flow records (CSV: src,dst,bytes,connections,at_ms), maps addresses to
+    /// components by their `addresses` label and records the edges.
+    Push { file: PathBuf },
+}
+
+#[derive(Serialize)]
+struct GraphView {
+    nodes: Vec<NodeView>,
+    edges: Vec<EdgeViewOut>,
+    recently_faded: Vec<FadedView>,
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    name: String,
+    virtual_peer: bool,
+    entry: bool,
+    criticality: u32,
+    group: String,
+    zone: String,
+}
+
+#[derive(Serialize)]
+struct ObservationView {
+    source: String,
+    strength: f64,
+    last_seen_ms: u64,
+    calls: Option<u64>,
+    error_rate: Option<f64>,
+    p99_ms: Option<f64>,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct EdgeViewOut {
+    from: String,
+    to: String,
+    strength: f64,
+    sources: Vec<ObservationView>,
+}
+
+#[derive(Serialize)]
+struct FadedView {
+    from: String,
+    to: String,
+    source: String,
+    last_seen_ms: u64,
+    edge_removed: bool,
+}
+
+impl From<pb::Graph> for GraphView {
+    fn from(g: pb::Graph) -> Self {
+        GraphView {
+            nodes: g
+                .nodes
+                .into_iter()
+                .map(|n| NodeView {
+                    name: n.name,
+                    virtual_peer: n.virtual_peer,
+                    entry: n.entry,
+                    criticality: n.criticality,
+                    group: n.group,
+                    zone: n.zone,
+                })
+                .collect(),
+            edges: g
+                .edges
+                .into_iter()
+                .map(|e| EdgeViewOut {
+                    from: e.from,
+                    to: e.to,
+                    strength: e.strength,
+                    sources: e
+                        .observations
+                        .into_iter()
+                        .map(|o| ObservationView {
+                            source: o.source,
+                            strength: o.strength,
+                            last_seen_ms: o.last_seen_ms,
+                            calls: o.stats.as_ref().map(|s| s.calls),
+                            error_rate: o.stats.as_ref().map(|s| {
+                                if s.calls == 0 {
+                                    0.0
+                                } else {
+                                    s.errors as f64 / s.calls as f64
+                                }
+                            }),
+                            p99_ms: o.stats.as_ref().map(|s| s.p99_ms),
+                            bytes: o.bytes,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            recently_faded: g
+                .recently_faded
+                .into_iter()
+                .map(|f| FadedView {
+                    from: f.from,
+                    to: f.to,
+                    source: f.source,
+                    last_seen_ms: f.last_seen_ms,
+                    edge_removed: f.edge_removed,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn graph_text(g: &GraphView) -> String {
+    let mut lines = vec![format!("{} nodes, {} edges", g.nodes.len(), g.edges.len())];
+    for e in &g.edges {
+        let sources: Vec<String> = e
+            .sources
+            .iter()
+            .map(|o| match o.calls {
+                Some(calls) => format!("{} ({calls} calls)", o.source),
+                None => o.source.clone(),
+            })
+            .collect();
+        lines.push(format!(
+            "{} -> {}  strength {:.2}  [{}]",
+            e.from,
+            e.to,
+            e.strength,
+            sources.join(", ")
+        ));
+    }
+    for f in &g.recently_faded {
+        lines.push(format!(
+            "faded: {} -> {} ({}, last seen {} ms){}",
+            f.from,
+            f.to,
+            f.source,
+            f.last_seen_ms,
+            if f.edge_removed { ", edge removed" } else { "" }
+        ));
+    }
+    lines.join("\n")
+}
+
+pub async fn graph(
+    client: &mut Client,
+    output: Output,
+    group: Option<String>,
+    zone: Option<String>,
+    format: GraphFormat,
+    consistency: ReadMode,
+) -> Result<(), Status> {
+    let req = pb::GetGraphRequest {
+        consistency: consistency.wire(),
+        group: group.unwrap_or_default(),
+        zone: zone.unwrap_or_default(),
+    };
+    let g = client
+        .call(|c| {
+            let req = req.clone();
+            async move { TopologyClient::new(c).get_graph(req).await }
+        })
+        .await?
+        .into_inner();
+    if format == GraphFormat::Dot {
+        print!("{}", augur_proto::graph_from_wire(&g).to_dot());
+        return Ok(());
+    }
+    print(output, &GraphView::from(g), graph_text);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RiskView {
+    component: String,
+    blast_radius: f64,
+    action_threshold: f64,
+    p_fail: Option<f64>,
+    risk: Option<f64>,
+}
+
+pub async fn risk(
+    client: &mut Client,
+    output: Output,
+    component: Option<String>,
+    limit: u32,
+) -> Result<(), Status> {
+    let req = pb::GetRiskRequest {
+        consistency: pb::ReadConsistency::Linearizable as i32,
+        component: component.unwrap_or_default(),
+        limit,
+    };
+    let r = client
+        .call(|c| {
+            let req = req.clone();
+            async move { TopologyClient::new(c).get_risk(req).await }
+        })
+        .await?
+        .into_inner();
+    let rows: Vec<RiskView> = r
+        .risks
+        .into_iter()
+        .map(|r| RiskView {
+            component: r.component,
+            blast_radius: r.blast_radius,
+            action_threshold: r.action_threshold,
+            p_fail: r.p_fail,
+            risk: r.risk,
+        })
+        .collect();
+    print(output, &rows, |rows| {
+        let mut lines = vec![format!(
+            "{:<24} {:>12} {:>16} {:>8} {:>8}",
+            "COMPONENT", "BLAST RADIUS", "ACT AT P(FAIL)", "P(FAIL)", "RISK"
+        )];
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        for r in rows {
+            lines.push(format!(
+                "{:<24} {:>12.3} {:>16.3} {:>8} {:>8}",
+                r.component,
+                r.blast_radius,
+                r.action_threshold,
+                opt(r.p_fail),
+                opt(r.risk)
+            ));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct WhatIfView {
+    component: String,
+    blast_radius: f64,
+    impacts: Vec<ImpactView>,
+}
+
+#[derive(Serialize)]
+struct ImpactView {
+    component: String,
+    probability: f64,
+}
+
+pub async fn what_if(
+    client: &mut Client,
+    output: Output,
+    id: String,
+    samples: u32,
+) -> Result<(), Status> {
+    let req = pb::WhatIfRequest {
+        component: id.clone(),
+        consistency: pb::ReadConsistency::Linearizable as i32,
+        samples,
+    };
+    let r = client
+        .call(|c| {
+            let req = req.clone();
+            async move { TopologyClient::new(c).what_if(req).await }
+        })
+        .await?
+        .into_inner();
+    let view = WhatIfView {
+        component: id,
+        blast_radius: r.blast_radius,
+        impacts: r
+            .impacts
+            .into_iter()
+            .map(|i| ImpactView {
+                component: i.component,
+                probability: i.probability,
+            })
+            .collect(),
+    };
+    print(output, &view, |v| {
+        let mut lines = vec![format!(
+            "if {} fails (blast radius {:.3}):",
+            v.component, v.blast_radius
+        )];
+        for i in &v.impacts {
+            lines.push(format!("  {:<24} {:.3}", i.component, i.probability));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
+fn read_file(path: &PathBuf) -> Result<String, Status> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Status::invalid_argument(format!("cannot read {}: {e}", path.display())))
+}
+
+pub async fn topology(
+    client: &mut Client,
+    output: Output,
+    cmd: TopologyCommand,
+) -> Result<(), Status> {
+    let (path, apply) = match &cmd {
+        TopologyCommand::Apply { file } => (file, true),
+        TopologyCommand::Check { file } => (file, false),
+    };
+    let text = read_file(path)?;
+    let topo = parse_topology(&text).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        Status::invalid_argument(format!(
+            "{} has {} error{}:\n{}",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        ))
+    })?;
+    if !apply {
+        let view = serde_json::json!({
+            "hosts": topo.hosts().len(),
+            "components": topo.components().len(),
+            "edges": topo.edge_updates(0).len(),
+        });
+        print(output, &view, |_| {
+            format!(
+                "{} is valid: {} hosts, {} components, {} dependencies",
+                path.display(),
+                topo.hosts().len(),
+                topo.components().len(),
+                topo.edge_updates(0).len()
+            )
+        });
+        return Ok(());
+    }
+    for h in topo.hosts() {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: h.name.clone(),
+                rack: h.rack.clone(),
+                zone: h.zone.clone(),
+            }),
+            capacity: h.capacity,
+        };
+        client
+            .call(|c| {
+                let req = req.clone();
+                async move { TopologyClient::new(c).upsert_host(req).await }
+            })
+            .await?;
+    }
+    for c in topo.components() {
+        let unplaced = || "unplaced".to_owned();
+        let mut labels = std::collections::HashMap::new();
+        if c.entry {
+            labels.insert(ENTRY_LABEL.to_owned(), "true".to_owned());
+        }
+        if !c.addresses.is_empty() {
+            labels.insert(ADDRESSES_LABEL.to_owned(), c.addresses.join(","));
+        }
+        let component = pb::Component {
+            id: c.name.clone(),
+            class: c.class.clone(),
+            group: c.group.clone().unwrap_or_else(|| "default".into()),
+            criticality: u32::from(c.criticality),
+            placement: Some(pb::Placement {
+                host: c.host.clone().unwrap_or_else(unplaced),
+                rack: c.rack.clone().unwrap_or_else(unplaced),
+                zone: c.zone.clone().unwrap_or_else(unplaced),
+            }),
+            labels,
+        };
+        client
+            .call(|ch| {
+                let component = Some(component.clone());
+                async move {
+                    TopologyClient::new(ch)
+                        .upsert_component(pb::UpsertComponentRequest { component })
+                        .await
+                }
+            })
+            .await?;
+    }
+    let edges = topo.edge_updates(now_ms());
+    push_edges(client, &edges).await?;
+    let view = serde_json::json!({
+        "hosts": topo.hosts().len(),
+        "components": topo.components().len(),
+        "edges": edges.len(),
+    });
+    print(output, &view, |_| {
+        format!(
+            "applied {}: {} hosts, {} components, {} dependencies",
+            path.display(),
+            topo.hosts().len(),
+            topo.components().len(),
+            edges.len()
+        )
+    });
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn push_edges(client: &mut Client, edges: &[EdgeUpdate]) -> Result<(), Status> {
+    for chunk in edges.chunks(MAX_EDGE_BATCH) {
+        let req = pb::UpsertEdgesRequest {
+            updates: chunk.iter().map(augur_proto::edge_update_to_wire).collect(),
+        };
+        client
+            .call(|c| {
+                let req = req.clone();
+                async move { TopologyClient::new(c).upsert_edges(req).await }
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn flows(client: &mut Client, output: Output, cmd: FlowsCommand) -> Result<(), Status> {
+    let FlowsCommand::Push { file } = cmd;
+    let text = read_file(&file)?;
+    let records = parse_flows_csv(&text)
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", file.display())))?;
+    let components = client
+        .call(|c| async move {
+            TopologyClient::new(c)
+                .list_components(pb::ListComponentsRequest::default())
+                .await
+        })
+        .await?
+        .into_inner()
+        .components;
+    let mut book = AddressBook::new();
+    for c in &components {
+        let Some(addrs) = c.labels.get(ADDRESSES_LABEL) else {
+            continue;
+        };
+        for a in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            book.insert(a, &c.id)
+                .map_err(|e| Status::failed_precondition(format!("component {}: {e}", c.id)))?;
+        }
+    }
+    let out = aggregate_flows(&records, &book)
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", file.display())))?;
+    push_edges(client, &out.updates).await?;
+    print(output, &out.stats, |s| {
+        format!(
+            "{} flow records -> {} edges ({} unmapped sources, {} unmapped destinations, \
+             {} within one component skipped)",
+            s.records, s.edges, s.unmapped_src, s.unmapped_dst, s.self_flows_skipped
+        )
+    });
+    Ok(())
+}
