@@ -7,6 +7,7 @@
 
 mod action;
 mod component;
+mod otlp;
 mod status;
 
 /// The generated code.
@@ -19,6 +20,15 @@ pub use action::{action_kind_from_wire, action_kind_to_wire, action_to_wire, out
 pub use component::{
     component_from_wire, component_to_wire, placement_from_wire, weights_from_wire,
 };
+pub use opentelemetry_proto::tonic as otlp_pb;
+pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+pub use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+pub use otlp::{export_trace_response, spans_from_otlp, OtlpDecodeStats};
 pub use status::{
     leader_from_status, not_leader_status, rejection_status, WireError, LEADER_ADDR_HEADER,
     LEADER_ID_HEADER,
