@@ -8,6 +8,7 @@
 mod action;
 mod component;
 mod graph;
+mod otlp;
 mod status;
 
 /// The generated code.
@@ -24,6 +25,15 @@ pub use graph::{
     edge_update_from_wire, edge_update_to_wire, faded_edge_to_wire, graph_edge_to_wire,
     graph_from_wire, graph_node_to_wire, impact_to_wire, observation_to_wire, risk_to_wire,
 };
+pub use opentelemetry_proto::tonic as otlp_pb;
+pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+pub use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+pub use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+pub use otlp::{export_trace_response, spans_from_otlp, OtlpDecodeStats};
 pub use status::{
     leader_from_status, not_leader_status, rejection_status, WireError, LEADER_ADDR_HEADER,
     LEADER_ID_HEADER,
