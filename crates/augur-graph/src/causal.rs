@@ -203,7 +203,10 @@ pub fn granger_test(
     let x = Prepared::new(cause, opts);
     let y = Prepared::new(effect, opts);
     let mut scratch = Scratch::new(opts.max_lag);
-    Ok(test_pair(&x, &y, opts, &mut scratch).unwrap_or(GrangerTest::no_evidence(opts.max_lag)))
+    Ok(
+        test_pair(&x, &y, opts, 0.0, &mut scratch)
+            .unwrap_or(GrangerTest::no_evidence(opts.max_lag)),
+    )
 }
 
 /// Runs the Granger test on every ordered pair of series that belong to different components
@@ -242,7 +245,7 @@ pub fn causal_links(
                 if x.flat || series[c].0 == series[e].0 {
                     continue;
                 }
-                if let Some(t) = test_pair(x, y, opts, &mut scratch) {
+                if let Some(t) = test_pair(x, y, opts, opts.min_strength, &mut scratch) {
                     if t.is_link(opts) {
                         found.push((c, e, t));
                     }
@@ -491,24 +494,20 @@ impl Scratch {
 }
 
 /// The test of `x → y` at the lag chosen by `opts`; `None` when there is nothing to test.
+/// Below strength `p_value_from` the p-value is not computed and reads 1.
 fn test_pair(
     x: &Prepared,
     y: &Prepared,
     opts: &CausalOptions,
+    p_value_from: f64,
     scratch: &mut Scratch,
 ) -> Option<GrangerTest> {
-    if x.flat || y.flat {
+    let l = opts.max_lag;
+    if x.flat || y.flat || y.rss_r[l - 1].is_none() {
         return None;
     }
-    let l = opts.max_lag;
-    let w = l + 1;
     let m = y.z.len() - l;
-    for i in 0..=l {
-        let yi = lagged(&y.z, l, i, m);
-        for j in 1..=l {
-            scratch.cross[i * w + j] = dot(yi, lagged(&x.z, l, j, m));
-        }
-    }
+    cross_products(&x.z, &y.z, l, m, &mut scratch.cross);
     let lags = match opts.lag_selection {
         LagSelection::MinBic => 1..=l,
         LagSelection::Fixed => l..=l,
@@ -551,12 +550,41 @@ fn test_pair(
         });
     }
     let f_stat = (gain / df1) / (rss_u / df2);
+    // The tail costs a continued fraction; a caller that drops weak results anyway skips it.
+    let p_value = if strength < p_value_from {
+        1.0
+    } else {
+        f_upper_tail(f_stat, df1, df2)
+    };
     Some(GrangerTest {
         lag: p,
         f_stat,
-        p_value: f_upper_tail(f_stat, df1, df2),
+        p_value,
         strength,
     })
+}
+
+/// `cross[i·(L+1) + j] = Σ_t y[t-i]·x[t-j]` over the sample `t = l .. l + m`, for
+/// `i = 0..=l`, `j = 1..=l`. Only the first row and column are full dot products; the rest
+/// follow by shifting the sample one step back:
+/// `C[i+1][j+1] = C[i][j] + y[l-1-i]·x[l-1-j] - y[l+m-1-i]·x[l+m-1-j]`.
+fn cross_products(x: &[f64], y: &[f64], l: usize, m: usize, cross: &mut [f64]) {
+    let w = l + 1;
+    let y0 = lagged(y, l, 0, m);
+    for j in 1..=l {
+        cross[j] = dot(y0, lagged(x, l, j, m));
+    }
+    let x1 = lagged(x, l, 1, m);
+    for i in 1..=l {
+        cross[i * w + 1] = dot(lagged(y, l, i, m), x1);
+    }
+    let last = l + m - 1;
+    for i in 0..l {
+        for j in 1..l {
+            cross[(i + 1) * w + j + 1] =
+                cross[i * w + j] + y[l - 1 - i] * x[l - 1 - j] - y[last - i] * x[last - j];
+        }
+    }
 }
 
 /// Entry `(r, c)`, `r <= c`, of the augmented normal equations of the unrestricted model at
@@ -1109,6 +1137,28 @@ mod tests {
             assert_eq!(causal_links(&[], &bad).unwrap_err().to_string(), msg);
         }
         assert!(causal_links(&[], &opts).unwrap().is_empty());
+    }
+
+    #[test]
+    fn shifted_cross_products_match_direct_ones() {
+        let mut rng = Rng(11);
+        let (x, y) = (ar_noise(&mut rng, 97, 0.4), ar_noise(&mut rng, 97, -0.2));
+        for l in 1..=5 {
+            let w = l + 1;
+            let m = x.len() - l;
+            let mut cross = vec![0.0; w * w];
+            cross_products(&x, &y, l, m, &mut cross);
+            for i in 0..=l {
+                for j in 1..=l {
+                    let direct: f64 = (l..l + m).map(|t| y[t - i] * x[t - j]).sum();
+                    let got = cross[i * w + j];
+                    assert!(
+                        (got - direct).abs() < 1e-9 * (1.0 + direct.abs()),
+                        "l={l} {i},{j}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
