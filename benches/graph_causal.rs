@@ -105,11 +105,13 @@ fn report(data: &Data, series: &[(&str, &[f64])], opts: &CausalOptions) {
         .map(|l| l.strength)
         .fold(f64::INFINITY, f64::min);
     println!(
-        "graph_causal: {} series x {} points, threads {}: one call {:.2?}; planted recall {hits}/{} \
+        "graph_causal: {} series x {} points, threads {}, min_strength {}: one call {:.2?}; \
+         planted recall {hits}/{} \
          (weakest strength {weakest:.3}), reversed {reversed}, other links {}",
         SERIES,
         POINTS,
         opts.threads,
+        opts.min_strength,
         took,
         data.planted.len(),
         links.len() - hits - reversed,
@@ -124,6 +126,15 @@ fn bench(c: &mut Criterion) {
         .zip(&data.values)
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect();
+    // What `alpha` alone lets through over ~160k tests, without the strength floor.
+    report(
+        &data,
+        &series,
+        &CausalOptions {
+            min_strength: 0.0,
+            ..CausalOptions::default()
+        },
+    );
     let mut group = c.benchmark_group("causal_links_400x600");
     for threads in [1, 2] {
         let opts = CausalOptions {

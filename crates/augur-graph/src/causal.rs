@@ -571,8 +571,8 @@ fn test_pair(
 fn cross_products(x: &[f64], y: &[f64], l: usize, m: usize, cross: &mut [f64]) {
     let w = l + 1;
     let y0 = lagged(y, l, 0, m);
-    for j in 1..=l {
-        cross[j] = dot(y0, lagged(x, l, j, m));
+    for (j, c) in cross.iter_mut().enumerate().take(w).skip(1) {
+        *c = dot(y0, lagged(x, l, j, m));
     }
     let x1 = lagged(x, l, 1, m);
     for i in 1..=l {
