@@ -879,6 +879,30 @@ mod tests {
             prop_assert!((base.f_stat - moved.f_stat).abs() < 1e-6 * (1.0 + base.f_stat));
         }
 
+        /// Whatever finite values come in, the test answers with numbers in range.
+        #[test]
+        fn granger_never_panics_and_stays_in_range(
+            x in proptest::collection::vec(prop_oneof![-1e6f64..1e6, Just(0.0), -1e300f64..1e300], 18..60),
+            seed in 0u64..100,
+            difference in any::<bool>(),
+            fixed in any::<bool>(),
+        ) {
+            let mut rng = Rng(seed);
+            let y: Vec<f64> = x.iter().map(|v| if rng.uniform() < 0.3 { *v } else { rng.normal() }).collect();
+            let opts = CausalOptions {
+                difference,
+                lag_selection: if fixed { LagSelection::Fixed } else { LagSelection::MinBic },
+                ..CausalOptions::default()
+            };
+            for (a, b) in [(&x, &y), (&y, &x), (&x, &x)] {
+                let t = granger_test(a, b, &opts).unwrap();
+                prop_assert!((0.0..=1.0).contains(&t.p_value), "{t:?}");
+                prop_assert!((0.0..=1.0).contains(&t.strength), "{t:?}");
+                prop_assert!(t.f_stat >= 0.0, "{t:?}");
+                prop_assert!((1..=opts.max_lag).contains(&t.lag), "{t:?}");
+            }
+        }
+
         /// The output depends on neither the order of the input nor the thread count.
         #[test]
         fn links_are_deterministic(seed in 0u64..1000, threads in 1usize..5) {
