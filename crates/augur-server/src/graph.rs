@@ -2,7 +2,7 @@
 //! committed in batches, through the leader wherever this node stands; and the leader fades
 //! the observations nobody has seen for `graph.edge_ttl_ms`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use augur_graph::EdgeUpdate;
 use augur_proto::{edge_update_to_wire, leader_from_status, pb};
@@ -11,13 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::config::GraphSection;
 use crate::node::Node;
-
-/// Milliseconds since the Unix epoch: the stamp edge observations and fades carry.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::service::now_ms;
 
 /// Where edge updates learned on this node go. Bounded: when the committer falls behind,
 /// updates are dropped and counted rather than queued without limit (the next drain of the

@@ -16,7 +16,7 @@ use tonic::Status;
 use crate::config::NodeConfig;
 use crate::network::{GrpcNetwork, RaftInternalService, MAX_RAFT_MESSAGE};
 use crate::proposer::{forward_status, Proposer};
-use crate::service::{ClusterService, ControlService, TopologyService};
+use crate::service::{ClusterService, ControlService, OtlpTraceService, TopologyService};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +130,9 @@ pub async fn run(
         state,
         proposer,
     };
-    let _edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
+    let edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
     crate::graph::spawn_fader(node.clone(), &cfg.graph);
+    let traces = OtlpTraceService::spawn(&cfg.graph, edges);
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;
     let router = tonic::transport::Server::builder()
@@ -156,7 +157,8 @@ pub async fn run(
         .add_service(
             pb::control_server::ControlServer::new(ControlService::new(node.clone()))
                 .max_decoding_message_size(max),
-        );
+        )
+        .add_service(augur_proto::TraceServiceServer::new(traces).max_decoding_message_size(max));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

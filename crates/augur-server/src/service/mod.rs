@@ -2,10 +2,12 @@
 
 mod cluster;
 mod control;
+mod otlp;
 mod topology;
 
 pub use cluster::ClusterService;
 pub use control::ControlService;
+pub use otlp::OtlpTraceService;
 pub use topology::TopologyService;
 
 /// Milliseconds since the Unix epoch, stamped into commands by the proposer so that applying

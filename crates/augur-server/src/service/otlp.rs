@@ -69,7 +69,10 @@ impl TraceService for OtlpTraceService {
             g.ingest(spans, now_ms())
         };
         count("received", decode.received);
-        count("malformed_id", decode.bad_trace_id + decode.bad_span_id + decode.bad_parent_span_id);
+        count(
+            "malformed_id",
+            decode.bad_trace_id + decode.bad_span_id + decode.bad_parent_span_id,
+        );
         count("paired", summary.paired);
         count("unknown_service", summary.unknown_service);
         count("end_before_start", summary.end_before_start);
