@@ -79,11 +79,16 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
-    for samples in [16, 64] {
-        let opts = PropagationOptions { samples, seed: 1 };
-        group.bench_function(format!("blast_radii_all_100k_1M_{samples}_worlds"), |b| {
-            b.iter(|| black_box(blast_radii(&g, &opts)))
-        });
+    for (samples, threads) in [(16, 1), (16, 2), (64, 2)] {
+        let opts = PropagationOptions {
+            samples,
+            seed: 1,
+            threads,
+        };
+        group.bench_function(
+            format!("blast_radii_all_100k_1M_{samples}_worlds_{threads}_threads"),
+            |b| b.iter(|| black_box(blast_radii(&g, &opts))),
+        );
     }
     let opts = PropagationOptions::default();
     group.bench_function("what_if_one_component_64_worlds", |b| {

@@ -30,6 +30,8 @@ use crate::GraphError;
 pub struct PropagationOptions {
     pub samples: u32,
     pub seed: u64,
+    /// Threads [`blast_radii`] may use; the answer is the same for any number.
+    pub threads: usize,
 }
 
 impl Default for PropagationOptions {
@@ -37,6 +39,7 @@ impl Default for PropagationOptions {
         Self {
             samples: 64,
             seed: 0x0a06_0b1a_57ed,
+            threads: 1,
         }
     }
 }
@@ -68,7 +71,7 @@ struct Frozen {
     /// Every edge is certainly live or certainly dead: one world says everything.
     deterministic: bool,
     entries: Vec<u32>,
-    entry_weight: Vec<f64>,
+    entry_weight: Vec<u64>,
 }
 
 impl Frozen {
@@ -109,7 +112,7 @@ impl Frozen {
         for (i, &ix) in ids.iter().enumerate() {
             if raw[ix].entry {
                 entries.push(i as u32);
-                entry_weight.push(f64::from(raw[ix].criticality.max(1)));
+                entry_weight.push(u64::from(raw[ix].criticality.max(1)));
             }
         }
         Self {
@@ -251,63 +254,38 @@ pub fn blast_radii(g: &DepGraph, opts: &PropagationOptions) -> Vec<BlastRadius> 
     let f = Frozen::new(g);
     let n = f.names.len();
     let mut acc = vec![0.0f64; n];
-    let total: f64 = f.entry_weight.iter().sum();
-    if n > 0 && total > 0.0 {
-        let order = callers_first_order(&f);
-        let words = f.entries.len().div_ceil(64);
-        // For each word of the bitset, the entry weights by bit, grouped so that a word's
-        // weighted popcount is a few masked popcounts (criticality takes 5 values at most).
-        let classes = weight_classes(&f, words);
-        let mut reach = vec![0u64; n * words];
-        let mut queued = vec![false; n];
-        let mut queue = VecDeque::with_capacity(n);
+    let total: u64 = f.entry_weight.iter().sum();
+    if n > 0 && total > 0 {
         let worlds = f.worlds(opts);
-        // Out-edges (caller → callees) are what the bitsets flow along; build them once.
-        let (out_start, out_slot) = callee_index(&f);
-        for w in 0..worlds {
-            let salt = world_salt(opts.seed, w);
-            reach.fill(0);
-            for (bit, &e) in f.entries.iter().enumerate() {
-                reach[e as usize * words + bit / 64] |= 1 << (bit % 64);
-            }
-            queue.extend(order.iter().copied());
-            queued.fill(true);
-            while let Some(v) = queue.pop_front() {
-                queued[v as usize] = false;
-                let v = v as usize;
-                for &(callee, slot) in &out_slot[out_start[v]..out_start[v + 1]] {
-                    if !f.live(slot as usize, salt) {
-                        continue;
-                    }
-                    let (src, dst) = (v * words, callee as usize * words);
-                    let mut changed = false;
-                    for i in 0..words {
-                        let merged = reach[dst + i] | reach[src + i];
-                        changed |= merged != reach[dst + i];
-                        reach[dst + i] = merged;
-                    }
-                    if changed && !queued[callee as usize] {
-                        queued[callee as usize] = true;
-                        queue.push_back(callee);
+        let walk = Walk::new(&f);
+        // Worlds are independent: split them over threads. Counts are integers, so the sum
+        // is the same whatever the split.
+        let threads = opts.threads.clamp(1, worlds as usize) as u32;
+        let per = worlds.div_ceil(threads);
+        let counts: Vec<u64> = if threads == 1 {
+            walk.count(opts.seed, 0..worlds)
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let walk = &walk;
+                        let range = t * per..((t + 1) * per).min(worlds);
+                        s.spawn(move || walk.count(opts.seed, range))
+                    })
+                    .collect();
+                let mut sum = vec![0u64; n];
+                for h in handles {
+                    let part = h.join().expect("propagation thread panicked");
+                    for (a, b) in sum.iter_mut().zip(part) {
+                        *a += b;
                     }
                 }
-            }
-            for (v, a) in acc.iter_mut().enumerate() {
-                let bits = &reach[v * words..(v + 1) * words];
-                let mut sum = 0.0;
-                for (i, &word) in bits.iter().enumerate() {
-                    if word != 0 {
-                        for &(mask, weight) in &classes[i] {
-                            sum += f64::from((word & mask).count_ones()) * weight;
-                        }
-                    }
-                }
-                *a += sum;
-            }
-        }
-        let norm = total * f64::from(worlds);
-        for a in &mut acc {
-            *a /= norm;
+                sum
+            })
+        };
+        let norm = (total * u64::from(worlds)) as f64;
+        for (a, c) in acc.iter_mut().zip(counts) {
+            *a = c as f64 / norm;
         }
     }
     let mut out: Vec<BlastRadius> = f
@@ -323,9 +301,90 @@ pub fn blast_radii(g: &DepGraph, opts: &PropagationOptions) -> Vec<BlastRadius> 
     out
 }
 
+/// What every world's walk shares: the order, the callee index, the weight classes.
+struct Walk<'f> {
+    f: &'f Frozen,
+    order: Vec<u32>,
+    words: usize,
+    classes: Vec<Vec<(u64, u64)>>,
+    out_start: Vec<usize>,
+    out_slot: Vec<(u32, u32)>,
+}
+
+impl<'f> Walk<'f> {
+    fn new(f: &'f Frozen) -> Self {
+        let words = f.entries.len().div_ceil(64);
+        let (out_start, out_slot) = callee_index(f);
+        Self {
+            f,
+            order: callers_first_order(f),
+            words,
+            classes: weight_classes(f, words),
+            out_start,
+            out_slot,
+        }
+    }
+
+    /// Over the given worlds, for every node, the summed criticality of the entry points
+    /// its failure reaches. Each world carries, for every node, the set of entry points that
+    /// reach it over live edges, as a bitset pushed from callers to callees.
+    fn count(&self, seed: u64, worlds: std::ops::Range<u32>) -> Vec<u64> {
+        let (f, words) = (self.f, self.words);
+        let n = f.names.len();
+        let mut acc = vec![0u64; n];
+        let mut reach = vec![0u64; n * words];
+        let mut queued = vec![false; n];
+        let mut queue = VecDeque::with_capacity(n);
+        for w in worlds {
+            let salt = world_salt(seed, w);
+            reach.fill(0);
+            for (bit, &e) in f.entries.iter().enumerate() {
+                reach[e as usize * words + bit / 64] |= 1 << (bit % 64);
+            }
+            queue.extend(self.order.iter().copied());
+            queued.fill(true);
+            while let Some(v) = queue.pop_front() {
+                queued[v as usize] = false;
+                let v = v as usize;
+                if reach[v * words..(v + 1) * words].iter().all(|&x| x == 0) {
+                    continue;
+                }
+                for &(callee, slot) in &self.out_slot[self.out_start[v]..self.out_start[v + 1]] {
+                    if !f.live(slot as usize, salt) {
+                        continue;
+                    }
+                    let (src, dst) = (v * words, callee as usize * words);
+                    let mut changed = 0u64;
+                    for i in 0..words {
+                        let old = reach[dst + i];
+                        let merged = old | reach[src + i];
+                        changed |= merged ^ old;
+                        reach[dst + i] = merged;
+                    }
+                    if changed != 0 && !queued[callee as usize] {
+                        queued[callee as usize] = true;
+                        queue.push_back(callee);
+                    }
+                }
+            }
+            for (v, a) in acc.iter_mut().enumerate() {
+                let bits = &reach[v * words..(v + 1) * words];
+                for (i, &word) in bits.iter().enumerate() {
+                    if word != 0 {
+                        for &(mask, weight) in &self.classes[i] {
+                            *a += u64::from((word & mask).count_ones()) * weight;
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+}
+
 /// For each word of the entry bitset: (mask of bits, weight) per distinct weight.
-fn weight_classes(f: &Frozen, words: usize) -> Vec<Vec<(u64, f64)>> {
-    let mut classes: Vec<Vec<(u64, f64)>> = vec![Vec::new(); words];
+fn weight_classes(f: &Frozen, words: usize) -> Vec<Vec<(u64, u64)>> {
+    let mut classes: Vec<Vec<(u64, u64)>> = vec![Vec::new(); words];
     for (bit, &w) in f.entry_weight.iter().enumerate() {
         let word = &mut classes[bit / 64];
         match word.iter_mut().find(|(_, x)| *x == w) {
@@ -515,6 +574,7 @@ mod tests {
         let opts = PropagationOptions {
             samples: 4000,
             seed: 7,
+            ..PropagationOptions::default()
         };
         let p = what_if(&g, "b", &opts).unwrap()[1].probability;
         assert!((p - 0.3).abs() < 0.03, "{p}");
@@ -571,7 +631,7 @@ mod tests {
             // The new edge must be new: an update of an existing one may lower its strength.
             let before_g = build(n, &edges, &entries);
             prop_assume!(before_g.edge(&format!("c{a}"), &format!("c{b}")).is_none());
-            let opts = PropagationOptions { samples: 16, seed: 3 };
+            let opts = PropagationOptions { samples: 16, seed: 3, ..PropagationOptions::default() };
             let before = blast_radii(&before_g, &opts);
             let mut after_g = before_g.clone();
             edge(&mut after_g, &format!("c{a}"), &format!("c{b}"), s);
@@ -587,16 +647,24 @@ mod tests {
         ) {
             let g = build(n, &edges, &entries);
             let target = format!("c{}", target % n);
-            let opts = PropagationOptions { samples: 16, seed: 9 };
+            let opts = PropagationOptions { samples: 16, seed: 9, ..PropagationOptions::default() };
             let one = blast_radius_of(&g, &what_if(&g, &target, &opts).unwrap());
             let bulk = blast_radii(&g, &opts).into_iter().find(|b| b.component == target).unwrap();
             prop_assert!((one - bulk.blast_radius).abs() < 1e-9, "{one} vs {bulk:?}");
         }
 
         #[test]
+        fn threads_do_not_change_the_answer((n, edges, entries) in arb_graph()) {
+            let g = build(n, &edges, &entries);
+            let one = PropagationOptions { samples: 12, seed: 5, threads: 1 };
+            let three = PropagationOptions { threads: 3, ..one };
+            prop_assert_eq!(blast_radii(&g, &one), blast_radii(&g, &three));
+        }
+
+        #[test]
         fn nothing_depends_on_it_means_zero_unless_entry((n, edges, entries) in arb_graph()) {
             let g = build(n, &edges, &entries);
-            for b in blast_radii(&g, &PropagationOptions { samples: 8, seed: 1 }) {
+            for b in blast_radii(&g, &PropagationOptions { samples: 8, seed: 1, ..PropagationOptions::default() }) {
                 let is_entry = g.node(&b.component).unwrap().entry;
                 if g.callers(&b.component).is_empty() && !is_entry {
                     prop_assert_eq!(b.blast_radius, 0.0);
