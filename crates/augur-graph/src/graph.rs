@@ -482,7 +482,8 @@ mod tests {
         let mut g = DepGraph::new();
         g.upsert_node(Node::component("web"));
         assert_eq!(
-            g.apply(&upd("web", "db", EdgeSource::Trace, 0.5, 10)).unwrap(),
+            g.apply(&upd("web", "db", EdgeSource::Trace, 0.5, 10))
+                .unwrap(),
             EdgeChange::Added
         );
         assert!(g.node("db").unwrap().virtual_peer);
@@ -529,10 +530,7 @@ mod tests {
         g.apply(&upd("a", "d", EdgeSource::Flow, 1.0, 900)).unwrap();
         let faded = g.fade(1000, 500);
         assert_eq!(faded.len(), 2);
-        assert_eq!(
-            (faded[0].to.as_str(), faded[0].edge_removed),
-            ("b", false)
-        );
+        assert_eq!((faded[0].to.as_str(), faded[0].edge_removed), ("b", false));
         assert_eq!((faded[1].to.as_str(), faded[1].edge_removed), ("c", true));
         assert!(g.edge("a", "b").is_some());
         assert!(g.edge("a", "c").is_none());
