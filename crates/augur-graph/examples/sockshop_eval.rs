@@ -12,12 +12,16 @@
 //! anomalous time plus the offset (positive: late, negative: early).
 
 use std::error::Error;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use augur_graph::{
-    rank_of, rank_root_causes, rank_with_graph, top_k_accuracy, DepGraph, EdgeSource, EdgeUpdate,
-    MetricFrame, Observation, RankedCause, RcaOptions, TopKAccuracy,
+    rank_of, rank_root_causes, rank_with_graph, top_k_accuracy, RankedCause, RcaOptions,
+    TopKAccuracy,
 };
+
+#[path = "sockshop/cases.rs"]
+mod cases;
+use cases::{load_cases, sockshop_graph};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut dir = PathBuf::from("../shared/data/sock-shop");
@@ -78,96 +82,6 @@ fn main() -> Result<(), Box<dyn Error>> {
     print_row("metrics only", &top_k_accuracy(&plain));
     print_row("metrics + graph", &top_k_accuracy(&with_graph));
     Ok(())
-}
-
-struct Case {
-    name: String,
-    truth: String,
-    frame: MetricFrame,
-    fault_time: i64,
-}
-
-fn load_cases(dir: &Path) -> Result<Vec<Case>, Box<dyn Error>> {
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot read data dir {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    folders.sort();
-    let mut cases = Vec::new();
-    for folder in folders {
-        let fname = folder.file_name().unwrap_or_default().to_string_lossy();
-        let (service, _fault) = fname
-            .rsplit_once('-')
-            .ok_or_else(|| format!("case folder {fname:?} is not <service>-<fault>"))?;
-        let mut runs: Vec<PathBuf> = std::fs::read_dir(&folder)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_dir())
-            .collect();
-        runs.sort();
-        for run in runs {
-            let read = |f: &str| -> Result<MetricFrame, Box<dyn Error>> {
-                let path = run.join(f);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(MetricFrame::from_csv(&text).map_err(|e| format!("{}: {e}", path.display()))?)
-            };
-            let mut normal = read("normal.csv")?;
-            let anomalous = read("anomalous.csv")?;
-            let (Some(normal_end), Some(fault_time)) = (normal.last_time(), anomalous.first_time())
-            else {
-                return Err(format!("{}: empty recording", run.display()).into());
-            };
-            // Lay the recordings end to end on one 1 s time line.
-            normal.shift_time(fault_time - 1 - normal_end);
-            cases.push(Case {
-                name: format!(
-                    "{fname}/{}",
-                    run.file_name().unwrap_or_default().to_string_lossy()
-                ),
-                truth: service.to_owned(),
-                frame: normal.concat(&anomalous)?,
-                fault_time,
-            });
-        }
-    }
-    if cases.is_empty() {
-        return Err(format!("no cases under {}", dir.display()).into());
-    }
-    Ok(cases)
-}
-
-/// Sock Shop's call graph: `a → b` means a calls b.
-fn sockshop_graph() -> DepGraph {
-    const EDGES: [(&str, &str); 16] = [
-        ("front-end", "carts"),
-        ("front-end", "catalogue"),
-        ("front-end", "orders"),
-        ("front-end", "user"),
-        ("front-end", "shipping"),
-        ("front-end", "payment"),
-        ("carts", "carts-db"),
-        ("catalogue", "catalogue-db"),
-        ("orders", "orders-db"),
-        ("orders", "carts"),
-        ("orders", "user"),
-        ("orders", "payment"),
-        ("orders", "shipping"),
-        ("user", "user-db"),
-        ("shipping", "rabbitmq"),
-        ("queue-master", "rabbitmq"),
-    ];
-    let mut graph = DepGraph::new();
-    for (from, to) in EDGES {
-        graph
-            .apply(&EdgeUpdate {
-                from: from.to_owned(),
-                to: to.to_owned(),
-                observation: Observation::new(EdgeSource::Declared, 1.0, 0),
-            })
-            .expect("sock-shop edges are valid");
-    }
-    graph
 }
 
 fn show(rank: Option<usize>) -> String {

@@ -422,10 +422,7 @@ fn callee_index(f: &Frozen) -> (Vec<usize>, Vec<(u32, u32)>) {
 /// algorithm); nodes on cycles follow in index order and the worklist settles them.
 fn callers_first_order(f: &Frozen) -> Vec<u32> {
     let n = f.names.len();
-    let mut indegree = vec![0u32; n];
-    for v in 0..n {
-        indegree[v] = (f.start[v + 1] - f.start[v]) as u32;
-    }
+    let mut indegree: Vec<u32> = f.start.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
     let (out_start, out_slot) = callee_index(f);
     let mut order: Vec<u32> = (0..n as u32)
         .filter(|&v| indegree[v as usize] == 0)

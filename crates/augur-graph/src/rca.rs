@@ -491,11 +491,24 @@ pub fn rank_from_csv(
 ) -> Result<Vec<RankedCause>, RcaError> {
     let normal = MetricFrame::from_csv(normal)?;
     let anomalous = MetricFrame::from_csv(anomalous)?;
-    let fault_time = match fault_time {
-        Some(t) => t,
-        None => anomalous.first_time().ok_or(RcaError::EmptyAnomalous)?,
-    };
-    rank_root_causes(&normal.concat(&anomalous)?, fault_time, opts)
+    let (frame, start) = join_recordings(&normal, &anomalous)?;
+    rank_root_causes(&frame, fault_time.unwrap_or(start), opts)
+}
+
+/// Lays a normal recording and an anomalous one end to end on one time line: recordings are
+/// often taken hours apart, so the normal one is moved to end one second before the anomalous
+/// one starts. Answers the joined frame and the anomalous recording's first time, where the
+/// fault is taken to start. A given fault time is then read on the anomalous recording's clock.
+pub fn join_recordings(
+    normal: &MetricFrame,
+    anomalous: &MetricFrame,
+) -> Result<(MetricFrame, i64), RcaError> {
+    let start = anomalous.first_time().ok_or(RcaError::EmptyAnomalous)?;
+    let mut normal = normal.clone();
+    if let Some(end) = normal.last_time() {
+        normal.shift_time(start - 1 - end);
+    }
+    Ok((normal.concat(anomalous)?, start))
 }
 
 /// Re-ranks with the dependency graph (`a → b`: a calls b, so b's failure shows in a's

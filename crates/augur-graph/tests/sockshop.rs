@@ -5,89 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use augur_graph::{
-    rank_of, rank_root_causes, rank_with_graph, top_k_accuracy, DepGraph, EdgeSource, EdgeUpdate,
-    MetricFrame, Observation, RcaOptions, TopKAccuracy,
+    rank_of, rank_root_causes, rank_with_graph, top_k_accuracy, RcaOptions, TopKAccuracy,
 };
 
-struct Case {
-    name: String,
-    truth: String,
-    frame: MetricFrame,
-    fault_time: i64,
-}
+#[path = "../examples/sockshop/cases.rs"]
+mod cases;
+use cases::{load_cases, sockshop_graph, Case};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/sock-shop")
-}
-
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    v.sort();
-    v
-}
-
-fn read(path: &Path) -> MetricFrame {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    MetricFrame::from_csv(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Loads every case, the normal recording moved in time to end one second before the
-/// anomalous one starts (they were taken hours apart), as the example does.
-fn load_cases(dir: &Path) -> Vec<Case> {
-    let mut cases = Vec::new();
-    for folder in subdirs(dir) {
-        let fname = folder.file_name().unwrap().to_string_lossy().into_owned();
-        let (service, _fault) = fname.rsplit_once('-').expect("<service>-<fault>");
-        for run in subdirs(&folder) {
-            let mut normal = read(&run.join("normal.csv"));
-            let anomalous = read(&run.join("anomalous.csv"));
-            let fault_time = anomalous.first_time().expect("anomalous rows");
-            normal.shift_time(fault_time - 1 - normal.last_time().expect("normal rows"));
-            cases.push(Case {
-                name: format!("{fname}/{}", run.file_name().unwrap().to_string_lossy()),
-                truth: service.to_owned(),
-                frame: normal.concat(&anomalous).unwrap(),
-                fault_time,
-            });
-        }
-    }
-    cases
-}
-
-fn sockshop_graph() -> DepGraph {
-    let edges = [
-        ("front-end", "carts"),
-        ("front-end", "catalogue"),
-        ("front-end", "orders"),
-        ("front-end", "user"),
-        ("front-end", "shipping"),
-        ("front-end", "payment"),
-        ("carts", "carts-db"),
-        ("catalogue", "catalogue-db"),
-        ("orders", "orders-db"),
-        ("orders", "carts"),
-        ("orders", "user"),
-        ("orders", "payment"),
-        ("orders", "shipping"),
-        ("user", "user-db"),
-        ("shipping", "rabbitmq"),
-        ("queue-master", "rabbitmq"),
-    ];
-    let mut g = DepGraph::new();
-    for (from, to) in edges {
-        g.apply(&EdgeUpdate {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            observation: Observation::new(EdgeSource::Declared, 1.0, 0),
-        })
-        .unwrap();
-    }
-    g
 }
 
 fn evaluate(cases: &[Case], offset: i64) -> (TopKAccuracy, TopKAccuracy) {
@@ -120,7 +46,7 @@ fn sockshop_root_cause_accuracy() {
         );
         return;
     }
-    let cases = load_cases(&dir);
+    let cases = load_cases(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cases.len(), 20, "expected 20 sock-shop cases");
     for offset in [0, 60, -60] {
         let (plain, graph) = evaluate(&cases, offset);
