@@ -301,70 +301,78 @@ pub fn blast_radii(g: &DepGraph, opts: &PropagationOptions) -> Vec<BlastRadius> 
     out
 }
 
-/// What every world's walk shares: the order, the callee index, the weight classes.
+/// What every world's walk shares: the order, the weight classes.
 struct Walk<'f> {
     f: &'f Frozen,
+    /// Callers before callees; the nodes from `acyclic` on sit on or below a cycle.
     order: Vec<u32>,
+    acyclic: usize,
     words: usize,
     classes: Vec<Vec<(u64, u64)>>,
-    out_start: Vec<usize>,
-    out_slot: Vec<(u32, u32)>,
 }
 
 impl<'f> Walk<'f> {
     fn new(f: &'f Frozen) -> Self {
         let words = f.entries.len().div_ceil(64);
-        let (out_start, out_slot) = callee_index(f);
+        let (order, acyclic) = callers_first_order(f);
         Self {
             f,
-            order: callers_first_order(f),
+            order,
+            acyclic,
             words,
             classes: weight_classes(f, words),
-            out_start,
-            out_slot,
         }
     }
 
+    /// ORs into `row` the entry sets of `v`'s live callers; answers whether `row` changed.
+    #[inline]
+    fn pull(&self, reach: &[u64], v: usize, salt: u64, row: &mut [u64]) -> bool {
+        let (f, words) = (self.f, self.words);
+        let mut changed = 0u64;
+        for slot in f.start[v]..f.start[v + 1] {
+            if !f.live(slot, salt) {
+                continue;
+            }
+            let src = f.callers[slot] as usize * words;
+            for (r, &x) in row.iter_mut().zip(&reach[src..src + words]) {
+                changed |= x & !*r;
+                *r |= x;
+            }
+        }
+        changed != 0
+    }
+
     /// Over the given worlds, for every node, the summed criticality of the entry points
-    /// its failure reaches. Each world carries, for every node, the set of entry points that
-    /// reach it over live edges, as a bitset pushed from callers to callees.
+    /// its failure reaches. Each world computes, for every node, the set of entry points that
+    /// reach it over live edges, as a bitset pulled from its callers in topological order;
+    /// nodes on cycles are swept again until nothing changes.
     fn count(&self, seed: u64, worlds: std::ops::Range<u32>) -> Vec<u64> {
         let (f, words) = (self.f, self.words);
         let n = f.names.len();
         let mut acc = vec![0u64; n];
         let mut reach = vec![0u64; n * words];
-        let mut queued = vec![false; n];
-        let mut queue = VecDeque::with_capacity(n);
+        let mut row = vec![0u64; words];
         for w in worlds {
             let salt = world_salt(seed, w);
             reach.fill(0);
             for (bit, &e) in f.entries.iter().enumerate() {
                 reach[e as usize * words + bit / 64] |= 1 << (bit % 64);
             }
-            queue.extend(self.order.iter().copied());
-            queued.fill(true);
-            while let Some(v) = queue.pop_front() {
-                queued[v as usize] = false;
-                let v = v as usize;
-                if reach[v * words..(v + 1) * words].iter().all(|&x| x == 0) {
-                    continue;
+            let mut sweep = &self.order[..];
+            loop {
+                let mut any = false;
+                for &v in sweep {
+                    let v = v as usize;
+                    row.copy_from_slice(&reach[v * words..(v + 1) * words]);
+                    if self.pull(&reach, v, salt, &mut row) {
+                        reach[v * words..(v + 1) * words].copy_from_slice(&row);
+                        any = true;
+                    }
                 }
-                for &(callee, slot) in &self.out_slot[self.out_start[v]..self.out_start[v + 1]] {
-                    if !f.live(slot as usize, salt) {
-                        continue;
-                    }
-                    let (src, dst) = (v * words, callee as usize * words);
-                    let mut changed = 0u64;
-                    for i in 0..words {
-                        let old = reach[dst + i];
-                        let merged = old | reach[src + i];
-                        changed |= merged ^ old;
-                        reach[dst + i] = merged;
-                    }
-                    if changed != 0 && !queued[callee as usize] {
-                        queued[callee as usize] = true;
-                        queue.push_back(callee);
-                    }
+                // One pass settles the acyclic part; the rest is swept until stable.
+                sweep = &self.order[self.acyclic..];
+                if !any || sweep.is_empty() {
+                    break;
                 }
             }
             for (v, a) in acc.iter_mut().enumerate() {
@@ -418,9 +426,9 @@ fn callee_index(f: &Frozen) -> (Vec<usize>, Vec<(u32, u32)>) {
     (start, out)
 }
 
-/// Nodes ordered so that, on an acyclic graph, every caller comes before its callees (Kahn's
-/// algorithm); nodes on cycles follow in index order and the worklist settles them.
-fn callers_first_order(f: &Frozen) -> Vec<u32> {
+/// Nodes ordered so that every caller comes before its callees (Kahn's algorithm), and how
+/// many are so ordered; nodes on or below a cycle follow in index order.
+fn callers_first_order(f: &Frozen) -> (Vec<u32>, usize) {
     let n = f.names.len();
     let mut indegree: Vec<u32> = f.start.windows(2).map(|w| (w[1] - w[0]) as u32).collect();
     let (out_start, out_slot) = callee_index(f);
@@ -438,14 +446,15 @@ fn callers_first_order(f: &Frozen) -> Vec<u32> {
             }
         }
     }
-    if order.len() < n {
+    let acyclic = order.len();
+    if acyclic < n {
         let mut placed = vec![false; n];
         for &v in &order {
             placed[v as usize] = true;
         }
         order.extend((0..n as u32).filter(|&v| !placed[v as usize]));
     }
-    order
+    (order, acyclic)
 }
 
 /// Risk of a component: its probability of failing times its blast radius, in [0, 1].
