@@ -37,6 +37,7 @@ async fn full_restart_keeps_state_and_a_fourth_node_joins_and_is_promoted() {
         RaftKnobs {
             snapshot_every: 20,
             keep_after_snapshot: 5,
+            ..RaftKnobs::default()
         },
     );
     cluster.wait_leader().await;

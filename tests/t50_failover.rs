@@ -40,6 +40,7 @@ async fn leader_kill_loses_no_acknowledged_write_and_the_node_catches_up() {
         RaftKnobs {
             snapshot_every: 100,
             keep_after_snapshot: 10,
+            ..RaftKnobs::default()
         },
     );
     let first = cluster.wait_leader().await;

@@ -97,6 +97,8 @@ impl Drop for NodeProc {
 pub struct RaftKnobs {
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
+    /// Appended to every node's config (e.g. a `[graph]` section).
+    pub extra_toml: &'static str,
 }
 
 impl Default for RaftKnobs {
@@ -104,6 +106,7 @@ impl Default for RaftKnobs {
         Self {
             snapshot_every: 10_000,
             keep_after_snapshot: 5_000,
+            extra_toml: "",
         }
     }
 }
@@ -130,10 +133,11 @@ pub fn node_config(
         "version = 1\n[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
          [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n\
          [raft]\nsnapshot_every_entries = {}\nkeep_after_snapshot = {}\n\
-         [limits]\nmax_message_bytes = 65536\n",
+         [limits]\nmax_message_bytes = 65536\n{}",
         data_dir.display(),
         knobs.snapshot_every,
-        knobs.keep_after_snapshot
+        knobs.keep_after_snapshot,
+        knobs.extra_toml
     )
 }
 

@@ -116,6 +116,19 @@ enum CtlCommand {
     /// Records dependency edges from network flow records.
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Finds which components' failures precede others' in a metric recording (lagged
+    /// Granger tests) and records them as causal edges.
+    Causal {
+        /// CSV: a `time` column, then one column per metric named `<component>_<metric>`.
+        #[arg(long)]
+        metrics: std::path::PathBuf,
+        #[arg(long, default_value_t = 3)]
+        max_lag: usize,
+        #[arg(long, default_value_t = 0.01)]
+        alpha: f64,
+        #[arg(long, default_value_t = 0.05)]
+        min_strength: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,6 +343,22 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
         }
         CtlCommand::Topology(cmd) => graph_ctl::topology(&mut client, output, cmd).await?,
         CtlCommand::Flows(cmd) => graph_ctl::flows(&mut client, output, cmd).await?,
+        CtlCommand::Causal {
+            metrics,
+            max_lag,
+            alpha,
+            min_strength,
+        } => {
+            let opts = augur_graph::CausalOptions {
+                max_lag,
+                alpha,
+                min_strength,
+                ..Default::default()
+            };
+            opts.validate()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            graph_ctl::causal(&mut client, output, metrics, opts).await?
+        }
     }
     Ok(())
 }

@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use augur_graph::{aggregate_flows, parse_flows_csv, parse_topology, AddressBook, EdgeUpdate};
+use augur_graph::{
+    aggregate_flows, causal_links, component_of, links_to_edges, parse_flows_csv, parse_topology,
+    AddressBook, CausalOptions, EdgeUpdate, MetricFrame,
+};
 use augur_proto::pb;
 use augur_proto::pb::topology_client::TopologyClient;
 use augur_types::MAX_EDGE_BATCH;
@@ -483,6 +486,77 @@ pub async fn flows(client: &mut Client, output: Output, cmd: FlowsCommand) -> Re
              {} within one component skipped)",
             s.records, s.edges, s.unmapped_src, s.unmapped_dst, s.self_flows_skipped
         )
+    });
+    Ok(())
+}
+
+/// Gaps in a recorded series, filled with the last value seen (the first seen, before it);
+/// `None` when the series has no value at all.
+fn filled(column: &[f64]) -> Option<Vec<f64>> {
+    let first = column.iter().copied().find(|v| v.is_finite())?;
+    let mut last = first;
+    Some(
+        column
+            .iter()
+            .map(|&v| {
+                if v.is_finite() {
+                    last = v;
+                }
+                last
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct CausalView {
+    series: usize,
+    links: Vec<augur_graph::CausalLink>,
+}
+
+/// Reads a metric recording, tests every pair of components' series for Granger causality
+/// and records each link as a `causal` edge (effect depends on cause).
+pub async fn causal(
+    client: &mut Client,
+    output: Output,
+    metrics: PathBuf,
+    opts: CausalOptions,
+) -> Result<(), Status> {
+    let text = read_file(&metrics)?;
+    let frame = MetricFrame::from_csv(&text)
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", metrics.display())))?;
+    let columns: Vec<(String, Vec<f64>)> = frame
+        .names()
+        .iter()
+        .filter_map(|name| {
+            let values = filled(frame.column(name)?)?;
+            Some((component_of(name).to_owned(), values))
+        })
+        .collect();
+    let series: Vec<(&str, &[f64])> = columns
+        .iter()
+        .map(|(c, v)| (c.as_str(), v.as_slice()))
+        .collect();
+    let links = causal_links(&series, &opts)
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", metrics.display())))?;
+    push_edges(client, &links_to_edges(&links, now_ms())).await?;
+    let view = CausalView {
+        series: series.len(),
+        links,
+    };
+    print(output, &view, |v| {
+        let mut lines = vec![format!(
+            "{} series, {} causal links recorded",
+            v.series,
+            v.links.len()
+        )];
+        for l in &v.links {
+            lines.push(format!(
+                "  {} -> {}  strength {:.3}  lag {}  p {:.1e}",
+                l.cause, l.effect, l.strength, l.lag, l.p_value
+            ));
+        }
+        lines.join("\n")
     });
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! `augur`: run a controller node (`serve`) or talk to a cluster (`ctl`).
+//! `augur`: run a controller node (`serve`), talk to a cluster (`ctl`), rank the root causes
+//! of an incident offline (`rca`).
 
 mod ctl;
 mod graph_ctl;
 mod output;
+mod rca_cmd;
 
 use std::path::PathBuf;
 
@@ -38,6 +40,9 @@ enum Command {
     },
     /// Talk to a running cluster.
     Ctl(ctl::CtlArgs),
+    /// Rank the components most likely to have caused an incident, from two metric
+    /// recordings (offline).
+    Rca(rca_cmd::RcaArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -87,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             })
             .context("node failed")
         }
+        Command::Rca(args) => rca_cmd::run(args),
         Command::Ctl(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(cli.log_format);

@@ -179,7 +179,7 @@ impl GrangerTest {
 
 /// A failure influence found between two components: failures of `cause` precede and predict
 /// failures of `effect`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CausalLink {
     pub cause: String,
     pub effect: String,

@@ -11,7 +11,7 @@
 //! Pure and synchronous: the time travels in the arguments, nothing is random, and every
 //! output is sorted. Bad spans are counted, never fatal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::graph::{CallStats, EdgeSource, EdgeUpdate, Observation};
 
@@ -193,7 +193,11 @@ pub struct ServiceGraph {
     next_seq: u64,
     /// Latest time seen; a `now_ms` behind it is taken as this.
     clock_ms: u64,
+    /// Every edge's calls since the engine started: an observation carries running totals,
+    /// so the newest one of an edge says everything and a lost one loses nothing.
     edges: BTreeMap<(String, String), EdgeCalls>,
+    /// Edges with calls since the last drain.
+    dirty: BTreeSet<(String, String)>,
     stats: ServiceGraphStats,
 }
 
@@ -213,6 +217,7 @@ impl ServiceGraph {
             next_seq: 0,
             clock_ms: 0,
             edges: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             stats: ServiceGraphStats::default(),
         }
     }
@@ -230,7 +235,7 @@ impl ServiceGraph {
     pub fn stats(&self) -> ServiceGraphStats {
         ServiceGraphStats {
             pending: self.order.len() as u64,
-            undrained_edges: self.edges.len() as u64,
+            undrained_edges: self.dirty.len() as u64,
             ..self.stats
         }
     }
@@ -315,17 +320,22 @@ impl ServiceGraph {
     }
 
     /// One trace observation per edge that saw calls since the last drain, sorted by
-    /// `(from, to)`, stamped `now_ms`.
+    /// `(from, to)`, stamped `now_ms`, with the edge's running totals (calls, errors, and
+    /// latency percentiles since the engine started).
     pub fn drain_edges(&mut self, now_ms: u64) -> Vec<EdgeUpdate> {
-        std::mem::take(&mut self.edges)
+        std::mem::take(&mut self.dirty)
             .into_iter()
-            .map(|((from, to), calls)| EdgeUpdate {
-                from,
-                to,
-                observation: Observation {
-                    stats: Some(calls.stats()),
-                    ..Observation::new(EdgeSource::Trace, 1.0, now_ms)
-                },
+            .map(|key| {
+                let stats = self.edges.get(&key).map(EdgeCalls::stats);
+                let (from, to) = key;
+                EdgeUpdate {
+                    from,
+                    to,
+                    observation: Observation {
+                        stats,
+                        ..Observation::new(EdgeSource::Trace, 1.0, now_ms)
+                    },
+                }
             })
             .collect()
     }
@@ -448,10 +458,12 @@ impl ServiceGraph {
         if from == to {
             return false;
         }
+        let key = (from.to_owned(), to.to_owned());
         self.edges
-            .entry((from.to_owned(), to.to_owned()))
+            .entry(key.clone())
             .or_default()
             .add(latency_ns, error);
+        self.dirty.insert(key);
         true
     }
 }
@@ -683,6 +695,13 @@ mod tests {
         assert!(g.drain_edges(6_000).is_empty());
         let st = g.stats();
         assert_eq!((st.received, st.paired, st.pending), (400, 200, 0));
+
+        // A later drain carries running totals: the newest observation says everything.
+        g.ingest(chain(101), 7_000);
+        let later = g.drain_edges(8_000);
+        assert_eq!(later.len(), 2);
+        let op = stats_of(&later, "orders", "payment");
+        assert_eq!((op.calls, op.errors), (101, 20));
     }
 
     #[test]

@@ -1,0 +1,399 @@
+//! The dependency map end to end, through real processes: a topology file, flow records and
+//! spans from the real OpenTelemetry Python SDK become edges in the replicated state, and
+//! `augur ctl` answers graph, what-if and risk; unseen edges fade, visibly.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The edge `from -> to` of a `ctl graph --output json` answer.
+fn edge<'a>(graph: &'a Value, from: &str, to: &str) -> Option<&'a Value> {
+    graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == from && e["to"] == to)
+}
+
+fn graph(ep: &str) -> Value {
+    let (code, out, err) = ctl(ep, &["--output", "json", "graph"]);
+    assert_eq!(code, 0, "{err}");
+    json(&out)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_file_and_flows_drive_the_graph_what_if_and_risk() {
+    let cluster = Cluster::start(1, RaftKnobs::default());
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let topo = repo("examples/topologies/sock-shop.toml");
+
+    let (code, out, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("15 components"), "{out}");
+
+    let g = graph(&ep);
+    let fe = edge(&g, "front-end", "carts").expect("front-end -> carts");
+    assert_eq!(fe["sources"][0]["source"], "declared");
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 15);
+
+    let (_, dot, _) = ctl(&ep, &["graph", "--format", "dot"]);
+    assert!(dot.starts_with("digraph augur {"), "{dot}");
+    assert!(dot.contains("\"front-end\" -> \"carts\""), "{dot}");
+
+    // carts-db fails: carts fails, so do its callers orders and front-end (all at strength 1).
+    let (code, out, err) = ctl(&ep, &["--output", "json", "what-if", "carts-db"]);
+    assert_eq!(code, 0, "{err}");
+    let w = json(&out);
+    let mut hit: Vec<(String, f64)> = w["impacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["component"].as_str().unwrap().to_owned(),
+                i["probability"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    hit.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        hit,
+        vec![
+            ("carts".into(), 1.0),
+            ("carts-db".into(), 1.0),
+            ("front-end".into(), 1.0),
+            ("orders".into(), 1.0)
+        ]
+    );
+    assert_eq!(w["blast_radius"], 1.0);
+
+    let (code, out, err) = ctl(&ep, &["--output", "json", "risk"]);
+    assert_eq!(code, 0, "{err}");
+    let rows = json(&out);
+    let radius = |c: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["component"] == c)
+            .unwrap_or_else(|| panic!("no risk row for {c}"))["blast_radius"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(radius("front-end"), 1.0);
+    assert_eq!(radius("carts-db"), 1.0);
+    // Nothing depends on queue-master and it is no entry point.
+    assert_eq!(radius("queue-master"), 0.0);
+
+    // Flow records: shipping talks to orders-db (new), and an unknown client to front-end.
+    let dir = tempfile::TempDir::new().unwrap();
+    let flows = dir.path().join("flows.csv");
+    let at = now_ms();
+    std::fs::write(
+        &flows,
+        format!(
+            "src,dst,bytes,connections,at_ms\n\
+             10.1.1.16:40001,10.1.3.22:27017,5000,3,{at}\n\
+             10.1.1.16:40002,10.1.3.22:27017,7000,2,{at}\n\
+             192.168.0.9:5555,10.1.1.10:8079,100,1,{at}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = ctl(
+        &ep,
+        &["--output", "json", "flows", "push", flows.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let stats = json(&out);
+    assert_eq!(stats["records"], 3);
+    assert_eq!(stats["edges"], 2);
+    assert_eq!(stats["unmapped_src"], 1);
+    let g = graph(&ep);
+    let e = edge(&g, "shipping", "orders-db").expect("shipping -> orders-db from flows");
+    assert_eq!(e["sources"][0]["source"], "flow");
+    assert_eq!(e["sources"][0]["bytes"], 12000);
+    assert!(edge(&g, "addr:192.168.0.9", "front-end").is_some(), "{g}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_graph_input_is_refused_whole_with_every_error() {
+    let cluster = Cluster::start(1, RaftKnobs::default());
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let bad = repo("crates/augur-graph/tests/fixtures/bad-topology.toml");
+    let (code, _, err) = ctl(&ep, &["topology", "apply", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("errors:"), "{err}");
+    assert!(err.contains("dependency cycle: "), "{err}");
+    // Nothing was registered.
+    let g = graph(&ep);
+    assert!(g["nodes"].as_array().unwrap().is_empty(), "{g}");
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let flows = dir.path().join("flows.csv");
+    std::fs::write(
+        &flows,
+        "src,dst,bytes,connections,at_ms\n10.0.0.1,10.0.0.999,1,1,1\n",
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&ep, &["flows", "push", flows.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("10.0.0.999"), "{err}");
+    assert!(graph(&ep)["edges"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseen_edges_fade_and_the_fade_is_visible() {
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml: "[graph]\nedge_ttl_ms = 1000\nfade_every_ms = 100\n",
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let topo = repo("examples/topologies/sock-shop.toml");
+    let (code, _, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::TempDir::new().unwrap();
+    let flows = dir.path().join("flows.csv");
+    // Seen a minute ago: older than the TTL, so the leader fades it at its next check.
+    let at = now_ms() - 60_000;
+    std::fs::write(
+        &flows,
+        format!("src,dst,bytes,connections,at_ms\n10.1.1.16:1,10.1.3.22:27017,1,1,{at}\n"),
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&ep, &["flows", "push", flows.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let g = eventually("the flow edge fades", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let g = graph(&ep);
+            (!g["recently_faded"].as_array().unwrap().is_empty()).then_some(g)
+        }
+    })
+    .await;
+    let f = &g["recently_faded"][0];
+    assert_eq!(
+        (&f["from"], &f["to"]),
+        (&"shipping".into(), &"orders-db".into())
+    );
+    assert_eq!(f["source"], "flow");
+    assert_eq!(f["edge_removed"], true);
+    assert!(edge(&g, "shipping", "orders-db").is_none());
+    // Declared edges never fade.
+    assert!(edge(&g, "front-end", "carts").is_some());
+}
+
+/// Installs the OpenTelemetry Python SDK (pinned in tests/otlp/requirements.txt) once per
+/// machine, into a cache directory; answers its path for PYTHONPATH.
+fn otel_python() -> PathBuf {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let target = home.join(".cache/augur-otel-py-1.45.2");
+    let marker = target.join(".installed");
+    if !marker.exists() {
+        let out = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--target"])
+            .arg(&target)
+            .arg("-r")
+            .arg(repo("tests/otlp/requirements.txt"))
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "pip could not install the OpenTelemetry SDK: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&marker, b"").unwrap();
+    }
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_the_opentelemetry_sdk_become_edges() {
+    let pythonpath = otel_python();
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml: "[graph]\nflush_every_ms = 100\ntrace_wait_ms = 300\n",
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let out = Command::new("python3")
+        .arg(repo("tests/otlp/emit_traces.py"))
+        .args(["--endpoint", &ep, "--traces", "20"])
+        .env("PYTHONPATH", &pythonpath)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "emit_traces.py failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = |g: &Value, from: &str, to: &str| {
+        edge(g, from, to).map(|e| {
+            let s = &e["sources"][0];
+            assert_eq!(s["source"], "trace");
+            (
+                s["calls"].as_u64().unwrap(),
+                s["error_rate"].as_f64().unwrap(),
+            )
+        })
+    };
+    let g = eventually("the trace edges", Duration::from_secs(30), || {
+        let ep = ep.clone();
+        async move {
+            let g = graph(&ep);
+            let done = calls(&g, "front-end", "orders").is_some_and(|c| c.0 == 20)
+                && calls(&g, "orders", "payment").is_some_and(|c| c.0 == 20)
+                && calls(&g, "orders", "shipping").is_some();
+            done.then_some(g)
+        }
+    })
+    .await;
+    assert_eq!(calls(&g, "front-end", "orders"), Some((20, 0.0)));
+    assert_eq!(calls(&g, "orders", "payment"), Some((20, 0.2)));
+    assert_eq!(calls(&g, "orders", "shipping").unwrap().0, 1);
+    let node = |name: &str| {
+        g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+            .clone()
+    };
+    // Nothing registered these services: they are peers known from traces only.
+    assert_eq!(node("shipping")["virtual_peer"], true);
+    assert_eq!(node("payment")["virtual_peer"], true);
+}
+
+#[test]
+fn offline_rca_ranks_the_faulty_service_first() {
+    let case = repo("../shared/data/sock-shop/carts-cpu/1");
+    if !case.is_dir() {
+        println!("skipping: no sock-shop data at {}", case.display());
+        return;
+    }
+    let out = Command::new(AUGUR)
+        .arg("rca")
+        .arg("--normal")
+        .arg(case.join("normal.csv"))
+        .arg("--anomalous")
+        .arg(case.join("anomalous.csv"))
+        .arg("--topology")
+        .arg(repo("examples/topologies/sock-shop.toml"))
+        .args(["--top", "3", "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ranked = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(ranked.as_array().unwrap().len(), 3);
+    assert_eq!(ranked[0]["component"], "carts", "{ranked}");
+}
+
+#[test]
+fn offline_rca_names_what_is_wrong_with_its_input() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let normal = dir.path().join("normal.csv");
+    let anomalous = dir.path().join("anomalous.csv");
+    std::fs::write(&normal, "when,a_cpu\n1,2\n").unwrap();
+    std::fs::write(&anomalous, "time,a_cpu\n5,x\n").unwrap();
+    let out = Command::new(AUGUR)
+        .arg("rca")
+        .arg("--normal")
+        .arg(&normal)
+        .arg("--anomalous")
+        .arg(&anomalous)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("time"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_series_give_causal_edges_with_direction() {
+    let cluster = Cluster::start(1, RaftKnobs::default());
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    // db's latency drives api's latency two samples later; cache is independent noise.
+    let mut seed: u64 = 0x5eed;
+    let mut noise = move || {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
+    let n = 400;
+    let mut db = vec![0.0f64; n];
+    let mut api = vec![0.0f64; n];
+    let mut cache = vec![0.0f64; n];
+    for t in 1..n {
+        db[t] = 0.5 * db[t - 1] + noise();
+        cache[t] = 0.5 * cache[t - 1] + noise();
+        api[t] = if t >= 2 { 0.8 * db[t - 2] } else { 0.0 } + 0.3 * noise();
+    }
+    let mut csv = String::from("time,db_latency,api_latency,cache_latency\n");
+    for t in 0..n {
+        csv.push_str(&format!("{},{},{},{}\n", 1000 + t, db[t], api[t], cache[t]));
+    }
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("metrics.csv");
+    std::fs::write(&path, csv).unwrap();
+    let (code, out, err) = ctl(
+        &ep,
+        &[
+            "--output",
+            "json",
+            "causal",
+            "--metrics",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(v["series"], 3);
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links.len(), 1, "{v}");
+    assert_eq!(
+        (&links[0]["cause"], &links[0]["effect"]),
+        (&"db".into(), &"api".into())
+    );
+    // api depends on db: the edge runs effect -> cause.
+    let g = graph(&ep);
+    let e = edge(&g, "api", "db").expect("api -> db");
+    assert_eq!(e["sources"][0]["source"], "causal");
+    assert!(edge(&g, "db", "api").is_none());
+}
