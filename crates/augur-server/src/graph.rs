@@ -91,7 +91,7 @@ async fn commit(node: &Node, updates: Vec<EdgeUpdate>) -> Result<(), tonic::Stat
     match node.write(Command::UpsertEdges(updates)).await {
         Ok(_) => Ok(()),
         Err(status) => {
-            let Some((_, addr)) = leader_from_status(&status) else {
+            let Some(addr) = leader_from_status(&status) else {
                 return Err(status);
             };
             let mut client = pb::topology_client::TopologyClient::connect(format!("http://{addr}"))
