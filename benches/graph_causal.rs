@@ -8,29 +8,13 @@ use std::hint::black_box;
 
 use augur_graph::{causal_links, CausalOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
 
 const SERIES: usize = 400;
 const POINTS: usize = 600;
 const PLANTED: usize = 20;
-
-/// SplitMix64 with Box–Muller normals.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn normal(&mut self) -> f64 {
-        let u = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        let v = ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
 
 struct Data {
     names: Vec<String>,
@@ -43,13 +27,13 @@ struct Data {
 /// AR(1) noise; for `k < PLANTED`, the steps of series `4k + 2` also carry `0.5 ×` the steps of
 /// series `4k` delayed by `1 + k % 3` samples.
 fn synthetic(seed: u64) -> Data {
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut steps: Vec<Vec<f64>> = (0..SERIES)
         .map(|_| {
             let mut prev = 0.0;
             (0..POINTS)
                 .map(|_| {
-                    prev = 0.5 * prev + rng.normal();
+                    prev = 0.5 * prev + rng.sample::<f64, _>(StandardNormal);
                     prev
                 })
                 .collect()
@@ -60,9 +44,9 @@ fn synthetic(seed: u64) -> Data {
     for k in 0..PLANTED {
         let (c, e, lag) = (4 * k, 4 * k + 2, 1 + k % 3);
         let cause = steps[c].clone();
-        let mut noise = Rng(seed ^ (k as u64 + 1));
+        let mut noise = StdRng::seed_from_u64(seed ^ (k as u64 + 1));
         for t in lag..POINTS {
-            steps[e][t] = 0.5 * cause[t - lag] + noise.normal();
+            steps[e][t] = 0.5 * cause[t - lag] + noise.sample::<f64, _>(StandardNormal);
         }
         planted.insert((names[c].clone(), names[e].clone()));
     }

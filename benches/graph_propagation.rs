@@ -10,32 +10,18 @@ use augur_graph::{
     blast_radii, what_if, DepGraph, EdgeSource, EdgeUpdate, Node, Observation, PropagationOptions,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const NODES: usize = 100_000;
 const EDGES_PER_NODE: usize = 10;
 const ENTRIES: usize = 1_000;
 const LAYERS: usize = 10;
 
-/// xorshift64*: a seeded generator, so every run builds the same graph.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A layered service graph: entry points on top, each component calling ten components in
 /// deeper layers; half the edges certain (declared), half of measured strength 0.1–0.9.
 fn big_graph() -> DepGraph {
-    let mut rng = Rng(0x5eed);
+    let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut g = DepGraph::with_capacity(NODES, NODES * EDGES_PER_NODE);
     let per_layer = NODES / LAYERS;
     for i in 0..NODES {
@@ -52,11 +38,11 @@ fn big_graph() -> DepGraph {
         let lo = (layer + 1) * per_layer;
         let span = NODES - lo;
         for k in 0..EDGES_PER_NODE * LAYERS / (LAYERS - 1) {
-            let to = lo + rng.below(span);
+            let to = lo + rng.random_range(0..span);
             let strength = if k % 2 == 0 {
                 1.0
             } else {
-                0.1 + 0.8 * (rng.below(1000) as f64 / 1000.0)
+                0.1 + 0.8 * (rng.random_range(0..1000) as f64 / 1000.0)
             };
             let _ = g.apply(&EdgeUpdate {
                 from: format!("svc-{i}"),
@@ -97,13 +83,13 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut g = g;
-    let mut rng = Rng(42);
+    let mut rng = StdRng::seed_from_u64(42);
     let mut t = 2;
     c.bench_function("incremental/apply_one_edge_update_1M_graph", |b| {
         b.iter(|| {
             t += 1;
-            let from = rng.below(NODES);
-            let to = rng.below(NODES);
+            let from = rng.random_range(0..NODES);
+            let to = rng.random_range(0..NODES);
             let update = EdgeUpdate {
                 from: format!("svc-{from}"),
                 to: format!("svc-{}", if to == from { (to + 1) % NODES } else { to }),

@@ -3,20 +3,8 @@
 
 use augur_graph::{rank_root_causes, MetricFrame, RcaOptions};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-
-/// SplitMix64: a seeded, dependency-free source of noise, so every run ranks the same frame.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const ROWS: usize = 600;
 const FAULT_ROW: usize = 300;
@@ -24,12 +12,12 @@ const COLUMNS: usize = 400;
 const KINDS: [&str; 4] = ["cpu", "mem", "lat_99", "err"];
 
 fn synthetic_frame() -> MetricFrame {
-    let mut rng = SplitMix(42);
+    let mut rng = StdRng::seed_from_u64(42);
     let times: Vec<i64> = (0..ROWS as i64).map(|t| 1_700_000_000 + t).collect();
     let columns = (0..COLUMNS)
         .map(|c| {
             let name = format!("svc-{:03}_{}", c / KINDS.len(), KINDS[c % KINDS.len()]);
-            let level = 1.0 + 100.0 * rng.next_f64();
+            let level = 1.0 + 100.0 * rng.random::<f64>();
             // One component in twenty goes wrong at the fault.
             let jump = if (c / KINDS.len()) % 20 == 7 {
                 level
@@ -38,7 +26,7 @@ fn synthetic_frame() -> MetricFrame {
             };
             let values = (0..ROWS)
                 .map(|r| {
-                    let noise = level * 0.05 * (rng.next_f64() - 0.5);
+                    let noise = level * 0.05 * (rng.random::<f64>() - 0.5);
                     level + noise + if r >= FAULT_ROW { jump } else { 0.0 }
                 })
                 .collect();
