@@ -139,28 +139,43 @@ pub struct ExpireSummary {
     pub self_call: u64,
 }
 
-/// Everything counted since the [`ServiceGraph`] was made.
+/// Everything counted since the [`ServiceGraph`] was made: the sums of every ingest and
+/// expiry summary (`ingest.pending` is left at 0), and the state now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceGraphStats {
-    pub received: u64,
-    pub paired: u64,
-    pub from_user: u64,
-    pub ignored_kind: u64,
-    pub unknown_service: u64,
-    pub end_before_start: u64,
-    pub zero_id: u64,
-    pub duplicate: u64,
-    pub clock_skew: u64,
-    pub self_call: u64,
-    pub evicted: u64,
-    pub expired: u64,
-    pub to_virtual_peer: u64,
-    pub unpaired_client: u64,
-    pub missing_parent: u64,
+    pub ingest: IngestSummary,
+    pub expire: ExpireSummary,
     /// Spans waiting now.
     pub pending: u64,
     /// Edges recorded and not yet drained.
     pub undrained_edges: u64,
+}
+
+impl IngestSummary {
+    fn add(&mut self, o: &IngestSummary) {
+        self.received += o.received;
+        self.paired += o.paired;
+        self.from_user += o.from_user;
+        self.ignored_kind += o.ignored_kind;
+        self.unknown_service += o.unknown_service;
+        self.end_before_start += o.end_before_start;
+        self.zero_id += o.zero_id;
+        self.duplicate += o.duplicate;
+        self.clock_skew += o.clock_skew;
+        self.self_call += o.self_call;
+        self.evicted += o.evicted;
+        self.evicted_to_peer += o.evicted_to_peer;
+    }
+}
+
+impl ExpireSummary {
+    fn add(&mut self, o: &ExpireSummary) {
+        self.expired += o.expired;
+        self.to_virtual_peer += o.to_virtual_peer;
+        self.unpaired_client += o.unpaired_client;
+        self.missing_parent += o.missing_parent;
+        self.self_call += o.self_call;
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,19 +277,7 @@ impl ServiceGraph {
         }
         sum.pending = self.order.len() as u64;
 
-        let s = &mut self.stats;
-        s.received += sum.received;
-        s.paired += sum.paired;
-        s.from_user += sum.from_user;
-        s.ignored_kind += sum.ignored_kind;
-        s.unknown_service += sum.unknown_service;
-        s.end_before_start += sum.end_before_start;
-        s.zero_id += sum.zero_id;
-        s.duplicate += sum.duplicate;
-        s.clock_skew += sum.clock_skew;
-        s.self_call += sum.self_call;
-        s.evicted += sum.evicted;
-        s.to_virtual_peer += sum.evicted_to_peer;
+        self.stats.ingest.add(&sum);
         sum
     }
 
@@ -310,12 +313,7 @@ impl ServiceGraph {
                 },
             }
         }
-        let s = &mut self.stats;
-        s.expired += sum.expired;
-        s.to_virtual_peer += sum.to_virtual_peer;
-        s.unpaired_client += sum.unpaired_client;
-        s.missing_parent += sum.missing_parent;
-        s.self_call += sum.self_call;
+        self.stats.expire.add(&sum);
         sum
     }
 
@@ -694,7 +692,10 @@ mod tests {
         // Drained: nothing until new calls.
         assert!(g.drain_edges(6_000).is_empty());
         let st = g.stats();
-        assert_eq!((st.received, st.paired, st.pending), (400, 200, 0));
+        assert_eq!(
+            (st.ingest.received, st.ingest.paired, st.pending),
+            (400, 200, 0)
+        );
 
         // A later drain carries running totals: the newest observation says everything.
         g.ingest(chain(101), 7_000);
@@ -779,9 +780,9 @@ mod tests {
             [("a", "b"), ("front-end", "orders"), ("orders", "payment")]
         );
         let st = g.stats();
-        assert_eq!(st.missing_parent, 1);
-        assert_eq!(st.zero_id, 2);
-        assert_eq!(st.clock_skew, 1);
+        assert_eq!(st.expire.missing_parent, 1);
+        assert_eq!(st.ingest.zero_id, 2);
+        assert_eq!(st.ingest.clock_skew, 1);
     }
 
     #[test]
@@ -905,7 +906,7 @@ mod tests {
             evicted += s.evicted;
         }
         assert_eq!(evicted, 20 * 256 - 50);
-        assert_eq!(g.stats().evicted, evicted);
+        assert_eq!(g.stats().ingest.evicted, evicted);
         // The newest are the ones kept: the last round's spans pair.
         let pairs = (206..=255u8).map(|t| {
             let mut s = span(t, 2, Some(20), "b", SpanKind::Server, 1, 2);
