@@ -52,12 +52,12 @@ async fn a_topology_file_and_flows_drive_the_graph_what_if_and_risk() {
 
     let (code, out, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("15 components"), "{out}");
+    assert!(out.contains("13 components"), "{out}");
 
     let g = graph(&ep);
     let fe = edge(&g, "front-end", "carts").expect("front-end -> carts");
     assert_eq!(fe["sources"][0]["source"], "declared");
-    assert_eq!(g["nodes"].as_array().unwrap().len(), 15);
+    assert_eq!(g["nodes"].as_array().unwrap().len(), 13);
 
     let (_, dot, _) = ctl(&ep, &["graph", "--format", "dot"]);
     assert!(dot.starts_with("digraph augur {"), "{dot}");
@@ -386,14 +386,23 @@ async fn metric_series_give_causal_edges_with_direction() {
     let v = json(&out);
     assert_eq!(v["series"], 3);
     let links = v["links"].as_array().unwrap();
-    assert_eq!(links.len(), 1, "{v}");
+    // The strongest link is the planted one; cache is linked to nothing.
     assert_eq!(
         (&links[0]["cause"], &links[0]["effect"]),
         (&"db".into(), &"api".into())
     );
-    // api depends on db: the edge runs effect -> cause.
+    assert!(
+        links
+            .iter()
+            .all(|l| l["cause"] != "cache" && l["effect"] != "cache"),
+        "{v}"
+    );
+    // api depends on db: the edge runs effect -> cause, and outweighs any echo back.
     let g = graph(&ep);
+    let strength =
+        |from: &str, to: &str| edge(&g, from, to).map_or(0.0, |e| e["strength"].as_f64().unwrap());
     let e = edge(&g, "api", "db").expect("api -> db");
     assert_eq!(e["sources"][0]["source"], "causal");
-    assert!(edge(&g, "db", "api").is_none());
+    assert!(strength("api", "db") > 0.5, "{g}");
+    assert!(strength("db", "api") < 0.2 * strength("api", "db"), "{g}");
 }
