@@ -172,7 +172,7 @@ mod tests {
             edge_update_from_wire(wire("gossip", 1.0))
                 .unwrap_err()
                 .to_string(),
-            "invalid observation.source: unknown edge source \"gossip\"; expected declared, \
+            "invalid field observation.source: unknown edge source \"gossip\"; expected declared, \
              trace, flow or causal"
         );
         assert!(edge_update_from_wire(wire("trace", 2.0))
