@@ -28,3 +28,10 @@ ID=$("$AUGUR" ctl --output json action append --kind drain --target web-1 | sed 
 "$AUGUR" ctl actions
 echo "== as JSON"
 "$AUGUR" ctl component get db-1 --output json
+echo "== the dependency map: the Sock Shop topology file"
+"$AUGUR" ctl topology apply examples/topologies/sock-shop.toml
+"$AUGUR" ctl graph
+echo "== if carts-db fails, what else fails?"
+"$AUGUR" ctl what-if carts-db
+echo "== blast radius and the failure probability at which Augur would act"
+"$AUGUR" ctl risk --limit 6
