@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
-    for (samples, threads) in [(16, 1), (16, 2), (64, 2)] {
+    for (samples, threads) in [(16, 1), (16, 2), (32, 2), (64, 2)] {
         let opts = PropagationOptions {
             samples,
             seed: 1,
@@ -76,8 +76,11 @@ fn bench(c: &mut Criterion) {
             |b| b.iter(|| black_box(blast_radii(&g, &opts))),
         );
     }
-    let opts = PropagationOptions::default();
-    group.bench_function("what_if_one_component_64_worlds", |b| {
+    let opts = PropagationOptions {
+        samples: 32,
+        ..PropagationOptions::default()
+    };
+    group.bench_function("what_if_one_component_32_worlds", |b| {
         b.iter(|| black_box(what_if(&g, "svc-95000", &opts).unwrap()))
     });
     group.finish();

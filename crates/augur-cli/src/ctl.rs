@@ -106,7 +106,7 @@ enum CtlCommand {
     /// What fails, and how likely, if this component fails.
     WhatIf {
         id: String,
-        /// Simulated worlds (default 64).
+        /// Simulated worlds (default 16).
         #[arg(long, default_value_t = 0)]
         samples: u32,
     },

@@ -41,6 +41,15 @@ fn graph_snapshot(s: &ControlState) -> (DepGraph, Vec<(String, RiskPolicy)>) {
     (s.dependency_graph(), policies)
 }
 
+/// Simulation settings of `GetRisk` and `WhatIf`: the library's default worlds, spread over
+/// the machine's cores (the answer does not depend on how many).
+fn propagation_options() -> PropagationOptions {
+    PropagationOptions {
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        ..PropagationOptions::default()
+    }
+}
+
 /// Propagation is CPU work: it runs off the async threads.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
@@ -213,8 +222,7 @@ impl pb::topology_server::Topology for TopologyService {
                 req.component
             )));
         }
-        let radii =
-            blocking(move || augur_graph::blast_radii(&g, &PropagationOptions::default())).await?;
+        let radii = blocking(move || augur_graph::blast_radii(&g, &propagation_options())).await?;
         let policies: std::collections::HashMap<String, RiskPolicy> =
             policies.into_iter().collect();
         let mut risks: Vec<pb::ComponentRisk> = radii
@@ -247,7 +255,7 @@ impl pb::topology_server::Topology for TopologyService {
             .read_barrier(Consistency::from(req.consistency))
             .await?;
         let g = self.node.state.read(ControlState::dependency_graph);
-        let mut opts = PropagationOptions::default();
+        let mut opts = propagation_options();
         if req.samples > 0 {
             opts.samples = req.samples.min(100_000);
         }
