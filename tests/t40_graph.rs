@@ -406,3 +406,78 @@ async fn metric_series_give_causal_edges_with_direction() {
     assert!(strength("api", "db") > 0.5, "{g}");
     assert!(strength("db", "api") < 0.2 * strength("api", "db"), "{g}");
 }
+
+/// One client span (front-end calling orders) and its server span, as OTLP.
+fn otlp_call(trace: u8) -> augur_proto::ExportTraceServiceRequest {
+    use augur_proto::otlp_pb::common::v1::{any_value, AnyValue, KeyValue};
+    use augur_proto::otlp_pb::resource::v1::Resource;
+    use augur_proto::otlp_pb::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+    let resource = |service: &str, span: Span| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(service.into())),
+                }),
+            }],
+            dropped_attributes_count: 0,
+        }),
+        scope_spans: vec![ScopeSpans {
+            spans: vec![span],
+            ..Default::default()
+        }],
+        schema_url: String::new(),
+    };
+    let span = |id: u8, parent: Option<u8>, kind: SpanKind| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![id; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: "GET /orders".into(),
+        kind: kind as i32,
+        start_time_unix_nano: 1_000_000,
+        end_time_unix_nano: 9_000_000,
+        ..Default::default()
+    };
+    augur_proto::ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource("front-end", span(1, None, SpanKind::Client)),
+            resource("orders", span(2, Some(1), SpanKind::Server)),
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_sent_to_a_follower_reach_the_graph_through_the_leader() {
+    let cluster = Cluster::start(
+        3,
+        RaftKnobs {
+            extra_toml: "[graph]\nflush_every_ms = 100\n",
+            ..RaftKnobs::default()
+        },
+    );
+    let leader = cluster.wait_leader().await;
+    let follower = *cluster.nodes.keys().find(|&&id| id != leader).unwrap();
+    let mut client =
+        augur_proto::TraceServiceClient::connect(format!("http://{}", cluster.addr(follower)))
+            .await
+            .unwrap();
+    for trace in 1..=5 {
+        let r = client.export(otlp_call(trace)).await.unwrap().into_inner();
+        assert!(r.partial_success.is_none(), "{r:?}");
+    }
+    let ep = cluster.endpoints().join(",");
+    eventually(
+        "the follower's edge on the leader",
+        Duration::from_secs(30),
+        || {
+            let ep = ep.clone();
+            async move {
+                let g = graph(&ep);
+                let calls =
+                    edge(&g, "front-end", "orders").and_then(|e| e["sources"][0]["calls"].as_u64());
+                (calls == Some(5)).then_some(())
+            }
+        },
+    )
+    .await;
+}
