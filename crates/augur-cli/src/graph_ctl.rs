@@ -121,11 +121,12 @@ impl From<pb::Graph> for GraphView {
                             last_seen_ms: o.last_seen_ms,
                             calls: o.stats.as_ref().map(|s| s.calls),
                             error_rate: o.stats.as_ref().map(|s| {
-                                if s.calls == 0 {
-                                    0.0
-                                } else {
-                                    s.errors as f64 / s.calls as f64
+                                augur_graph::CallStats {
+                                    calls: s.calls,
+                                    errors: s.errors,
+                                    ..Default::default()
                                 }
+                                .error_rate()
                             }),
                             p99_ms: o.stats.as_ref().map(|s| s.p99_ms),
                             bytes: o.bytes,

@@ -190,16 +190,43 @@ impl Edge {
         }
     }
 
+    /// Whether an observation fades at `cutoff_ms`: not declared, and last seen before it.
+    fn fades(o: &Observation, cutoff_ms: u64) -> bool {
+        o.source != EdgeSource::Declared && o.last_seen_ms < cutoff_ms
+    }
+
+    /// Whether [`Edge::fade_before`] would remove anything.
+    pub fn has_fading(&self, cutoff_ms: u64) -> bool {
+        self.observations
+            .values()
+            .any(|o| Self::fades(o, cutoff_ms))
+    }
+
     /// Removes the non-declared observations last seen before `cutoff_ms` and returns them.
     pub fn fade_before(&mut self, cutoff_ms: u64) -> Vec<Observation> {
         let old: Vec<EdgeSource> = self
             .observations
             .values()
-            .filter(|o| o.source != EdgeSource::Declared && o.last_seen_ms < cutoff_ms)
+            .filter(|o| Self::fades(o, cutoff_ms))
             .map(|o| o.source)
             .collect();
         old.into_iter()
             .filter_map(|s| self.observations.remove(&s))
+            .collect()
+    }
+
+    /// [`Edge::fade_before`] for the edge `from → to`, as the records of what faded.
+    pub fn fade_records(&mut self, from: &str, to: &str, cutoff_ms: u64) -> Vec<FadedEdge> {
+        let gone = self.fade_before(cutoff_ms);
+        let edge_removed = self.observations.is_empty();
+        gone.into_iter()
+            .map(|o| FadedEdge {
+                from: from.to_owned(),
+                to: to.to_owned(),
+                source: o.source,
+                last_seen_ms: o.last_seen_ms,
+                edge_removed,
+            })
             .collect()
     }
 
@@ -414,15 +441,7 @@ impl DepGraph {
             let (a, b) = self.graph.edge_endpoints(e).expect("live edge");
             let (from, to) = (self.graph[a].name.clone(), self.graph[b].name.clone());
             let edge = &mut self.graph[e];
-            for o in edge.fade_before(cutoff) {
-                faded.push(FadedEdge {
-                    from: from.clone(),
-                    to: to.clone(),
-                    source: o.source,
-                    last_seen_ms: o.last_seen_ms,
-                    edge_removed: edge.observations.is_empty(),
-                });
-            }
+            faded.extend(edge.fade_records(&from, &to, cutoff));
             if edge.observations.is_empty() {
                 empty.push(e);
             }

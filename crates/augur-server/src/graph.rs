@@ -122,14 +122,10 @@ pub fn spawn_fader(node: Node, cfg: &GraphSection) {
             if !is_leader {
                 continue;
             }
-            let has_fading = node.state.read(|s| {
-                let cutoff = now_ms().saturating_sub(ttl_ms);
-                s.edges.values().any(|e| {
-                    e.observations.values().any(|o| {
-                        o.source != augur_graph::EdgeSource::Declared && o.last_seen_ms < cutoff
-                    })
-                })
-            });
+            let cutoff = now_ms().saturating_sub(ttl_ms);
+            let has_fading = node
+                .state
+                .read(|s| s.edges.values().any(|e| e.has_fading(cutoff)));
             if !has_fading {
                 continue;
             }

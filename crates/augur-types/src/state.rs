@@ -289,18 +289,12 @@ impl ControlState {
         let cutoff = now_ms.saturating_sub(ttl_ms);
         let mut count = 0u32;
         self.edges.retain(|(from, to), edge| {
-            for o in edge.fade_before(cutoff) {
+            for record in edge.fade_records(from, to, cutoff) {
                 count += 1;
                 if self.faded.len() == MAX_FADE_LOG {
                     self.faded.pop_front();
                 }
-                self.faded.push_back(augur_graph::FadedEdge {
-                    from: from.clone(),
-                    to: to.clone(),
-                    source: o.source,
-                    last_seen_ms: o.last_seen_ms,
-                    edge_removed: edge.observations.is_empty(),
-                });
+                self.faded.push_back(record);
             }
             !edge.observations.is_empty()
         });

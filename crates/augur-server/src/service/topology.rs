@@ -188,11 +188,16 @@ impl pb::topology_server::Topology for TopologyService {
             let faded: Vec<pb::FadedEdge> = s.faded.iter().map(faded_edge_to_wire).collect();
             (s.dependency_graph(), faded)
         });
-        let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        let g = g.filtered(
-            none_if_empty(&req.group).as_deref(),
-            none_if_empty(&req.zone).as_deref(),
-        );
+        // Filtering copies the graph: only when asked to.
+        let g = if req.group.is_empty() && req.zone.is_empty() {
+            g
+        } else {
+            let none_if_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            g.filtered(
+                none_if_empty(&req.group).as_deref(),
+                none_if_empty(&req.zone).as_deref(),
+            )
+        };
         let mut nodes: Vec<pb::GraphNode> = g.nodes().map(graph_node_to_wire).collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let mut edges: Vec<pb::GraphEdge> = g
