@@ -1,0 +1,403 @@
+//! Online statistical detectors. Each turns a series into a *surprise* (a non-negative
+//! z-like number) and [`Likelihood`] turns surprises into a score in `[0, 1]`: how unusual the
+//! recent surprise is against the detector's own history, so one threshold fits every series.
+
+use std::collections::VecDeque;
+
+use crate::Detector;
+
+/// A raw online scorer: feeds a value, returns how surprising it was (≥ 0), using the rows
+/// before it for the expectation.
+pub trait Surprise: Send {
+    fn surprise(&mut self, value: f64) -> f64;
+}
+
+/// Exponentially weighted mean and variance; the surprise is |z| against the state before
+/// the value is folded in.
+#[derive(Debug, Clone)]
+pub struct Ewma {
+    alpha: f64,
+    mean: f64,
+    var: f64,
+    seen: u64,
+}
+
+impl Ewma {
+    /// `alpha` in (0, 1]: the weight of the newest value.
+    pub fn new(alpha: f64) -> Self {
+        Self {
+            alpha: alpha.clamp(1e-6, 1.0),
+            mean: 0.0,
+            var: 0.0,
+            seen: 0,
+        }
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.mean
+    }
+
+    pub fn std(&self) -> f64 {
+        self.var.sqrt()
+    }
+
+    /// Folds `x` in and returns its z-score against the state before it (0 while warming up).
+    pub fn update(&mut self, x: f64) -> f64 {
+        self.seen += 1;
+        if self.seen == 1 {
+            self.mean = x;
+            return 0.0;
+        }
+        let d = x - self.mean;
+        let scale = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-9);
+        let z = if self.seen > 3 { d / scale } else { 0.0 };
+        // Faster adaptation while young, then the configured rate.
+        let a = self.alpha.max(1.0 / self.seen as f64);
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+        z
+    }
+}
+
+impl Surprise for Ewma {
+    fn surprise(&mut self, value: f64) -> f64 {
+        self.update(value).abs()
+    }
+}
+
+/// Robust z-score over a sliding window: |x − median| / (1.4826 · MAD), with a floor of 1%
+/// of the median's magnitude so a flat series does not divide by zero (the same floor as the
+/// root-cause ranking uses).
+#[derive(Debug, Clone)]
+pub struct RobustZ {
+    window: VecDeque<f64>,
+    cap: usize,
+    scratch: Vec<f64>,
+}
+
+impl RobustZ {
+    pub fn new(cap: usize) -> Self {
+        let cap = cap.max(8);
+        Self {
+            window: VecDeque::with_capacity(cap),
+            cap,
+            scratch: Vec::with_capacity(cap),
+        }
+    }
+
+    /// The robust z of `x` against the window before it; then `x` joins the window.
+    pub fn update(&mut self, x: f64) -> f64 {
+        let z = if self.window.len() >= 8 {
+            self.scratch.clear();
+            self.scratch.extend(self.window.iter().copied());
+            let med = median_in_place(&mut self.scratch);
+            for v in self.scratch.iter_mut() {
+                *v = (*v - med).abs();
+            }
+            let mad = median_in_place(&mut self.scratch);
+            let scale = (1.4826 * mad).max(0.01 * med.abs()).max(1e-9);
+            (x - med) / scale
+        } else {
+            0.0
+        };
+        if self.window.len() == self.cap {
+            self.window.pop_front();
+        }
+        self.window.push_back(x);
+        z
+    }
+}
+
+impl Surprise for RobustZ {
+    fn surprise(&mut self, value: f64) -> f64 {
+        self.update(value).abs()
+    }
+}
+
+/// The median of `v`, reordering it.
+pub fn median_in_place(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    let m = *m;
+    if v.len() % 2 == 1 {
+        m
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + m) / 2.0
+    }
+}
+
+/// Additive Holt-Winters (level, trend, season of `period` rows; no season when `period` < 2).
+/// The surprise is the one-step-ahead residual over an EW mean absolute residual.
+#[derive(Debug, Clone)]
+pub struct HoltWinters {
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+    period: usize,
+    level: f64,
+    trend: f64,
+    season: Vec<f64>,
+    warm: Vec<f64>,
+    idx: usize,
+    abs_err: f64,
+    seen: u64,
+}
+
+impl HoltWinters {
+    pub fn new(period: usize) -> Self {
+        Self {
+            alpha: 0.3,
+            beta: 0.01,
+            gamma: 0.1,
+            period: if period >= 2 { period } else { 0 },
+            level: 0.0,
+            trend: 0.0,
+            season: Vec::new(),
+            warm: Vec::new(),
+            idx: 0,
+            abs_err: 0.0,
+            seen: 0,
+        }
+    }
+
+    /// Smoothing weights (level, trend, season), each in (0, 1).
+    pub fn with_smoothing(mut self, alpha: f64, beta: f64, gamma: f64) -> Self {
+        self.alpha = alpha.clamp(1e-4, 1.0);
+        self.beta = beta.clamp(0.0, 1.0);
+        self.gamma = gamma.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The forecast for the next row.
+    pub fn forecast(&self) -> f64 {
+        let s = if self.season.is_empty() {
+            0.0
+        } else {
+            self.season[self.idx]
+        };
+        self.level + self.trend + s
+    }
+
+    /// Folds `x` in; returns its signed residual over the scale of recent residuals.
+    pub fn update(&mut self, x: f64) -> f64 {
+        self.seen += 1;
+        // The first season (or first row) only initialises the state.
+        let init_len = self.period.max(1);
+        if self.warm.len() < init_len {
+            self.warm.push(x);
+            if self.warm.len() == init_len {
+                let mean = self.warm.iter().sum::<f64>() / init_len as f64;
+                self.level = mean;
+                if self.period > 0 {
+                    self.season = self.warm.iter().map(|v| v - mean).collect();
+                }
+                self.abs_err =
+                    self.warm.iter().map(|v| (v - mean).abs()).sum::<f64>() / init_len as f64;
+            }
+            return 0.0;
+        }
+        let s = if self.season.is_empty() {
+            0.0
+        } else {
+            self.season[self.idx]
+        };
+        let forecast = self.level + self.trend + s;
+        let err = x - forecast;
+        let scale = self.abs_err.max(1e-3 * self.level.abs()).max(1e-9);
+        let z = err / (1.2533 * scale);
+        let prev_level = self.level;
+        self.level = self.alpha * (x - s) + (1.0 - self.alpha) * (self.level + self.trend);
+        self.trend = self.beta * (self.level - prev_level) + (1.0 - self.beta) * self.trend;
+        if !self.season.is_empty() {
+            self.season[self.idx] = self.gamma * (x - self.level) + (1.0 - self.gamma) * s;
+            self.idx = (self.idx + 1) % self.period;
+        }
+        self.abs_err = 0.98 * self.abs_err + 0.02 * err.abs();
+        z
+    }
+}
+
+impl Surprise for HoltWinters {
+    fn surprise(&mut self, value: f64) -> f64 {
+        self.update(value).abs()
+    }
+}
+
+/// Numenta-style anomaly likelihood: the mean of the last `short` surprises against the
+/// long-run distribution of such means (exponentially weighted over about `long` rows, so the
+/// memory is constant); the score is the normal CDF of that z, 0.5 while learning.
+#[derive(Debug, Clone)]
+pub struct Likelihood<S> {
+    inner: S,
+    short: VecDeque<f64>,
+    short_sum: f64,
+    short_len: usize,
+    mean: f64,
+    var: f64,
+    alpha: f64,
+    learn: usize,
+    seen: usize,
+}
+
+impl<S: Surprise> Likelihood<S> {
+    pub fn new(inner: S) -> Self {
+        Self::with_windows(inner, 5, 4032, 300)
+    }
+
+    /// `short` rows averaged, about `long` rows of history, `learn` rows before any score.
+    pub fn with_windows(inner: S, short: usize, long: usize, learn: usize) -> Self {
+        Self {
+            inner,
+            short: VecDeque::with_capacity(short.max(1) + 1),
+            short_sum: 0.0,
+            short_len: short.max(1),
+            mean: 0.0,
+            var: 0.0,
+            alpha: 1.0 / long.max(16) as f64,
+            learn: learn.max(16),
+            seen: 0,
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Feeds a value and returns its likelihood score in `[0, 1]`.
+    pub fn update(&mut self, value: f64) -> f64 {
+        let raw = self.inner.surprise(value);
+        self.push_surprise(raw)
+    }
+
+    /// Feeds an already computed surprise.
+    pub fn push_surprise(&mut self, raw: f64) -> f64 {
+        let raw = if raw.is_finite() { raw.min(1e6) } else { 1e6 };
+        self.seen += 1;
+        self.short.push_back(raw);
+        self.short_sum += raw;
+        if self.short.len() > self.short_len {
+            self.short_sum -= self.short.pop_front().unwrap_or(0.0);
+        }
+        let avg = self.short_sum / self.short.len() as f64;
+        let score = if self.seen > self.learn {
+            let std = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-6);
+            normal_cdf((avg - self.mean) / std)
+        } else {
+            0.5
+        };
+        // Learn fast at first (a plain mean), then forget slowly.
+        let a = self.alpha.max(1.0 / self.seen as f64);
+        let d = avg - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+        score
+    }
+}
+
+impl<S: Surprise> Detector for Likelihood<S> {
+    fn score(&mut self, _t: i64, value: f64) -> f64 {
+        self.update(value)
+    }
+}
+
+/// A detector that never fires: NAB's null.
+#[derive(Debug, Clone, Default)]
+pub struct Null;
+
+impl Detector for Null {
+    fn score(&mut self, _t: i64, _value: f64) -> f64 {
+        0.0
+    }
+}
+
+/// Φ(z), the standard normal CDF (erfc by the Numerical Recipes Chebyshev fit, |ε| < 1.2e-7).
+pub fn normal_cdf(z: f64) -> f64 {
+    0.5 * erfc(-z / std::f64::consts::SQRT_2)
+}
+
+/// The complementary error function.
+pub fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398
+                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+/// The season length for a series sampled every `step_s` seconds: one day, when a day is at
+/// most 2,000 rows; otherwise none.
+pub fn daily_period(step_s: i64) -> usize {
+    if step_s <= 0 {
+        return 0;
+    }
+    let p = (86_400 / step_s) as usize;
+    if (2..=2_000).contains(&p) {
+        p
+    } else {
+        0
+    }
+}
+
+/// The median spacing of `timestamps` (seconds), 0 for fewer than two rows.
+pub fn median_step(timestamps: &[i64]) -> i64 {
+    let mut d: Vec<f64> = timestamps
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64)
+        .collect();
+    if d.is_empty() {
+        return 0;
+    }
+    median_in_place(&mut d) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_cdf_matches_known_values() {
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
+        assert!((normal_cdf(-1.0) - 0.158_655).abs() < 1e-5);
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median_in_place(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_in_place(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn holt_winters_learns_a_season() {
+        let mut hw = HoltWinters::new(24);
+        let f = |i: usize| 10.0 + 3.0 * ((i % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
+        for i in 0..24 * 20 {
+            hw.update(f(i));
+        }
+        assert!(
+            (hw.forecast() - f(24 * 20)).abs() < 0.05,
+            "{}",
+            hw.forecast()
+        );
+    }
+}

@@ -1,0 +1,36 @@
+//! Augur's predictors, pure and synchronous: no I/O beyond the readers of evaluation files, no
+//! clock, seeded randomness only.
+//!
+//! - [`baseline`]: online detectors (robust z-score, EWMA, Holt-Winters) and the anomaly
+//!   likelihood that turns any raw score into a calibrated tail probability.
+//! - [`lstm`]: the LSTM (candle-nn) with a next-step head and a P(failure within H) head,
+//!   batched stepping for many components at once, training and safetensors files.
+//! - [`hazard`]: a proportional-hazards model giving P(fail within 5 min / 1 h / 24 h).
+//! - [`threshold`]: time until a metric reaches a known limit (the lead time).
+//! - [`hps`]: the Health Projection Score, 0–100, lower is riskier.
+//! - [`nab`]: the Numenta Anomaly Benchmark's scoring rules, reimplemented.
+//! - [`datasets`]: readers for the evaluation sets (NAB, C-MAPSS, Azure PdM).
+
+pub mod baseline;
+pub mod datasets;
+pub mod ensemble;
+pub mod error;
+pub mod hazard;
+pub mod hps;
+pub mod lstm;
+pub mod nab;
+pub mod plot;
+pub mod threshold;
+
+pub use error::PredictError;
+
+/// An online anomaly detector over one series: the score for a row uses that row and the rows
+/// before it only.
+pub trait Detector: Send {
+    /// Feeds the row at `t` (seconds) with `value`; returns its anomaly score in `[0, 1]`.
+    fn score(&mut self, t: i64, value: f64) -> f64;
+}
+
+/// The detectors `augur backtest --detector` accepts.
+pub const DETECTOR_NAMES: [&str; 6] =
+    ["zscore", "ewma", "holt-winters", "lstm", "ensemble", "null"];

@@ -1,0 +1,589 @@
+//! The LSTM predictor (candle-nn): one LSTM layer, a next-step head (its residual is an
+//! anomaly signal) and a P(failure within the model's horizon) head, both read from the hidden
+//! state at every step. The hidden state is carried across samples, so serving is one batched
+//! step per tick for every component with new data ([`LstmModel::step`]).
+//!
+//! Training is truncated back-propagation through time over whole sequences: every sequence
+//! of a batch starts from the zero state, like a component that was just registered, and the
+//! state is carried (detached) from one chunk to the next. Files are safetensors with the
+//! [`ModelMeta`] as JSON in the header's metadata.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::rnn::{LSTMConfig, LSTMState, LSTM, RNN};
+use candle_nn::{Linear, Module, Optimizer, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::PredictError;
+
+/// How inputs are scaled before the model sees them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Scaling {
+    /// Inputs are already scaled by the caller (the node's online normaliser: EW z-scores
+    /// clipped to ±5).
+    Prescaled,
+    /// Min–max over the training fleet, per input.
+    Fleet { min: Vec<f32>, max: Vec<f32> },
+}
+
+/// What a model file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Content-derived version, `lstm-<inputs>x<hidden>-<hash>`, set when saved.
+    pub version: String,
+    pub inputs: usize,
+    pub hidden: usize,
+    pub features: Vec<String>,
+    pub scaling: Scaling,
+    /// What "failure" means for the P(fail) head: its horizon in the data's own steps.
+    pub horizon_steps: u32,
+    pub seed: u64,
+}
+
+impl ModelMeta {
+    pub fn new(features: Vec<String>, hidden: usize, horizon_steps: u32, seed: u64) -> Self {
+        Self {
+            version: String::new(),
+            inputs: features.len(),
+            hidden,
+            features,
+            scaling: Scaling::Prescaled,
+            horizon_steps,
+            seed,
+        }
+    }
+
+    /// Scales one row of raw inputs the way the model expects.
+    pub fn scale(&self, row: &mut [f32]) {
+        if let Scaling::Fleet { min, max } = &self.scaling {
+            for (j, v) in row.iter_mut().enumerate() {
+                let span = (max[j] - min[j]).max(1e-6);
+                *v = ((*v - min[j]) / span).clamp(-1.0, 2.0);
+            }
+        }
+    }
+}
+
+/// The model.
+pub struct LstmModel {
+    pub meta: ModelMeta,
+    varmap: VarMap,
+    lstm: LSTM,
+    next: Linear,
+    fail: Linear,
+    device: Device,
+}
+
+impl std::fmt::Debug for LstmModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LstmModel")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One batched step's outputs, row-major by component.
+#[derive(Debug, Clone, Default)]
+pub struct StepOut {
+    /// The forecast of each component's next (scaled) input row, `batch × inputs`.
+    pub next: Vec<f32>,
+    /// P(failure within the horizon), one per component.
+    pub p_fail: Vec<f32>,
+}
+
+/// One training or evaluation sequence: `len` rows of `inputs` values (scaled), and
+/// optionally a failure label per row.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    pub rows: Vec<f32>,
+    pub labels: Option<Vec<f32>>,
+    pub len: usize,
+}
+
+/// Training options.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    /// Truncated BPTT length.
+    pub chunk: usize,
+    /// Sequences per batch.
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Weight of the failure loss against the next-step loss.
+    pub fail_weight: f64,
+    /// Weight of positive failure labels (they are rare).
+    pub positive_weight: f64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            chunk: 32,
+            batch: 32,
+            learning_rate: 5e-3,
+            seed: 7,
+            fail_weight: 1.0,
+            positive_weight: 1.0,
+        }
+    }
+}
+
+/// Progress of one epoch, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub epochs: usize,
+    pub next_loss: f64,
+    pub fail_loss: f64,
+}
+
+/// A small deterministic generator (xorshift64*), so initial weights and batch order depend
+/// on the seed only.
+#[derive(Debug, Clone)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.unit().max(1e-300);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+impl LstmModel {
+    /// A fresh model, weights uniform in ±1/√hidden from `meta.seed`.
+    pub fn new(meta: ModelMeta) -> Result<Self, PredictError> {
+        if meta.inputs == 0 || meta.hidden == 0 {
+            return Err(PredictError::param("meta", "inputs and hidden must be > 0"));
+        }
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let (lstm, next, fail) = build(&varmap, &meta, &device)?;
+        let mut rng = SeededRng::new(meta.seed);
+        let k = 1.0 / (meta.hidden as f64).sqrt();
+        {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+            let mut names: Vec<&String> = data.keys().collect();
+            names.sort();
+            for name in names {
+                let var = &data[name];
+                let n = var.elem_count();
+                let vals: Vec<f32> = (0..n)
+                    .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
+                    .collect();
+                var.set(&Tensor::from_vec(vals, var.shape(), &device)?)?;
+            }
+        }
+        Ok(Self {
+            meta,
+            varmap,
+            lstm,
+            next,
+            fail,
+            device,
+        })
+    }
+
+    /// Loads a model file.
+    pub fn load(path: &Path) -> Result<Self, PredictError> {
+        let buf = std::fs::read(path).map_err(|e| PredictError::io(path, e))?;
+        Self::from_bytes(&buf).map_err(|e| PredictError::input(path, e.to_string()))
+    }
+
+    /// Loads a model from the bytes of a file (e.g. one shipped in the binary).
+    pub fn from_bytes(buf: &[u8]) -> Result<Self, PredictError> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(buf)
+            .map_err(|e| PredictError::param("model", format!("not a safetensors file: {e}")))?;
+        let meta_json = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("augur"))
+            .ok_or_else(|| PredictError::param("model", "no `augur` metadata in the header"))?;
+        let meta: ModelMeta = serde_json::from_str(meta_json)
+            .map_err(|e| PredictError::param("model", format!("bad metadata: {e}")))?;
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load_buffer(buf, &device)?;
+        let varmap = VarMap::new();
+        let (lstm, next, fail) = build(&varmap, &meta, &device)?;
+        {
+            let data = varmap
+                .data()
+                .lock()
+                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+            for (name, var) in data.iter() {
+                let t = tensors.get(name).ok_or_else(|| {
+                    PredictError::param("model", format!("tensor {name} missing"))
+                })?;
+                if t.shape() != var.shape() {
+                    return Err(PredictError::param(
+                        "model",
+                        format!(
+                            "tensor {name} has shape {:?}, want {:?}",
+                            t.shape(),
+                            var.shape()
+                        ),
+                    ));
+                }
+                var.set(t)?;
+            }
+        }
+        Ok(Self {
+            meta,
+            varmap,
+            lstm,
+            next,
+            fail,
+            device,
+        })
+    }
+
+    /// Writes the model; sets and returns its version (a hash of the weights and meta).
+    pub fn save(&mut self, path: &Path) -> Result<String, PredictError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for name in &names {
+            for b in name.bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+            }
+            for v in data[*name].flatten_all()?.to_vec1::<f32>()? {
+                h = (h ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
+            }
+        }
+        self.meta.version = format!("lstm-{}x{}-{:016x}", self.meta.inputs, self.meta.hidden, h);
+        let meta_json = serde_json::to_string(&self.meta)
+            .map_err(|e| PredictError::param("meta", e.to_string()))?;
+        let tensors: Vec<(String, Tensor)> = names
+            .iter()
+            .map(|n| ((*n).clone(), data[*n].as_tensor().clone()))
+            .collect();
+        let metadata: HashMap<String, String> = [("augur".to_string(), meta_json)].into();
+        safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| {
+            PredictError::param("model", format!("writing {}: {e}", path.display()))
+        })?;
+        Ok(self.meta.version.clone())
+    }
+
+    /// One step for `batch` components at once. `x` is `batch × inputs` scaled inputs; `h`
+    /// and `c` are `batch × hidden` and are replaced by the new state.
+    pub fn step(
+        &self,
+        batch: usize,
+        x: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+    ) -> Result<StepOut, PredictError> {
+        let (i, hd) = (self.meta.inputs, self.meta.hidden);
+        if x.len() != batch * i || h.len() != batch * hd || c.len() != batch * hd {
+            return Err(PredictError::param(
+                "step",
+                "buffer sizes do not match batch",
+            ));
+        }
+        if batch == 0 {
+            return Ok(StepOut::default());
+        }
+        let xt = Tensor::from_slice(x, (batch, i), &self.device)?;
+        let state = LSTMState::new(
+            Tensor::from_slice(h, (batch, hd), &self.device)?,
+            Tensor::from_slice(c, (batch, hd), &self.device)?,
+        );
+        let state = self.lstm.step(&xt, &state)?;
+        let next = self.next.forward(&state.h)?;
+        let p = candle_nn::ops::sigmoid(&self.fail.forward(&state.h)?)?;
+        h.copy_from_slice(&state.h.flatten_all()?.to_vec1::<f32>()?);
+        c.copy_from_slice(&state.c.flatten_all()?.to_vec1::<f32>()?);
+        Ok(StepOut {
+            next: next.flatten_all()?.to_vec1::<f32>()?,
+            p_fail: p.flatten_all()?.to_vec1::<f32>()?,
+        })
+    }
+
+    /// Runs whole sequences from the zero state; returns per sequence and row the forecast
+    /// of the next row and P(fail).
+    pub fn run(&self, seqs: &[&Sequence]) -> Result<Vec<StepOut>, PredictError> {
+        let (i, hd) = (self.meta.inputs, self.meta.hidden);
+        let b = seqs.len();
+        let max_len = seqs.iter().map(|s| s.len).max().unwrap_or(0);
+        let mut h = vec![0f32; b * hd];
+        let mut c = vec![0f32; b * hd];
+        let mut out: Vec<StepOut> = seqs
+            .iter()
+            .map(|s| StepOut {
+                next: Vec::with_capacity(s.len * i),
+                p_fail: Vec::with_capacity(s.len),
+            })
+            .collect();
+        let mut x = vec![0f32; b * i];
+        for t in 0..max_len {
+            for (k, s) in seqs.iter().enumerate() {
+                let row = t.min(s.len.saturating_sub(1));
+                x[k * i..(k + 1) * i].copy_from_slice(&s.rows[row * i..(row + 1) * i]);
+            }
+            let step = self.step(b, &x, &mut h, &mut c)?;
+            for (k, s) in seqs.iter().enumerate() {
+                if t < s.len {
+                    out[k]
+                        .next
+                        .extend_from_slice(&step.next[k * i..(k + 1) * i]);
+                    out[k].p_fail.push(step.p_fail[k]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Trains in place; `on_epoch` sees each epoch's mean losses.
+    pub fn train(
+        &mut self,
+        seqs: &[Sequence],
+        opts: TrainOptions,
+        mut on_epoch: impl FnMut(EpochReport),
+    ) -> Result<(), PredictError> {
+        let i = self.meta.inputs;
+        if let Some(k) = seqs
+            .iter()
+            .position(|s| s.rows.len() != s.len * i || s.len < 2)
+        {
+            return Err(PredictError::param(
+                "sequences",
+                format!(
+                    "sequence {k} has {} values for {} rows of {i}",
+                    seqs[k].rows.len(),
+                    seqs[k].len
+                ),
+            ));
+        }
+        let params = candle_nn::ParamsAdamW {
+            lr: opts.learning_rate,
+            weight_decay: 1e-4,
+            ..Default::default()
+        };
+        let mut opt = candle_nn::AdamW::new(self.varmap.all_vars(), params)?;
+        let mut rng = SeededRng::new(opts.seed);
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        for epoch in 1..=opts.epochs {
+            rng.shuffle(&mut order);
+            let (mut next_sum, mut fail_sum, mut n) = (0.0, 0.0, 0usize);
+            for group in order.chunks(opts.batch.max(1)) {
+                let batch: Vec<&Sequence> = group.iter().map(|&k| &seqs[k]).collect();
+                let (a, b) = self.train_batch(&batch, &opts, &mut opt)?;
+                next_sum += a;
+                fail_sum += b;
+                n += 1;
+            }
+            on_epoch(EpochReport {
+                epoch,
+                epochs: opts.epochs,
+                next_loss: next_sum / n.max(1) as f64,
+                fail_loss: fail_sum / n.max(1) as f64,
+            });
+        }
+        Ok(())
+    }
+
+    fn train_batch(
+        &self,
+        batch: &[&Sequence],
+        opts: &TrainOptions,
+        opt: &mut candle_nn::AdamW,
+    ) -> Result<(f64, f64), PredictError> {
+        let (i, hd) = (self.meta.inputs, self.meta.hidden);
+        let b = batch.len();
+        let max_len = batch.iter().map(|s| s.len).max().unwrap_or(0);
+        let mut state = LSTMState::new(
+            Tensor::zeros((b, hd), DType::F32, &self.device)?,
+            Tensor::zeros((b, hd), DType::F32, &self.device)?,
+        );
+        let (mut next_sum, mut fail_sum, mut chunks) = (0.0, 0.0, 0usize);
+        let chunk = opts.chunk.max(2);
+        let mut start = 0;
+        while start + 1 < max_len {
+            let len = chunk.min(max_len - start);
+            // Inputs rows start..start+len, targets rows start+1..start+len+1.
+            let mut x = vec![0f32; b * len * i];
+            let mut y = vec![0f32; b * len * i];
+            let mut next_mask = vec![0f32; b * len];
+            let mut fail_target = vec![0f32; b * len];
+            let mut fail_mask = vec![0f32; b * len];
+            for (k, s) in batch.iter().enumerate() {
+                for t in 0..len {
+                    let row = start + t;
+                    if row >= s.len {
+                        break;
+                    }
+                    let at = (k * len + t) * i;
+                    x[at..at + i].copy_from_slice(&s.rows[row * i..(row + 1) * i]);
+                    if row + 1 < s.len {
+                        y[at..at + i].copy_from_slice(&s.rows[(row + 1) * i..(row + 2) * i]);
+                        next_mask[k * len + t] = 1.0;
+                    }
+                    if let Some(labels) = &s.labels {
+                        let l = labels[row];
+                        fail_target[k * len + t] = l;
+                        fail_mask[k * len + t] = if l > 0.5 {
+                            opts.positive_weight as f32
+                        } else {
+                            1.0
+                        };
+                    }
+                }
+            }
+            let xt = Tensor::from_vec(x, (b, len, i), &self.device)?;
+            let yt = Tensor::from_vec(y, (b, len, i), &self.device)?;
+            let nm = Tensor::from_vec(next_mask, (b, len), &self.device)?;
+            let ft = Tensor::from_vec(fail_target, (b, len), &self.device)?;
+            let fm = Tensor::from_vec(fail_mask, (b, len), &self.device)?;
+            let mut hs = Vec::with_capacity(len);
+            for t in 0..len {
+                let xi = xt.narrow(1, t, 1)?.squeeze(1)?;
+                state = self.lstm.step(&xi, &state)?;
+                hs.push(state.h.clone());
+            }
+            let hseq = Tensor::stack(&hs, 1)?; // b × len × hd
+            let pred = self.next.forward(&hseq)?;
+            let sq = (pred - &yt)?.sqr()?.mean(D::Minus1)?; // b × len
+            let nm_sum = nm.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+            let next_loss = ((sq * &nm)?.sum_all()? / nm_sum)?;
+            let logits = self.fail.forward(&hseq)?.squeeze(D::Minus1)?; // b × len
+            let fm_sum = fm.sum_all()?.to_scalar::<f32>()? as f64;
+            let fail_loss = if fm_sum > 0.0 {
+                // max(x,0) − x·y + log(1 + e^−|x|), weighted.
+                let bce = ((logits.relu()? - (&logits * &ft)?)?
+                    + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+                ((bce * &fm)?.sum_all()? / fm_sum)?
+            } else {
+                Tensor::zeros((), DType::F32, &self.device)?
+            };
+            let loss = (&next_loss + (&fail_loss * opts.fail_weight)?)?;
+            opt.backward_step(&loss)?;
+            next_sum += next_loss.to_scalar::<f32>()? as f64;
+            fail_sum += fail_loss.to_scalar::<f32>()? as f64;
+            chunks += 1;
+            state = LSTMState::new(state.h.detach(), state.c.detach());
+            start += len;
+        }
+        Ok((
+            next_sum / chunks.max(1) as f64,
+            fail_sum / chunks.max(1) as f64,
+        ))
+    }
+}
+
+fn build(
+    varmap: &VarMap,
+    meta: &ModelMeta,
+    device: &Device,
+) -> Result<(LSTM, Linear, Linear), PredictError> {
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
+    let lstm = candle_nn::rnn::lstm(
+        meta.inputs,
+        meta.hidden,
+        LSTMConfig::default(),
+        vb.pp("lstm"),
+    )?;
+    let next = candle_nn::linear(meta.hidden, meta.inputs, vb.pp("next"))?;
+    let fail = candle_nn::linear(meta.hidden, 1, vb.pp("fail"))?;
+    Ok((lstm, next, fail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine_sequences(n: usize, len: usize) -> Vec<Sequence> {
+        (0..n)
+            .map(|k| {
+                let rows: Vec<f32> = (0..len)
+                    .map(|t| ((t as f32 + k as f32) * 0.3).sin())
+                    .collect();
+                // "Failure" is the upper part of the wave.
+                let labels = rows
+                    .iter()
+                    .map(|v| if *v > 0.7 { 1.0 } else { 0.0 })
+                    .collect();
+                Sequence {
+                    rows,
+                    labels: Some(labels),
+                    len,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn training_is_deterministic_and_learns() {
+        let seqs = sine_sequences(8, 48);
+        let opts = TrainOptions {
+            epochs: 40,
+            batch: 8,
+            chunk: 16,
+            learning_rate: 2e-2,
+            ..Default::default()
+        };
+        let mut losses = Vec::new();
+        let mut a = LstmModel::new(ModelMeta::new(vec!["v".into()], 8, 1, 3)).unwrap();
+        a.train(&seqs, opts, |r| losses.push(r.next_loss)).unwrap();
+        let mut b = LstmModel::new(ModelMeta::new(vec!["v".into()], 8, 1, 3)).unwrap();
+        b.train(&seqs, opts, |_| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let va = a.save(&dir.path().join("a.safetensors")).unwrap();
+        let vb = b.save(&dir.path().join("b.safetensors")).unwrap();
+        assert_eq!(va, vb, "same seed, same data, same weights");
+        assert!(losses.last().unwrap() < &(losses[0] * 0.5), "{losses:?}");
+        let loaded = LstmModel::load(&dir.path().join("a.safetensors")).unwrap();
+        assert_eq!(loaded.meta.version, va);
+        let out_a = a.run(&[&seqs[0]]).unwrap();
+        let out_l = loaded.run(&[&seqs[0]]).unwrap();
+        assert_eq!(out_a[0].p_fail, out_l[0].p_fail);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_model_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.safetensors");
+        std::fs::write(&p, b"not a model").unwrap();
+        let err = LstmModel::load(&p).unwrap_err().to_string();
+        assert!(
+            err.contains("junk.safetensors") && err.contains("safetensors"),
+            "{err}"
+        );
+    }
+}
