@@ -289,7 +289,7 @@ impl<S: Surprise> Likelihood<S> {
         let avg = self.short_sum / self.short.len() as f64;
         let score = if self.seen > self.learn {
             let std = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-6);
-            normal_cdf((avg - self.mean) / std)
+            tail_score((avg - self.mean) / std)
         } else {
             0.5
         };
@@ -321,6 +321,18 @@ impl Detector for Null {
 /// Φ(z), the standard normal CDF (erfc by the Numerical Recipes Chebyshev fit, |ε| < 1.2e-7).
 pub fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z / std::f64::consts::SQRT_2)
+}
+
+/// A z-score as a score in `[0, 1]`: Φ(z) up to z = 3, then `1 − c/z²` (continuous at 3),
+/// which keeps far tails apart where Φ would round them all to 1.0 (a threshold sweep needs
+/// them ordered).
+pub fn tail_score(z: f64) -> f64 {
+    const Z0: f64 = 3.0;
+    if z <= Z0 {
+        return normal_cdf(z);
+    }
+    let c = (1.0 - normal_cdf(Z0)) * Z0 * Z0;
+    1.0 - c / (z * z)
 }
 
 /// The complementary error function.

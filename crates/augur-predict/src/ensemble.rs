@@ -1,11 +1,11 @@
 //! The detectors by name, as `augur backtest --detector NAME` and the node use them.
 //!
-//! - `zscore`: robust z-score over a sliding window, through the anomaly likelihood;
-//! - `ewma`: EW mean/variance z-score, through the likelihood;
+//! - `zscore`: robust z-score over a sliding window of 2,016 rows, through the likelihood;
+//! - `ewma`: EW mean/variance z-score (fast: α = 0.05), through the likelihood;
 //! - `holt-winters`: one-step Holt-Winters residual (daily season when the sampling allows);
 //! - `lstm`: the LSTM's next-step residual on online-normalised input;
-//! - `ensemble`: what the node uses: the mean of the Holt-Winters, robust-z and (when a model is
-//!   given) LSTM likelihoods, sharpened so that agreement counts more than one loud voice.
+//! - `ensemble`: what the node runs per metric ([`MetricDetector`]): the larger of the
+//!   Holt-Winters and slow-EW likelihoods.
 
 use std::sync::Arc;
 
@@ -118,42 +118,91 @@ impl Detector for LstmDetector {
     }
 }
 
-/// The node's combination.
-pub struct Ensemble {
+/// One metric's detectors as the node runs them, in constant memory: Holt-Winters (seasonal
+/// only when a period is configured) and a slow EW z-score (a long memory of what is normal),
+/// each through its anomaly likelihood; the anomaly is the larger of the two. The metric's
+/// online-normalised value and the LSTM's residual are kept beside them: the value feeds the
+/// LSTM, the residual's likelihood is reported as its own signal.
+#[derive(Debug, Clone)]
+pub struct MetricDetector {
     hw: Likelihood<HoltWinters>,
-    rz: Likelihood<RobustZ>,
-    lstm: Option<LstmDetector>,
+    ew: Likelihood<Ewma>,
+    norm: OnlineNorm,
+    scaled: f32,
+    predicted: Option<f32>,
+    residual: ResidualScale,
+    lstm: Likelihood<Pushed>,
+    anomaly: f64,
+    lstm_anomaly: f64,
 }
 
-impl Ensemble {
-    pub fn new(period: usize, model: Option<Arc<LstmModel>>) -> Self {
+/// The slow EW z-score's weight: about 1,000 samples of memory.
+pub const SLOW_EW_ALPHA: f64 = 0.001;
+
+impl MetricDetector {
+    pub fn new(period: usize) -> Self {
         Self {
             hw: Likelihood::new(HoltWinters::new(period)),
-            rz: Likelihood::new(RobustZ::new(64)),
-            lstm: model.map(LstmDetector::new),
+            ew: Likelihood::new(Ewma::new(SLOW_EW_ALPHA)),
+            norm: OnlineNorm::default(),
+            scaled: 0.0,
+            predicted: None,
+            residual: ResidualScale::default(),
+            lstm: Likelihood::new(Pushed),
+            anomaly: 0.5,
+            lstm_anomaly: 0.5,
         }
+    }
+
+    /// Folds `value` in; returns its anomaly score.
+    pub fn update(&mut self, value: f64) -> f64 {
+        self.anomaly = self.hw.update(value).max(self.ew.update(value));
+        self.scaled = self.norm.scale(value);
+        if let Some(p) = self.predicted.take() {
+            let s = self.residual.surprise(f64::from(self.scaled - p));
+            self.lstm_anomaly = self.lstm.push_surprise(s);
+        }
+        self.anomaly
+    }
+
+    /// The latest value, online-normalised: the LSTM's input.
+    pub fn scaled(&self) -> f32 {
+        self.scaled
+    }
+
+    /// The LSTM's forecast of the next scaled value.
+    pub fn set_prediction(&mut self, p: f32) {
+        self.predicted = Some(p);
+    }
+
+    pub fn anomaly(&self) -> f64 {
+        self.anomaly
+    }
+
+    /// The likelihood of the LSTM's latest residual.
+    pub fn lstm_anomaly(&self) -> f64 {
+        self.lstm_anomaly
+    }
+}
+
+/// The `ensemble` detector: exactly the node's per-metric detectors ([`MetricDetector`]),
+/// with the season the sampling allows.
+pub struct Ensemble(MetricDetector);
+
+impl Ensemble {
+    pub fn new(period: usize) -> Self {
+        Self(MetricDetector::new(period))
     }
 }
 
 impl Detector for Ensemble {
-    fn score(&mut self, t: i64, value: f64) -> f64 {
-        let mut parts = vec![self.hw.update(value), self.rz.update(value)];
-        if let Some(l) = &mut self.lstm {
-            parts.push(l.score(t, value));
-        }
-        combine(&parts)
+    fn score(&mut self, _t: i64, value: f64) -> f64 {
+        self.0.update(value)
     }
 }
 
-/// Combines likelihoods: their mean, sharpened (`mean^k` with `k` the number of parts), so a
-/// score near 1 needs most detectors near 1.
-pub fn combine(parts: &[f64]) -> f64 {
-    if parts.is_empty() {
-        return 0.0;
-    }
-    let mean = parts.iter().sum::<f64>() / parts.len() as f64;
-    mean.clamp(0.0, 1.0)
-}
+/// The robust z-score's window in backtests (a week of 5-minute rows).
+pub const ROBUST_WINDOW: usize = 2016;
 
 /// Builds detector `name` for a series sampled every `step_s` seconds.
 pub fn detector(
@@ -163,7 +212,7 @@ pub fn detector(
 ) -> Result<Box<dyn Detector>, PredictError> {
     let period = daily_period(step_s);
     Ok(match name {
-        "zscore" => Box::new(Likelihood::new(RobustZ::new(64))),
+        "zscore" => Box::new(Likelihood::new(RobustZ::new(ROBUST_WINDOW))),
         "ewma" => Box::new(Likelihood::new(Ewma::new(0.05))),
         "holt-winters" => Box::new(Likelihood::new(HoltWinters::new(period))),
         "lstm" => {
@@ -171,7 +220,7 @@ pub fn detector(
                 PredictError::param("detector", "lstm needs a model")
             })?))
         }
-        "ensemble" => Box::new(Ensemble::new(period, model)),
+        "ensemble" => Box::new(Ensemble::new(period)),
         "null" => Box::new(Null),
         other => {
             return Err(PredictError::param(

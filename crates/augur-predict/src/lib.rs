@@ -20,6 +20,9 @@ pub mod hps;
 pub mod lstm;
 pub mod nab;
 pub mod plot;
+pub mod predictor;
+pub mod synthetic;
+pub mod eval;
 pub mod threshold;
 
 pub use error::PredictError;
@@ -34,3 +37,12 @@ pub trait Detector: Send {
 /// The detectors `augur backtest --detector` accepts.
 pub const DETECTOR_NAMES: [&str; 6] =
     ["zscore", "ewma", "holt-winters", "lstm", "ensemble", "null"];
+
+/// The default LSTM shipped in the binary: trained by `augur train --synthetic --seed 7`
+/// (see `docs/evaluation.md`), so a node and `make demo` need no training step.
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/default.safetensors");
+
+/// Loads [`DEFAULT_MODEL`].
+pub fn default_model() -> Result<lstm::LstmModel, PredictError> {
+    lstm::LstmModel::from_bytes(DEFAULT_MODEL)
+}

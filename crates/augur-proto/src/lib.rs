@@ -9,6 +9,7 @@ mod action;
 mod component;
 mod graph;
 mod otlp;
+pub mod prom;
 mod status;
 
 /// The generated code.

@@ -1,0 +1,364 @@
+//! One component's predictor state, as the node keeps it: a ring window per metric, online
+//! normalisation, the detectors' state, the LSTM's hidden state and the last forecast. The
+//! actor that owns it is a thin shell: samples in ([`ComponentPredictor::ingest`]), one
+//! batched LSTM step per tick (inputs out with [`ComponentPredictor::lstm_input`], results in
+//! with [`ComponentPredictor::apply_step`]), the forecast out.
+//!
+//! Memory is bounded: at most `max_metrics` metrics, each a window of `window` f32 values plus
+//! a few dozen bytes of detector state.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ensemble::MetricDetector;
+use crate::hazard::HazardModel;
+use crate::hps::{health_projection_score, HpsInputs};
+use crate::threshold::{time_to_threshold, Limit};
+
+/// The anomaly score at which a metric counts as alarming.
+pub const ALARM: f64 = 0.99;
+
+/// Per-node settings of every component's predictor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictorConfig {
+    /// Samples kept per metric.
+    pub window: usize,
+    /// Metrics tracked per component; more are rejected.
+    pub max_metrics: usize,
+    /// How far back (ms) a sample may be behind the metric's newest and still be taken.
+    pub out_of_order_tolerance_ms: i64,
+    /// Known limits by metric name (disk, memory, temperature), for the lead time.
+    pub limits: Vec<(String, Limit)>,
+    /// Season length in samples for Holt-Winters; 0: none (no memory per season slot).
+    pub season: usize,
+}
+
+impl Default for PredictorConfig {
+    fn default() -> Self {
+        Self { window: 64, max_metrics: 8, out_of_order_tolerance_ms: 0, limits: Vec::new(), season: 0 }
+    }
+}
+
+/// Why a sample was not taken. Each kind is counted by the ingest path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleReject {
+    NotFinite,
+    OutOfOrder,
+    Duplicate,
+    TooManyMetrics,
+}
+
+impl SampleReject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFinite => "not_finite",
+            Self::OutOfOrder => "out_of_order",
+            Self::Duplicate => "duplicate",
+            Self::TooManyMetrics => "too_many_metrics",
+        }
+    }
+}
+
+/// One metric's state: the window (timestamps as offsets from a base, 8 bytes a sample) and
+/// the detectors.
+#[derive(Debug, Clone)]
+struct MetricState {
+    name: String,
+    base_ms: i64,
+    ring: VecDeque<(u32, f32)>,
+    detector: MetricDetector,
+    limit: Option<Limit>,
+    lead_time_s: Option<f64>,
+}
+
+impl MetricState {
+    fn last_ms(&self) -> Option<i64> {
+        self.ring.back().map(|&(d, _)| self.base_ms + i64::from(d))
+    }
+
+    /// Appends or inserts in order; rebases when an offset would not fit.
+    fn insert(&mut self, ts_ms: i64, value: f32, cap: usize) {
+        if self.ring.is_empty() {
+            self.base_ms = ts_ms;
+        }
+        if ts_ms < self.base_ms || ts_ms - self.base_ms > i64::from(u32::MAX) {
+            let new_base = self.ring.iter().map(|&(d, _)| self.base_ms + i64::from(d)).chain([ts_ms]).min().unwrap_or(ts_ms);
+            let old = self.base_ms;
+            self.base_ms = new_base;
+            let mut kept = VecDeque::with_capacity(self.ring.capacity());
+            for &(d, v) in &self.ring {
+                let t = old + i64::from(d) - new_base;
+                if let Ok(t) = u32::try_from(t) {
+                    kept.push_back((t, v));
+                }
+            }
+            self.ring = kept;
+        }
+        let d = u32::try_from(ts_ms - self.base_ms).unwrap_or(u32::MAX);
+        let pos = self.ring.iter().rposition(|r| r.0 < d).map_or(0, |p| p + 1);
+        self.ring.insert(pos, (d, value));
+        if self.ring.len() > cap {
+            self.ring.pop_front();
+        }
+    }
+
+    fn points(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
+        self.ring.iter().map(|&(d, v)| (self.base_ms + i64::from(d), v))
+    }
+}
+
+/// The forecast of one component, as `GetForecast` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    pub at_ms: i64,
+    /// Ensemble anomaly score in [0, 1].
+    pub anomaly: f64,
+    /// P(fail within 5 min, 1 h, 24 h).
+    pub p_fail: [f64; 3],
+    /// Seconds until the nearest known limit is reached, if one is being approached.
+    pub lead_time_s: Option<f64>,
+    pub hps: f64,
+    /// The indicators that moved it, strongest first: (name, contribution).
+    pub why: Vec<(String, f64)>,
+    pub model_version: String,
+}
+
+/// A component's predictor.
+#[derive(Debug, Clone)]
+pub struct ComponentPredictor {
+    metrics: Vec<MetricState>,
+    h: Vec<f32>,
+    c: Vec<f32>,
+    dirty: bool,
+    last_ms: i64,
+    forecast: Option<Forecast>,
+}
+
+impl ComponentPredictor {
+    pub fn new(hidden: usize) -> Self {
+        Self {
+            metrics: Vec::new(),
+            h: vec![0.0; hidden],
+            c: vec![0.0; hidden],
+            dirty: false,
+            last_ms: 0,
+            forecast: None,
+        }
+    }
+
+    /// Takes one sample or says why not; a rejected sample changes nothing.
+    pub fn ingest(
+        &mut self,
+        cfg: &PredictorConfig,
+        metric: &str,
+        ts_ms: i64,
+        value: f64,
+    ) -> Result<(), SampleReject> {
+        if !value.is_finite() {
+            return Err(SampleReject::NotFinite);
+        }
+        let idx = match self.metrics.iter().position(|m| m.name == metric) {
+            Some(i) => i,
+            None => {
+                if self.metrics.len() >= cfg.max_metrics {
+                    return Err(SampleReject::TooManyMetrics);
+                }
+                let limit = cfg.limits.iter().find(|(n, _)| n == metric).map(|(_, l)| *l);
+                self.metrics.push(MetricState {
+                    name: metric.to_string(),
+                    base_ms: ts_ms,
+                    ring: VecDeque::with_capacity(cfg.window.max(2)),
+                    detector: MetricDetector::new(cfg.season),
+                    limit,
+                    lead_time_s: None,
+                });
+                self.metrics.len() - 1
+            }
+        };
+        let cap = cfg.window.max(2);
+        let m = &mut self.metrics[idx];
+        if let Some(last) = m.last_ms() {
+            if ts_ms == last || (ts_ms < last && m.points().any(|(t, _)| t == ts_ms)) {
+                return Err(SampleReject::Duplicate);
+            }
+            if ts_ms < last {
+                if last - ts_ms > cfg.out_of_order_tolerance_ms {
+                    return Err(SampleReject::OutOfOrder);
+                }
+                // Within tolerance: slot it into the window, without touching the detectors.
+                m.insert(ts_ms, value as f32, cap);
+                return Ok(());
+            }
+        }
+        m.insert(ts_ms, value as f32, cap);
+        m.detector.update(value);
+        if let Some(limit) = m.limit {
+            let pts: Vec<(f64, f64)> =
+                m.points().map(|(t, x)| (t as f64 / 1000.0, f64::from(x))).collect();
+            m.lead_time_s = time_to_threshold(&pts, limit);
+        }
+        self.dirty = true;
+        self.last_ms = self.last_ms.max(ts_ms);
+        Ok(())
+    }
+
+    /// Whether samples arrived since the last step.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Fills `out` (the model's `inputs` slots) with the newest scaled value of each metric,
+    /// in the order they were first seen; slots beyond the metrics stay 0.
+    pub fn lstm_input(&self, out: &mut [f32]) {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        for (slot, m) in out.iter_mut().zip(&self.metrics) {
+            *slot = m.detector.scaled();
+        }
+    }
+
+    /// The LSTM state, `hidden` values each.
+    pub fn state_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.h, &mut self.c)
+    }
+
+    /// Takes the batched step's results (`next` forecasts of the scaled inputs, the LSTM's
+    /// P(fail)) and makes the forecast.
+    pub fn apply_step(
+        &mut self,
+        next: &[f32],
+        lstm_p_fail: f32,
+        hazard: &HazardModel,
+        model_version: &str,
+    ) -> &Forecast {
+        for (m, p) in self.metrics.iter_mut().zip(next) {
+            m.detector.set_prediction(*p);
+        }
+        self.dirty = false;
+        let anomaly = self.metrics.iter().map(|m| m.detector.anomaly()).fold(0.0, f64::max);
+        let lead = self.metrics.iter().filter_map(|m| m.lead_time_s).fold(None, |a: Option<f64>, l| {
+            Some(a.map_or(l, |a| a.min(l)))
+        });
+        let x = [anomaly, lstm_p_fail as f64];
+        let p_fail = hazard.p_horizons(&x);
+        let hps = health_projection_score(&HpsInputs { p_fail_1h: p_fail[1], anomaly, lead_time_s: lead });
+        let mut why: Vec<(String, f64)> =
+            self.metrics.iter().map(|m| (m.name.clone(), m.detector.anomaly())).filter(|(_, a)| *a > 0.9).collect();
+        why.sort_by(|a, b| b.1.total_cmp(&a.1));
+        why.truncate(3);
+        for (name, c) in hazard.contributions(&x).into_iter().take(2) {
+            if c > 0.0 {
+                why.push((name, c));
+            }
+        }
+        if let Some(l) = lead {
+            if l < 3600.0 {
+                why.push(("time_to_limit_s".into(), l));
+            }
+        }
+        self.forecast = Some(Forecast {
+            at_ms: self.last_ms,
+            anomaly,
+            p_fail,
+            lead_time_s: lead,
+            hps,
+            why,
+            model_version: model_version.to_string(),
+        });
+        self.forecast.as_ref().expect("just set")
+    }
+
+    pub fn forecast(&self) -> Option<&Forecast> {
+        self.forecast.as_ref()
+    }
+
+    /// The newest `(ts_ms, value)` of each metric: what `Observe` shows.
+    pub fn latest(&self) -> Vec<(String, i64, f32, usize)> {
+        self.metrics
+            .iter()
+            .filter_map(|m| m.points().last().map(|(t, v)| (m.name.clone(), t, v, m.ring.len())))
+            .collect()
+    }
+
+    /// The window of `metric`, oldest first.
+    pub fn window(&self, metric: &str) -> Vec<(i64, f32)> {
+        self.metrics.iter().find(|m| m.name == metric).map(|m| m.points().collect()).unwrap_or_default()
+    }
+
+    /// Heap bytes held, for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        self.metrics.capacity() * std::mem::size_of::<MetricState>()
+            + self
+                .metrics
+                .iter()
+                .map(|m| m.name.capacity() + m.ring.capacity() * std::mem::size_of::<(u32, f32)>() + 5 * 8 * 3)
+                .sum::<usize>()
+            + (self.h.capacity() + self.c.capacity()) * 4
+    }
+}
+
+/// The hazard model a node uses before one is trained for its fleet: features
+/// `[anomaly, lstm_p_fail]`, a base rate of one failure per 30 days, rising steeply with both.
+pub fn default_hazard() -> HazardModel {
+    HazardModel {
+        features: vec!["anomaly".into(), "lstm_p_fail".into()],
+        mean: vec![0.5, 0.0],
+        std: vec![1.0, 1.0],
+        // λ = base · e^{6(a − 0.5)} · e^{8 p}: a certain anomaly alone ×20, a certain LSTM
+        // failure ×3000 (about P = 0.98 within the hour).
+        weights: vec![6.0, 8.0],
+        bias: (1.0f64 / (30.0 * 24.0)).ln(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(p: &mut ComponentPredictor, cfg: &PredictorConfig, values: impl Iterator<Item = f64>) -> Vec<f64> {
+        let hz = default_hazard();
+        let mut out = Vec::new();
+        for (i, v) in values.enumerate() {
+            p.ingest(cfg, "latency", i as i64 * 1000, v).unwrap();
+            let f = p.apply_step(&[0.0], 0.0, &hz, "test");
+            out.push(f.anomaly);
+        }
+        out
+    }
+
+    #[test]
+    fn a_constant_series_never_alarms() {
+        let cfg = PredictorConfig::default();
+        let mut p = ComponentPredictor::new(4);
+        let scores = feed(&mut p, &cfg, std::iter::repeat(42.0).take(500));
+        assert!(scores.iter().all(|s| *s <= 0.5 + 1e-6 && *s < ALARM), "{:?}", scores.iter().fold(0.0f64, |a, b| a.max(*b)));
+    }
+
+    #[test]
+    fn a_step_change_alarms_within_k_samples() {
+        let cfg = PredictorConfig::default();
+        let mut p = ComponentPredictor::new(4);
+        let mut s = 1u64;
+        let noisy = (0..400).map(move |i| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((s >> 33) % 1000) as f64 / 1000.0 - 0.5;
+            if i < 300 { 100.0 + noise } else { 130.0 + noise }
+        });
+        let scores = feed(&mut p, &cfg, noisy);
+        let first = scores[300..].iter().position(|s| *s > 0.99);
+        assert!(first.is_some_and(|k| k < 3) && scores[300..].iter().any(|s| *s >= ALARM), "{:?}", &scores[295..310]);
+    }
+
+    #[test]
+    fn rejects_change_nothing() {
+        let cfg = PredictorConfig { max_metrics: 1, ..Default::default() };
+        let mut p = ComponentPredictor::new(4);
+        p.ingest(&cfg, "a", 10, 1.0).unwrap();
+        assert_eq!(p.ingest(&cfg, "a", 10, 2.0), Err(SampleReject::Duplicate));
+        assert_eq!(p.ingest(&cfg, "a", 5, 2.0), Err(SampleReject::OutOfOrder));
+        assert_eq!(p.ingest(&cfg, "a", 11, f64::NAN), Err(SampleReject::NotFinite));
+        assert_eq!(p.ingest(&cfg, "b", 11, 1.0), Err(SampleReject::TooManyMetrics));
+        assert_eq!(p.window("a"), vec![(10, 1.0)]);
+    }
+}
