@@ -10,9 +10,10 @@ use crate::baseline::median_step;
 use crate::datasets::{azure_feature_names, azure_rows, cmapss_sequence, informative_columns, read_azure, read_cmapss};
 use crate::ensemble::detector;
 use crate::hazard::{FitOptions, HazardModel};
+use crate::hps::{health_projection_score, HpsInputs};
 use crate::lstm::{EpochReport, LstmModel, ModelMeta, SeededRng, TrainOptions};
 use crate::nab::{read_corpus, score_at_threshold, score_corpus, write_results, ProfileScore, PROFILES};
-use crate::plot::{backtest_svg, reliability_bins, reliability_svg};
+use crate::plot::{backtest_svg, quantile_bins, reliability_bins, reliability_svg};
 use crate::PredictError;
 
 /// Precision, recall and F1 of binary decisions.
@@ -105,7 +106,7 @@ impl Default for CmapssOptions {
             horizon: 30,
             holdout: 0.2,
             train: TrainOptions {
-                epochs: 60,
+                epochs: 150,
                 chunk: 50,
                 batch: 16,
                 learning_rate: 1e-2,
@@ -212,6 +213,7 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
     let mut per_component = Vec::new();
     let mut micro = Confusion::default();
     let mut calib = Vec::new();
+    let mut hps_pairs = Vec::new();
     for (c, comp) in pdm.components.iter().enumerate() {
         let y: Vec<bool> = train.iter().map(|r| r.fails_within[c]).collect();
         let model = HazardModel::fit(names.clone(), &x, &y, fit)?;
@@ -224,6 +226,11 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
             conf.add(p >= t, r.fails_within[c]);
             micro.add(p >= t, r.fails_within[c]);
             calib.push((p, r.fails_within[c]));
+            let hps = health_projection_score(&HpsInputs {
+                p_fail_1h: model.p_within(&r.features, 1.0),
+                ..Default::default()
+            });
+            hps_pairs.push((1.0 - hps / 100.0, r.fails_within[c]));
         }
         per_component.push((comp.clone(), t, conf));
         models.push((comp.clone(), model));
@@ -236,6 +243,12 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
         &reliability_bins(&calib, 10),
     );
     std::fs::write(&svg_path, svg).map_err(|e| PredictError::io(&svg_path, e))?;
+    let hps_path = out.with_extension("hps.svg");
+    let svg = reliability_svg(
+        "Azure PdM test: HPS deciles (x: 1 − HPS/100, y: share failing within 24 h)",
+        &quantile_bins(&hps_pairs, 10),
+    );
+    std::fs::write(&hps_path, svg).map_err(|e| PredictError::io(&hps_path, e))?;
     Ok(AzureReport {
         split_hour: split.to_string(),
         train_rows: train.len(),

@@ -92,7 +92,7 @@ impl HazardModel {
                 ),
             ));
         }
-        if !(opts.horizon_h > 0.0) {
+        if opts.horizon_h.is_nan() || opts.horizon_h <= 0.0 {
             return Err(PredictError::param("horizon_h", "must be > 0"));
         }
         let n = x.len() as f64;

@@ -75,6 +75,76 @@ pub struct LstmModel {
     next: Linear,
     fail: Linear,
     device: Device,
+    /// The serving path's weights, laid out for one matmul per step (see [`Fused`]).
+    fused: Fused,
+}
+
+/// Inference weights, contiguous: `[x | h] · w + bias` gives the four gates (i, f, g, o, as
+/// PyTorch and candle order them) in one matmul; `h · head_w + head_b` gives the next-step
+/// forecast and the failure logit in another.
+struct Fused {
+    w: Tensor,
+    bias: Vec<f32>,
+    head_w: Tensor,
+    head_b: Vec<f32>,
+}
+
+impl Fused {
+    fn from_varmap(varmap: &VarMap, device: &Device) -> Result<Self, PredictError> {
+        let data = varmap.data().lock().map_err(|_| PredictError::param("varmap", "poisoned"))?;
+        let get = |name: &str| {
+            data.get(name)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| PredictError::param("model", format!("tensor {name} missing")))
+        };
+        // [4H, in] and [4H, H] → [4H, in + H] → [in + H, 4H].
+        let w = Tensor::cat(&[get("lstm.weight_ih_l0")?, get("lstm.weight_hh_l0")?], 1)?
+            .t()?
+            .contiguous()?;
+        let bias: Vec<f32> = (get("lstm.bias_ih_l0")? + get("lstm.bias_hh_l0")?)?.to_vec1()?;
+        // [in, H] and [1, H] → [in + 1, H] → [H, in + 1].
+        let head_w = Tensor::cat(&[get("next.weight")?, get("fail.weight")?], 0)?.t()?.contiguous()?;
+        let head_b: Vec<f32> = Tensor::cat(&[get("next.bias")?, get("fail.bias")?], 0)?.to_vec1()?;
+        let _ = device;
+        Ok(Self { w, bias, head_w, head_b })
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// tanh by a (7, 6) Padé approximant, clamped where it reaches ±1 (|error| < 1e-4, largest
+/// near |x| = 5):
+/// no branch, no libm call, so the gate loop vectorises.
+#[inline]
+fn fast_tanh(x: f32) -> f32 {
+    let x = x.clamp(-9.0, 9.0);
+    let x2 = x * x;
+    let p = x * (135_135.0 + x2 * (17_325.0 + x2 * (378.0 + x2)));
+    let q = 135_135.0 + x2 * (62_370.0 + x2 * (3_150.0 + x2 * 28.0));
+    (p / q).clamp(-1.0, 1.0)
+}
+
+#[inline]
+fn fast_sigmoid(x: f32) -> f32 {
+    0.5 + 0.5 * fast_tanh(0.5 * x)
+}
+
+/// The gate arithmetic of one step for the rows of `gates` (`rows × 4H`), updating `h` and `c`
+/// (`rows × H`) in place.
+fn apply_gates(gates: &[f32], bias: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+    for ((g, hr), cr) in gates.chunks_exact(4 * hidden).zip(h.chunks_exact_mut(hidden)).zip(c.chunks_exact_mut(hidden)) {
+        for j in 0..hidden {
+            let i = fast_sigmoid(g[j] + bias[j]);
+            let f = fast_sigmoid(g[hidden + j] + bias[hidden + j]);
+            let gg = fast_tanh(g[2 * hidden + j] + bias[2 * hidden + j]);
+            let o = fast_sigmoid(g[3 * hidden + j] + bias[3 * hidden + j]);
+            let cn = f * cr[j] + i * gg;
+            cr[j] = cn;
+            hr[j] = o * fast_tanh(cn);
+        }
+    }
 }
 
 impl std::fmt::Debug for LstmModel {
@@ -206,6 +276,7 @@ impl LstmModel {
                 var.set(&Tensor::from_vec(vals, var.shape(), &device)?)?;
             }
         }
+        let fused = Fused::from_varmap(&varmap, &device)?;
         Ok(Self {
             meta,
             varmap,
@@ -213,6 +284,7 @@ impl LstmModel {
             next,
             fail,
             device,
+            fused,
         })
     }
 
@@ -259,6 +331,7 @@ impl LstmModel {
                 var.set(t)?;
             }
         }
+        let fused = Fused::from_varmap(&varmap, &device)?;
         Ok(Self {
             meta,
             varmap,
@@ -266,6 +339,7 @@ impl LstmModel {
             next,
             fail,
             device,
+            fused,
         })
     }
 
@@ -320,20 +394,41 @@ impl LstmModel {
         if batch == 0 {
             return Ok(StepOut::default());
         }
-        let xt = Tensor::from_slice(x, (batch, i), &self.device)?;
-        let state = LSTMState::new(
-            Tensor::from_slice(h, (batch, hd), &self.device)?,
-            Tensor::from_slice(c, (batch, hd), &self.device)?,
-        );
-        let state = self.lstm.step(&xt, &state)?;
-        let next = self.next.forward(&state.h)?;
-        let p = candle_nn::ops::sigmoid(&self.fail.forward(&state.h)?)?;
-        h.copy_from_slice(&state.h.flatten_all()?.to_vec1::<f32>()?);
-        c.copy_from_slice(&state.c.flatten_all()?.to_vec1::<f32>()?);
-        Ok(StepOut {
-            next: next.flatten_all()?.to_vec1::<f32>()?,
-            p_fail: p.flatten_all()?.to_vec1::<f32>()?,
-        })
+        // [x | h] rows, one matmul for the four gates of every component.
+        let mut xh = Vec::with_capacity(batch * (i + hd));
+        for (xr, hr) in x.chunks_exact(i).zip(h.chunks_exact(hd)) {
+            xh.extend_from_slice(xr);
+            xh.extend_from_slice(hr);
+        }
+        let gates: Vec<f32> = Tensor::from_vec(xh, (batch, i + hd), &self.device)?
+            .matmul(&self.fused.w)?
+            .flatten_all()?
+            .to_vec1()?;
+        // The gate arithmetic is the larger cost at hidden 64: split it over the cores.
+        let threads = if batch >= 4096 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
+        let rows_per = batch.div_ceil(threads).max(1);
+        let bias = &self.fused.bias;
+        std::thread::scope(|s| {
+            for ((g, hc), cc) in gates
+                .chunks(rows_per * 4 * hd)
+                .zip(h.chunks_mut(rows_per * hd))
+                .zip(c.chunks_mut(rows_per * hd))
+            {
+                s.spawn(move || apply_gates(g, bias, hc, cc, hd));
+            }
+        });
+        let heads: Vec<f32> = Tensor::from_slice(h, (batch, hd), &self.device)?
+            .matmul(&self.fused.head_w)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut out = StepOut { next: Vec::with_capacity(batch * i), p_fail: Vec::with_capacity(batch) };
+        for row in heads.chunks_exact(i + 1) {
+            for (k, v) in row[..i].iter().enumerate() {
+                out.next.push(v + self.fused.head_b[k]);
+            }
+            out.p_fail.push(sigmoid(row[i] + self.fused.head_b[i]));
+        }
+        Ok(out)
     }
 
     /// Runs whole sequences from the zero state; returns per sequence and row the forecast
@@ -416,6 +511,7 @@ impl LstmModel {
                 fail_loss: fail_sum / n.max(1) as f64,
             });
         }
+        self.fused = Fused::from_varmap(&self.varmap, &self.device)?;
         Ok(())
     }
 
@@ -573,6 +669,46 @@ mod tests {
         let out_a = a.run(&[&seqs[0]]).unwrap();
         let out_l = loaded.run(&[&seqs[0]]).unwrap();
         assert_eq!(out_a[0].p_fail, out_l[0].p_fail);
+    }
+
+    /// The serving path (fused weights, gate arithmetic by hand) matches candle's own LSTM
+    /// step and linear heads, for a batch big enough to be split over threads.
+    #[test]
+    fn the_fused_step_matches_candle() {
+        let m = LstmModel::new(ModelMeta::new((0..3).map(|i| format!("m{i}")).collect(), 5, 1, 11)).unwrap();
+        let b = 5000;
+        let mut rng = SeededRng::new(5);
+        let x: Vec<f32> = (0..b * 3).map(|_| rng.normal() as f32).collect();
+        let mut h: Vec<f32> = (0..b * 5).map(|_| rng.normal() as f32 * 0.5).collect();
+        let mut c: Vec<f32> = (0..b * 5).map(|_| rng.normal() as f32 * 0.5).collect();
+        let state = LSTMState::new(
+            Tensor::from_slice(&h, (b, 5), &m.device).unwrap(),
+            Tensor::from_slice(&c, (b, 5), &m.device).unwrap(),
+        );
+        let xt = Tensor::from_slice(&x, (b, 3), &m.device).unwrap();
+        let want = m.lstm.step(&xt, &state).unwrap();
+        let want_next = m.next.forward(&want.h).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want_p = candle_nn::ops::sigmoid(&m.fail.forward(&want.h).unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = m.step(b, &x, &mut h, &mut c).unwrap();
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(&h, &want.h.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+        assert!(close(&c, &want.c.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+        assert!(close(&got.next, &want_next));
+        assert!(close(&got.p_fail, &want_p));
+    }
+
+    #[test]
+    fn fast_tanh_is_close_to_tanh() {
+        let worst = (-20_000..=20_000)
+            .map(|i| i as f32 / 1000.0)
+            .map(|x| (fast_tanh(x) - x.tanh()).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{worst}");
     }
 
     #[test]

@@ -85,9 +85,13 @@ pub fn reliability_svg(title: &str, bins: &[(f64, f64, usize)]) -> String {
         y0 + size,
         x0 + size
     );
+    // Both axes share one scale, so the diagonal stays the calibrated line.
+    let top = bins.iter().map(|b| b.0.max(b.1)).fold(0.0f64, f64::max).clamp(0.001, 1.0);
+    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\">{top:.3}</text>", x0 + size - 20.0, y0 + size + 14.0);
+    let _ = writeln!(s, "<text x=\"4\" y=\"{}\">{top:.3}</text>", y0 + 10.0);
     for &(p, o, n) in bins {
-        let cx = x0 + size * p.clamp(0.0, 1.0);
-        let cy = y0 + size * (1.0 - o.clamp(0.0, 1.0));
+        let cx = x0 + size * (p / top).clamp(0.0, 1.0);
+        let cy = y0 + size * (1.0 - (o / top).clamp(0.0, 1.0));
         let _ = writeln!(
             s,
             "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"#a40\"/>"
@@ -124,6 +128,24 @@ pub fn reliability_bins(pairs: &[(f64, bool)], k: usize) -> Vec<(f64, f64, usize
     acc.into_iter()
         .filter(|a| a.2 > 0)
         .map(|(sp, pos, n)| (sp / n as f64, pos as f64 / n as f64, n))
+        .collect()
+}
+
+/// Bins `(predicted, outcome)` pairs into `k` bins of equal count by predicted value: (mean
+/// predicted, observed rate, count). Shows ranking where predictions crowd one end.
+pub fn quantile_bins(pairs: &[(f64, bool)], k: usize) -> Vec<(f64, f64, usize)> {
+    let mut sorted = pairs.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let k = k.clamp(1, sorted.len().max(1));
+    let per = sorted.len().div_ceil(k).max(1);
+    sorted
+        .chunks(per)
+        .map(|c| {
+            let n = c.len();
+            let p = c.iter().map(|x| x.0).sum::<f64>() / n as f64;
+            let o = c.iter().filter(|x| x.1).count() as f64 / n as f64;
+            (p, o, n)
+        })
         .collect()
 }
 
