@@ -4,8 +4,9 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/augur-target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build and tests need: RocksDB's bindings (clang), protoc for the gRPC
-# code, etcd for the side-by-side benchmark.
-DEB_PACKAGES := clang libclang-dev protobuf-compiler
+# code, python3 for the demo's telemetry and the OpenTelemetry test, etcd for the side-by-side
+# benchmark.
+DEB_PACKAGES := clang libclang-dev protobuf-compiler python3
 
 .PHONY: deps test demo bench build fmt lint nextest
 

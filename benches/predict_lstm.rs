@@ -13,7 +13,9 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lstm_step_hidden64");
     g.sample_size(20);
     for batch in [1_000usize, 10_000, 50_000] {
-        let x: Vec<f32> = (0..batch * 8).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect();
+        let x: Vec<f32> = (0..batch * 8)
+            .map(|i| ((i % 17) as f32 - 8.0) / 8.0)
+            .collect();
         let mut h = vec![0f32; batch * 64];
         let mut cs = vec![0f32; batch * 64];
         g.throughput(Throughput::Elements(batch as u64));

@@ -35,3 +35,28 @@ echo "== if carts-db fails, what else fails?"
 "$AUGUR" ctl what-if carts-db
 echo "== blast radius and the failure probability at which Augur would act"
 "$AUGUR" ctl risk --limit 6
+echo "== telemetry: 10 minutes of latency for every Sock Shop component, carts-db degrading at the end"
+python3 - "$DIR/samples.csv" <<'PY'
+import math, random, sys
+random.seed(7)
+comps = ["front-end", "carts", "carts-db", "orders", "orders-db", "catalogue", "catalogue-db",
+         "user", "user-db", "payment", "shipping", "queue-master", "rabbitmq"]
+with open(sys.argv[1], "w") as f:
+    f.write("component,metric,timestamp_ms,value\n")
+    for c in comps:
+        base = random.uniform(5, 50)
+        for i in range(600):
+            v = base * (1 + 0.1 * math.sin(i / 60) + random.gauss(0, 0.02))
+            if c == "carts-db" and i >= 590:
+                v *= 1 + (i - 589) * 0.5
+            f.write(f"{c},latency_ms,{i * 1000},{v:.4f}\n")
+PY
+"$AUGUR" ctl push "$DIR/samples.csv"
+for _ in $(seq 1 50); do
+  "$AUGUR" ctl at-risk --limit 1 2>/dev/null | grep -q carts-db && break
+  sleep 0.1
+done
+echo "== riskiest components by Health Projection Score (lower is riskier)"
+"$AUGUR" ctl at-risk --limit 5
+echo "== risk = P(fail within 1 h) x blast radius"
+"$AUGUR" ctl risk --limit 6

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tonic::Status;
 
+use crate::forecast_ctl;
 use crate::graph_ctl::{self, FlowsCommand, GraphFormat, TopologyCommand};
 use crate::output::{members, ActionView, ComponentView, StatusView};
 use augur_cli::Client;
@@ -103,6 +104,19 @@ enum CtlCommand {
         #[arg(long, default_value_t = 0)]
         limit: u32,
     },
+    /// A component's latest forecast: HPS, anomaly, P(fail) at 5 min / 1 h / 24 h, lead
+    /// time, and the indicators behind it.
+    Forecast { id: String },
+    /// Components by rising Health Projection Score (riskiest first).
+    AtRisk {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only components whose risk, 1 − HPS/100, is at least this.
+        #[arg(long, default_value_t = 0.0)]
+        min_risk: f64,
+    },
+    /// Pushes samples from a CSV file (`component,metric,timestamp_ms,value`).
+    Push { file: std::path::PathBuf },
     /// What fails, and how likely, if this component fails.
     WhatIf {
         id: String,
@@ -338,6 +352,11 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             consistency,
         } => graph_ctl::graph(&mut client, output, group, zone, format, consistency).await?,
         CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
+        CtlCommand::Forecast { id } => forecast_ctl::forecast(&mut client, output, id).await?,
+        CtlCommand::AtRisk { limit, min_risk } => {
+            forecast_ctl::at_risk(&mut client, output, limit, min_risk).await?
+        }
+        CtlCommand::Push { file } => forecast_ctl::push(&mut client, output, &file).await?,
         CtlCommand::WhatIf { id, samples } => {
             graph_ctl::what_if(&mut client, output, id, samples).await?
         }

@@ -2,8 +2,10 @@
 //! of an incident offline (`rca`).
 
 mod ctl;
+mod forecast_ctl;
 mod graph_ctl;
 mod output;
+mod predict_cmd;
 mod rca_cmd;
 
 use std::path::PathBuf;
@@ -43,6 +45,12 @@ enum Command {
     /// Rank the components most likely to have caused an incident, from two metric
     /// recordings (offline).
     Rca(rca_cmd::RcaArgs),
+    /// Train a predictor on a data set (C-MAPSS, Azure PdM, or the synthetic fleet) and
+    /// report its held-out accuracy.
+    Train(predict_cmd::TrainArgs),
+    /// Replay series through a detector online and write its scores (NAB's result layout)
+    /// and plots; a NAB corpus is scored by NAB's rules.
+    Backtest(predict_cmd::BacktestArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -93,6 +101,8 @@ fn main() -> anyhow::Result<()> {
             .context("node failed")
         }
         Command::Rca(args) => rca_cmd::run(args),
+        Command::Train(args) => predict_cmd::train(args),
+        Command::Backtest(args) => predict_cmd::backtest(args),
         Command::Ctl(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(cli.log_format);

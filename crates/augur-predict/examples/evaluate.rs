@@ -32,21 +32,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "nab" => {
             let model = Arc::new(augur_predict::default_model()?);
             let out = args.get(3).map(Path::new);
-            serde_json::to_string_pretty(&augur_predict::eval::nab(Path::new(arg(1)?), arg(2)?, Some(model), out)?)?
+            serde_json::to_string_pretty(&augur_predict::eval::nab(
+                Path::new(arg(1)?),
+                arg(2)?,
+                Some(model),
+                out,
+            )?)?
         }
         "cmapss" => serde_json::to_string_pretty(&augur_predict::eval::cmapss(
             Path::new(arg(1)?),
             Path::new(arg(2)?),
             cmapss_options(),
-            |r| eprintln!("epoch {}/{}: next {:.4} fail {:.4}", r.epoch, r.epochs, r.next_loss, r.fail_loss),
+            |r| {
+                eprintln!(
+                    "epoch {}/{}: next {:.4} fail {:.4}",
+                    r.epoch, r.epochs, r.next_loss, r.fail_loss
+                )
+            },
         )?)?,
         "azure" => serde_json::to_string_pretty(&augur_predict::eval::azure(
             Path::new(arg(1)?),
             Path::new(arg(2)?),
             "2015-02-01 00:00:00",
             augur_predict::hazard::FitOptions {
-                l2: std::env::var("L2").ok().and_then(|v| v.parse().ok()).unwrap_or(0.1),
-                epochs: std::env::var("EPOCHS").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+                l2: std::env::var("L2")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.1),
+                epochs: std::env::var("EPOCHS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(300),
                 ..Default::default()
             },
         )?)?,

@@ -4,11 +4,16 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().ok_or("usage: train_default OUT [SEED] [EPOCHS]")?;
+    let out = args
+        .next()
+        .ok_or("usage: train_default OUT [SEED] [EPOCHS]")?;
     let seed = args.next().map_or(Ok(7), |s| s.parse())?;
     let epochs = args.next().map_or(Ok(25), |s| s.parse())?;
     let (mut model, n) = augur_predict::synthetic::train_default(seed, epochs, 32, |r| {
-        eprintln!("epoch {}/{}: next {:.4} fail {:.4}", r.epoch, r.epochs, r.next_loss, r.fail_loss)
+        eprintln!(
+            "epoch {}/{}: next {:.4} fail {:.4}",
+            r.epoch, r.epochs, r.next_loss, r.fail_loss
+        )
     })?;
     let version = model.save(std::path::Path::new(&out))?;
     println!("wrote {out} ({version}) from {n} synthetic components");

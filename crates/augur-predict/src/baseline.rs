@@ -227,15 +227,22 @@ impl Surprise for HoltWinters {
     }
 }
 
+/// The longest short window a [`Likelihood`] averages.
+pub const MAX_SHORT: usize = 8;
+
 /// Numenta-style anomaly likelihood: the mean of the last `short` surprises against the
 /// long-run distribution of such means (exponentially weighted over about `long` rows, so the
 /// memory is constant); the score is the normal CDF of that z, 0.5 while learning.
 #[derive(Debug, Clone)]
 pub struct Likelihood<S> {
     inner: S,
-    short: VecDeque<f64>,
+    /// The last `short_len` surprises, a ring in a fixed array (no heap: this sits in every
+    /// metric of every component).
+    short: [f64; MAX_SHORT],
+    short_pos: u8,
+    short_fill: u8,
     short_sum: f64,
-    short_len: usize,
+    short_len: u8,
     mean: f64,
     var: f64,
     alpha: f64,
@@ -252,9 +259,11 @@ impl<S: Surprise> Likelihood<S> {
     pub fn with_windows(inner: S, short: usize, long: usize, learn: usize) -> Self {
         Self {
             inner,
-            short: VecDeque::with_capacity(short.max(1) + 1),
+            short: [0.0; MAX_SHORT],
+            short_pos: 0,
+            short_fill: 0,
             short_sum: 0.0,
-            short_len: short.max(1),
+            short_len: short.clamp(1, MAX_SHORT) as u8,
             mean: 0.0,
             var: 0.0,
             alpha: 1.0 / long.max(16) as f64,
@@ -281,12 +290,16 @@ impl<S: Surprise> Likelihood<S> {
     pub fn push_surprise(&mut self, raw: f64) -> f64 {
         let raw = if raw.is_finite() { raw.min(1e6) } else { 1e6 };
         self.seen += 1;
-        self.short.push_back(raw);
-        self.short_sum += raw;
-        if self.short.len() > self.short_len {
-            self.short_sum -= self.short.pop_front().unwrap_or(0.0);
+        let slot = usize::from(self.short_pos);
+        if self.short_fill == self.short_len {
+            self.short_sum -= self.short[slot];
+        } else {
+            self.short_fill += 1;
         }
-        let avg = self.short_sum / self.short.len() as f64;
+        self.short[slot] = raw;
+        self.short_sum += raw;
+        self.short_pos = (self.short_pos + 1) % self.short_len;
+        let avg = self.short_sum / f64::from(self.short_fill);
         let score = if self.seen > self.learn {
             let std = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-6);
             tail_score((avg - self.mean) / std)

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::baseline::median_step;
-use crate::datasets::{azure_feature_names, azure_rows, cmapss_sequence, informative_columns, read_azure, read_cmapss};
+use crate::datasets::{
+    azure_feature_names, azure_rows, cmapss_sequence, informative_columns, read_azure, read_cmapss,
+};
 use crate::ensemble::detector;
 use crate::hazard::{FitOptions, HazardModel};
 use crate::hps::{health_projection_score, HpsInputs};
 use crate::lstm::{EpochReport, LstmModel, ModelMeta, SeededRng, TrainOptions};
-use crate::nab::{read_corpus, score_at_threshold, score_corpus, write_results, ProfileScore, PROFILES};
+use crate::nab::{
+    read_corpus, score_at_threshold, score_corpus, write_results, ProfileScore, PROFILES,
+};
 use crate::plot::{backtest_svg, quantile_bins, reliability_bins, reliability_svg};
 use crate::PredictError;
 
@@ -141,10 +145,21 @@ pub fn cmapss(
     let (keep, scaling) = informative_columns(&train);
     let names = crate::datasets::cmapss_columns();
     let features: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
-    let mut meta = ModelMeta::new(features.clone(), opts.hidden, opts.horizon as u32, opts.train.seed);
+    let mut meta = ModelMeta::new(
+        features.clone(),
+        opts.hidden,
+        opts.horizon as u32,
+        opts.train.seed,
+    );
     meta.scaling = scaling.clone();
-    let train_seqs: Vec<_> = train.iter().map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon)).collect();
-    let test_seqs: Vec<_> = test.iter().map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon)).collect();
+    let train_seqs: Vec<_> = train
+        .iter()
+        .map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon))
+        .collect();
+    let test_seqs: Vec<_> = test
+        .iter()
+        .map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon))
+        .collect();
     let mut model = LstmModel::new(meta)?;
     model.train(&train_seqs, opts.train, on_epoch)?;
     let version = model.save(out)?;
@@ -156,7 +171,11 @@ pub fn cmapss(
             .zip(outs)
             .flat_map(|(s, o)| {
                 let labels = s.labels.clone().unwrap_or_default();
-                o.p_fail.into_iter().zip(labels).map(|(p, l)| (p as f64, l > 0.5)).collect::<Vec<_>>()
+                o.p_fail
+                    .into_iter()
+                    .zip(labels)
+                    .map(|(p, l)| (p as f64, l > 0.5))
+                    .collect::<Vec<_>>()
             })
             .collect())
     };
@@ -196,7 +215,12 @@ pub struct AzureReport {
 /// Fits one hazard model per component on the hours before `split` (rows whose 24 h label
 /// window ends before it) and scores the hours after it. Writes the models as JSON to `out`
 /// and, beside it, a reliability diagram of the test predictions.
-pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<AzureReport, PredictError> {
+pub fn azure(
+    data: &Path,
+    out: &Path,
+    split: &str,
+    fit: FitOptions,
+) -> Result<AzureReport, PredictError> {
     let split_h = crate::nab::parse_timestamp(split)
         .ok_or_else(|| PredictError::param("split", format!("bad datetime {split:?}")))?
         .div_euclid(3600);
@@ -205,7 +229,10 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
     let train: Vec<_> = rows.iter().filter(|r| r.hour + 24 < split_h).collect();
     let test: Vec<_> = rows.iter().filter(|r| r.hour >= split_h).collect();
     if train.is_empty() || test.is_empty() {
-        return Err(PredictError::param("split", format!("{split} leaves no rows on one side")));
+        return Err(PredictError::param(
+            "split",
+            format!("{split} leaves no rows on one side"),
+        ));
     }
     let names = azure_feature_names();
     let x: Vec<Vec<f64>> = train.iter().map(|r| r.features.clone()).collect();
@@ -217,8 +244,11 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
     for (c, comp) in pdm.components.iter().enumerate() {
         let y: Vec<bool> = train.iter().map(|r| r.fails_within[c]).collect();
         let model = HazardModel::fit(names.clone(), &x, &y, fit)?;
-        let train_pairs: Vec<(f64, bool)> =
-            train.iter().zip(&y).map(|(r, &l)| (model.p_within(&r.features, 24.0), l)).collect();
+        let train_pairs: Vec<(f64, bool)> = train
+            .iter()
+            .zip(&y)
+            .map(|(r, &l)| (model.p_within(&r.features, 24.0), l))
+            .collect();
         let t = best_f1_threshold(&train_pairs);
         let mut conf = Confusion::default();
         for r in &test {
@@ -235,7 +265,8 @@ pub fn azure(data: &Path, out: &Path, split: &str, fit: FitOptions) -> Result<Az
         per_component.push((comp.clone(), t, conf));
         models.push((comp.clone(), model));
     }
-    let json = serde_json::to_string_pretty(&models).map_err(|e| PredictError::param("models", e.to_string()))?;
+    let json = serde_json::to_string_pretty(&models)
+        .map_err(|e| PredictError::param("models", e.to_string()))?;
     std::fs::write(out, json).map_err(|e| PredictError::io(out, e))?;
     let svg_path = out.with_extension("calibration.svg");
     let svg = reliability_svg(
@@ -301,20 +332,33 @@ pub fn nab(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(PredictError::param("detector", "panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PredictError::param("detector", "panicked")))
+            })
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let profile_scores: Vec<ProfileScore> =
-        PROFILES.iter().map(|p| score_corpus(&corpus, &scores, p)).collect::<Result<_, _>>()?;
+    let profile_scores: Vec<ProfileScore> = PROFILES
+        .iter()
+        .map(|p| score_corpus(&corpus, &scores, p))
+        .collect::<Result<_, _>>()?;
     if let Some(out) = out {
         let standard = profile_scores.first().map(|s| s.threshold);
         for (series, sc) in corpus.iter().zip(&scores) {
             write_results(out, name, series, sc)?;
-            let svg_path = out.join("plots").join(format!("{}.svg", series.name.replace('/', "__")));
+            let svg_path = out
+                .join("plots")
+                .join(format!("{}.svg", series.name.replace('/', "__")));
             if let Some(dir) = svg_path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| PredictError::io(dir, e))?;
             }
-            let svg = backtest_svg(&format!("{name}: {}", series.name), &series.values, sc, &series.windows, standard);
+            let svg = backtest_svg(
+                &format!("{name}: {}", series.name),
+                &series.values,
+                sc,
+                &series.windows,
+                standard,
+            );
             std::fs::write(&svg_path, svg).map_err(|e| PredictError::io(&svg_path, e))?;
         }
     }

@@ -222,7 +222,7 @@ mod tests {
             let noise = (s % 1000) as f64 / 1000.0;
             let driver = (i % 10) as f64;
             x.push(vec![driver, noise]);
-            y.push(driver >= 8.0 && (s >> 20) % 3 != 0);
+            y.push(driver >= 8.0 && !(s >> 20).is_multiple_of(3));
         }
         let m = HazardModel::fit(
             vec!["driver".into(), "noise".into()],

@@ -1,9 +1,10 @@
 //! The Health Projection Score: 0–100, lower is riskier.
 //!
 //! ```text
-//! HPS = 100 · (1 − P₁ₕ) · (1 − ½·A) · (1 − T)
+//! HPS = 100 · (1 − P₁ₕ) · (1 − ½·A′) · (1 − T)
 //!   P₁ₕ  probability of failure within one hour (the hazard model)
-//!   A    anomaly score in [0, 1] (the ensemble of detectors)
+//!   A′   = max(0, 2A − 1), A the anomaly likelihood in [0, 1]: 0.5 is a typical sample, so
+//!        only the part above it counts
 //!   T    = clamp(1 − L / 3600 s, 0, 1), L the lead time to the nearest known limit
 //!        (0 when no limit is being approached)
 //! ```
@@ -25,7 +26,7 @@ pub struct HpsInputs {
 /// The score, in `[0, 100]`.
 pub fn health_projection_score(i: &HpsInputs) -> f64 {
     let p = clamp01(i.p_fail_1h);
-    let a = clamp01(i.anomaly);
+    let a = clamp01(2.0 * clamp01(i.anomaly) - 1.0);
     let t = i.lead_time_s.map_or(0.0, |l| clamp01(1.0 - l / 3600.0));
     100.0 * (1.0 - p) * (1.0 - 0.5 * a) * (1.0 - t)
 }

@@ -15,6 +15,7 @@ pub mod baseline;
 pub mod datasets;
 pub mod ensemble;
 pub mod error;
+pub mod eval;
 pub mod hazard;
 pub mod hps;
 pub mod lstm;
@@ -22,7 +23,6 @@ pub mod nab;
 pub mod plot;
 pub mod predictor;
 pub mod synthetic;
-pub mod eval;
 pub mod threshold;
 
 pub use error::PredictError;

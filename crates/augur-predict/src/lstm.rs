@@ -91,7 +91,10 @@ struct Fused {
 
 impl Fused {
     fn from_varmap(varmap: &VarMap, device: &Device) -> Result<Self, PredictError> {
-        let data = varmap.data().lock().map_err(|_| PredictError::param("varmap", "poisoned"))?;
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| PredictError::param("varmap", "poisoned"))?;
         let get = |name: &str| {
             data.get(name)
                 .map(|v| v.as_tensor().clone())
@@ -103,10 +106,18 @@ impl Fused {
             .contiguous()?;
         let bias: Vec<f32> = (get("lstm.bias_ih_l0")? + get("lstm.bias_hh_l0")?)?.to_vec1()?;
         // [in, H] and [1, H] → [in + 1, H] → [H, in + 1].
-        let head_w = Tensor::cat(&[get("next.weight")?, get("fail.weight")?], 0)?.t()?.contiguous()?;
-        let head_b: Vec<f32> = Tensor::cat(&[get("next.bias")?, get("fail.bias")?], 0)?.to_vec1()?;
+        let head_w = Tensor::cat(&[get("next.weight")?, get("fail.weight")?], 0)?
+            .t()?
+            .contiguous()?;
+        let head_b: Vec<f32> =
+            Tensor::cat(&[get("next.bias")?, get("fail.bias")?], 0)?.to_vec1()?;
         let _ = device;
-        Ok(Self { w, bias, head_w, head_b })
+        Ok(Self {
+            w,
+            bias,
+            head_w,
+            head_b,
+        })
     }
 }
 
@@ -134,7 +145,11 @@ fn fast_sigmoid(x: f32) -> f32 {
 /// The gate arithmetic of one step for the rows of `gates` (`rows × 4H`), updating `h` and `c`
 /// (`rows × H`) in place.
 fn apply_gates(gates: &[f32], bias: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
-    for ((g, hr), cr) in gates.chunks_exact(4 * hidden).zip(h.chunks_exact_mut(hidden)).zip(c.chunks_exact_mut(hidden)) {
+    for ((g, hr), cr) in gates
+        .chunks_exact(4 * hidden)
+        .zip(h.chunks_exact_mut(hidden))
+        .zip(c.chunks_exact_mut(hidden))
+    {
         for j in 0..hidden {
             let i = fast_sigmoid(g[j] + bias[j]);
             let f = fast_sigmoid(g[hidden + j] + bias[hidden + j]);
@@ -405,7 +420,11 @@ impl LstmModel {
             .flatten_all()?
             .to_vec1()?;
         // The gate arithmetic is the larger cost at hidden 64: split it over the cores.
-        let threads = if batch >= 4096 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
+        let threads = if batch >= 4096 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            1
+        };
         let rows_per = batch.div_ceil(threads).max(1);
         let bias = &self.fused.bias;
         std::thread::scope(|s| {
@@ -421,7 +440,10 @@ impl LstmModel {
             .matmul(&self.fused.head_w)?
             .flatten_all()?
             .to_vec1()?;
-        let mut out = StepOut { next: Vec::with_capacity(batch * i), p_fail: Vec::with_capacity(batch) };
+        let mut out = StepOut {
+            next: Vec::with_capacity(batch * i),
+            p_fail: Vec::with_capacity(batch),
+        };
         for row in heads.chunks_exact(i + 1) {
             for (k, v) in row[..i].iter().enumerate() {
                 out.next.push(v + self.fused.head_b[k]);
@@ -675,7 +697,13 @@ mod tests {
     /// step and linear heads, for a batch big enough to be split over threads.
     #[test]
     fn the_fused_step_matches_candle() {
-        let m = LstmModel::new(ModelMeta::new((0..3).map(|i| format!("m{i}")).collect(), 5, 1, 11)).unwrap();
+        let m = LstmModel::new(ModelMeta::new(
+            (0..3).map(|i| format!("m{i}")).collect(),
+            5,
+            1,
+            11,
+        ))
+        .unwrap();
         let b = 5000;
         let mut rng = SeededRng::new(5);
         let x: Vec<f32> = (0..b * 3).map(|_| rng.normal() as f32).collect();
@@ -687,7 +715,14 @@ mod tests {
         );
         let xt = Tensor::from_slice(&x, (b, 3), &m.device).unwrap();
         let want = m.lstm.step(&xt, &state).unwrap();
-        let want_next = m.next.forward(&want.h).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want_next = m
+            .next
+            .forward(&want.h)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let want_p = candle_nn::ops::sigmoid(&m.fail.forward(&want.h).unwrap())
             .unwrap()
             .flatten_all()
@@ -696,8 +731,14 @@ mod tests {
             .unwrap();
         let got = m.step(b, &x, &mut h, &mut c).unwrap();
         let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
-        assert!(close(&h, &want.h.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
-        assert!(close(&c, &want.c.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+        assert!(close(
+            &h,
+            &want.h.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        ));
+        assert!(close(
+            &c,
+            &want.c.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        ));
         assert!(close(&got.next, &want_next));
         assert!(close(&got.p_fail, &want_p));
     }

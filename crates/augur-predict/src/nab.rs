@@ -649,12 +649,20 @@ pub fn read_corpus(root: &Path) -> Result<Vec<LabeledSeries>, PredictError> {
 /// [`write_results`] lays its scores out as NAB does.
 pub fn read_series_file(path: &Path) -> Result<LabeledSeries, PredictError> {
     let (timestamps, values) = read_series(path)?;
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let category = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .map_or_else(|| "series".to_string(), |c| c.to_string_lossy().into_owned());
-    Ok(LabeledSeries { name: format!("{category}/{file}"), timestamps, values, windows: Vec::new() })
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let category = path.parent().and_then(|p| p.file_name()).map_or_else(
+        || "series".to_string(),
+        |c| c.to_string_lossy().into_owned(),
+    );
+    Ok(LabeledSeries {
+        name: format!("{category}/{file}"),
+        timestamps,
+        values,
+        windows: Vec::new(),
+    })
 }
 
 /// The `<category>/<file>.csv` names under `data_dir`, sorted; hidden entries and files that do

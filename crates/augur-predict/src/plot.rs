@@ -86,8 +86,17 @@ pub fn reliability_svg(title: &str, bins: &[(f64, f64, usize)]) -> String {
         x0 + size
     );
     // Both axes share one scale, so the diagonal stays the calibrated line.
-    let top = bins.iter().map(|b| b.0.max(b.1)).fold(0.0f64, f64::max).clamp(0.001, 1.0);
-    let _ = writeln!(s, "<text x=\"{}\" y=\"{}\">{top:.3}</text>", x0 + size - 20.0, y0 + size + 14.0);
+    let top = bins
+        .iter()
+        .map(|b| b.0.max(b.1))
+        .fold(0.0f64, f64::max)
+        .clamp(0.001, 1.0);
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"{}\">{top:.3}</text>",
+        x0 + size - 20.0,
+        y0 + size + 14.0
+    );
     let _ = writeln!(s, "<text x=\"4\" y=\"{}\">{top:.3}</text>", y0 + 10.0);
     for &(p, o, n) in bins {
         let cx = x0 + size * (p / top).clamp(0.0, 1.0);

@@ -36,7 +36,13 @@ pub struct PredictorConfig {
 
 impl Default for PredictorConfig {
     fn default() -> Self {
-        Self { window: 64, max_metrics: 8, out_of_order_tolerance_ms: 0, limits: Vec::new(), season: 0 }
+        Self {
+            window: 64,
+            max_metrics: 8,
+            out_of_order_tolerance_ms: 0,
+            limits: Vec::new(),
+            season: 0,
+        }
     }
 }
 
@@ -84,7 +90,13 @@ impl MetricState {
             self.base_ms = ts_ms;
         }
         if ts_ms < self.base_ms || ts_ms - self.base_ms > i64::from(u32::MAX) {
-            let new_base = self.ring.iter().map(|&(d, _)| self.base_ms + i64::from(d)).chain([ts_ms]).min().unwrap_or(ts_ms);
+            let new_base = self
+                .ring
+                .iter()
+                .map(|&(d, _)| self.base_ms + i64::from(d))
+                .chain([ts_ms])
+                .min()
+                .unwrap_or(ts_ms);
             let old = self.base_ms;
             self.base_ms = new_base;
             let mut kept = VecDeque::with_capacity(self.ring.capacity());
@@ -105,7 +117,9 @@ impl MetricState {
     }
 
     fn points(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
-        self.ring.iter().map(|&(d, v)| (self.base_ms + i64::from(d), v))
+        self.ring
+            .iter()
+            .map(|&(d, v)| (self.base_ms + i64::from(d), v))
     }
 }
 
@@ -165,7 +179,11 @@ impl ComponentPredictor {
                 if self.metrics.len() >= cfg.max_metrics {
                     return Err(SampleReject::TooManyMetrics);
                 }
-                let limit = cfg.limits.iter().find(|(n, _)| n == metric).map(|(_, l)| *l);
+                let limit = cfg
+                    .limits
+                    .iter()
+                    .find(|(n, _)| n == metric)
+                    .map(|(_, l)| *l);
                 self.metrics.push(MetricState {
                     name: metric.to_string(),
                     base_ms: ts_ms,
@@ -195,8 +213,10 @@ impl ComponentPredictor {
         m.insert(ts_ms, value as f32, cap);
         m.detector.update(value);
         if let Some(limit) = m.limit {
-            let pts: Vec<(f64, f64)> =
-                m.points().map(|(t, x)| (t as f64 / 1000.0, f64::from(x))).collect();
+            let pts: Vec<(f64, f64)> = m
+                .points()
+                .map(|(t, x)| (t as f64 / 1000.0, f64::from(x)))
+                .collect();
             m.lead_time_s = time_to_threshold(&pts, limit);
         }
         self.dirty = true;
@@ -236,15 +256,29 @@ impl ComponentPredictor {
             m.detector.set_prediction(*p);
         }
         self.dirty = false;
-        let anomaly = self.metrics.iter().map(|m| m.detector.anomaly()).fold(0.0, f64::max);
-        let lead = self.metrics.iter().filter_map(|m| m.lead_time_s).fold(None, |a: Option<f64>, l| {
-            Some(a.map_or(l, |a| a.min(l)))
-        });
+        let anomaly = self
+            .metrics
+            .iter()
+            .map(|m| m.detector.anomaly())
+            .fold(0.0, f64::max);
+        let lead = self
+            .metrics
+            .iter()
+            .filter_map(|m| m.lead_time_s)
+            .fold(None, |a: Option<f64>, l| Some(a.map_or(l, |a| a.min(l))));
         let x = [anomaly, lstm_p_fail as f64];
         let p_fail = hazard.p_horizons(&x);
-        let hps = health_projection_score(&HpsInputs { p_fail_1h: p_fail[1], anomaly, lead_time_s: lead });
-        let mut why: Vec<(String, f64)> =
-            self.metrics.iter().map(|m| (m.name.clone(), m.detector.anomaly())).filter(|(_, a)| *a > 0.9).collect();
+        let hps = health_projection_score(&HpsInputs {
+            p_fail_1h: p_fail[1],
+            anomaly,
+            lead_time_s: lead,
+        });
+        let mut why: Vec<(String, f64)> = self
+            .metrics
+            .iter()
+            .map(|m| (m.name.clone(), m.detector.anomaly()))
+            .filter(|(_, a)| *a > 0.9)
+            .collect();
         why.sort_by(|a, b| b.1.total_cmp(&a.1));
         why.truncate(3);
         for (name, c) in hazard.contributions(&x).into_iter().take(2) {
@@ -277,13 +311,21 @@ impl ComponentPredictor {
     pub fn latest(&self) -> Vec<(String, i64, f32, usize)> {
         self.metrics
             .iter()
-            .filter_map(|m| m.points().last().map(|(t, v)| (m.name.clone(), t, v, m.ring.len())))
+            .filter_map(|m| {
+                m.points()
+                    .last()
+                    .map(|(t, v)| (m.name.clone(), t, v, m.ring.len()))
+            })
             .collect()
     }
 
     /// The window of `metric`, oldest first.
     pub fn window(&self, metric: &str) -> Vec<(i64, f32)> {
-        self.metrics.iter().find(|m| m.name == metric).map(|m| m.points().collect()).unwrap_or_default()
+        self.metrics
+            .iter()
+            .find(|m| m.name == metric)
+            .map(|m| m.points().collect())
+            .unwrap_or_default()
     }
 
     /// Heap bytes held, for the memory benchmark.
@@ -292,7 +334,11 @@ impl ComponentPredictor {
             + self
                 .metrics
                 .iter()
-                .map(|m| m.name.capacity() + m.ring.capacity() * std::mem::size_of::<(u32, f32)>() + 5 * 8 * 3)
+                .map(|m| {
+                    m.name.capacity()
+                        + m.ring.capacity() * std::mem::size_of::<(u32, f32)>()
+                        + 5 * 8 * 3
+                })
                 .sum::<usize>()
             + (self.h.capacity() + self.c.capacity()) * 4
     }
@@ -316,7 +362,11 @@ pub fn default_hazard() -> HazardModel {
 mod tests {
     use super::*;
 
-    fn feed(p: &mut ComponentPredictor, cfg: &PredictorConfig, values: impl Iterator<Item = f64>) -> Vec<f64> {
+    fn feed(
+        p: &mut ComponentPredictor,
+        cfg: &PredictorConfig,
+        values: impl Iterator<Item = f64>,
+    ) -> Vec<f64> {
         let hz = default_hazard();
         let mut out = Vec::new();
         for (i, v) in values.enumerate() {
@@ -331,8 +381,12 @@ mod tests {
     fn a_constant_series_never_alarms() {
         let cfg = PredictorConfig::default();
         let mut p = ComponentPredictor::new(4);
-        let scores = feed(&mut p, &cfg, std::iter::repeat(42.0).take(500));
-        assert!(scores.iter().all(|s| *s <= 0.5 + 1e-6 && *s < ALARM), "{:?}", scores.iter().fold(0.0f64, |a, b| a.max(*b)));
+        let scores = feed(&mut p, &cfg, std::iter::repeat_n(42.0, 500));
+        assert!(
+            scores.iter().all(|s| *s <= 0.5 + 1e-6),
+            "{:?}",
+            scores.iter().fold(0.0f64, |a, b| a.max(*b))
+        );
     }
 
     #[test]
@@ -341,24 +395,43 @@ mod tests {
         let mut p = ComponentPredictor::new(4);
         let mut s = 1u64;
         let noisy = (0..400).map(move |i| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let noise = ((s >> 33) % 1000) as f64 / 1000.0 - 0.5;
-            if i < 300 { 100.0 + noise } else { 130.0 + noise }
+            if i < 300 {
+                100.0 + noise
+            } else {
+                130.0 + noise
+            }
         });
         let scores = feed(&mut p, &cfg, noisy);
         let first = scores[300..].iter().position(|s| *s > 0.99);
-        assert!(first.is_some_and(|k| k < 3) && scores[300..].iter().any(|s| *s >= ALARM), "{:?}", &scores[295..310]);
+        assert!(
+            first.is_some_and(|k| k < 3) && scores[300..].iter().any(|s| *s >= ALARM),
+            "{:?}",
+            &scores[295..310]
+        );
     }
 
     #[test]
     fn rejects_change_nothing() {
-        let cfg = PredictorConfig { max_metrics: 1, ..Default::default() };
+        let cfg = PredictorConfig {
+            max_metrics: 1,
+            ..Default::default()
+        };
         let mut p = ComponentPredictor::new(4);
         p.ingest(&cfg, "a", 10, 1.0).unwrap();
         assert_eq!(p.ingest(&cfg, "a", 10, 2.0), Err(SampleReject::Duplicate));
         assert_eq!(p.ingest(&cfg, "a", 5, 2.0), Err(SampleReject::OutOfOrder));
-        assert_eq!(p.ingest(&cfg, "a", 11, f64::NAN), Err(SampleReject::NotFinite));
-        assert_eq!(p.ingest(&cfg, "b", 11, 1.0), Err(SampleReject::TooManyMetrics));
+        assert_eq!(
+            p.ingest(&cfg, "a", 11, f64::NAN),
+            Err(SampleReject::NotFinite)
+        );
+        assert_eq!(
+            p.ingest(&cfg, "b", 11, 1.0),
+            Err(SampleReject::TooManyMetrics)
+        );
         assert_eq!(p.window("a"), vec![(10, 1.0)]);
     }
 }

@@ -20,7 +20,14 @@ pub struct FleetSpec {
 
 impl Default for FleetSpec {
     fn default() -> Self {
-        Self { components: 192, steps: 480, metrics: 8, period: 96, horizon: 30, seed: 2026 }
+        Self {
+            components: 192,
+            steps: 480,
+            metrics: 8,
+            period: 96,
+            horizon: 30,
+            seed: 2026,
+        }
     }
 }
 
@@ -39,7 +46,10 @@ pub fn fleet(spec: &FleetSpec) -> Vec<SyntheticComponent> {
             let used = 1 + (rng.next_u64() % spec.metrics as u64) as usize;
             let base: Vec<f64> = (0..used).map(|_| 10.0 + rng.unit() * 90.0).collect();
             let amp: Vec<f64> = base.iter().map(|b| b * rng.unit() * 0.2).collect();
-            let noise: Vec<f64> = base.iter().map(|b| b * (0.01 + rng.unit() * 0.04)).collect();
+            let noise: Vec<f64> = base
+                .iter()
+                .map(|b| b * (0.01 + rng.unit() * 0.04))
+                .collect();
             let phase = rng.unit() * std::f64::consts::TAU;
             let fails_at = if rng.unit() < 0.4 {
                 Some(spec.steps / 3 + (rng.next_u64() % (spec.steps as u64 / 2)) as usize)
@@ -48,7 +58,11 @@ pub fn fleet(spec: &FleetSpec) -> Vec<SyntheticComponent> {
             };
             let onset = fails_at.map(|f| f.saturating_sub(20 + (rng.next_u64() % 60) as usize));
             let sick: Vec<bool> = (0..used).map(|j| j == 0 || rng.unit() < 0.3).collect();
-            let spike = if rng.unit() < 0.3 { Some((rng.next_u64() % spec.steps as u64) as usize) } else { None };
+            let spike = if rng.unit() < 0.3 {
+                Some((rng.next_u64() % spec.steps as u64) as usize)
+            } else {
+                None
+            };
             let mut drift = vec![0.0; used];
             let mut values = Vec::with_capacity(spec.steps);
             for t in 0..spec.steps {
@@ -85,7 +99,8 @@ pub fn sequences(fleet: &[SyntheticComponent], spec: &FleetSpec) -> Vec<Sequence
         .iter()
         .map(|c| {
             let len = c.values.len();
-            let mut norms: Vec<OnlineNorm> = (0..spec.metrics).map(|_| OnlineNorm::default()).collect();
+            let mut norms: Vec<OnlineNorm> =
+                (0..spec.metrics).map(|_| OnlineNorm::default()).collect();
             let mut rows = Vec::with_capacity(len * spec.metrics);
             for r in &c.values {
                 for (j, v) in r.iter().enumerate() {
@@ -98,7 +113,11 @@ pub fn sequences(fleet: &[SyntheticComponent], spec: &FleetSpec) -> Vec<Sequence
                     _ => 0.0,
                 })
                 .collect();
-            Sequence { rows, labels: Some(labels), len }
+            Sequence {
+                rows,
+                labels: Some(labels),
+                len,
+            }
         })
         .collect()
 }
@@ -110,7 +129,10 @@ pub fn train_default(
     hidden: usize,
     on_epoch: impl FnMut(crate::lstm::EpochReport),
 ) -> Result<(crate::lstm::LstmModel, usize), crate::PredictError> {
-    let spec = FleetSpec { seed, ..Default::default() };
+    let spec = FleetSpec {
+        seed,
+        ..Default::default()
+    };
     let seqs = sequences(&fleet(&spec), &spec);
     let opts = crate::lstm::TrainOptions {
         epochs,

@@ -57,7 +57,9 @@ pub fn decode_remote_write(body: &[u8]) -> Result<WriteRequest, RemoteWriteError
 pub fn encode_remote_write(req: &WriteRequest) -> Vec<u8> {
     let raw = req.encode_to_vec();
     // Compressing a buffer we just built cannot fail but for its size (> 4 GiB).
-    snap::raw::Encoder::new().compress_vec(&raw).unwrap_or_default()
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .unwrap_or_default()
 }
 
 /// One sample of a remote-write request as Augur sees it.
@@ -78,7 +80,12 @@ pub fn remote_write_samples<'a>(
     let mut out = Vec::new();
     let mut unlabeled = 0u64;
     for ts in &req.timeseries {
-        let find = |name: &str| ts.labels.iter().find(|l| l.name == name).map(|l| l.value.as_str());
+        let find = |name: &str| {
+            ts.labels
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.value.as_str())
+        };
         match (find(component_label), find("__name__")) {
             (Some(component), Some(metric)) if !component.is_empty() => {
                 out.extend(ts.samples.iter().map(|s| LabeledSample {
@@ -100,16 +107,25 @@ mod tests {
 
     #[test]
     fn round_trip_and_labels() {
-        let label = |n: &str, v: &str| Label { name: n.into(), value: v.into() };
+        let label = |n: &str, v: &str| Label {
+            name: n.into(),
+            value: v.into(),
+        };
         let req = WriteRequest {
             timeseries: vec![
                 TimeSeries {
                     labels: vec![label("__name__", "latency_ms"), label("component", "carts")],
-                    samples: vec![PromSample { value: 1.5, timestamp: 1000 }],
+                    samples: vec![PromSample {
+                        value: 1.5,
+                        timestamp: 1000,
+                    }],
                 },
                 TimeSeries {
                     labels: vec![label("__name__", "up")],
-                    samples: vec![PromSample { value: 1.0, timestamp: 1000 }],
+                    samples: vec![PromSample {
+                        value: 1.0,
+                        timestamp: 1000,
+                    }],
                 },
             ],
         };

@@ -23,6 +23,8 @@ pub struct NodeConfig {
     pub limits: LimitsSection,
     #[serde(default)]
     pub graph: GraphSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +134,54 @@ impl Default for GraphSection {
     }
 }
 
+/// Telemetry in, forecasts out: the predictor actors and the ingest endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Arbiter threads, one shard of components each; 0: one per core, at most 4.
+    pub shards: usize,
+    /// How often every component with new samples is scored (one batched model step).
+    pub tick_ms: u64,
+    /// Samples kept per metric.
+    pub window: usize,
+    /// Metrics tracked per component.
+    pub max_metrics: usize,
+    /// Holt-Winters season length in samples (e.g. 8640 for daily at 10 s); 0: none. Each
+    /// slot costs 8 bytes per metric.
+    pub season: usize,
+    /// How far behind a metric's newest sample one may arrive and still be taken.
+    pub out_of_order_tolerance_ms: i64,
+    /// Take samples of components that are not registered (registering them); off by default.
+    pub auto_register: bool,
+    /// Batches being ingested at once on this node; beyond it a push is answered
+    /// RESOURCE_EXHAUSTED with a retry hint.
+    pub max_inflight_batches: usize,
+    /// Prometheus remote-write receiver (`POST /api/v1/write`), IP:PORT; off when absent.
+    pub remote_write_listen: Option<String>,
+    /// The remote-write label that names the component.
+    pub component_label: String,
+    /// An LSTM model file (safetensors); absent: the model shipped in the binary.
+    pub model: Option<PathBuf>,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            tick_ms: 1_000,
+            window: 64,
+            max_metrics: 8,
+            season: 0,
+            out_of_order_tolerance_ms: 0,
+            auto_register: false,
+            max_inflight_batches: 64,
+            remote_write_listen: None,
+            component_label: "component".into(),
+            model: None,
+        }
+    }
+}
+
 /// One thing wrong with a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -219,6 +269,41 @@ impl NodeConfig {
         }
         if g.max_pending_spans == 0 {
             err("graph.max_pending_spans", "must be above 0".into());
+        }
+        let t = &self.telemetry;
+        if t.tick_ms == 0 {
+            err("telemetry.tick_ms", "must be above 0".into());
+        }
+        if t.window < 2 {
+            err("telemetry.window", "must be at least 2".into());
+        }
+        if t.max_metrics == 0 {
+            err("telemetry.max_metrics", "must be above 0".into());
+        }
+        if t.out_of_order_tolerance_ms < 0 {
+            err(
+                "telemetry.out_of_order_tolerance_ms",
+                "must not be negative".into(),
+            );
+        }
+        if t.max_inflight_batches == 0 {
+            err("telemetry.max_inflight_batches", "must be above 0".into());
+        }
+        if t.component_label.is_empty() {
+            err("telemetry.component_label", "must not be empty".into());
+        }
+        if let Some(m) = &t.remote_write_listen {
+            if m.parse::<SocketAddr>().is_err() {
+                err(
+                    "telemetry.remote_write_listen",
+                    format!("{m:?} is not an IP:PORT address"),
+                );
+            }
+        }
+        if let Some(m) = &t.model {
+            if !m.is_file() {
+                err("telemetry.model", format!("{} is not a file", m.display()));
+            }
         }
         if self.node.id == 0 {
             err("node.id", "must be above 0".into());

@@ -10,6 +10,7 @@ mod graph;
 mod metrics;
 mod network;
 mod node;
+mod predict;
 mod proposer;
 mod service;
 

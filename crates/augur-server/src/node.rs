@@ -16,7 +16,9 @@ use tonic::Status;
 use crate::config::NodeConfig;
 use crate::network::{GrpcNetwork, RaftInternalService, MAX_RAFT_MESSAGE};
 use crate::proposer::{forward_status, Proposer};
-use crate::service::{ClusterService, ControlService, OtlpTraceService, TopologyService};
+use crate::service::{
+    ClusterService, ControlService, OtlpTraceService, TelemetryService, TopologyService,
+};
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +135,25 @@ pub async fn run(
     let edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
     crate::graph::spawn_fader(node.clone(), &cfg.graph);
     let traces = OtlpTraceService::spawn(&cfg.graph, edges);
+    let predictors = crate::predict::Predictors::start(&cfg.telemetry, node.state.clone())?;
+    predictors.spawn_sync();
+    let inflight = Arc::new(tokio::sync::Semaphore::new(
+        cfg.telemetry.max_inflight_batches,
+    ));
+    if let Some(rw) = &cfg.telemetry.remote_write_listen {
+        let (addr, p, label, inflight) = (
+            rw.parse()?,
+            predictors.clone(),
+            cfg.telemetry.component_label.clone(),
+            inflight.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = crate::predict::serve_remote_write(addr, p, label, inflight).await {
+                tracing::error!(error = %e, "remote-write receiver stopped");
+            }
+        });
+    }
+    let telemetry = TelemetryService::new(predictors.clone(), inflight, cfg.telemetry.tick_ms);
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;
     let router = tonic::transport::Server::builder()
@@ -151,14 +172,20 @@ pub async fn run(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            pb::topology_server::TopologyServer::new(TopologyService::new(node.clone()))
-                .max_decoding_message_size(max),
+            pb::topology_server::TopologyServer::new(TopologyService::new(
+                node.clone(),
+                Some(predictors.system.clone()),
+            ))
+            .max_decoding_message_size(max),
         )
         .add_service(
             pb::control_server::ControlServer::new(ControlService::new(node.clone()))
                 .max_decoding_message_size(max),
         )
-        .add_service(augur_proto::TraceServiceServer::new(traces).max_decoding_message_size(max));
+        .add_service(augur_proto::TraceServiceServer::new(traces).max_decoding_message_size(max))
+        .add_service(
+            pb::telemetry_server::TelemetryServer::new(telemetry).max_decoding_message_size(max),
+        );
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -3,11 +3,13 @@
 mod cluster;
 mod control;
 mod otlp;
+mod telemetry;
 mod topology;
 
 pub use cluster::ClusterService;
 pub use control::ControlService;
 pub use otlp::OtlpTraceService;
+pub use telemetry::TelemetryService;
 pub use topology::TopologyService;
 
 /// Milliseconds since the Unix epoch, stamped into commands by the proposer so that applying

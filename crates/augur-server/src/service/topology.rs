@@ -11,11 +11,13 @@ use crate::node::{Consistency, Node};
 
 pub struct TopologyService {
     node: Node,
+    predictors: Option<augur_actors::PredictorSystem>,
 }
 
 impl TopologyService {
-    pub fn new(node: Node) -> Self {
-        Self { node }
+    /// `predictors` gives `GetRisk` its P(fail): each component's latest forecast.
+    pub fn new(node: Node, predictors: Option<augur_actors::PredictorSystem>) -> Self {
+        Self { node, predictors }
     }
 
     async fn write(&self, cmd: Command) -> Result<Response<pb::WriteResponse>, Status> {
@@ -228,6 +230,17 @@ impl pb::topology_server::Topology for TopologyService {
             )));
         }
         let radii = blocking(move || augur_graph::blast_radii(&g, &propagation_options())).await?;
+        // P(fail within 1 h) of every component with a forecast, in one pass over the shards.
+        let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
+            Some(p) => p
+                .list_at_risk(usize::MAX, 0.0)
+                .await
+                .map_err(|e| Status::unavailable(format!("predictors: {e}")))?
+                .into_iter()
+                .map(|(id, f)| (id.to_string(), f.p_fail[1]))
+                .collect(),
+            None => Default::default(),
+        };
         let policies: std::collections::HashMap<String, RiskPolicy> =
             policies.into_iter().collect();
         let mut risks: Vec<pb::ComponentRisk> = radii
@@ -236,8 +249,8 @@ impl pb::topology_server::Topology for TopologyService {
             .map(|b| {
                 let policy = policies.get(&b.component).copied().unwrap_or_default();
                 let threshold = augur_graph::action_threshold(b.blast_radius, &policy);
-                // Forecasts (P(fail)) are not in the state yet: risk is absent until they are.
-                risk_to_wire(b, threshold, None)
+                // Risk is absent while the component has no forecast.
+                risk_to_wire(b, threshold, p_fail.get(&b.component).copied())
             })
             .collect();
         risks.sort_by(|a, b| {

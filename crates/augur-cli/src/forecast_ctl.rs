@@ -1,0 +1,172 @@
+//! `augur ctl forecast | at-risk | push`: telemetry in, forecasts out.
+
+use std::path::Path;
+
+use augur_proto::pb;
+use augur_proto::pb::telemetry_client::TelemetryClient;
+use serde::Serialize;
+use tonic::Status;
+
+use crate::ctl::{print, Output};
+use augur_cli::Client;
+
+/// A forecast as `--output json` prints it (fields documented in docs/api.md).
+#[derive(Serialize)]
+pub struct ForecastView {
+    component: String,
+    at_ms: i64,
+    hps: f64,
+    anomaly: f64,
+    p_fail_5m: f64,
+    p_fail_1h: f64,
+    p_fail_24h: f64,
+    lead_time_s: Option<f64>,
+    why: Vec<(String, f64)>,
+    model_version: String,
+}
+
+impl From<pb::Forecast> for ForecastView {
+    fn from(f: pb::Forecast) -> Self {
+        Self {
+            component: f.component,
+            at_ms: f.at_ms,
+            hps: f.hps,
+            anomaly: f.anomaly,
+            p_fail_5m: f.p_fail_5m,
+            p_fail_1h: f.p_fail_1h,
+            p_fail_24h: f.p_fail_24h,
+            lead_time_s: f.lead_time_s,
+            why: f.why.into_iter().map(|i| (i.name, i.weight)).collect(),
+            model_version: f.model_version,
+        }
+    }
+}
+
+fn table(rows: &[ForecastView]) -> String {
+    let mut lines = vec![format!(
+        "{:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}  WHY",
+        "COMPONENT", "HPS", "ANOMALY", "P(5M)", "P(1H)", "P(24H)", "LEAD (S)"
+    )];
+    for f in rows {
+        let why: Vec<String> = f.why.iter().map(|(n, w)| format!("{n} {w:.2}")).collect();
+        lines.push(format!(
+            "{:<24} {:>6.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>10}  {}",
+            f.component,
+            f.hps,
+            f.anomaly,
+            f.p_fail_5m,
+            f.p_fail_1h,
+            f.p_fail_24h,
+            f.lead_time_s.map_or("-".into(), |l| format!("{l:.0}")),
+            why.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
+pub async fn forecast(client: &mut Client, output: Output, id: String) -> Result<(), Status> {
+    let req = pb::GetForecastRequest { component: id };
+    let f = client
+        .call(|c| {
+            let req = req.clone();
+            async move { TelemetryClient::new(c).get_forecast(req).await }
+        })
+        .await?
+        .into_inner();
+    let view = ForecastView::from(f);
+    print(output, &view, |v| table(std::slice::from_ref(v)));
+    Ok(())
+}
+
+pub async fn at_risk(
+    client: &mut Client,
+    output: Output,
+    limit: u32,
+    min_risk: f64,
+) -> Result<(), Status> {
+    let req = pb::ListAtRiskRequest { limit, min_risk };
+    let r = client
+        .call(|c| async move { TelemetryClient::new(c).list_at_risk(req).await })
+        .await?
+        .into_inner();
+    let rows: Vec<ForecastView> = r.forecasts.into_iter().map(ForecastView::from).collect();
+    print(output, &rows, |rows| table(rows));
+    Ok(())
+}
+
+/// Pushes a CSV of samples (`component,metric,timestamp_ms,value`, with that header) in
+/// batches of 10,000 over one stream.
+pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<(), Status> {
+    let mut reader = csv::Reader::from_path(file)
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", file.display())))?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| Status::invalid_argument(format!("{}: {e}", file.display())))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if header != ["component", "metric", "timestamp_ms", "value"] {
+        return Err(Status::invalid_argument(format!(
+            "{}: header is {header:?}, want component,metric,timestamp_ms,value",
+            file.display()
+        )));
+    }
+    let mut samples = Vec::new();
+    for (n, rec) in reader.records().enumerate() {
+        let line = n + 2;
+        let rec = rec.map_err(|e| Status::invalid_argument(format!("{}: {e}", file.display())))?;
+        let bad = |what: &str| {
+            Status::invalid_argument(format!("{} line {line}: bad {what}", file.display()))
+        };
+        samples.push(pb::Sample {
+            component: rec[0].to_string(),
+            metric: rec[1].to_string(),
+            timestamp_ms: rec[2].parse().map_err(|_| bad("timestamp_ms"))?,
+            // NaN and Inf are sent as they are: the node counts them.
+            value: rec[3].parse().map_err(|_| bad("value"))?,
+        });
+    }
+    let batches: Vec<pb::SampleBatch> = samples
+        .chunks(10_000)
+        .map(|c| pb::SampleBatch {
+            samples: c.to_vec(),
+        })
+        .collect();
+    let summary = client
+        .call(|c| {
+            let batches = batches.clone();
+            async move {
+                TelemetryClient::new(c)
+                    .push(futures::stream::iter(batches))
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    #[derive(Serialize)]
+    struct View {
+        batches: u64,
+        accepted: u64,
+        not_finite: u64,
+        unknown_component: u64,
+        out_of_order: u64,
+        duplicate: u64,
+        too_many_metrics: u64,
+    }
+    let v = View {
+        batches: summary.batches,
+        accepted: summary.accepted,
+        not_finite: summary.not_finite,
+        unknown_component: summary.unknown_component,
+        out_of_order: summary.out_of_order,
+        duplicate: summary.duplicate,
+        too_many_metrics: summary.too_many_metrics,
+    };
+    print(output, &v, |v| {
+        format!(
+            "{} batches: {} accepted, {} not finite, {} unknown component, {} out of order, {} duplicate, {} over the metric limit",
+            v.batches, v.accepted, v.not_finite, v.unknown_component, v.out_of_order, v.duplicate, v.too_many_metrics
+        )
+    });
+    Ok(())
+}

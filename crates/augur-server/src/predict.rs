@@ -1,0 +1,224 @@
+//! The node's predictors: the actor system, kept in step with the registered components, and
+//! the Prometheus remote-write receiver.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use augur_actors::{ActorsConfig, IngestSummary, PredictorSystem, Sample};
+use augur_predict::lstm::LstmModel;
+use augur_predict::predictor::PredictorConfig;
+use augur_store::StateReader;
+use augur_types::ComponentId;
+use tokio::sync::Mutex;
+
+use crate::config::TelemetrySection;
+
+/// The predictor actors plus the set of components they were told about.
+#[derive(Clone)]
+pub struct Predictors {
+    pub system: PredictorSystem,
+    state: StateReader,
+    synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
+}
+
+impl Predictors {
+    /// Loads the model (the configured file or the one shipped in the binary) and starts the
+    /// actors.
+    pub fn start(cfg: &TelemetrySection, state: StateReader) -> anyhow::Result<Self> {
+        let model = match &cfg.model {
+            Some(p) => LstmModel::load(p)?,
+            None => augur_predict::default_model().context("the shipped model")?,
+        };
+        let shards = if cfg.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+        } else {
+            cfg.shards
+        };
+        let actors = ActorsConfig {
+            shards,
+            tick_ms: cfg.tick_ms,
+            predictor: PredictorConfig {
+                window: cfg.window,
+                max_metrics: cfg.max_metrics,
+                out_of_order_tolerance_ms: cfg.out_of_order_tolerance_ms,
+                limits: Vec::new(),
+                season: cfg.season,
+            },
+            auto_register: cfg.auto_register,
+            ..ActorsConfig::default()
+        };
+        let system = PredictorSystem::start(actors, Arc::new(model))
+            .map_err(|e| anyhow::anyhow!("cannot start the predictor actors: {e}"))?;
+        Ok(Self {
+            system,
+            state,
+            synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
+        })
+    }
+
+    /// Brings the actors' set of components up to the applied state: new components are
+    /// registered, removed ones forgotten. Cheap when nothing was applied since the last call.
+    pub async fn sync(&self) {
+        let applied = self.state.last_applied_index();
+        let mut synced = self.synced.lock().await;
+        if synced.0 >= applied && applied > 0 {
+            return;
+        }
+        let now: BTreeSet<ComponentId> =
+            self.state.read(|s| s.components.keys().cloned().collect());
+        let added: Vec<ComponentId> = now.difference(&synced.1).cloned().collect();
+        let removed: Vec<ComponentId> = synced.1.difference(&now).cloned().collect();
+        if !added.is_empty() {
+            if let Err(e) = self.system.register(added).await {
+                tracing::warn!(error = %e, "cannot register components with the predictors");
+                return;
+            }
+        }
+        if !removed.is_empty() {
+            if let Err(e) = self.system.deregister(removed).await {
+                tracing::warn!(error = %e, "cannot deregister components");
+                return;
+            }
+        }
+        *synced = (applied, now);
+    }
+
+    /// Keeps [`Predictors::sync`] running on every applied change.
+    pub fn spawn_sync(&self) {
+        let this = self.clone();
+        let mut changes = self.state.subscribe();
+        tokio::spawn(async move {
+            loop {
+                this.sync().await;
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Counts a summary into `/metrics`.
+pub fn record(summary: &IngestSummary, source: &'static str) {
+    for (kind, n) in summary.by_kind() {
+        if n > 0 {
+            metrics::counter!("augur_ingest_samples_total", "kind" => kind, "source" => source)
+                .increment(n);
+        }
+    }
+}
+
+/// Makes a sample, or counts it as an unknown component when its id is not a valid id.
+pub fn sample(
+    component: &str,
+    metric: &str,
+    ts_ms: i64,
+    value: f64,
+    bad_ids: &mut u64,
+) -> Option<Sample> {
+    match ComponentId::new(component) {
+        Ok(component) => Some(Sample {
+            component,
+            metric: metric.to_string(),
+            ts_ms,
+            value,
+        }),
+        Err(_) => {
+            *bad_ids += 1;
+            None
+        }
+    }
+}
+
+/// Serves `POST /api/v1/write` (Prometheus remote write 1.0) on `addr` until the process
+/// ends. 204 on success, 400 naming the problem for a body that cannot be read, 429 with
+/// `Retry-After` when the node is saturated.
+pub async fn serve_remote_write(
+    addr: SocketAddr,
+    predictors: Predictors,
+    label: String,
+    inflight: Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper::{Method, Response, StatusCode};
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for remote write"))?;
+    tracing::info!(%addr, "remote-write receiver serving");
+    let label = Arc::new(label);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "remote-write accept failed");
+                continue;
+            }
+        };
+        let predictors = predictors.clone();
+        let label = label.clone();
+        let inflight = inflight.clone();
+        tokio::spawn(async move {
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let predictors = predictors.clone();
+                    let label = label.clone();
+                    let inflight = inflight.clone();
+                    async move {
+                        let reply = |code: StatusCode, msg: String| {
+                            let mut r = Response::new(Full::new(Bytes::from(msg)));
+                            *r.status_mut() = code;
+                            r
+                        };
+                        if req.method() != Method::POST || req.uri().path() != "/api/v1/write" {
+                            return Ok::<_, hyper::Error>(reply(
+                                StatusCode::NOT_FOUND,
+                                "only POST /api/v1/write is served here\n".into(),
+                            ));
+                        }
+                        let Ok(_permit) = inflight.try_acquire() else {
+                            let mut r = reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
+                            r.headers_mut().insert(
+                                "retry-after",
+                                hyper::header::HeaderValue::from_static("1"),
+                            );
+                            return Ok(r);
+                        };
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let wr = match augur_proto::prom::decode_remote_write(&body) {
+                            Ok(w) => w,
+                            Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+                        };
+                        let (labeled, unlabeled) =
+                            augur_proto::prom::remote_write_samples(&wr, &label);
+                        let mut bad = unlabeled;
+                        let samples: Vec<Sample> = labeled
+                            .iter()
+                            .filter_map(|s| {
+                                sample(s.component, s.metric, s.ts_ms, s.value, &mut bad)
+                            })
+                            .collect();
+                        predictors.sync().await;
+                        match predictors.system.ingest(samples).await {
+                            Ok(mut summary) => {
+                                summary.unknown_component += bad;
+                                record(&summary, "remote_write");
+                                Ok(reply(StatusCode::NO_CONTENT, String::new()))
+                            }
+                            Err(e) => Ok(reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),
+                        }
+                    }
+                });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "remote-write connection ended");
+            }
+        });
+    }
+}

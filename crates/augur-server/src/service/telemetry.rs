@@ -1,0 +1,170 @@
+//! `Telemetry`: samples in (a client stream of batches), forecasts out.
+
+use std::sync::Arc;
+
+use augur_predict::predictor::Forecast;
+use augur_proto::pb;
+use augur_types::ComponentId;
+use futures::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::predict::{record, sample, Predictors};
+
+pub struct TelemetryService {
+    predictors: Predictors,
+    inflight: Arc<tokio::sync::Semaphore>,
+    retry_after_ms: u64,
+}
+
+impl TelemetryService {
+    pub fn new(
+        predictors: Predictors,
+        inflight: Arc<tokio::sync::Semaphore>,
+        retry_after_ms: u64,
+    ) -> Self {
+        Self {
+            predictors,
+            inflight,
+            retry_after_ms,
+        }
+    }
+}
+
+/// The wire form of a forecast.
+pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
+    pb::Forecast {
+        component: component.to_string(),
+        at_ms: f.at_ms,
+        anomaly: f.anomaly,
+        p_fail_5m: f.p_fail[0],
+        p_fail_1h: f.p_fail[1],
+        p_fail_24h: f.p_fail[2],
+        lead_time_s: f.lead_time_s,
+        hps: f.hps,
+        why: f
+            .why
+            .iter()
+            .map(|(name, weight)| pb::Indicator {
+                name: name.clone(),
+                weight: *weight,
+            })
+            .collect(),
+        model_version: f.model_version.clone(),
+    }
+}
+
+fn actors_status(e: augur_actors::ActorsError) -> Status {
+    match e {
+        augur_actors::ActorsError::BatchTooLarge { .. } | augur_actors::ActorsError::Config(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        augur_actors::ActorsError::Model { .. } => Status::internal(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::telemetry_server::Telemetry for TelemetryService {
+    async fn push(
+        &self,
+        req: Request<Streaming<pb::SampleBatch>>,
+    ) -> Result<Response<pb::PushSummary>, Status> {
+        let mut stream = req.into_inner();
+        let mut out = pb::PushSummary::default();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let Ok(_permit) = self.inflight.try_acquire() else {
+                let mut status = Status::resource_exhausted(format!(
+                    "node saturated; {} batches taken before this one; retry later",
+                    out.batches
+                ));
+                if let Ok(v) = self.retry_after_ms.to_string().parse() {
+                    status.metadata_mut().insert("retry-after-ms", v);
+                }
+                return Err(status);
+            };
+            let mut bad_ids = 0u64;
+            let samples: Vec<_> = batch
+                .samples
+                .iter()
+                .filter_map(|s| {
+                    sample(
+                        &s.component,
+                        &s.metric,
+                        s.timestamp_ms,
+                        s.value,
+                        &mut bad_ids,
+                    )
+                })
+                .collect();
+            self.predictors.sync().await;
+            let mut summary = self
+                .predictors
+                .system
+                .ingest(samples)
+                .await
+                .map_err(actors_status)?;
+            summary.unknown_component += bad_ids;
+            record(&summary, "grpc");
+            out.batches += 1;
+            out.accepted += summary.accepted;
+            out.not_finite += summary.not_finite;
+            out.unknown_component += summary.unknown_component;
+            out.out_of_order += summary.out_of_order;
+            out.duplicate += summary.duplicate;
+            out.too_many_metrics += summary.too_many_metrics + summary.lost;
+        }
+        Ok(Response::new(out))
+    }
+
+    async fn get_forecast(
+        &self,
+        req: Request<pb::GetForecastRequest>,
+    ) -> Result<Response<pb::Forecast>, Status> {
+        let id = req.into_inner().component;
+        let cid = ComponentId::new(id.clone())
+            .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
+        match self
+            .predictors
+            .system
+            .forecast(&cid)
+            .await
+            .map_err(actors_status)?
+        {
+            Some(f) => Ok(Response::new(forecast_to_wire(&id, &f))),
+            None => Err(Status::not_found(format!(
+                "no forecast for {id} (unknown, or no samples scored yet)"
+            ))),
+        }
+    }
+
+    async fn list_at_risk(
+        &self,
+        req: Request<pb::ListAtRiskRequest>,
+    ) -> Result<Response<pb::ListAtRiskResponse>, Status> {
+        let req = req.into_inner();
+        if !(0.0..=1.0).contains(&req.min_risk) {
+            return Err(Status::invalid_argument(format!(
+                "min_risk {} is not in [0, 1]",
+                req.min_risk
+            )));
+        }
+        let limit = if req.limit == 0 {
+            20
+        } else {
+            req.limit as usize
+        };
+        let rows = self
+            .predictors
+            .system
+            .list_at_risk(limit, req.min_risk)
+            .await
+            .map_err(actors_status)?;
+        Ok(Response::new(pb::ListAtRiskResponse {
+            forecasts: rows
+                .iter()
+                .map(|(id, f)| forecast_to_wire(id.as_str(), f))
+                .collect(),
+        }))
+    }
+}

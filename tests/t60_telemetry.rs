@@ -1,0 +1,202 @@
+//! Telemetry in, forecasts out, through a real node: samples pushed over gRPC and over
+//! Prometheus remote write reach the component actors; bad samples are counted by kind and
+//! never poison their batch; a component whose metric steps away tops `ctl at-risk`, and its
+//! forecast names the metric; `ctl risk` gains P(fail) and risk.
+
+mod common;
+
+use std::time::Duration;
+
+use augur_proto::pb;
+use augur_proto::pb::telemetry_client::TelemetryClient;
+use augur_proto::prom::{encode_remote_write, Label, PromSample, TimeSeries, WriteRequest};
+use common::*;
+use serde_json::Value;
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// A seeded noisy series around `level`: the same values every run.
+fn noisy(n: usize, level: f64, seed: u64) -> Vec<f64> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            level + ((s % 1000) as f64 / 1000.0 - 0.5) * level * 0.02
+        })
+        .collect()
+}
+
+fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
+    pb::Sample {
+        component: component.into(),
+        metric: metric.into(),
+        timestamp_ms: ts,
+        value,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
+    let rw_port = free_ports(1)[0];
+    let extra = Box::leak(
+        format!("[telemetry]\ntick_ms = 50\nremote_write_listen = \"127.0.0.1:{rw_port}\"\n")
+            .into_boxed_str(),
+    );
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml: extra,
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ["api", "db", "cache", "queue"] {
+        assert!(register(&mut client, id).await, "register {id}");
+    }
+
+    // 400 samples per component (the detectors learn for 300); db's latency steps up fivefold
+    // for the last 5.
+    let mut batch = Vec::new();
+    for (k, id) in ["api", "db", "cache", "queue"].iter().enumerate() {
+        for (i, v) in noisy(400, 100.0, k as u64 + 1).into_iter().enumerate() {
+            let v = if *id == "db" && i >= 395 { v * 5.0 } else { v };
+            batch.push(sample(id, "latency_ms", i as i64 * 1000, v));
+        }
+    }
+    // Bad samples, in the same batch: each is counted and the rest is taken.
+    batch.push(sample("api", "latency_ms", 500_000, f64::NAN));
+    batch.push(sample("ghost", "latency_ms", 1, 1.0));
+    batch.push(sample("not a valid id!", "latency_ms", 1, 1.0));
+    batch.push(sample("api", "latency_ms", 399_000, 100.0)); // duplicate of the last one
+    batch.push(sample("api", "latency_ms", 5_000, 100.0)); // far behind: out of order
+    let ch = channel(&cluster.addr(1)).await.expect("channel");
+    let summary = TelemetryClient::new(ch)
+        .push(futures::stream::iter(vec![pb::SampleBatch {
+            samples: batch,
+        }]))
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(summary.batches, 1);
+    assert_eq!(summary.accepted, 1600);
+    assert_eq!(summary.not_finite, 1);
+    assert_eq!(summary.unknown_component, 2);
+    assert_eq!(summary.duplicate, 1);
+    assert_eq!(summary.out_of_order, 1);
+
+    // The scorer ticks every 50 ms: wait until db's forecast shows the step.
+    let top = eventually("db at the top of at-risk", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let (code, out, _) = ctl(&ep, &["--output", "json", "at-risk", "--limit", "4"]);
+            if code != 0 {
+                return None;
+            }
+            let rows = json(&out);
+            let rows = rows.as_array()?.clone();
+            (rows.len() == 4 && rows[0]["component"] == "db").then_some(rows)
+        }
+    })
+    .await;
+    let db = &top[0];
+    assert!(db["anomaly"].as_f64().unwrap() > 0.99, "{db}");
+    assert!(
+        db["hps"].as_f64().unwrap() < top[1]["hps"].as_f64().unwrap(),
+        "{top:?}"
+    );
+    assert!(db["why"].to_string().contains("latency_ms"), "{db}");
+    assert!(
+        db["model_version"].as_str().unwrap().starts_with("lstm-"),
+        "{db}"
+    );
+    let p = db["p_fail_1h"].as_f64().unwrap();
+    assert!(db["p_fail_5m"].as_f64().unwrap() <= p && p <= db["p_fail_24h"].as_f64().unwrap());
+
+    let (code, out, err) = ctl(&ep, &["--output", "json", "forecast", "api"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(json(&out)["anomaly"].as_f64().unwrap() < 0.99, "{out}");
+    let (code, _, err) = ctl(&ep, &["forecast", "ghost"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no forecast for ghost"), "{err}");
+
+    // Risk = P(fail) × blast radius for components with a forecast.
+    let (code, out, err) = ctl(&ep, &["--output", "json", "risk"]);
+    assert_eq!(code, 0, "{err}");
+    let risks = json(&out);
+    let db_risk = risks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["component"] == "db")
+        .unwrap();
+    assert!(db_risk["p_fail"].as_f64().is_some(), "{db_risk}");
+
+    // Prometheus remote write: the component comes from the `component` label.
+    let label = |n: &str, v: &str| Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = WriteRequest {
+        timeseries: vec![
+            TimeSeries {
+                labels: vec![
+                    label("__name__", "queue_depth"),
+                    label("component", "queue"),
+                ],
+                samples: (0..10)
+                    .map(|i| PromSample {
+                        value: 3.0,
+                        timestamp: 600_000 + i,
+                    })
+                    .collect(),
+            },
+            TimeSeries {
+                labels: vec![label("__name__", "queue_depth")],
+                samples: vec![PromSample {
+                    value: 3.0,
+                    timestamp: 1,
+                }],
+            },
+        ],
+    };
+    let status = post(rw_port, encode_remote_write(&req)).await;
+    assert_eq!(status, 204);
+    assert_eq!(post(rw_port, b"garbage".to_vec()).await, 400);
+    eventually(
+        "remote-written samples in queue's window",
+        Duration::from_secs(10),
+        || {
+            let ep = ep.clone();
+            async move {
+                let (_, out, _) = ctl(&ep, &["--output", "json", "forecast", "queue"]);
+                (serde_json::from_str::<Value>(&out).ok()?["at_ms"].as_i64()? >= 600_009)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+async fn post(port: u16, body: Vec<u8>) -> u16 {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<hyper::body::Bytes>>();
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v1/write"))
+        .header("content-encoding", "snappy")
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(hyper::body::Bytes::from(body)))
+        .unwrap();
+    client
+        .request(req)
+        .await
+        .expect("remote write")
+        .status()
+        .as_u16()
+}
