@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use augur_predict::lstm::SeededRng;
 use augur_proto::pb;
 use augur_proto::pb::telemetry_client::TelemetryClient;
 use augur_proto::prom::{encode_remote_write, Label, PromSample, TimeSeries, WriteRequest};
@@ -17,16 +18,11 @@ fn json(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-/// A seeded noisy series around `level`: the same values every run.
+/// A seeded noisy series around `level` (±1%): the same values every run.
 fn noisy(n: usize, level: f64, seed: u64) -> Vec<f64> {
-    let mut s = seed | 1;
+    let mut rng = SeededRng::new(seed);
     (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            level + ((s % 1000) as f64 / 1000.0 - 0.5) * level * 0.02
-        })
+        .map(|_| level + (rng.unit() - 0.5) * level * 0.02)
         .collect()
 }
 

@@ -181,15 +181,7 @@ impl PredictorSystem {
         &self,
         ids: impl IntoIterator<Item = ComponentId>,
     ) -> Result<usize, ActorsError> {
-        let parts = self.split(ids.into_iter().collect(), |id| id);
-        let reqs = self
-            .inner
-            .shards
-            .iter()
-            .zip(parts)
-            .filter(|(_, p)| !p.is_empty());
-        let added = join_all(reqs.map(|(s, p)| s.send(Register(p)))).await;
-        added.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
+        self.count_per_shard(ids, Register).await
     }
 
     /// Forgets components and stops their actors. Answers how many were known.
@@ -197,6 +189,19 @@ impl PredictorSystem {
         &self,
         ids: impl IntoIterator<Item = ComponentId>,
     ) -> Result<usize, ActorsError> {
+        self.count_per_shard(ids, Deregister).await
+    }
+
+    /// Sends each shard its part of `ids` as one message and adds up the counts it answers.
+    async fn count_per_shard<M>(
+        &self,
+        ids: impl IntoIterator<Item = ComponentId>,
+        message: fn(Vec<ComponentId>) -> M,
+    ) -> Result<usize, ActorsError>
+    where
+        M: Message<Result = usize> + Send + 'static,
+        Shard: Handler<M>,
+    {
         let parts = self.split(ids.into_iter().collect(), |id| id);
         let reqs = self
             .inner
@@ -204,8 +209,8 @@ impl PredictorSystem {
             .iter()
             .zip(parts)
             .filter(|(_, p)| !p.is_empty());
-        let removed = join_all(reqs.map(|(s, p)| s.send(Deregister(p)))).await;
-        removed.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
+        let counts = join_all(reqs.map(|(s, p)| s.send(message(p)))).await;
+        counts.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
     }
 
     /// Takes a batch of samples. A bad sample is counted under its kind and never stops the

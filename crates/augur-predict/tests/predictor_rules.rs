@@ -2,6 +2,7 @@
 //! does within a few samples once the detectors have learnt (300 samples), whatever the level,
 //! noise and history length.
 
+use augur_predict::lstm::SeededRng;
 use augur_predict::predictor::{default_hazard, ComponentPredictor, PredictorConfig, ALARM};
 use proptest::prelude::*;
 
@@ -20,15 +21,8 @@ fn run(values: &[f64]) -> Vec<f64> {
 }
 
 fn noise(seed: u64, n: usize) -> Vec<f64> {
-    let mut s = seed | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s % 10_000) as f64 / 10_000.0 - 0.5
-        })
-        .collect()
+    let mut rng = SeededRng::new(seed);
+    (0..n).map(|_| rng.unit() - 0.5).collect()
 }
 
 proptest! {
