@@ -19,6 +19,9 @@ use crate::threshold::{time_to_threshold, Limit};
 /// The anomaly score at which a metric counts as alarming.
 pub const ALARM: f64 = 0.99;
 
+/// A metric's anomaly above which it is named in a forecast's `why`.
+pub const WHY_MIN_ANOMALY: f64 = 0.9;
+
 /// Per-node settings of every component's predictor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictorConfig {
@@ -273,11 +276,22 @@ impl ComponentPredictor {
             anomaly,
             lead_time_s: lead,
         });
+        // Alarming metrics by their detectors, and by the LSTM's residual (named
+        // `<metric>:lstm_residual`); names are cloned only for those that make the list.
         let mut why: Vec<(String, f64)> = self
             .metrics
             .iter()
-            .map(|m| (m.name.clone(), m.detector.anomaly()))
-            .filter(|(_, a)| *a > 0.9)
+            .flat_map(|m| {
+                let by_detectors = (m.detector.anomaly() > WHY_MIN_ANOMALY)
+                    .then(|| (m.name.clone(), m.detector.anomaly()));
+                let by_lstm = (m.detector.lstm_anomaly() >= ALARM).then(|| {
+                    (
+                        format!("{}:lstm_residual", m.name),
+                        m.detector.lstm_anomaly(),
+                    )
+                });
+                by_detectors.into_iter().chain(by_lstm)
+            })
             .collect();
         why.sort_by(|a, b| b.1.total_cmp(&a.1));
         why.truncate(3);
@@ -412,6 +426,29 @@ mod tests {
             "{:?}",
             &scores[295..310]
         );
+    }
+
+    /// The LSTM forecasts 0 (the scaled mean) throughout; after a step its residual alarms
+    /// and the forecast names it beside the detectors' verdict.
+    #[test]
+    fn an_alarming_lstm_residual_is_named_in_why() {
+        let cfg = PredictorConfig::default();
+        let mut p = ComponentPredictor::new(4);
+        let mut rng = crate::lstm::SeededRng::new(3);
+        let values = (0..400).map(move |i| {
+            let level = if i < 395 { 100.0 } else { 160.0 };
+            level + rng.unit() - 0.5
+        });
+        feed(&mut p, &cfg, values);
+        let why: Vec<&str> = p
+            .forecast()
+            .unwrap()
+            .why
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert!(why.contains(&"latency"), "{why:?}");
+        assert!(why.contains(&"latency:lstm_residual"), "{why:?}");
     }
 
     #[test]
