@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use augur_predict::baseline::median_step;
-use augur_predict::ensemble::detector;
 use augur_predict::eval::{self, CmapssOptions};
 use augur_predict::lstm::{EpochReport, LstmModel};
 use augur_predict::synthetic::train_default;
 use augur_predict::{nab, plot};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ctl::print;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -39,7 +39,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "2015-02-01 00:00:00")]
     split: String,
     /// Azure PdM: the hazard model's L2 penalty (a month of training data needs a strong one).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = eval::AZURE_L2)]
     l2: f64,
     #[arg(long, value_enum, default_value_t = crate::ctl::Output::Text)]
     output: crate::ctl::Output,
@@ -83,18 +83,6 @@ fn on_epoch(pb: &ProgressBar) -> impl FnMut(EpochReport) + '_ {
     }
 }
 
-fn print<T: serde::Serialize>(
-    output: crate::ctl::Output,
-    value: &T,
-    text: impl FnOnce(),
-) -> anyhow::Result<()> {
-    match output {
-        crate::ctl::Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        crate::ctl::Output::Text => text(),
-    }
-    Ok(())
-}
-
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     if args.synthetic {
         let epochs = args.epochs.unwrap_or(25);
@@ -103,16 +91,17 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             train_default(args.seed, epochs, args.hidden.unwrap_or(32), on_epoch(&pb))?;
         pb.finish();
         let version = model.save(&args.out)?;
-        return print(
+        print(
             args.output,
             &serde_json::json!({ "model_version": version, "sequences": n }),
-            || {
-                println!(
+            |_| {
+                format!(
                     "wrote {} ({version}) from {n} synthetic components",
                     args.out.display()
                 )
             },
         );
+        return Ok(());
     }
     let data = args.data.as_deref().context("--data is required")?;
     if data.is_dir() && data.join("PdM_telemetry.csv").exists() {
@@ -121,29 +110,32 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let report = eval::azure(data, &args.out, &args.split, fit)?;
-        return print(args.output, &report, || {
-            println!(
+        print(args.output, &report, |_| {
+            let mut lines = Vec::new();
+            lines.push(format!(
                 "hazard models → {} (test from {})",
                 args.out.display(),
                 report.split_hour
-            );
-            println!("component  threshold  precision  recall  f1");
+            ));
+            lines.push("component  threshold  precision  recall  f1".to_string());
             for (c, t, conf) in &report.per_component {
-                println!(
+                lines.push(format!(
                     "{c:<10} {t:>9.4} {:>10.3} {:>7.3} {:>5.3}",
                     conf.precision(),
                     conf.recall(),
                     conf.f1()
-                );
+                ));
             }
-            println!(
+            lines.push(format!(
                 "all        {:>9} {:>10.3} {:>7.3} {:>5.3}",
                 "", report.precision, report.recall, report.f1
-            );
+            ));
             if let Some(svg) = &report.calibration_svg {
-                println!("calibration plot: {}", svg.display());
+                lines.push(format!("calibration plot: {}", svg.display()));
             }
+            lines.join("\n")
         });
+        return Ok(());
     }
     if data.is_file() {
         let mut opts = CmapssOptions {
@@ -160,23 +152,26 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         let pb = bar(opts.train.epochs);
         let report = eval::cmapss(data, &args.out, opts, on_epoch(&pb))?;
         pb.finish();
-        return print(args.output, &report, || {
-            println!(
+        print(args.output, &report, |_| {
+            let mut lines = Vec::new();
+            lines.push(format!(
                 "{} ({}) trained on {} engines; held out {}",
                 args.out.display(),
                 report.model_version,
                 report.train_engines,
                 report.test_engines.len()
-            );
-            println!(
+            ));
+            lines.push(format!(
                 "P(fail within {} cycles) ≥ {:.3} on every held-out cycle: precision {:.3} recall {:.3} F1 {:.3}",
                 report.horizon_cycles,
                 report.threshold,
                 report.all_cycles_precision,
                 report.all_cycles_recall,
                 report.all_cycles_f1
-            );
+            ));
+            lines.join("\n")
         });
+        return Ok(());
     }
     bail!(
         "{}: not a C-MAPSS file or an Azure PdM folder (PdM_telemetry.csv)",
@@ -192,25 +187,29 @@ fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<LstmModel>> {
 }
 
 pub fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
-    let model = if args.detector == "lstm" || args.detector == "ensemble" {
+    // Only the `lstm` detector reads the model (the node's ensemble uses it for P(fail)).
+    let model = if args.detector == "lstm" {
         Some(load_model(args.model.as_deref())?)
     } else {
         None
     };
     if args.data.join("labels/combined_windows.json").exists() {
         let report = eval::nab(&args.data, &args.detector, model, args.out.as_deref())?;
-        return print(args.output, &report, || {
-            println!(
+        print(args.output, &report, |_| {
+            let mut lines = Vec::new();
+            lines.push(format!(
                 "{}: {} series, {} windows",
                 report.detector, report.series, report.windows
-            );
+            ));
             for s in &report.scores {
-                println!(
+                lines.push(format!(
                     "{:<20} {:>6.1}  (threshold {:.4}, {} TP, {} FP, {} FN)",
                     s.profile, s.normalized, s.threshold, s.tp, s.fp, s.fn_
-                );
+                ));
             }
+            lines.join("\n")
         });
+        return Ok(());
     }
     let files: Vec<PathBuf> = if args.data.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(&args.data)
@@ -229,17 +228,7 @@ pub fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     let mut summary = Vec::new();
     for f in &files {
         let series = nab::read_series_file(f)?;
-        let mut d = detector(
-            &args.detector,
-            median_step(&series.timestamps),
-            model.clone(),
-        )?;
-        let scores: Vec<f64> = series
-            .timestamps
-            .iter()
-            .zip(&series.values)
-            .map(|(&t, &v)| d.score(t, v))
-            .collect();
+        let scores = eval::replay(&args.detector, &series, model.clone())?;
         let alarms = scores
             .iter()
             .filter(|s| **s >= augur_predict::predictor::ALARM)
@@ -257,15 +246,18 @@ pub fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
             serde_json::json!({ "series": series.name, "rows": scores.len(), "alarms": alarms }),
         );
     }
-    print(args.output, &summary, || {
+    print(args.output, &summary, |_| {
+        let mut lines = Vec::new();
         for s in &summary {
-            println!(
+            lines.push(format!(
                 "{}: {} rows, {} at or above {}",
                 s["series"],
                 s["rows"],
                 s["alarms"],
                 augur_predict::predictor::ALARM
-            );
+            ));
         }
-    })
+        lines.join("\n")
+    });
+    Ok(())
 }

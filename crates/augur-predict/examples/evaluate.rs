@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 l2: std::env::var("L2")
                     .ok()
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.1),
+                    .unwrap_or(augur_predict::eval::AZURE_L2),
                 epochs: std::env::var("EPOCHS")
                     .ok()
                     .and_then(|v| v.parse().ok())

@@ -99,11 +99,7 @@ pub fn cmapss_sequence(e: &Engine, keep: &[usize], scaling: &Scaling, horizon: u
     let mut rows = Vec::with_capacity(len * keep.len());
     for r in &e.rows {
         let mut row: Vec<f32> = keep.iter().map(|&j| r[j]).collect();
-        if let Scaling::Fleet { min, max } = scaling {
-            for (k, v) in row.iter_mut().enumerate() {
-                *v = ((*v - min[k]) / (max[k] - min[k]).max(1e-6)).clamp(-1.0, 2.0);
-            }
-        }
+        scaling.apply(&mut row);
         rows.extend(row);
     }
     let labels = (0..len)

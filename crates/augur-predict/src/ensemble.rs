@@ -71,13 +71,10 @@ impl Surprise for Pushed {
 /// The LSTM as a one-series detector: the series goes into input 0, the others stay 0.
 pub struct LstmDetector {
     model: Arc<LstmModel>,
-    norm: OnlineNorm,
+    metric: MetricDetector,
     h: Vec<f32>,
     c: Vec<f32>,
     x: Vec<f32>,
-    predicted: Option<f32>,
-    residual: ResidualScale,
-    likelihood: Likelihood<Pushed>,
 }
 
 impl LstmDetector {
@@ -85,36 +82,24 @@ impl LstmDetector {
         let (i, h) = (model.meta.inputs, model.meta.hidden);
         Self {
             model,
-            norm: OnlineNorm::default(),
+            metric: MetricDetector::new(0),
             h: vec![0.0; h],
             c: vec![0.0; h],
             x: vec![0.0; i],
-            predicted: None,
-            residual: ResidualScale::default(),
-            likelihood: Likelihood::new(Pushed),
         }
-    }
-
-    /// The residual surprise of `value` against the last forecast, then one step.
-    fn surprise(&mut self, value: f64) -> f64 {
-        let z = self.norm.scale(value);
-        let s = match self.predicted {
-            Some(p) => self.residual.surprise((z - p) as f64),
-            None => 0.0,
-        };
-        self.x[0] = z;
-        match self.model.step(1, &self.x, &mut self.h, &mut self.c) {
-            Ok(out) => self.predicted = Some(out.next[0]),
-            Err(_) => self.predicted = None,
-        }
-        s
     }
 }
 
 impl Detector for LstmDetector {
+    /// The node's per-metric path with one model step per row: the score is the likelihood
+    /// of the LSTM's residual ([`MetricDetector::lstm_anomaly`]).
     fn score(&mut self, _t: i64, value: f64) -> f64 {
-        let s = self.surprise(value);
-        self.likelihood.push_surprise(s)
+        self.metric.update(value);
+        self.x[0] = self.metric.scaled();
+        if let Ok(out) = self.model.step(1, &self.x, &mut self.h, &mut self.c) {
+            self.metric.set_prediction(out.next[0]);
+        }
+        self.metric.lstm_anomaly()
     }
 }
 

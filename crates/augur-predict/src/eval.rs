@@ -14,9 +14,7 @@ use crate::ensemble::detector;
 use crate::hazard::{FitOptions, HazardModel};
 use crate::hps::{health_projection_score, HpsInputs};
 use crate::lstm::{EpochReport, LstmModel, ModelMeta, SeededRng, TrainOptions};
-use crate::nab::{
-    read_corpus, score_at_threshold, score_corpus, write_results, ProfileScore, PROFILES,
-};
+use crate::nab::{read_corpus, score_corpus, write_results, LabeledSeries, ProfileScore, PROFILES};
 use crate::plot::{backtest_svg, quantile_bins, reliability_bins, reliability_svg};
 use crate::PredictError;
 
@@ -293,6 +291,26 @@ pub fn azure(
     })
 }
 
+/// The Azure hazard models' L2 penalty: a month of training data needs a strong one
+/// (`docs/evaluation.md` has the sweep).
+pub const AZURE_L2: f64 = 0.1;
+
+/// Replays `series` through a fresh detector `name` online: one score per row, each from the
+/// rows up to it.
+pub fn replay(
+    name: &str,
+    series: &LabeledSeries,
+    model: Option<Arc<LstmModel>>,
+) -> Result<Vec<f64>, PredictError> {
+    let mut d = detector(name, median_step(&series.timestamps), model)?;
+    Ok(series
+        .timestamps
+        .iter()
+        .zip(&series.values)
+        .map(|(&t, &v)| d.score(t, v))
+        .collect())
+}
+
 /// What a NAB backtest reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct NabReport {
@@ -319,15 +337,7 @@ pub fn nab(
             .iter()
             .map(|series| {
                 let model = model.clone();
-                s.spawn(move || -> Result<Vec<f64>, PredictError> {
-                    let mut d = detector(name, median_step(&series.timestamps), model)?;
-                    Ok(series
-                        .timestamps
-                        .iter()
-                        .zip(&series.values)
-                        .map(|(&t, &v)| d.score(t, v))
-                        .collect())
-                })
+                s.spawn(move || replay(name, series, model))
             })
             .collect();
         handles
@@ -362,7 +372,6 @@ pub fn nab(
             std::fs::write(&svg_path, svg).map_err(|e| PredictError::io(&svg_path, e))?;
         }
     }
-    let _ = score_at_threshold;
     Ok(NabReport {
         detector: name.to_string(),
         series: corpus.len(),

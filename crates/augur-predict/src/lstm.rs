@@ -29,6 +29,18 @@ pub enum Scaling {
     Fleet { min: Vec<f32>, max: Vec<f32> },
 }
 
+impl Scaling {
+    /// Scales one row of raw inputs in place.
+    pub fn apply(&self, row: &mut [f32]) {
+        if let Scaling::Fleet { min, max } = self {
+            for (j, v) in row.iter_mut().enumerate() {
+                let span = (max[j] - min[j]).max(1e-6);
+                *v = ((*v - min[j]) / span).clamp(-1.0, 2.0);
+            }
+        }
+    }
+}
+
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -58,12 +70,7 @@ impl ModelMeta {
 
     /// Scales one row of raw inputs the way the model expects.
     pub fn scale(&self, row: &mut [f32]) {
-        if let Scaling::Fleet { min, max } = &self.scaling {
-            for (j, v) in row.iter_mut().enumerate() {
-                let span = (max[j] - min[j]).max(1e-6);
-                *v = ((*v - min[j]) / span).clamp(-1.0, 2.0);
-            }
-        }
+        self.scaling.apply(row);
     }
 }
 
@@ -90,7 +97,7 @@ struct Fused {
 }
 
 impl Fused {
-    fn from_varmap(varmap: &VarMap, device: &Device) -> Result<Self, PredictError> {
+    fn from_varmap(varmap: &VarMap) -> Result<Self, PredictError> {
         let data = varmap
             .data()
             .lock()
@@ -111,7 +118,6 @@ impl Fused {
             .contiguous()?;
         let head_b: Vec<f32> =
             Tensor::cat(&[get("next.bias")?, get("fail.bias")?], 0)?.to_vec1()?;
-        let _ = device;
         Ok(Self {
             w,
             bias,
@@ -119,6 +125,13 @@ impl Fused {
             head_b,
         })
     }
+}
+
+/// The machine's cores, read once: `available_parallelism` reads cgroup files on Linux, too
+/// slow for every step.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -270,28 +283,39 @@ impl LstmModel {
         if meta.inputs == 0 || meta.hidden == 0 {
             return Err(PredictError::param("meta", "inputs and hidden must be > 0"));
         }
+        let mut rng = SeededRng::new(meta.seed);
+        let k = 1.0 / (meta.hidden as f64).sqrt();
+        Self::with_weights(meta, |vars| {
+            let mut names: Vec<&String> = vars.keys().collect();
+            names.sort();
+            for name in names {
+                let var = &vars[name];
+                let vals: Vec<f32> = (0..var.elem_count())
+                    .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
+                    .collect();
+                var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Builds the layers for `meta`, lets `set` fill every variable (by name), and lays out the
+    /// serving weights: the one path of [`LstmModel::new`] and [`LstmModel::from_bytes`].
+    fn with_weights(
+        meta: ModelMeta,
+        set: impl FnOnce(&HashMap<String, candle_core::Var>) -> Result<(), PredictError>,
+    ) -> Result<Self, PredictError> {
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let (lstm, next, fail) = build(&varmap, &meta, &device)?;
-        let mut rng = SeededRng::new(meta.seed);
-        let k = 1.0 / (meta.hidden as f64).sqrt();
         {
-            let data = varmap
+            let vars = varmap
                 .data()
                 .lock()
                 .map_err(|_| PredictError::param("varmap", "poisoned"))?;
-            let mut names: Vec<&String> = data.keys().collect();
-            names.sort();
-            for name in names {
-                let var = &data[name];
-                let n = var.elem_count();
-                let vals: Vec<f32> = (0..n)
-                    .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
-                    .collect();
-                var.set(&Tensor::from_vec(vals, var.shape(), &device)?)?;
-            }
+            set(&vars)?;
         }
-        let fused = Fused::from_varmap(&varmap, &device)?;
+        let fused = Fused::from_varmap(&varmap)?;
         Ok(Self {
             meta,
             varmap,
@@ -320,16 +344,9 @@ impl LstmModel {
             .ok_or_else(|| PredictError::param("model", "no `augur` metadata in the header"))?;
         let meta: ModelMeta = serde_json::from_str(meta_json)
             .map_err(|e| PredictError::param("model", format!("bad metadata: {e}")))?;
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load_buffer(buf, &device)?;
-        let varmap = VarMap::new();
-        let (lstm, next, fail) = build(&varmap, &meta, &device)?;
-        {
-            let data = varmap
-                .data()
-                .lock()
-                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
-            for (name, var) in data.iter() {
+        let tensors = candle_core::safetensors::load_buffer(buf, &Device::Cpu)?;
+        Self::with_weights(meta, |vars| {
+            for (name, var) in vars {
                 let t = tensors.get(name).ok_or_else(|| {
                     PredictError::param("model", format!("tensor {name} missing"))
                 })?;
@@ -345,16 +362,7 @@ impl LstmModel {
                 }
                 var.set(t)?;
             }
-        }
-        let fused = Fused::from_varmap(&varmap, &device)?;
-        Ok(Self {
-            meta,
-            varmap,
-            lstm,
-            next,
-            fail,
-            device,
-            fused,
+            Ok(())
         })
     }
 
@@ -420,11 +428,7 @@ impl LstmModel {
             .flatten_all()?
             .to_vec1()?;
         // The gate arithmetic is the larger cost at hidden 64: split it over the cores.
-        let threads = if batch >= 4096 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            1
-        };
+        let threads = if batch >= 4096 { cores() } else { 1 };
         let rows_per = batch.div_ceil(threads).max(1);
         let bias = &self.fused.bias;
         std::thread::scope(|s| {
@@ -533,7 +537,7 @@ impl LstmModel {
                 fail_loss: fail_sum / n.max(1) as f64,
             });
         }
-        self.fused = Fused::from_varmap(&self.varmap, &self.device)?;
+        self.fused = Fused::from_varmap(&self.varmap)?;
         Ok(())
     }
 

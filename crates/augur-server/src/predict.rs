@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -21,6 +22,8 @@ pub struct Predictors {
     pub system: PredictorSystem,
     state: StateReader,
     synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
+    /// The applied index of the last sync, readable without the lock (checked on every push).
+    synced_index: Arc<AtomicU64>,
 }
 
 impl Predictors {
@@ -32,7 +35,7 @@ impl Predictors {
             None => augur_predict::default_model().context("the shipped model")?,
         };
         let shards = if cfg.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+            crate::service::default_parallelism()
         } else {
             cfg.shards
         };
@@ -55,6 +58,7 @@ impl Predictors {
             system,
             state,
             synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
+            synced_index: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -62,6 +66,9 @@ impl Predictors {
     /// registered, removed ones forgotten. Cheap when nothing was applied since the last call.
     pub async fn sync(&self) {
         let applied = self.state.last_applied_index();
+        if applied > 0 && self.synced_index.load(Ordering::Acquire) >= applied {
+            return;
+        }
         let mut synced = self.synced.lock().await;
         if synced.0 >= applied && applied > 0 {
             return;
@@ -83,6 +90,7 @@ impl Predictors {
             }
         }
         *synced = (applied, now);
+        self.synced_index.store(applied, Ordering::Release);
     }
 
     /// Keeps [`Predictors::sync`] running on every applied change.

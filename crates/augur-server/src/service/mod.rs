@@ -20,3 +20,9 @@ pub(crate) fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Threads for the node's CPU work (propagation worlds, predictor shards) when the config
+/// leaves it open: one per core, at most 4.
+pub(crate) fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}

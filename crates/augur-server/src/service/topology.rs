@@ -47,7 +47,7 @@ fn graph_snapshot(s: &ControlState) -> (DepGraph, Vec<(String, RiskPolicy)>) {
 /// the machine's cores (the answer does not depend on how many).
 fn propagation_options() -> PropagationOptions {
     PropagationOptions {
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        threads: super::default_parallelism(),
         ..PropagationOptions::default()
     }
 }
