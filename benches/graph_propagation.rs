@@ -7,7 +7,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use augur_graph::{
-    blast_radii, what_if, DepGraph, EdgeSource, EdgeUpdate, Node, Observation, PropagationOptions,
+    blast_radii, update_blast_radii, what_if, DepGraph, EdgeSource, EdgeUpdate, Node, Observation,
+    PropagationOptions,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::rngs::StdRng;
@@ -84,6 +85,54 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(what_if(&g, "svc-95000", &opts).unwrap()))
     });
     group.finish();
+
+    // One edge re-weighted, then every blast radius brought up to date: on a component deep
+    // in the graph (what most edges are), and on one in the layer under the entry points.
+    let opts = PropagationOptions {
+        threads: 2,
+        ..PropagationOptions::default()
+    };
+    let radii = blast_radii(&g, &opts);
+    for (name, from, to) in [
+        (
+            "incremental/blast_radii_after_one_edge_last_layer",
+            "svc-80000",
+            "svc-95000",
+        ),
+        (
+            "incremental/blast_radii_after_one_edge_layer_8",
+            "svc-70000",
+            "svc-85000",
+        ),
+        (
+            "incremental/blast_radii_after_one_edge_layer_7",
+            "svc-60000",
+            "svc-75000",
+        ),
+    ] {
+        let mut g = g.clone();
+        let mut radii = radii.clone();
+        let mut strength = 0.5;
+        let walked = std::cell::Cell::new(0);
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                strength = if strength == 0.5 { 0.6 } else { 0.5 };
+                g.apply(&EdgeUpdate {
+                    from: from.into(),
+                    to: to.into(),
+                    observation: Observation::new(EdgeSource::Causal, strength, 1),
+                })
+                .unwrap();
+                walked.set(update_blast_radii(&g, &mut radii, &[(from, to)], &opts));
+            })
+        });
+        eprintln!("{name}: {} components walked", walked.get());
+        assert_eq!(
+            radii,
+            blast_radii(&g, &opts),
+            "the update equals the bulk answer"
+        );
+    }
 
     let mut g = g;
     let mut rng = StdRng::seed_from_u64(42);

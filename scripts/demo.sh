@@ -60,3 +60,5 @@ echo "== riskiest components by Health Projection Score (lower is riskier)"
 "$AUGUR" ctl at-risk --limit 5
 echo "== risk = P(fail within 1 h) x blast radius"
 "$AUGUR" ctl risk --limit 6
+echo "== which component most likely caused it: ranked from the node's own metric history"
+"$AUGUR" ctl root-cause --from 590 --to 599 --limit 3

@@ -196,3 +196,123 @@ async fn post(port: u16, body: Vec<u8>) -> u16 {
         .status()
         .as_u16()
 }
+
+/// The node keeps a history of what it is pushed: `ctl root-cause` ranks an incident window
+/// from it (a database whose CPU jumped, under a caller whose latency jumped more: metrics
+/// alone blame the caller, the graph the database), and the causal tests that run over it
+/// turn a lagged influence into a `causal` edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_causes_and_causal_edges_come_from_the_live_history() {
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml: "[telemetry]\ncausal_every_s = 1\ncausal_window_s = 600\n",
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let topo = repo("examples/topologies/sock-shop.toml");
+    let (code, _, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+
+    // 600 s at 1 s. From 400 s carts' latency triples and carts-db's CPU rises 2.5-fold.
+    // orders' queue is a random walk and shipping's follows it one step later.
+    let mut rng = SeededRng::new(42);
+    let mut walk = 100.0;
+    let mut walks = Vec::new();
+    for _ in 0..600 {
+        walk += (rng.unit() - 0.5) * 10.0;
+        walks.push(walk);
+    }
+    let mut batch = Vec::new();
+    let (latency, cpu, flat) = (noisy(600, 50.0, 1), noisy(600, 20.0, 2), noisy(600, 5.0, 3));
+    for i in 0..600 {
+        let ts = i as i64 * 1000;
+        let fault = i >= 400;
+        let lat = if fault { latency[i] * 3.0 } else { latency[i] };
+        let db = if fault { cpu[i] * 2.5 } else { cpu[i] };
+        batch.push(sample("carts", "latency_ms", ts, lat));
+        batch.push(sample("carts-db", "cpu", ts, db));
+        batch.push(sample("catalogue", "cpu", ts, flat[i]));
+        batch.push(sample("orders", "queue", ts, walks[i]));
+        let follow = if i == 0 { walks[0] } else { walks[i - 1] };
+        batch.push(sample("shipping", "queue", ts, follow + (rng.unit() - 0.5)));
+    }
+    let ch = channel(&cluster.addr(1)).await.expect("channel");
+    let summary = TelemetryClient::new(ch)
+        .push(futures::stream::iter(
+            batch
+                .chunks(1000)
+                .map(|c| pb::SampleBatch {
+                    samples: c.to_vec(),
+                })
+                .collect::<Vec<_>>(),
+        ))
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(summary.accepted, 3000, "{summary:?}");
+
+    let rank = |extra: &[&str]| {
+        let mut args = vec![
+            "--output",
+            "json",
+            "root-cause",
+            "--from",
+            "400",
+            "--to",
+            "599",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = ctl(&ep, &args);
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    let by_metrics = rank(&["--metrics-only"]);
+    assert_eq!(by_metrics["series"], 5, "{by_metrics}");
+    assert_eq!(by_metrics["reference_rows"], 400, "{by_metrics}");
+    assert_eq!(by_metrics["window_rows"], 200, "{by_metrics}");
+    let first = |v: &Value, k: usize| v["causes"][k]["component"].clone();
+    assert_eq!(first(&by_metrics, 0), "carts", "{by_metrics}");
+    assert_eq!(by_metrics["causes"][0]["metric"], "carts/latency_ms");
+    assert_eq!(first(&by_metrics, 1), "carts-db", "{by_metrics}");
+    let with_graph = rank(&[]);
+    assert_eq!(first(&with_graph, 0), "carts-db", "{with_graph}");
+    assert_eq!(first(&with_graph, 1), "carts", "{with_graph}");
+
+    // Bad windows are refused, naming the problem.
+    let (code, _, err) = ctl(&ep, &["root-cause", "--from", "500", "--to", "400"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("before it starts"), "{err}");
+    let (code, _, err) = ctl(&ep, &["root-cause", "--from", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from \"yesterday\""), "{err}");
+    // A window before any history: nothing to compare with.
+    let (code, _, err) = ctl(&ep, &["root-cause", "--from", "0", "--to", "0"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("cannot rank"), "{err}");
+
+    // shipping's queue follows orders': a causal edge shipping -> orders (shipping depends
+    // on what orders does) appears once the tests have run.
+    eventually(
+        "a causal edge from the history",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            async move {
+                let (_, out, _) = ctl(&ep, &["--output", "json", "graph"]);
+                let g: Value = serde_json::from_str(&out).ok()?;
+                g["edges"].as_array()?.iter().find(|e| {
+                    e["from"] == "shipping"
+                        && e["to"] == "orders"
+                        && e["sources"]
+                            .as_array()
+                            .is_some_and(|s| s.iter().any(|s| s["source"] == "causal"))
+                })?;
+                Some(())
+            }
+        },
+    )
+    .await;
+}

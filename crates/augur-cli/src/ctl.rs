@@ -124,6 +124,26 @@ enum CtlCommand {
         #[arg(long, default_value_t = 0)]
         samples: u32,
     },
+    /// Ranks the components most likely to have caused an incident, from the node's metric
+    /// history (the node the telemetry was pushed to).
+    RootCause {
+        /// When the fault started: unix seconds or ms, `YYYY-mm-dd HH:MM:SS` (UTC), `now`,
+        /// or `now-10m` / `-10m` (units s, m, h).
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// When the incident window ends (same forms); default: now.
+        #[arg(long, default_value = "now", allow_hyphen_values = true)]
+        to: String,
+        /// Seconds of history before `--from` taken as the healthy reference; 0: all kept.
+        #[arg(long, default_value_t = 0)]
+        reference: u64,
+        /// Rank by metrics alone, without the dependency graph's re-ranking.
+        #[arg(long)]
+        metrics_only: bool,
+        /// Most rows shown; 0 for all.
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Applies or checks a topology file (hosts, components, declared dependencies).
     #[command(subcommand)]
     Topology(TopologyCommand),
@@ -359,6 +379,27 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
         CtlCommand::Push { file } => forecast_ctl::push(&mut client, output, &file).await?,
         CtlCommand::WhatIf { id, samples } => {
             graph_ctl::what_if(&mut client, output, id, samples).await?
+        }
+        CtlCommand::RootCause {
+            from,
+            to,
+            reference,
+            metrics_only,
+            limit,
+        } => {
+            let now = graph_ctl::now_ms() as i64;
+            let when = |what: &str, s: &str| {
+                graph_ctl::parse_when(s, now)
+                    .map_err(|e| Status::invalid_argument(format!("--{what} {s:?}: {e}")))
+            };
+            let req = augur_proto::pb::RankRootCausesRequest {
+                from_ms: when("from", &from)?,
+                to_ms: when("to", &to)?,
+                reference_ms: (reference as i64).saturating_mul(1000),
+                metrics_only,
+                limit,
+            };
+            graph_ctl::root_cause(&mut client, output, req).await?
         }
         CtlCommand::Topology(cmd) => graph_ctl::topology(&mut client, output, cmd).await?,
         CtlCommand::Flows(cmd) => graph_ctl::flows(&mut client, output, cmd).await?,

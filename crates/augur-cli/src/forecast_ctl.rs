@@ -152,6 +152,7 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
         out_of_order: u64,
         duplicate: u64,
         too_many_metrics: u64,
+        lost: u64,
     }
     let v = View {
         batches: summary.batches,
@@ -161,11 +162,12 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
         out_of_order: summary.out_of_order,
         duplicate: summary.duplicate,
         too_many_metrics: summary.too_many_metrics,
+        lost: summary.lost,
     };
     print(output, &v, |v| {
         format!(
-            "{} batches: {} accepted, {} not finite, {} unknown component, {} out of order, {} duplicate, {} over the metric limit",
-            v.batches, v.accepted, v.not_finite, v.unknown_component, v.out_of_order, v.duplicate, v.too_many_metrics
+            "{} batches: {} accepted, {} not finite, {} unknown component, {} out of order, {} duplicate, {} over the metric limit, {} lost",
+            v.batches, v.accepted, v.not_finite, v.unknown_component, v.out_of_order, v.duplicate, v.too_many_metrics, v.lost
         )
     });
     Ok(())

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use augur_graph::{
-    aggregate_flows, causal_links, component_of, links_to_edges, parse_flows_csv, parse_topology,
-    AddressBook, CausalOptions, EdgeUpdate, MetricFrame,
+    aggregate_flows, causal_links, component_of, links_to_edges, parse_flows_csv,
+    parse_topology_as, AddressBook, CausalOptions, EdgeUpdate, MetricFrame,
 };
 use augur_proto::pb;
 use augur_proto::pb::topology_client::TopologyClient;
@@ -338,17 +338,7 @@ pub async fn topology(
         TopologyCommand::Apply { file } => (file, true),
         TopologyCommand::Check { file } => (file, false),
     };
-    let text = read_file(path)?;
-    let topo = parse_topology(&text).map_err(|errors| {
-        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        Status::invalid_argument(format!(
-            "{} has {} error{}:\n{}",
-            path.display(),
-            errors.len(),
-            if errors.len() == 1 { "" } else { "s" },
-            lines.join("\n")
-        ))
-    })?;
+    let topo = parse_topology_file(path, &read_file(path)?).map_err(Status::invalid_argument)?;
     if !apply {
         let view = serde_json::json!({
             "hosts": topo.hosts().len(),
@@ -433,7 +423,7 @@ pub async fn topology(
     Ok(())
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -491,24 +481,6 @@ pub async fn flows(client: &mut Client, output: Output, cmd: FlowsCommand) -> Re
     Ok(())
 }
 
-/// Gaps in a recorded series, filled with the last value seen (the first seen, before it);
-/// `None` when the series has no value at all.
-fn filled(column: &[f64]) -> Option<Vec<f64>> {
-    let first = column.iter().copied().find(|v| v.is_finite())?;
-    let mut last = first;
-    Some(
-        column
-            .iter()
-            .map(|&v| {
-                if v.is_finite() {
-                    last = v;
-                }
-                last
-            })
-            .collect(),
-    )
-}
-
 #[derive(Serialize)]
 struct CausalView {
     series: usize,
@@ -526,14 +498,7 @@ pub async fn causal(
     let text = read_file(&metrics)?;
     let frame = MetricFrame::from_csv(&text)
         .map_err(|e| Status::invalid_argument(format!("{}: {e}", metrics.display())))?;
-    let columns: Vec<(String, Vec<f64>)> = frame
-        .names()
-        .iter()
-        .filter_map(|name| {
-            let values = filled(frame.column(name)?)?;
-            Some((component_of(name).to_owned(), values))
-        })
-        .collect();
+    let columns = frame.filled_series(component_of);
     let series: Vec<(&str, &[f64])> = columns
         .iter()
         .map(|(c, v)| (c.as_str(), v.as_slice()))
@@ -560,4 +525,129 @@ pub async fn causal(
         lines.join("\n")
     });
     Ok(())
+}
+
+/// Reads a point in time for `ctl root-cause`, in unix ms: unix seconds or ms (a number
+/// above 10^11 is ms), `YYYY-mm-dd HH:MM:SS` (UTC), `now`, or `now-<n><s|m|h>` (also
+/// `-<n><unit>`).
+pub fn parse_when(s: &str, now_ms: i64) -> Result<i64, String> {
+    let t = s.trim();
+    if t == "now" {
+        return Ok(now_ms);
+    }
+    if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
+        let split = ago.len().saturating_sub(1);
+        let (n, unit) = ago.split_at(split);
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("{ago:?} is not a number followed by s, m or h"))?;
+        let unit_ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(format!("unit {unit:?} is not one of s, m, h")),
+        };
+        return Ok(now_ms - n.saturating_mul(unit_ms));
+    }
+    if let Ok(n) = t.parse::<i64>() {
+        return Ok(if n.abs() > 100_000_000_000 {
+            n
+        } else {
+            n.saturating_mul(1000)
+        });
+    }
+    augur_predict::nab::parse_timestamp(t)
+        .map(|secs| secs * 1000)
+        .ok_or_else(|| {
+            "not a time: give unix seconds or ms, YYYY-mm-dd HH:MM:SS, now, or now-10m".into()
+        })
+}
+
+#[derive(Serialize)]
+struct RootCauseView {
+    from_ms: i64,
+    to_ms: i64,
+    series: u32,
+    reference_rows: u32,
+    window_rows: u32,
+    causes: Vec<augur_graph::RankedCause>,
+}
+
+/// `ctl root-cause`: the node's ranking of an incident window.
+pub async fn root_cause(
+    client: &mut Client,
+    output: Output,
+    req: pb::RankRootCausesRequest,
+) -> Result<(), Status> {
+    let r = client
+        .call(|c| async move { TopologyClient::new(c).rank_root_causes(req).await })
+        .await?
+        .into_inner();
+    let view = RootCauseView {
+        from_ms: req.from_ms,
+        to_ms: req.to_ms,
+        series: r.series,
+        reference_rows: r.reference_rows,
+        window_rows: r.window_rows,
+        causes: r
+            .causes
+            .into_iter()
+            .map(|c| augur_graph::RankedCause {
+                component: c.component,
+                score: c.score,
+                metric: c.metric,
+            })
+            .collect(),
+    };
+    print(output, &view, |v| {
+        format!(
+            "{} series; {} reference rows, {} in the window; most likely cause first:\n{}",
+            v.series,
+            v.reference_rows,
+            v.window_rows,
+            crate::rca_cmd::ranking_text(&v.causes)
+        )
+    });
+    Ok(())
+}
+
+/// Parses a topology file read from `path`, TOML or YAML by its extension; the error lists
+/// every problem, one per line.
+pub fn parse_topology_file(
+    path: &std::path::Path,
+    text: &str,
+) -> Result<augur_graph::Topology, String> {
+    parse_topology_as(text, augur_graph::TopologyFormat::of_path(path)).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        format!(
+            "{} has {} error{}:\n{}",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_when;
+
+    #[test]
+    fn times_in_every_form() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_when("now", now), Ok(now));
+        assert_eq!(parse_when("now-10m", now), Ok(now - 600_000));
+        assert_eq!(parse_when("-2h", now), Ok(now - 7_200_000));
+        assert_eq!(parse_when("-30s", now), Ok(now - 30_000));
+        assert_eq!(parse_when("1652812675", now), Ok(1_652_812_675_000));
+        assert_eq!(parse_when("1652812675123", now), Ok(1_652_812_675_123));
+        assert_eq!(
+            parse_when("2022-05-17 18:37:55", now),
+            Ok(1_652_812_675_000)
+        );
+        for bad in ["-10d", "now-x", "yesterday", "2022-13-01 00:00:00", ""] {
+            assert!(parse_when(bad, now).is_err(), "{bad}");
+        }
+    }
 }

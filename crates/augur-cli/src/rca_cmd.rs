@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use augur_graph::{parse_topology, rank_from_csv, rank_with_graph, RankedCause, RcaOptions};
+use augur_graph::{rank_from_csv, rank_with_graph, RankedCause, RcaOptions};
 use clap::Args;
 
 #[derive(Args)]
@@ -51,29 +51,31 @@ pub fn run(args: RcaArgs) -> anyhow::Result<()> {
         )
     })?;
     if let Some(path) = &args.topology {
-        let topo = parse_topology(&read(path)?).map_err(|errors| {
-            let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-            anyhow::anyhow!("{} has errors:\n{}", path.display(), lines.join("\n"))
-        })?;
+        let topo = crate::graph_ctl::parse_topology_file(path, &read(path)?)
+            .map_err(|e| anyhow::anyhow!(e))?;
         ranked = rank_with_graph(&ranked, &topo.to_graph(0), &opts);
     }
     if args.top > 0 {
         ranked.truncate(args.top);
     }
-    crate::ctl::print(args.output, &ranked, |r: &Vec<RankedCause>| {
-        r.iter()
-            .enumerate()
-            .map(|(i, c)| {
-                format!(
-                    "{:>3}. {:<20} {:>12.2}  {}",
-                    i + 1,
-                    c.component,
-                    c.score,
-                    c.metric
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
+    crate::ctl::print(args.output, &ranked, |r: &Vec<RankedCause>| ranking_text(r));
     Ok(())
+}
+
+/// A ranking as text: one line per component, most likely cause first.
+pub fn ranking_text(ranked: &[RankedCause]) -> String {
+    ranked
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{:>3}. {:<20} {:>12.2}  {}",
+                i + 1,
+                c.component,
+                c.score,
+                c.metric
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

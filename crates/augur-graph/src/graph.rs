@@ -339,6 +339,32 @@ impl DepGraph {
         self.graph.node_weights()
     }
 
+    /// The edges whose propagation strength differs from `old`'s (added, removed or
+    /// re-weighted), as `(from, to)`; `None` when the nodes differ in what propagation reads
+    /// (names, entry points, criticalities), so everything must be recomputed.
+    pub fn strength_changes(&self, old: &DepGraph) -> Option<Vec<(String, String)>> {
+        if self.node_count() != old.node_count()
+            || self.nodes().any(|n| {
+                old.node(&n.name)
+                    .is_none_or(|o| o.entry != n.entry || o.criticality != n.criticality)
+            })
+        {
+            return None;
+        }
+        let mut changed = Vec::new();
+        for e in self.edges() {
+            if old.edge(e.from, e.to).map(Edge::strength) != Some(e.edge.strength()) {
+                changed.push((e.from.to_owned(), e.to.to_owned()));
+            }
+        }
+        for e in old.edges() {
+            if self.edge(e.from, e.to).is_none() {
+                changed.push((e.from.to_owned(), e.to.to_owned()));
+            }
+        }
+        Some(changed)
+    }
+
     /// Records an observation of `from → to`, creating missing nodes as virtual peers.
     /// A newer observation of the same source replaces the older one; an older one is ignored.
     pub fn apply(&mut self, update: &EdgeUpdate) -> Result<EdgeChange, GraphError> {

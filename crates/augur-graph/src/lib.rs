@@ -10,6 +10,7 @@ mod causal;
 mod error;
 mod flows;
 mod graph;
+mod history;
 mod propagate;
 mod rca;
 mod topology_file;
@@ -22,6 +23,7 @@ pub use graph::{
     CallStats, DepGraph, Edge, EdgeChange, EdgeSource, EdgeUpdate, EdgeView, FadedEdge, Node,
     Observation,
 };
+pub use history::*;
 pub use propagate::*;
 pub use rca::*;
 pub use topology_file::*;

@@ -20,6 +20,7 @@ use std::collections::VecDeque;
 
 use petgraph::stable_graph::NodeIndex;
 use petgraph::visit::{EdgeRef, IntoEdgeReferences, NodeIndexable};
+use petgraph::Direction;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::DepGraph;
@@ -301,6 +302,129 @@ pub fn blast_radii(g: &DepGraph, opts: &PropagationOptions) -> Vec<BlastRadius> 
         .collect();
     out.sort_by(|a, b| a.component.cmp(&b.component));
     out
+}
+
+/// Brings `radii` (what [`blast_radii`] gave before some edges changed, for the same nodes,
+/// entry points and criticalities) up to date with `g` after the edges `(from, to)` in
+/// `changed` were added, removed or re-weighted: afterwards `radii` equals
+/// [`blast_radii`] of `g`. A failure crosses `from → to` only when it starts at `to` or at
+/// something `to` depends on, so only those rows are walked again, on `g` itself (no frozen
+/// copy). Answers how many rows were walked. When more than an eighth of the graph would be,
+/// or the walks could cross more than `worlds × edges / 4` edges (about what the bulk
+/// computation costs), it recomputes everything instead and answers the node count.
+pub fn update_blast_radii(
+    g: &DepGraph,
+    radii: &mut Vec<BlastRadius>,
+    changed: &[(&str, &str)],
+    opts: &PropagationOptions,
+) -> usize {
+    update_blast_radii_within(g, radii, changed, opts, (g.node_count() / 8).max(1))
+}
+
+/// [`update_blast_radii`], walking at most `limit` components before falling back.
+fn update_blast_radii_within(
+    g: &DepGraph,
+    radii: &mut Vec<BlastRadius>,
+    changed: &[(&str, &str)],
+    opts: &PropagationOptions,
+    limit: usize,
+) -> usize {
+    let raw = g.raw();
+    let full = |radii: &mut Vec<BlastRadius>| {
+        *radii = blast_radii(g, opts);
+        radii.len()
+    };
+    if radii.len() != g.node_count() {
+        return full(radii);
+    }
+    // The components whose failure may now spread differently.
+    let mut affected: Vec<NodeIndex> = Vec::new();
+    let mut marked = vec![false; raw.node_bound()];
+    let mut stack: Vec<NodeIndex> = changed
+        .iter()
+        .filter_map(|&(_, to)| g.index_of(to))
+        .collect();
+    while let Some(v) = stack.pop() {
+        if !std::mem::replace(&mut marked[v.index()], true) {
+            affected.push(v);
+            if affected.len() > limit {
+                return full(radii);
+            }
+            stack.extend(raw.neighbors_directed(v, Direction::Outgoing));
+        }
+    }
+    let total: u64 = raw
+        .node_weights()
+        .filter(|n| n.entry)
+        .map(|n| u64::from(n.criticality.max(1)))
+        .sum();
+    if affected.is_empty() || total == 0 {
+        return 0;
+    }
+    // Always `samples` worlds: when every edge is certain each world is the same, and the
+    // ratio of the counts equals the one-world ratio that `blast_radii` computes then.
+    let worlds = opts.samples.max(1);
+    let norm = (total * u64::from(worlds)) as f64;
+    // What the walks would cost at most (every edge live): when that is above about what
+    // the bulk computation costs, that is cheaper. The estimate itself is one world's worth.
+    let budget = (u64::from(worlds) * g.edge_count() as u64 / 4).max(1024);
+    let mut reach = 0u64;
+    let mut mark = vec![usize::MAX; raw.node_bound()];
+    let mut queue = VecDeque::new();
+    for (i, &src) in affected.iter().enumerate() {
+        mark[src.index()] = i;
+        queue.push_back(src);
+        while let Some(v) = queue.pop_front() {
+            for c in raw.neighbors_directed(v, Direction::Incoming) {
+                reach += u64::from(worlds);
+                if reach > budget {
+                    return full(radii);
+                }
+                if mark[c.index()] != i {
+                    mark[c.index()] = i;
+                    queue.push_back(c);
+                }
+            }
+        }
+    }
+    // `seen[v] == stamp`: reached in the current (component, world) walk.
+    let mut seen = vec![0u64; raw.node_bound()];
+    let mut stamp = 0u64;
+    for &src in &affected {
+        let mut hit = 0u64;
+        for w in 0..worlds {
+            let salt = world_salt(opts.seed, w);
+            stamp += 1;
+            seen[src.index()] = stamp;
+            queue.push_back(src);
+            while let Some(v) = queue.pop_front() {
+                let node = &raw[v];
+                if node.entry {
+                    hit += u64::from(node.criticality.max(1));
+                }
+                let callee_hash = hash_str(&node.name).rotate_left(17);
+                for e in raw.edges_directed(v, Direction::Incoming) {
+                    let c = e.source();
+                    if seen[c.index()] == stamp {
+                        continue;
+                    }
+                    let t = strength_threshold(e.weight().strength());
+                    let key = mix(hash_str(&raw[c].name) ^ callee_hash);
+                    if t == u64::MAX || (t != 0 && mix(key ^ salt) < t) {
+                        seen[c.index()] = stamp;
+                        queue.push_back(c);
+                    }
+                }
+            }
+        }
+        let name = &raw[src].name;
+        if let Ok(row) = radii.binary_search_by(|b| b.component.as_str().cmp(name)) {
+            radii[row].blast_radius = (hit as f64 / norm).min(1.0);
+        } else {
+            return full(radii);
+        }
+    }
+    affected.len()
 }
 
 /// What every world's walk shares: the order, the weight classes.
@@ -659,6 +783,39 @@ mod tests {
             let one = blast_radius_of(&g, &what_if(&g, &target, &opts).unwrap());
             let bulk = blast_radii(&g, &opts).into_iter().find(|b| b.component == target).unwrap();
             prop_assert!((one - bulk.blast_radius).abs() < 1e-9, "{one} vs {bulk:?}");
+        }
+
+        #[test]
+        fn an_update_equals_the_bulk_computation(
+            (n, edges, entries) in arb_graph(),
+            changes in prop::collection::vec(
+                (0usize..14, 0usize..14, prop::sample::select(vec![0.0, 0.4, 1.0])),
+                1..4,
+            ),
+        ) {
+            let opts = PropagationOptions { samples: 16, seed: 3, ..PropagationOptions::default() };
+            let g = build(n, &edges, &entries);
+            let before = blast_radii(&g, &opts);
+            let mut after_g = g.clone();
+            let mut changed = Vec::new();
+            for &(a, b, s) in &changes {
+                let (a, b) = (format!("c{}", a % n), format!("c{}", b % n));
+                if a == b {
+                    continue;
+                }
+                if s == 0.0 {
+                    after_g.remove_observation(&a, &b, EdgeSource::Declared);
+                } else {
+                    edge(&mut after_g, &a, &b, s);
+                }
+                changed.push((a, b));
+            }
+            let changed: Vec<(&str, &str)> =
+                changed.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+            // Never falling back, so the incremental walk is what is checked.
+            let mut radii = before;
+            update_blast_radii_within(&after_g, &mut radii, &changed, &opts, usize::MAX);
+            prop_assert_eq!(radii, blast_radii(&after_g, &opts));
         }
 
         #[test]

@@ -255,6 +255,30 @@ impl MetricFrame {
     }
 
     /// Latest time, if any rows.
+    /// Every column that has a value, its gaps filled with the last value seen (the first
+    /// seen, before it), named by its component (`owner`): what the causal-strength tests
+    /// take.
+    pub fn filled_series(&self, owner: impl Fn(&str) -> &str) -> Vec<(String, Vec<f64>)> {
+        self.names
+            .iter()
+            .zip(&self.columns)
+            .filter_map(|(name, column)| {
+                let first = column.iter().copied().find(|v| v.is_finite())?;
+                let mut last = first;
+                let values = column
+                    .iter()
+                    .map(|&v| {
+                        if v.is_finite() {
+                            last = v;
+                        }
+                        last
+                    })
+                    .collect();
+                Some((owner(name).to_owned(), values))
+            })
+            .collect()
+    }
+
     pub fn last_time(&self) -> Option<i64> {
         self.times.iter().copied().max()
     }
@@ -438,6 +462,17 @@ pub fn rank_root_causes(
     fault_time: i64,
     opts: &RcaOptions,
 ) -> Result<Vec<RankedCause>, RcaError> {
+    rank_root_causes_by(frame, fault_time, opts, component_of)
+}
+
+/// [`rank_root_causes`] with the component of each column given by `owner` (for frames whose
+/// columns are not named `<component>_<metric>`, such as the node's history).
+pub fn rank_root_causes_by(
+    frame: &MetricFrame,
+    fault_time: i64,
+    opts: &RcaOptions,
+    owner: impl Fn(&str) -> &str,
+) -> Result<Vec<RankedCause>, RcaError> {
     opts.validate()?;
     if frame.names.is_empty() {
         return Err(RcaError::NoMetrics);
@@ -453,9 +488,7 @@ pub fn rank_root_causes(
         let Some(score) = metric_score(&frame.times, col, fault_time, opts) else {
             continue;
         };
-        let entry = best
-            .entry(component_of(name))
-            .or_insert((f64::NEG_INFINITY, name));
+        let entry = best.entry(owner(name)).or_insert((f64::NEG_INFINITY, name));
         // Strictly greater, so among equal metrics the first column in the header wins.
         if score > entry.0 {
             *entry = (score, name);

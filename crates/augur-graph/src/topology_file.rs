@@ -1,5 +1,6 @@
-//! The topology file: a small CMDB in TOML naming hosts, the components running on them,
-//! their addresses, and what each component depends on.
+//! The topology file: a small CMDB in TOML or YAML naming hosts, the components running on
+//! them, their addresses, and what each component depends on. YAML carries the same keys
+//! (`host:` and `component:` lists, `dependency:` lists inside a component).
 //!
 //! ```toml
 //! version = 1
@@ -54,6 +55,12 @@ pub enum TopologyError {
     #[error("toml error{}: {message}", at_line(*.at))]
     Toml {
         /// Line and column (1-based) where the TOML parser stopped, when it says.
+        at: Option<(usize, usize)>,
+        message: String,
+    },
+    #[error("yaml error{}: {message}", at_line(*.at))]
+    Yaml {
+        /// Line and column (1-based) where the YAML parser stopped, when it says.
         at: Option<(usize, usize)>,
         message: String,
     },
@@ -233,10 +240,53 @@ impl Topology {
     }
 }
 
-/// Parses and validates a topology file. A TOML error comes alone; otherwise every broken
-/// rule is reported at once.
+/// The syntax of a topology file. Both carry the same fields under the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopologyFormat {
+    Toml,
+    Yaml,
+}
+
+impl TopologyFormat {
+    /// YAML for a path ending in `.yaml` or `.yml` (any case), TOML otherwise.
+    pub fn of_path(path: &std::path::Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("yaml" | "yml") => Self::Yaml,
+            _ => Self::Toml,
+        }
+    }
+}
+
+/// Parses and validates a TOML topology file. A TOML error comes alone; otherwise every
+/// broken rule is reported at once.
 pub fn parse_topology(text: &str) -> Result<Topology, Vec<TopologyError>> {
-    let raw: RawTopology = toml::from_str(text).map_err(|e| vec![toml_error(text, &e)])?;
+    parse_topology_as(text, TopologyFormat::Toml)
+}
+
+/// Parses and validates a topology file in `format`. A syntax error comes alone; otherwise
+/// every broken rule is reported at once, the same for either syntax.
+pub fn parse_topology_as(
+    text: &str,
+    format: TopologyFormat,
+) -> Result<Topology, Vec<TopologyError>> {
+    let raw: RawTopology = match format {
+        TopologyFormat::Toml => toml::from_str(text).map_err(|e| vec![toml_error(text, &e)])?,
+        TopologyFormat::Yaml => yaml_serde::from_str(text).map_err(|e| {
+            vec![TopologyError::Yaml {
+                at: e.location().map(|l| (l.line(), l.column())),
+                message: e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }]
+        })?,
+    };
     raw.validate()
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use augur_graph::{parse_topology, EdgeSource, TopologyError};
+use augur_graph::{parse_topology, parse_topology_as, EdgeSource, TopologyError, TopologyFormat};
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -58,9 +58,44 @@ fn the_sock_shop_example_parses_cleanly() {
 }
 
 #[test]
+fn the_yaml_example_is_the_same_topology() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/topologies");
+    let (toml, yaml) = (dir.join("sock-shop.toml"), dir.join("sock-shop.yaml"));
+    assert_eq!(TopologyFormat::of_path(&yaml), TopologyFormat::Yaml);
+    assert_eq!(
+        TopologyFormat::of_path(Path::new("a/b.YML")),
+        TopologyFormat::Yaml
+    );
+    assert_eq!(TopologyFormat::of_path(&toml), TopologyFormat::Toml);
+    let from_toml = parse_topology(&read(&toml)).unwrap();
+    let from_yaml = parse_topology_as(&read(&yaml), TopologyFormat::Yaml)
+        .unwrap_or_else(|e| panic!("{:#?}", messages(&e)));
+    assert_eq!(from_yaml, from_toml);
+}
+
+#[test]
+fn a_yaml_syntax_error_comes_alone_with_its_line() {
+    let text = "version: 1\ncomponent:\n  - name: api\n    colour: blue\n";
+    let errors = parse_topology_as(text, TopologyFormat::Yaml).unwrap_err();
+    assert_eq!(errors.len(), 1, "{:?}", messages(&errors));
+    let m = errors[0].to_string();
+    assert!(m.starts_with("yaml error at line 4"), "{m}");
+    assert!(m.contains("colour"), "{m}");
+    let errors = parse_topology_as("version: [1", TopologyFormat::Yaml).unwrap_err();
+    assert!(
+        errors[0].to_string().starts_with("yaml error"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn a_bad_topology_lists_every_error() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bad-topology.toml");
-    let errors = parse_topology(&read(&path)).unwrap_err();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let errors = parse_topology(&read(&dir.join("bad-topology.toml"))).unwrap_err();
+    // The YAML form of the same file breaks the same rules, reported the same way.
+    let yaml =
+        parse_topology_as(&read(&dir.join("bad-topology.yaml")), TopologyFormat::Yaml).unwrap_err();
+    assert_eq!(messages(&yaml), messages(&errors));
     assert_eq!(
         messages(&errors),
         [

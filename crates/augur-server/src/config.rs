@@ -162,6 +162,19 @@ pub struct TelemetrySection {
     pub component_label: String,
     /// An LSTM model file (safetensors); absent: the model shipped in the binary.
     pub model: Option<PathBuf>,
+    /// Grid step of the metric history kept for root causes and causal strength, ms (at
+    /// least 1000).
+    pub history_step_ms: i64,
+    /// How far back the metric history reaches, s; 4 bytes per step per series.
+    pub history_s: u64,
+    /// How often the causal-strength tests run over the history and their links become
+    /// `causal` edges, s; 0: never.
+    pub causal_every_s: u64,
+    /// How much of the history those tests read, s.
+    pub causal_window_s: u64,
+    /// Most series tested per run (pairs grow with its square): those that moved most in the
+    /// last tenth of the window.
+    pub causal_max_series: usize,
 }
 
 impl Default for TelemetrySection {
@@ -178,6 +191,11 @@ impl Default for TelemetrySection {
             remote_write_listen: None,
             component_label: "component".into(),
             model: None,
+            history_step_ms: 1_000,
+            history_s: 900,
+            causal_every_s: 60,
+            causal_window_s: 600,
+            causal_max_series: 400,
         }
     }
 }
@@ -291,6 +309,32 @@ impl NodeConfig {
         }
         if t.component_label.is_empty() {
             err("telemetry.component_label", "must not be empty".into());
+        }
+        if t.history_step_ms < 1000 {
+            err("telemetry.history_step_ms", "must be at least 1000".into());
+        }
+        if t.history_s == 0 {
+            err("telemetry.history_s", "must be above 0".into());
+        } else if t.history_step_ms >= 1000 && t.history_s * 1000 < t.history_step_ms as u64 {
+            err(
+                "telemetry.history_s",
+                format!("must hold at least one step of {} ms", t.history_step_ms),
+            );
+        }
+        if t.causal_every_s > 0 && t.causal_max_series < 2 {
+            err(
+                "telemetry.causal_max_series",
+                "must be at least 2 (a pair) while the causal tests run".into(),
+            );
+        }
+        if t.causal_every_s > 0 && t.causal_window_s > t.history_s {
+            err(
+                "telemetry.causal_window_s",
+                format!(
+                    "{} is more than the history kept ({} s)",
+                    t.causal_window_s, t.history_s
+                ),
+            );
         }
         if let Some(m) = &t.remote_write_listen {
             if m.parse::<SocketAddr>().is_err() {

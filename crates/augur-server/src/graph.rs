@@ -146,6 +146,88 @@ pub fn spawn_fader(node: Node, cfg: &GraphSection) {
     });
 }
 
+/// Runs the causal-strength tests over this node's metric history every `every`, on the last
+/// `window` before its newest sample, and sends the links found as `causal` edges (effect
+/// depends on cause) to `edges`, which commits them in batches. At most `max_series` series
+/// are tested, those that moved most lately. Too little history is not an
+/// error: the run is skipped until there is enough.
+pub fn spawn_causal(
+    history: std::sync::Arc<augur_graph::MetricHistory>,
+    edges: EdgeSink,
+    every: Duration,
+    window: Duration,
+    max_series: usize,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let history = history.clone();
+            let window_ms = window.as_millis() as i64;
+            let run =
+                tokio::task::spawn_blocking(move || causal_edges(&history, window_ms, max_series))
+                    .await;
+            match run {
+                Ok(Ok(found)) => {
+                    metrics::counter!("augur_graph_causal_runs_total").increment(1);
+                    metrics::gauge!("augur_graph_causal_links").set(found.len() as f64);
+                    edges.send(found);
+                }
+                Ok(Err(e)) => tracing::debug!(error = %e, "causal tests skipped"),
+                Err(e) => tracing::warn!(error = %e, "causal tests failed"),
+            }
+        }
+    });
+}
+
+/// One run of the causal tests over the history's last `window_ms`; see [`spawn_causal`].
+pub fn causal_edges(
+    history: &augur_graph::MetricHistory,
+    window_ms: i64,
+    max_series: usize,
+) -> anyhow::Result<Vec<EdgeUpdate>> {
+    let newest = history
+        .newest_ms()
+        .ok_or_else(|| anyhow::anyhow!("no history yet"))?;
+    let frame = history.frame(newest - window_ms + 1, newest)?;
+    let opts = augur_graph::CausalOptions::default();
+    if frame.len() < opts.min_len() {
+        anyhow::bail!(
+            "{} rows of history, the tests need {}",
+            frame.len(),
+            opts.min_len()
+        );
+    }
+    let mut columns = frame.filled_series(augur_graph::history_component);
+    if columns.len() > max_series {
+        // Test the series that moved most in the last tenth of the window: pairs grow with
+        // the square of the series, and a flat series shows no influence anyway.
+        let times = frame.times();
+        let recent = times[times.len() - times.len().div_ceil(10)];
+        let rca = augur_graph::RcaOptions::default();
+        let mut scored: Vec<(f64, (String, Vec<f64>))> = columns
+            .into_iter()
+            .map(|c| {
+                let s = augur_graph::metric_score(times, &c.1, recent, &rca).unwrap_or(0.0);
+                (s, c)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1 .0.cmp(&b.1 .0)));
+        scored.truncate(max_series);
+        metrics::counter!("augur_graph_causal_series_skipped_total")
+            .increment((frame.names().len() - max_series) as u64);
+        columns = scored.into_iter().map(|(_, c)| c).collect();
+    }
+    let series: Vec<(&str, &[f64])> = columns
+        .iter()
+        .map(|(c, v)| (c.as_str(), v.as_slice()))
+        .collect();
+    let links = augur_graph::causal_links(&series, &opts)?;
+    Ok(augur_graph::links_to_edges(&links, now_ms()))
+}
+
 #[cfg(test)]
 mod tests {
     use augur_graph::{EdgeSource, Observation};

@@ -134,9 +134,18 @@ pub async fn run(
     };
     let edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
     crate::graph::spawn_fader(node.clone(), &cfg.graph);
-    let traces = OtlpTraceService::spawn(&cfg.graph, edges);
+    let traces = OtlpTraceService::spawn(&cfg.graph, edges.clone());
     let predictors = crate::predict::Predictors::start(&cfg.telemetry, node.state.clone())?;
     predictors.spawn_sync();
+    if cfg.telemetry.causal_every_s > 0 {
+        crate::graph::spawn_causal(
+            predictors.history.clone(),
+            edges,
+            Duration::from_secs(cfg.telemetry.causal_every_s),
+            Duration::from_secs(cfg.telemetry.causal_window_s),
+            cfg.telemetry.causal_max_series,
+        );
+    }
     let inflight = Arc::new(tokio::sync::Semaphore::new(
         cfg.telemetry.max_inflight_batches,
     ));
@@ -174,7 +183,7 @@ pub async fn run(
         .add_service(
             pb::topology_server::TopologyServer::new(TopologyService::new(
                 node.clone(),
-                Some(predictors.system.clone()),
+                Some(predictors.clone()),
             ))
             .max_decoding_message_size(max),
         )

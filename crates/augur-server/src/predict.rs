@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use augur_actors::{ActorsConfig, IngestSummary, PredictorSystem, Sample};
+use augur_actors::{ActorsConfig, ActorsError, IngestSummary, PredictorSystem, Sample};
+use augur_graph::{HistoryConfig, MetricHistory};
 use augur_predict::lstm::LstmModel;
 use augur_predict::predictor::PredictorConfig;
 use augur_store::StateReader;
@@ -24,6 +25,9 @@ pub struct Predictors {
     synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
     /// The applied index of the last sync, readable without the lock (checked on every push).
     synced_index: Arc<AtomicU64>,
+    /// Recent series of the registered components, for root causes and causal strength.
+    pub history: Arc<MetricHistory>,
+    auto_register: bool,
 }
 
 impl Predictors {
@@ -54,12 +58,45 @@ impl Predictors {
         };
         let system = PredictorSystem::start(actors, Arc::new(model))
             .map_err(|e| anyhow::anyhow!("cannot start the predictor actors: {e}"))?;
+        let history = MetricHistory::new(HistoryConfig {
+            step_ms: cfg.history_step_ms,
+            slots: (cfg.history_s * 1000 / cfg.history_step_ms.max(1) as u64).max(1) as usize,
+            max_metrics: cfg.max_metrics,
+        })
+        .map_err(|e| anyhow::anyhow!("telemetry history: {e}"))?;
         Ok(Self {
             system,
             state,
             synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
             synced_index: Arc::new(AtomicU64::new(0)),
+            history: Arc::new(history),
+            auto_register: cfg.auto_register,
         })
+    }
+
+    /// Takes a batch: the registered components' samples go into the history, and every
+    /// sample to the actors, which judge and count each one.
+    pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
+        self.sync().await;
+        let known: Vec<bool> = if self.auto_register {
+            vec![true; samples.len()]
+        } else {
+            self.state.read(|s| {
+                samples
+                    .iter()
+                    .map(|x| s.components.contains_key(&x.component))
+                    .collect()
+            })
+        };
+        let recorded = self.history.record(
+            samples
+                .iter()
+                .zip(&known)
+                .filter(|(_, &k)| k)
+                .map(|(x, _)| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
+        );
+        metrics::counter!("augur_history_samples_total").increment(recorded.kept);
+        self.system.ingest(samples).await
     }
 
     /// Brings the actors' set of components up to the applied state: new components are
@@ -84,6 +121,7 @@ impl Predictors {
             }
         }
         if !removed.is_empty() {
+            self.history.forget(removed.iter().map(ComponentId::as_str));
             if let Err(e) = self.system.deregister(removed).await {
                 tracing::warn!(error = %e, "cannot deregister components");
                 return;
@@ -209,8 +247,7 @@ pub async fn serve_remote_write(
                                 sample(s.component, s.metric, s.ts_ms, s.value, &mut bad)
                             })
                             .collect();
-                        predictors.sync().await;
-                        match predictors.system.ingest(samples).await {
+                        match predictors.ingest(samples).await {
                             Ok(mut summary) => {
                                 summary.unknown_component += bad;
                                 record(&summary, "remote_write");

@@ -97,10 +97,8 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                     )
                 })
                 .collect();
-            self.predictors.sync().await;
             let mut summary = self
                 .predictors
-                .system
                 .ingest(samples)
                 .await
                 .map_err(actors_status)?;
@@ -112,7 +110,8 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
             out.unknown_component += summary.unknown_component;
             out.out_of_order += summary.out_of_order;
             out.duplicate += summary.duplicate;
-            out.too_many_metrics += summary.too_many_metrics + summary.lost;
+            out.too_many_metrics += summary.too_many_metrics;
+            out.lost += summary.lost;
         }
         Ok(Response::new(out))
     }

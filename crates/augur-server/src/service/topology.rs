@@ -1,4 +1,9 @@
-use augur_graph::{DepGraph, PropagationOptions, RiskPolicy};
+use std::sync::Arc;
+
+use augur_graph::{
+    history_component, rank_root_causes_by, rank_with_graph, BlastRadius, DepGraph,
+    PropagationOptions, RcaError, RcaOptions, RiskPolicy,
+};
 use augur_proto::{
     component_from_wire, component_to_wire, edge_update_from_wire, faded_edge_to_wire,
     graph_edge_to_wire, graph_node_to_wire, impact_to_wire, pb, placement_from_wire, risk_to_wire,
@@ -8,16 +13,53 @@ use augur_types::{Command, ComponentId, ControlState, Host, MAX_EDGE_BATCH};
 use tonic::{Request, Response, Status};
 
 use crate::node::{Consistency, Node};
+use crate::predict::Predictors;
 
 pub struct TopologyService {
     node: Node,
-    predictors: Option<augur_actors::PredictorSystem>,
+    predictors: Option<Predictors>,
+    /// The last blast radii and the graph they are for: when only some edges changed since,
+    /// `GetRisk` walks what those edges reach instead of the whole graph.
+    risk_cache: Arc<RiskCache>,
+}
+
+/// The graph the cached blast radii are for, and the radii.
+type RiskCache = std::sync::Mutex<Option<(DepGraph, Vec<BlastRadius>)>>;
+
+/// Every blast radius of `g`, updated from `cache` when only edges changed since it was
+/// filled, and put back in it.
+fn cached_blast_radii(cache: &RiskCache, g: DepGraph) -> Vec<BlastRadius> {
+    let opts = propagation_options();
+    let mut cache = cache.lock().expect("risk cache lock");
+    let radii = match cache.take() {
+        Some((old, mut radii)) => match g.strength_changes(&old) {
+            Some(changed) => {
+                let changed: Vec<(&str, &str)> = changed
+                    .iter()
+                    .map(|(a, b)| (a.as_str(), b.as_str()))
+                    .collect();
+                let walked = augur_graph::update_blast_radii(&g, &mut radii, &changed, &opts);
+                metrics::counter!("augur_graph_blast_radius_rows_walked_total")
+                    .increment(walked as u64);
+                radii
+            }
+            None => augur_graph::blast_radii(&g, &opts),
+        },
+        None => augur_graph::blast_radii(&g, &opts),
+    };
+    *cache = Some((g, radii.clone()));
+    radii
 }
 
 impl TopologyService {
-    /// `predictors` gives `GetRisk` its P(fail): each component's latest forecast.
-    pub fn new(node: Node, predictors: Option<augur_actors::PredictorSystem>) -> Self {
-        Self { node, predictors }
+    /// `predictors` gives `GetRisk` its P(fail) (each component's latest forecast) and
+    /// `RankRootCauses` its metric history.
+    pub fn new(node: Node, predictors: Option<Predictors>) -> Self {
+        Self {
+            node,
+            predictors,
+            risk_cache: Default::default(),
+        }
     }
 
     async fn write(&self, cmd: Command) -> Result<Response<pb::WriteResponse>, Status> {
@@ -229,10 +271,12 @@ impl pb::topology_server::Topology for TopologyService {
                 req.component
             )));
         }
-        let radii = blocking(move || augur_graph::blast_radii(&g, &propagation_options())).await?;
+        let cache = self.risk_cache.clone();
+        let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
         // P(fail within 1 h) of every component with a forecast, in one pass over the shards.
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
             Some(p) => p
+                .system
                 .list_at_risk(usize::MAX, 0.0)
                 .await
                 .map_err(|e| Status::unavailable(format!("predictors: {e}")))?
@@ -289,5 +333,120 @@ impl pb::topology_server::Topology for TopologyService {
             impacts: impacts.iter().map(impact_to_wire).collect(),
             blast_radius: radius,
         }))
+    }
+
+    async fn rank_root_causes(
+        &self,
+        req: Request<pb::RankRootCausesRequest>,
+    ) -> Result<Response<pb::RankRootCausesResponse>, Status> {
+        let req = req.into_inner();
+        if req.to_ms < req.from_ms {
+            return Err(Status::invalid_argument(format!(
+                "the window ends (to_ms {}) before it starts (from_ms {})",
+                req.to_ms, req.from_ms
+            )));
+        }
+        if req.reference_ms < 0 {
+            return Err(Status::invalid_argument(format!(
+                "reference_ms is {}; it must be 0 (all history) or more",
+                req.reference_ms
+            )));
+        }
+        let Some(predictors) = &self.predictors else {
+            return Err(Status::failed_precondition(
+                "this node keeps no metric history",
+            ));
+        };
+        let history = predictors.history.clone();
+        let graph =
+            (!req.metrics_only).then(|| self.node.state.read(ControlState::dependency_graph));
+        let out = blocking(move || {
+            let cfg = history.config();
+            let kept_ms = cfg.step_ms * cfg.slots as i64;
+            let start = if req.reference_ms > 0 {
+                req.from_ms - req.reference_ms
+            } else {
+                req.to_ms - kept_ms
+            };
+            let frame = history.frame(start, req.to_ms)?;
+            let fault = req.from_ms.div_euclid(1000);
+            let opts = RcaOptions::default();
+            let mut ranked = rank_root_causes_by(&frame, fault, &opts, history_component)?;
+            if let Some(g) = &graph {
+                ranked = rank_with_graph(&ranked, g, &opts);
+            }
+            let reference_rows = frame.times().iter().filter(|&&t| t < fault).count();
+            Ok::<_, RcaError>((ranked, frame.names().len(), reference_rows, frame.len()))
+        })
+        .await?
+        .map_err(|e| Status::failed_precondition(format!("cannot rank: {e}")))?;
+        let (mut ranked, series, reference_rows, rows) = out;
+        if req.limit > 0 {
+            ranked.truncate(req.limit as usize);
+        }
+        Ok(Response::new(pb::RankRootCausesResponse {
+            causes: ranked
+                .into_iter()
+                .map(|c| pb::RootCause {
+                    component: c.component,
+                    score: c.score,
+                    metric: c.metric,
+                })
+                .collect(),
+            series: series as u32,
+            reference_rows: reference_rows as u32,
+            window_rows: (rows - reference_rows) as u32,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_graph::{EdgeSource, EdgeUpdate, Node as GraphNode, Observation};
+
+    fn edge(g: &mut DepGraph, from: &str, to: &str, s: f64) {
+        g.apply(&EdgeUpdate {
+            from: from.into(),
+            to: to.into(),
+            observation: Observation::new(EdgeSource::Trace, s, 1),
+        })
+        .unwrap();
+    }
+
+    /// The cache answers what a fresh computation would, whatever changed in between.
+    #[test]
+    fn cached_blast_radii_follow_every_change() {
+        let cache = std::sync::Mutex::new(None);
+        let mut g = DepGraph::new();
+        for (name, entry) in [
+            ("web", true),
+            ("api", false),
+            ("db", false),
+            ("cache", false),
+        ] {
+            let mut n = GraphNode::component(name);
+            n.entry = entry;
+            n.criticality = 3;
+            g.upsert_node(n);
+        }
+        edge(&mut g, "web", "api", 1.0);
+        edge(&mut g, "api", "db", 0.5);
+        let fresh = |g: &DepGraph| augur_graph::blast_radii(g, &propagation_options());
+        assert_eq!(cached_blast_radii(&cache, g.clone()), fresh(&g));
+        // Edges only: the update path.
+        edge(&mut g, "api", "cache", 0.7);
+        edge(&mut g, "api", "db", 0.9);
+        assert_eq!(cached_blast_radii(&cache, g.clone()), fresh(&g));
+        g.remove_observation("web", "api", EdgeSource::Trace);
+        assert_eq!(cached_blast_radii(&cache, g.clone()), fresh(&g));
+        // A node change: recomputed in full.
+        let mut n = GraphNode::component("api");
+        n.entry = true;
+        g.upsert_node(n);
+        assert_eq!(cached_blast_radii(&cache, g.clone()), fresh(&g));
+        assert!(fresh(&g)
+            .iter()
+            .any(|b| b.component == "db" && b.blast_radius > 0.0));
     }
 }

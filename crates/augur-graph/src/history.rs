@@ -1,0 +1,352 @@
+//! The node's recent metric history on a fixed time grid: what root-cause ranking and the
+//! causal-strength tests read. One ring of `f32` per (component, metric), one slot per grid
+//! step (the last sample in a step wins, a step with no sample is NaN), so a window of every
+//! series is a [`MetricFrame`] without any resampling.
+//!
+//! Memory is bounded: `retention / step` slots of 4 bytes per series, at most `max_metrics`
+//! series per component. Thread-safe: the map is split in shards, each behind its own lock,
+//! so concurrent pushes of different components rarely meet.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use crate::rca::{MetricFrame, RcaError};
+
+const SHARDS: usize = 16;
+
+/// The separator between component and metric in the columns of [`MetricHistory::frame`].
+/// Component ids cannot contain it (ids are `[A-Za-z0-9._:-]`), so the split is exact.
+pub const COLUMN_SEP: char = '/';
+
+/// The component of a column of [`MetricHistory::frame`].
+pub fn history_component(column: &str) -> &str {
+    column.split_once(COLUMN_SEP).map_or(column, |(c, _)| c)
+}
+
+/// Settings of a [`MetricHistory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Grid step, ms.
+    pub step_ms: i64,
+    /// Slots kept per series (`retention / step`).
+    pub slots: usize,
+    /// Series kept per component; samples of further metrics are not kept.
+    pub max_metrics: usize,
+}
+
+#[derive(Debug)]
+struct Series {
+    metric: String,
+    /// The grid step of `values[0]`.
+    first: i64,
+    values: VecDeque<f32>,
+}
+
+impl Series {
+    /// Puts a value in its slot; false when the slot is older than the ring.
+    fn put(&mut self, step: i64, value: f32, slots: usize) -> bool {
+        let end = self.first + self.values.len() as i64;
+        if self.values.is_empty() || step - end >= slots as i64 {
+            // Empty, or a gap longer than the ring: nothing of the old series would survive.
+            self.values.clear();
+            self.first = step;
+        } else if step < self.first {
+            return false;
+        }
+        let end = self.first + self.values.len() as i64;
+        for _ in end..=step {
+            self.values.push_back(f32::NAN);
+        }
+        let i = (step - self.first) as usize;
+        self.values[i] = value;
+        while self.values.len() > slots {
+            self.values.pop_front();
+            self.first += 1;
+        }
+        true
+    }
+
+    fn get(&self, step: i64) -> f32 {
+        if step < self.first {
+            return f32::NAN;
+        }
+        self.values
+            .get((step - self.first) as usize)
+            .copied()
+            .unwrap_or(f32::NAN)
+    }
+}
+
+/// Recent samples of every component's metrics, on a grid. See the module docs.
+#[derive(Debug)]
+pub struct MetricHistory {
+    cfg: HistoryConfig,
+    /// The newest timestamp kept, ms (`i64::MIN` while empty).
+    newest_ms: AtomicI64,
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<HashMap<String, Vec<Series>>>>,
+}
+
+/// What [`MetricHistory::record`] did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub kept: u64,
+    /// Not finite, older than the ring, or a metric beyond `max_metrics`.
+    pub skipped: u64,
+}
+
+impl MetricHistory {
+    /// An empty history. The step is at least a second (frames count in seconds); `slots`
+    /// must be positive.
+    pub fn new(cfg: HistoryConfig) -> Result<Self, RcaError> {
+        if cfg.step_ms < 1000 {
+            return Err(RcaError::BadOption {
+                name: "history step_ms",
+                value: cfg.step_ms as f64,
+                expected: "it must be at least 1000",
+            });
+        }
+        if cfg.slots == 0 {
+            return Err(RcaError::BadOption {
+                name: "history slots",
+                value: 0.0,
+                expected: "it must be positive",
+            });
+        }
+        Ok(Self {
+            cfg,
+            newest_ms: AtomicI64::new(i64::MIN),
+            hasher: Default::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        })
+    }
+
+    pub fn config(&self) -> HistoryConfig {
+        self.cfg
+    }
+
+    fn shard(&self, component: &str) -> &Mutex<HashMap<String, Vec<Series>>> {
+        &self.shards[(self.hasher.hash_one(component) as usize) % SHARDS]
+    }
+
+    /// Records samples `(component, metric, ts_ms, value)`.
+    pub fn record<'a>(
+        &self,
+        samples: impl IntoIterator<Item = (&'a str, &'a str, i64, f64)>,
+    ) -> Recorded {
+        let mut out = Recorded::default();
+        for (component, metric, ts_ms, value) in samples {
+            if !value.is_finite() {
+                out.skipped += 1;
+                continue;
+            }
+            let step = ts_ms.div_euclid(self.cfg.step_ms);
+            let mut shard = self.shard(component).lock().expect("history lock");
+            let series = match shard.get_mut(component) {
+                Some(s) => s,
+                None => shard.entry(component.to_owned()).or_default(),
+            };
+            let i = match series.iter().position(|s| s.metric == metric) {
+                Some(i) => i,
+                None if series.len() < self.cfg.max_metrics => {
+                    series.push(Series {
+                        metric: metric.to_owned(),
+                        first: step,
+                        values: VecDeque::new(),
+                    });
+                    series.len() - 1
+                }
+                None => {
+                    out.skipped += 1;
+                    continue;
+                }
+            };
+            if series[i].put(step, value as f32, self.cfg.slots) {
+                out.kept += 1;
+                self.newest_ms.fetch_max(ts_ms, Ordering::Relaxed);
+            } else {
+                out.skipped += 1;
+            }
+        }
+        out
+    }
+
+    /// The newest timestamp recorded, ms; `None` while nothing was.
+    pub fn newest_ms(&self) -> Option<i64> {
+        let t = self.newest_ms.load(Ordering::Relaxed);
+        (t != i64::MIN).then_some(t)
+    }
+
+    /// Drops every series of `components`.
+    pub fn forget<'a>(&self, components: impl IntoIterator<Item = &'a str>) {
+        for c in components {
+            self.shard(c).lock().expect("history lock").remove(c);
+        }
+    }
+
+    /// Series held, for `/metrics`.
+    pub fn series(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .expect("history lock")
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Every series over `[from_ms, to_ms]`, one row per grid step (times in unix seconds,
+    /// rounded down, as [`MetricFrame`] holds them), columns `<component>/<metric>` sorted by
+    /// name. Series with no value in the range are left out, and so are the rows before the
+    /// first value of any series.
+    pub fn frame(&self, from_ms: i64, to_ms: i64) -> Result<MetricFrame, RcaError> {
+        let (first, last) = (
+            from_ms.div_euclid(self.cfg.step_ms),
+            to_ms.div_euclid(self.cfg.step_ms),
+        );
+        if last < first {
+            return Err(RcaError::ColumnMismatch(format!(
+                "the window ends ({to_ms} ms) before it starts ({from_ms} ms)"
+            )));
+        }
+        // Never more rows than the ring holds: older steps are gone anyway.
+        let first = first.max(last - self.cfg.slots as i64 + 1);
+        let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().expect("history lock");
+            for (component, series) in shard.iter() {
+                for s in series {
+                    let col: Vec<f64> = (first..=last).map(|t| f64::from(s.get(t))).collect();
+                    if col.iter().any(|v| v.is_finite()) {
+                        columns.push((format!("{component}{COLUMN_SEP}{}", s.metric), col));
+                    }
+                }
+            }
+        }
+        columns.sort_by(|a, b| a.0.cmp(&b.0));
+        // Rows before the first value of any series carry nothing: they are left out.
+        let skip = columns
+            .iter()
+            .filter_map(|(_, c)| c.iter().position(|v| v.is_finite()))
+            .min()
+            .unwrap_or(0);
+        for (_, c) in &mut columns {
+            c.drain(..skip);
+        }
+        let times = (first + skip as i64..=last)
+            .map(|t| (t * self.cfg.step_ms).div_euclid(1000))
+            .collect();
+        MetricFrame::new(times, columns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn history(step_ms: i64, slots: usize) -> MetricHistory {
+        MetricHistory::new(HistoryConfig {
+            step_ms,
+            slots,
+            max_metrics: 2,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn samples_land_on_the_grid_and_gaps_are_nan() {
+        let h = history(1000, 10);
+        let r = h.record([
+            ("a", "cpu", 10_000, 1.0),
+            ("a", "cpu", 10_400, 2.0), // same step: the last wins
+            ("a", "cpu", 13_000, 3.0),
+            ("b", "lat", 11_000, 7.0),
+        ]);
+        assert_eq!(
+            r,
+            Recorded {
+                kept: 4,
+                skipped: 0
+            }
+        );
+        assert_eq!(h.newest_ms(), Some(13_000));
+        let f = h.frame(10_000, 13_999).unwrap();
+        assert_eq!(f.times(), &[10, 11, 12, 13]);
+        assert_eq!(f.names(), &["a/cpu".to_string(), "b/lat".to_string()]);
+        let a = f.column("a/cpu").unwrap();
+        assert_eq!(a[0], 2.0);
+        assert!(a[1].is_nan() && a[2].is_nan());
+        assert_eq!(a[3], 3.0);
+        assert_eq!(history_component("my_db.1/cpu_total"), "my_db.1");
+    }
+
+    #[test]
+    fn bad_samples_are_skipped_and_change_nothing() {
+        let h = history(1000, 4);
+        h.record([("a", "cpu", 10_000, 1.0)]);
+        let r = h.record([
+            ("a", "cpu", 11_000, f64::NAN),
+            ("a", "cpu", 11_000, f64::INFINITY),
+            ("a", "mem", 11_000, 1.0),
+            ("a", "disk", 11_000, 1.0), // third metric, max is 2
+        ]);
+        assert_eq!(
+            r,
+            Recorded {
+                kept: 1,
+                skipped: 3
+            }
+        );
+        // Far ahead: the ring moves on; the old step is now too old.
+        h.record([("a", "cpu", 20_000, 5.0)]);
+        let r = h.record([("a", "cpu", 10_000, 9.0)]);
+        assert_eq!(r.skipped, 1);
+        assert_eq!(h.series(), 2);
+        h.forget(["a"]);
+        assert_eq!(h.series(), 0);
+        assert!(h.frame(20_000, 10_000).is_err());
+    }
+
+    proptest! {
+        /// Samples in time order (the usual case): every step the ring still covers holds
+        /// the last value recorded in it, and a step with none is NaN.
+        #[test]
+        fn frame_is_the_last_value_per_step(
+            mut samples in proptest::collection::vec((0i64..60_000, -1e6f64..1e6), 1..200),
+        ) {
+            samples.sort_by_key(|s| s.0);
+            let h = history(1000, 30);
+            for &(t, v) in &samples {
+                h.record([("c", "m", t, v)]);
+            }
+            let mut expected = std::collections::BTreeMap::new();
+            for &(t, v) in &samples {
+                expected.insert(t / 1000, (v as f32) as f64);
+            }
+            let newest = samples.last().unwrap().0 / 1000;
+            let f = h.frame(0, 59_999).unwrap();
+            // Rows start at the first kept value in the range; a series with nothing in the
+            // range is left out of the frame.
+            let kept = |t: &i64| expected.contains_key(t) && *t > newest - 30;
+            let Some(start) = (30..60).find(kept) else {
+                prop_assert!(f.column("c/m").is_none());
+                return Ok(());
+            };
+            let rows: Vec<i64> = (start..60).collect();
+            prop_assert_eq!(f.times(), rows.as_slice());
+            let col = f.column("c/m").unwrap();
+            for (row, &t) in f.times().iter().enumerate() {
+                match expected.get(&t) {
+                    Some(&v) if t > newest - 30 => prop_assert_eq!(col[row], v),
+                    _ => prop_assert!(col[row].is_nan(), "step {} holds {}", t, col[row]),
+                }
+            }
+        }
+    }
+}
