@@ -5,12 +5,16 @@ end one second before the anomalous one starts, as `augur rca` does) and the ano
 are pushed as telemetry, and `augur ctl root-cause` ranks the incident window from the
 node's metric history. Prints AC@1..5 and Avg@5, metrics alone and with the graph.
 
-    python3 scripts/rca-online.py [AUGUR_BINARY] [DATA_DIR]
+    python3 scripts/rca-online.py [AUGUR_BINARY] [DATA_DIR] [OFFSET_S]
+
+OFFSET_S moves the fault time given to `root-cause --from` (e.g. 60 or -60: a fault time
+that is a minute late or early).
 """
 import csv, json, os, socket, subprocess, sys, tempfile, time
 
 augur = sys.argv[1] if len(sys.argv) > 1 else "target/release/augur"
 data = sys.argv[2] if len(sys.argv) > 2 else "../shared/data/sock-shop"
+offset = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 topology = os.path.join(os.path.dirname(__file__), "..", "examples/topologies/sock-shop.toml")
 
 
@@ -56,23 +60,28 @@ def case(case_dir, run, service, tmp):
     port, mport = free_port(), free_port()
     cfg = os.path.join(tmp, "node.toml")
     with open(cfg, "w") as f:
-        f.write(f"""[node]\nid = 1\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{mport}"
+        f.write(f"""version = 1\n[node]\nid = 1\nlisten = "127.0.0.1:{port}"\nmetrics_listen = "127.0.0.1:{mport}"
 data_dir = "{tmp}/data"\n[cluster]\nbootstrap = true\nmembers = [{{ id = 1, addr = "127.0.0.1:{port}" }}]
 [telemetry]\ncausal_every_s = 0\n""")
     node = subprocess.Popen([augur, "serve", "--config", cfg], stderr=subprocess.DEVNULL)
     ep = f"127.0.0.1:{port}"
     try:
         for _ in range(200):
-            if subprocess.run([augur, "ctl", "--endpoint", ep, "status"],
-                              capture_output=True).returncode == 0:
-                break
+            if node.poll() is not None:
+                raise SystemExit(f"the node exited with {node.returncode}")
+            try:
+                if subprocess.run([augur, "ctl", "--endpoint", ep, "status"],
+                                  capture_output=True, timeout=2).returncode == 0:
+                    break
+            except subprocess.TimeoutExpired:
+                pass
             time.sleep(0.05)
         subprocess.run([augur, "ctl", "--endpoint", ep, "topology", "apply", topology],
                        check=True, capture_output=True)
         pushed = ctl(ep, "push", samples)
         ranks = {}
         for mode, extra in (("metrics", ["--metrics-only"]), ("graph", [])):
-            r = ctl(ep, "root-cause", "--from", str(start), "--to", str(end), *extra)
+            r = ctl(ep, "root-cause", "--from", str(start + offset), "--to", str(end), *extra)
             names = [c["component"] for c in r["causes"]]
             ranks[mode] = names.index(service) + 1 if service in names else None
         return pushed["accepted"], ranks
