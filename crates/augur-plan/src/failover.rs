@@ -1,0 +1,185 @@
+//! Preemptive failover: which components to move before they fail, where, and whether to act
+//! or only recommend. A component is moved when its P(fail) reaches the action threshold its
+//! blast radius and group policy give (a larger blast radius: a lower threshold); the most
+//! urgent go first (lowest Health Projection Score, then largest blast radius), each taking
+//! a slot so no host is ever planned over its capacity.
+
+use std::collections::BTreeMap;
+
+use augur_graph::{action_threshold, RiskPolicy};
+use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy};
+use serde::Serialize;
+
+use crate::placement::{choose_host, domain_tier, Occupancy, Tier};
+
+/// What the planner knows of a component's future.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ComponentRisk {
+    /// P(fail within 1 h).
+    pub p_fail: f64,
+    /// Health Projection Score, 0..=100, lower is riskier.
+    pub hps: f64,
+    /// Criticality-weighted share of entry points its failure reaches, 0..=1.
+    pub blast_radius: f64,
+}
+
+/// How urgent a decision is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Over its threshold.
+    Elevated,
+    /// Over its threshold, and critical (criticality ≥ 4) or reaching half the entry points.
+    High,
+    /// Failure nearly certain (P ≥ 0.9).
+    Critical,
+}
+
+/// Carry the decision out, or only recommend it and wait for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Act,
+    Recommend,
+}
+
+/// Planner settings beyond the group policies.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PlannerConfig {
+    /// Decisions below this severity are only recommended, whatever the policy says.
+    pub act_from: Severity,
+    /// Bounds of the action threshold (see [`RiskPolicy`]).
+    pub min_probability: f64,
+    pub max_probability: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        let d = RiskPolicy::default();
+        Self {
+            act_from: Severity::Elevated,
+            min_probability: d.min_probability,
+            max_probability: d.max_probability,
+        }
+    }
+}
+
+/// A group policy as the risk rules read it: its tolerance (0..=100) as a share.
+pub fn risk_policy(policy: &Policy, cfg: &PlannerConfig) -> RiskPolicy {
+    RiskPolicy {
+        risk_tolerance: f64::from(policy.risk_tolerance) / 100.0,
+        min_probability: cfg.min_probability,
+        max_probability: cfg.max_probability,
+    }
+}
+
+/// One component to move, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub component: ComponentId,
+    /// Where its shadow goes; `None` when no other host has room (nothing can be done).
+    pub to: Option<Placement>,
+    pub tier: Option<Tier>,
+    pub severity: Severity,
+    pub mode: Mode,
+    pub p_fail: f64,
+    pub threshold: f64,
+    pub hps: f64,
+    pub blast_radius: f64,
+    pub reason: String,
+}
+
+/// The failovers to start now, most urgent first. Components with a shadow already in flight
+/// and those with no known risk are left alone. Each placed shadow takes a slot of its host
+/// before the next is placed, so the plan never exceeds any host's capacity.
+pub fn plan_failovers(
+    state: &ControlState,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    cfg: &PlannerConfig,
+) -> Vec<Decision> {
+    let mut due: Vec<(&ComponentId, ComponentRisk, f64)> = Vec::new();
+    for (id, r) in risks {
+        let Some(c) = state.components.get(id) else {
+            continue;
+        };
+        if state.shadows.get(id).is_some_and(|s| s.state.in_flight()) {
+            continue;
+        }
+        if !(r.p_fail.is_finite() && r.hps.is_finite() && r.blast_radius.is_finite()) {
+            continue;
+        }
+        let policy = state.policy_for(&c.group);
+        let threshold = action_threshold(r.blast_radius, &risk_policy(&policy, cfg));
+        if r.p_fail >= threshold {
+            due.push((id, *r, threshold));
+        }
+    }
+    due.sort_by(|a, b| {
+        a.1.hps
+            .total_cmp(&b.1.hps)
+            .then(b.1.blast_radius.total_cmp(&a.1.blast_radius))
+            .then_with(|| a.0.cmp(b.0))
+    });
+    // A host is as risky as the riskiest thing running on it.
+    let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
+    for (id, r) in risks {
+        if let Some(c) = state.components.get(id) {
+            let e = host_risk.entry(c.placement.host.as_str()).or_default();
+            *e = e.max(r.p_fail);
+        }
+    }
+    let mut occupancy = Occupancy::of(state);
+    let mut out = Vec::with_capacity(due.len());
+    for (id, r, threshold) in due {
+        let c = &state.components[id];
+        let policy = state.policy_for(&c.group);
+        let severity = if r.p_fail >= 0.9 {
+            Severity::Critical
+        } else if c.criticality >= 4 || r.blast_radius >= 0.5 {
+            Severity::High
+        } else {
+            Severity::Elevated
+        };
+        let mode = if policy.approval == ApprovalMode::Recommend || severity < cfg.act_from {
+            Mode::Recommend
+        } else {
+            Mode::Act
+        };
+        let host = choose_host(&state.hosts, &c.placement, &occupancy, |h| {
+            host_risk.get(h).copied().unwrap_or(0.0)
+        });
+        let to = host.map(|h| h.placement.clone());
+        if let Some(p) = &to {
+            occupancy.take(&p.host);
+        }
+        let tier = to.as_ref().map(|p| domain_tier(&c.placement, p));
+        let reason = match &to {
+            Some(p) => format!(
+                "P(fail within 1 h) {:.3} ≥ threshold {:.3} (blast radius {:.3}, HPS {:.0}); shadow on {} ({:?})",
+                r.p_fail,
+                threshold,
+                r.blast_radius,
+                r.hps,
+                p.host,
+                tier.expect("set with to")
+            ),
+            None => format!(
+                "P(fail within 1 h) {:.3} ≥ threshold {:.3}, but no other host has room",
+                r.p_fail, threshold
+            ),
+        };
+        out.push(Decision {
+            component: id.clone(),
+            to,
+            tier,
+            severity,
+            mode,
+            p_fail: r.p_fail,
+            threshold,
+            hps: r.hps,
+            blast_radius: r.blast_radius,
+            reason,
+        });
+    }
+    out
+}

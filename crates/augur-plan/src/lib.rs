@@ -1,0 +1,24 @@
+//! Augur's planner: pure decision logic over the replicated state, the forecasts and the
+//! risk of each component. State + forecasts + risk + policy in, decisions out; no clock, no
+//! I/O, no randomness, so every node plans the same and every rule is property tested.
+//!
+//! - [`placement`]: where a shadow goes: the safest failure domain with room.
+//! - [`failover`]: which components to move before they fail, most urgent first, never over
+//!   capacity.
+//! - [`shift`]: a canary shift in steps, advanced by KPI gates, rolled back to the last
+//!   verified weights when one fails.
+//! - [`judge`]: the gate itself: error rate and a rank test on latency, shadow against
+//!   original.
+//! - [`scaling`]: predictive scale-up ahead of load; never down on a forecast alone.
+
+pub mod failover;
+pub mod judge;
+pub mod placement;
+pub mod scaling;
+pub mod shift;
+
+pub use failover::{plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity};
+pub use judge::{judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
+pub use placement::{choose_host, domain_tier, Occupancy, Tier};
+pub use scaling::{scale_up, ScalingConfig};
+pub use shift::{GateOutcome, Shift, ShiftError, ShiftStep};

@@ -1,0 +1,190 @@
+//! The planner's rules, as properties over random fleets: never over capacity; never a shadow
+//! in the original's failure domain while another domain has room; most urgent first; a
+//! shift's weights always sum to 100 and a rollback restores the last verified weights.
+
+use std::collections::BTreeMap;
+
+use augur_plan::placement::{domain_tier, Occupancy, Tier};
+use augur_plan::shift::{GateOutcome, Shift, ShiftStep, DEFAULT_STEPS};
+use augur_plan::{plan_failovers, ComponentRisk, PlannerConfig};
+use augur_types::{Component, ComponentId, ControlState, Host, Placement, TrafficWeights};
+use proptest::prelude::*;
+
+fn placement(h: usize) -> Placement {
+    // 2 hosts a rack, 2 racks a zone.
+    Placement {
+        host: format!("h{h}"),
+        rack: format!("r{}", h / 2),
+        zone: format!("z{}", h / 4),
+    }
+}
+
+type Fleet = (Vec<u32>, Vec<usize>, Vec<(f64, f64, f64)>);
+
+fn arb_fleet() -> impl Strategy<Value = Fleet> {
+    (1usize..9).prop_flat_map(|hosts| {
+        (
+            prop::collection::vec(0u32..5, hosts),
+            prop::collection::vec(0..hosts, 1..16),
+        )
+            .prop_flat_map(|(caps, comps)| {
+                let n = comps.len();
+                (
+                    Just(caps),
+                    Just(comps),
+                    prop::collection::vec((0.0f64..=1.0, 0.0f64..=100.0, 0.0f64..=1.0), n),
+                )
+            })
+    })
+}
+
+fn build(caps: &[u32], comps: &[usize]) -> ControlState {
+    let mut s = ControlState::default();
+    for (h, &capacity) in caps.iter().enumerate() {
+        s.hosts.insert(
+            format!("h{h}"),
+            Host {
+                placement: placement(h),
+                capacity,
+            },
+        );
+    }
+    for (i, &h) in comps.iter().enumerate() {
+        let id = ComponentId::new(format!("c{i}")).unwrap();
+        s.components.insert(
+            id.clone(),
+            Component {
+                id,
+                class: "svc".into(),
+                group: "g".into(),
+                criticality: 3,
+                placement: placement(h),
+                labels: BTreeMap::new(),
+            },
+        );
+    }
+    s
+}
+
+proptest! {
+    #[test]
+    fn never_over_capacity_and_never_a_nearer_domain_than_needed((caps, comps, risks) in arb_fleet()) {
+        let state = build(&caps, &comps);
+        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
+            .iter()
+            .enumerate()
+            .map(|(i, &(p_fail, hps, blast_radius))| {
+                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
+            })
+            .collect();
+        let decisions = plan_failovers(&state, &risks, &PlannerConfig::default());
+        let mut occ = Occupancy::of(&state);
+        let mut last_hps = f64::NEG_INFINITY;
+        for d in &decisions {
+            prop_assert!(d.hps >= last_hps, "most urgent first");
+            last_hps = d.hps;
+            prop_assert!(d.p_fail >= d.threshold);
+            let original = &state.components[&d.component].placement;
+            // The best tier any host with room offered at this point of the plan.
+            let best = state
+                .hosts
+                .values()
+                .filter(|h| occ.room(h) > 0)
+                .map(|h| domain_tier(original, &h.placement))
+                .filter(|t| *t > Tier::SameHost)
+                .max();
+            match &d.to {
+                Some(to) => {
+                    let host = &state.hosts[&to.host];
+                    prop_assert!(occ.room(host) > 0, "{} over capacity", to.host);
+                    prop_assert_eq!(Some(domain_tier(original, to)), best);
+                    prop_assert!(to.host != original.host);
+                    occ.take(&to.host);
+                }
+                None => prop_assert_eq!(best, None),
+            }
+        }
+        // Nothing planned pushed a host that had room over its capacity.
+        let before = Occupancy::of(&state);
+        for h in state.hosts.values() {
+            prop_assert!(occ.used(&h.placement.host) <= h.capacity.max(before.used(&h.placement.host)));
+        }
+    }
+
+    #[test]
+    fn shift_weights_sum_to_100_and_rollback_restores_the_last_verified(
+        shares in prop::collection::vec(1u32..60, 1..5),
+        outcomes in prop::collection::vec(0u8..10, 1..8),
+    ) {
+        // Weights summing to 100: the shares scaled, the rest on the first member.
+        let total: u32 = shares.iter().sum();
+        let mut weights: TrafficWeights = BTreeMap::new();
+        let mut given = 0;
+        for (i, s) in shares.iter().enumerate() {
+            let w = s * 100 / total;
+            given += w;
+            weights.insert(ComponentId::new(format!("m{i}")).unwrap(), w);
+        }
+        *weights.get_mut(&ComponentId::new("m0").unwrap()).unwrap() += 100 - given;
+        let original = ComponentId::new("m0").unwrap();
+        let shadow = ComponentId::new("m0-shadow").unwrap();
+        let mut shift = Shift::new(weights.clone(), original, shadow, &DEFAULT_STEPS).unwrap();
+        let mut step = shift.start();
+        let mut verified = weights.clone();
+        for o in outcomes {
+            let applied = match &step {
+                ShiftStep::Apply { weights, .. } => weights.clone(),
+                _ => break,
+            };
+            prop_assert_eq!(applied.values().sum::<u32>(), 100);
+            let outcome = match o {
+                0 => GateOutcome::Fail("slow".into()),
+                1 => GateOutcome::ShadowDead,
+                _ => GateOutcome::Pass,
+            };
+            let passed = outcome == GateOutcome::Pass;
+            step = shift.on_gate(outcome);
+            if passed {
+                verified = applied;
+            }
+            prop_assert_eq!(shift.verified(), &verified);
+            if let ShiftStep::RollBack { weights, .. } = &step {
+                prop_assert_eq!(weights, &verified);
+                prop_assert_eq!(shift.current(), &verified);
+            }
+            if let ShiftStep::Promote { weights } = &step {
+                prop_assert_eq!(weights.values().sum::<u32>(), 100);
+                prop_assert_eq!(weights[&ComponentId::new("m0").unwrap()], 0);
+            }
+        }
+        // Once over, a further gate changes nothing.
+        if shift.is_done() {
+            let again = shift.on_gate(GateOutcome::Pass);
+            prop_assert_eq!(again, step);
+        }
+    }
+}
+
+#[test]
+fn shift_refuses_bad_input() {
+    let mut w: TrafficWeights = BTreeMap::new();
+    w.insert(ComponentId::new("a").unwrap(), 60);
+    w.insert(ComponentId::new("b").unwrap(), 30);
+    let id = |s: &str| ComponentId::new(s).unwrap();
+    assert!(Shift::new(w.clone(), id("a"), id("s"), &DEFAULT_STEPS).is_err()); // sums to 90
+    w.insert(id("b"), 40);
+    assert!(Shift::new(w.clone(), id("x"), id("s"), &DEFAULT_STEPS).is_err());
+    assert!(Shift::new(w.clone(), id("a"), id("b"), &DEFAULT_STEPS).is_err());
+    assert!(Shift::new(w.clone(), id("a"), id("s"), &[5, 1, 100]).is_err());
+    assert!(Shift::new(w.clone(), id("a"), id("s"), &[1, 50]).is_err());
+    let mut s = Shift::new(w, id("a"), id("s"), &[50, 100]).unwrap();
+    assert_eq!(
+        s.start(),
+        ShiftStep::Apply {
+            percent: 50,
+            weights: [(id("a"), 30), (id("b"), 40), (id("s"), 30)]
+                .into_iter()
+                .collect()
+        }
+    );
+}
