@@ -62,3 +62,7 @@ echo "== risk = P(fail within 1 h) x blast radius"
 "$AUGUR" ctl risk --limit 6
 echo "== which component most likely caused it: ranked from the node's own metric history"
 "$AUGUR" ctl root-cause --from 590 --to 599 --limit 3
+echo "== the predictive-failover experiment: a simulated fleet of 50 components, 12 h, one fault"
+echo "   schedule run twice (health checks alone, then Augur), with the node's own predictor and"
+echo "   the planner (augur demo; --headless --output json for the report alone)"
+"$AUGUR" demo --seed 7

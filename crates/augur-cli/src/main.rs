@@ -1,7 +1,8 @@
 //! `augur`: run a controller node (`serve`), talk to a cluster (`ctl`), rank the root causes
-//! of an incident offline (`rca`).
+//! of an incident offline (`rca`), train and backtest predictors, run the demo (`demo`).
 
 mod ctl;
+mod demo_cmd;
 mod forecast_ctl;
 mod graph_ctl;
 mod output;
@@ -51,6 +52,9 @@ enum Command {
     /// Replay series through a detector online and write its scores (NAB's result layout)
     /// and plots; a NAB corpus is scored by NAB's rules.
     Backtest(predict_cmd::BacktestArgs),
+    /// A simulated fleet run twice on one fault schedule, reactive failover against Augur:
+    /// a live view, then the failed requests, predictions, lead times and shifts of each.
+    Demo(demo_cmd::DemoArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rca(args) => rca_cmd::run(args),
         Command::Train(args) => predict_cmd::train(args),
         Command::Backtest(args) => predict_cmd::backtest(args),
+        Command::Demo(args) => demo_cmd::run_demo(args),
         Command::Ctl(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing(cli.log_format);

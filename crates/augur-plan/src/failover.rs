@@ -73,6 +73,11 @@ pub fn risk_policy(policy: &Policy, cfg: &PlannerConfig) -> RiskPolicy {
     }
 }
 
+/// The P(fail) at which a component of this blast radius, governed by `policy`, is moved.
+pub fn threshold(blast_radius: f64, policy: &Policy, cfg: &PlannerConfig) -> f64 {
+    action_threshold(blast_radius, &risk_policy(policy, cfg))
+}
+
 /// One component to move, and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Decision {
@@ -109,7 +114,7 @@ pub fn plan_failovers(
             continue;
         }
         let policy = state.policy_for(&c.group);
-        let threshold = action_threshold(r.blast_radius, &risk_policy(&policy, cfg));
+        let threshold = threshold(r.blast_radius, &policy, cfg);
         if r.p_fail >= threshold {
             due.push((id, *r, threshold));
         }
