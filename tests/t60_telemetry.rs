@@ -316,3 +316,104 @@ async fn root_causes_and_causal_edges_come_from_the_live_history() {
     )
     .await;
 }
+
+/// The model is in the replicated state: the node records the one it started with, a model
+/// set with `ctl model set` replaces it, the node switches to it and its forecasts say so;
+/// a file that is not a model is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_in_use_is_the_one_the_state_records() {
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml: "[telemetry]\ntick_ms = 50\n",
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    let model_get = |ep: String| async move {
+        let (code, out, err) = ctl(&ep, &["--output", "json", "model", "get"]);
+        assert_eq!(code, 0, "{err}");
+        json(&out)
+    };
+    let shipped = augur_predict::default_model().unwrap().meta.version;
+    let got = eventually(
+        "the shipped model recorded",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            let shipped = shipped.clone();
+            async move {
+                let v = model_get(ep).await;
+                (v["recorded_version"] == shipped.as_str()).then_some(v)
+            }
+        },
+    )
+    .await;
+    assert_eq!(got["in_use_version"], shipped.as_str(), "{got}");
+
+    // Another model (a different shape: 16 hidden units), saved as `augur train` would.
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("other.safetensors");
+    let features = (0..8).map(|i| format!("f{i}")).collect();
+    let mut other = augur_predict::lstm::LstmModel::new(augur_predict::lstm::ModelMeta::new(
+        features, 16, 30, 99,
+    ))
+    .unwrap();
+    let version = other.save(&path).unwrap();
+    assert_ne!(version, shipped);
+
+    let garbage = dir.path().join("garbage.bin");
+    std::fs::write(&garbage, b"not a model").unwrap();
+    let (code, _, err) = ctl(&ep, &["model", "set", garbage.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an Augur model"), "{err}");
+    assert_eq!(
+        model_get(ep.clone()).await["recorded_version"],
+        shipped.as_str()
+    );
+
+    let (code, out, err) = ctl(&ep, &["model", "set", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&version), "{out}");
+    assert!(register(&mut augur_cli::Client::new(cluster.endpoints()), "api").await);
+    eventually(
+        "the node switched to the recorded model",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            let version = version.clone();
+            async move { (model_get(ep).await["in_use_version"] == version.as_str()).then_some(()) }
+        },
+    )
+    .await;
+
+    // Forecasts come from the new model.
+    let ch = channel(&cluster.addr(1)).await.expect("channel");
+    let batch: Vec<pb::Sample> = noisy(50, 10.0, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| sample("api", "latency_ms", i as i64 * 1000, v))
+        .collect();
+    let summary = TelemetryClient::new(ch)
+        .push(futures::stream::iter(vec![pb::SampleBatch {
+            samples: batch,
+        }]))
+        .await
+        .expect("push")
+        .into_inner();
+    assert_eq!(summary.accepted, 50, "{summary:?}");
+    eventually(
+        "a forecast by the new model",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            let version = version.clone();
+            async move {
+                let (code, out, _) = ctl(&ep, &["--output", "json", "forecast", "api"]);
+                (code == 0 && json(&out)["model_version"] == version.as_str()).then_some(())
+            }
+        },
+    )
+    .await;
+}

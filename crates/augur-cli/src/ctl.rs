@@ -12,6 +12,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use tonic::Status;
 
+use crate::forecast_ctl::ModelCommand;
+
 use crate::forecast_ctl;
 use crate::graph_ctl::{self, FlowsCommand, GraphFormat, TopologyCommand};
 use crate::output::{members, ActionView, ComponentView, StatusView};
@@ -117,6 +119,10 @@ enum CtlCommand {
     },
     /// Pushes samples from a CSV file (`component,metric,timestamp_ms,value`).
     Push { file: std::path::PathBuf },
+    /// The LSTM every node scores with: `get` shows the recorded one and this node's, `set
+    /// FILE` records a model saved by `augur train` (every node switches to it).
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// What fails, and how likely, if this component fails.
     WhatIf {
         id: String,
@@ -377,6 +383,7 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             forecast_ctl::at_risk(&mut client, output, limit, min_risk).await?
         }
         CtlCommand::Push { file } => forecast_ctl::push(&mut client, output, &file).await?,
+        CtlCommand::Model(cmd) => forecast_ctl::model(&mut client, output, cmd).await?,
         CtlCommand::WhatIf { id, samples } => {
             graph_ctl::what_if(&mut client, output, id, samples).await?
         }

@@ -172,3 +172,88 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
     });
     Ok(())
 }
+
+#[derive(clap::Subcommand)]
+pub enum ModelCommand {
+    /// The recorded model and the one the answering node runs.
+    Get,
+    /// Records a model file (safetensors, as `augur train --out` writes it).
+    Set { file: std::path::PathBuf },
+}
+
+/// `ctl model get|set`.
+pub async fn model(client: &mut Client, output: Output, cmd: ModelCommand) -> Result<(), Status> {
+    match cmd {
+        ModelCommand::Get => {
+            let r = client
+                .call(|c| async move {
+                    TelemetryClient::new(c)
+                        .get_model(pb::GetModelRequest {})
+                        .await
+                })
+                .await?
+                .into_inner();
+            #[derive(Serialize)]
+            struct View {
+                recorded_version: String,
+                recorded_bytes: u64,
+                in_use_version: String,
+            }
+            let v = View {
+                recorded_version: r.recorded_version,
+                recorded_bytes: r.recorded_bytes,
+                in_use_version: r.in_use_version,
+            };
+            print(output, &v, |v| {
+                let recorded = if v.recorded_version.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    format!("{} ({} bytes)", v.recorded_version, v.recorded_bytes)
+                };
+                format!(
+                    "recorded: {recorded}\nin use on this node: {}",
+                    v.in_use_version
+                )
+            });
+        }
+        ModelCommand::Set { file } => {
+            let bytes = std::fs::read(&file).map_err(|e| {
+                Status::invalid_argument(format!("cannot read {}: {e}", file.display()))
+            })?;
+            let r = client
+                .call(|c| {
+                    let req = pb::SetModelRequest {
+                        model: bytes.clone(),
+                    };
+                    async move {
+                        TelemetryClient::new(c)
+                            .max_encoding_message_size(augur_types::MAX_MODEL_BYTES + 64 * 1024)
+                            .set_model(req)
+                            .await
+                    }
+                })
+                .await
+                .map_err(|s| Status::new(s.code(), format!("{}: {}", file.display(), s.message())))?
+                .into_inner();
+            #[derive(Serialize)]
+            struct View {
+                version: String,
+                log_index: u64,
+            }
+            print(
+                output,
+                &View {
+                    version: r.version,
+                    log_index: r.log_index,
+                },
+                |v| {
+                    format!(
+                        "recorded {} (log index {}); every node switches to it",
+                        v.version, v.log_index
+                    )
+                },
+            );
+        }
+    }
+    Ok(())
+}

@@ -162,7 +162,13 @@ pub async fn run(
             }
         });
     }
-    let telemetry = TelemetryService::new(predictors.clone(), inflight, cfg.telemetry.tick_ms);
+    predictors.spawn_model_recorder(node.clone());
+    let telemetry = TelemetryService::new(
+        node.clone(),
+        predictors.clone(),
+        inflight,
+        cfg.telemetry.tick_ms,
+    );
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;
     let router = tonic::transport::Server::builder()
@@ -193,7 +199,9 @@ pub async fn run(
         )
         .add_service(augur_proto::TraceServiceServer::new(traces).max_decoding_message_size(max))
         .add_service(
-            pb::telemetry_server::TelemetryServer::new(telemetry).max_decoding_message_size(max),
+            // Room for a model (`SetModel`) even when pushes are held to less.
+            pb::telemetry_server::TelemetryServer::new(telemetry)
+                .max_decoding_message_size(max.max(augur_types::MAX_MODEL_BYTES + 64 * 1024)),
         );
     let listener = tokio::net::TcpListener::bind(addr)
         .await

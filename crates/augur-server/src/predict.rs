@@ -20,7 +20,13 @@ use crate::config::TelemetrySection;
 /// The predictor actors plus the set of components they were told about.
 #[derive(Clone)]
 pub struct Predictors {
-    pub system: PredictorSystem,
+    /// The running actors; replaced (cold) when the replicated state records another model.
+    system: Arc<std::sync::RwLock<PredictorSystem>>,
+    actors: ActorsConfig,
+    /// The bytes of the model this node started with, recorded by the leader when the state
+    /// has none.
+    pub own_model: Arc<Vec<u8>>,
+    switching: Arc<Mutex<()>>,
     state: StateReader,
     synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
     /// The applied index of the last sync, readable without the lock (checked on every push).
@@ -34,10 +40,11 @@ impl Predictors {
     /// Loads the model (the configured file or the one shipped in the binary) and starts the
     /// actors.
     pub fn start(cfg: &TelemetrySection, state: StateReader) -> anyhow::Result<Self> {
-        let model = match &cfg.model {
-            Some(p) => LstmModel::load(p)?,
-            None => augur_predict::default_model().context("the shipped model")?,
+        let own_model = match &cfg.model {
+            Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            None => augur_predict::DEFAULT_MODEL.to_vec(),
         };
+        let model = LstmModel::from_bytes(&own_model).context("the model")?;
         let shards = if cfg.shards == 0 {
             crate::service::default_parallelism()
         } else {
@@ -56,7 +63,7 @@ impl Predictors {
             auto_register: cfg.auto_register,
             ..ActorsConfig::default()
         };
-        let system = PredictorSystem::start(actors, Arc::new(model))
+        let system = PredictorSystem::start(actors.clone(), Arc::new(model))
             .map_err(|e| anyhow::anyhow!("cannot start the predictor actors: {e}"))?;
         let history = MetricHistory::new(HistoryConfig {
             step_ms: cfg.history_step_ms,
@@ -65,7 +72,10 @@ impl Predictors {
         })
         .map_err(|e| anyhow::anyhow!("telemetry history: {e}"))?;
         Ok(Self {
-            system,
+            system: Arc::new(std::sync::RwLock::new(system)),
+            actors,
+            own_model: Arc::new(own_model),
+            switching: Arc::new(Mutex::new(())),
             state,
             synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
             synced_index: Arc::new(AtomicU64::new(0)),
@@ -96,7 +106,54 @@ impl Predictors {
                 .map(|(x, _)| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
         );
         metrics::counter!("augur_history_samples_total").increment(recorded.kept);
-        self.system.ingest(samples).await
+        self.system().ingest(samples).await
+    }
+
+    /// The running actors (a cheap handle).
+    pub fn system(&self) -> PredictorSystem {
+        self.system.read().expect("predictors lock").clone()
+    }
+
+    /// Restarts the actors with the model the state records, if it is not the one running.
+    /// The new actors start cold (windows refill); every known component is registered.
+    async fn adopt_recorded_model(&self) {
+        let _one_at_a_time = self.switching.lock().await;
+        let running = self.system().model_version().to_owned();
+        let Some(record) = self
+            .state
+            .read(|s| s.model.as_ref().filter(|m| m.version != running).cloned())
+        else {
+            return;
+        };
+        let model = match LstmModel::from_bytes(&record.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(version = %record.version, error = %e, "cannot load the recorded model");
+                return;
+            }
+        };
+        let actors = self.actors.clone();
+        let started =
+            tokio::task::spawn_blocking(move || PredictorSystem::start(actors, Arc::new(model)))
+                .await;
+        let system = match started {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot start predictors with the recorded model");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "starting the predictors failed");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut *self.system.write().expect("predictors lock"), system);
+        old.shutdown();
+        // The new actors know no component yet: the sync that follows registers them all.
+        *self.synced.lock().await = (0, BTreeSet::new());
+        self.synced_index.store(0, Ordering::Release);
+        metrics::counter!("augur_model_switches_total").increment(1);
+        tracing::info!(from = %running, to = %record.version, "switched to the recorded model");
     }
 
     /// Brings the actors' set of components up to the applied state: new components are
@@ -106,6 +163,7 @@ impl Predictors {
         if applied > 0 && self.synced_index.load(Ordering::Acquire) >= applied {
             return;
         }
+        self.adopt_recorded_model().await;
         let mut synced = self.synced.lock().await;
         if synced.0 >= applied && applied > 0 {
             return;
@@ -115,20 +173,58 @@ impl Predictors {
         let added: Vec<ComponentId> = now.difference(&synced.1).cloned().collect();
         let removed: Vec<ComponentId> = synced.1.difference(&now).cloned().collect();
         if !added.is_empty() {
-            if let Err(e) = self.system.register(added).await {
+            if let Err(e) = self.system().register(added).await {
                 tracing::warn!(error = %e, "cannot register components with the predictors");
                 return;
             }
         }
         if !removed.is_empty() {
             self.history.forget(removed.iter().map(ComponentId::as_str));
-            if let Err(e) = self.system.deregister(removed).await {
+            if let Err(e) = self.system().deregister(removed).await {
                 tracing::warn!(error = %e, "cannot deregister components");
                 return;
             }
         }
         *synced = (applied, now);
         self.synced_index.store(applied, Ordering::Release);
+    }
+
+    /// On the leader, while the state records no model: records this node's own, so every
+    /// node ends up scoring with the same one.
+    pub fn spawn_model_recorder(&self, node: crate::node::Node) {
+        let own = self.own_model.clone();
+        let mut metrics = node.raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let is_leader = {
+                    let m = metrics.borrow();
+                    m.current_leader == Some(m.id)
+                };
+                if is_leader && node.state.read(|s| s.model.is_none()) {
+                    match LstmModel::from_bytes(&own) {
+                        Ok(m) => {
+                            let record = augur_types::ModelRecord {
+                                version: m.meta.version.clone(),
+                                bytes: own.to_vec(),
+                            };
+                            match node.write(augur_types::Command::SetModel(record)).await {
+                                Ok(_) => {
+                                    tracing::info!(version = %m.meta.version, "recorded this node's model")
+                                }
+                                Err(e) => tracing::debug!(error = %e, "model not recorded yet"),
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "this node's model cannot be recorded");
+                            return;
+                        }
+                    }
+                }
+                if node.state.read(|s| s.model.is_some()) || metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Keeps [`Predictors::sync`] running on every applied change.

@@ -60,6 +60,9 @@ pub enum Command {
     /// Forgets the non-declared observations last seen before `now_ms - ttl_ms`, and edges
     /// left with none. The proposer stamps `now_ms`.
     FadeEdges { now_ms: u64, ttl_ms: u64 },
+    /// Records the LSTM every node scores with (its version and safetensors bytes); nodes
+    /// that run another one switch to it. Setting the recorded version again changes nothing.
+    SetModel(crate::ModelRecord),
     /// Several independent commands in one Raft entry (group commit). Each is applied on
     /// its own: one's rejection does not undo the others. Batches do not nest.
     Batch(Vec<Command>),
@@ -86,6 +89,7 @@ impl Command {
             Command::ReportOutcome { .. } => "report_outcome",
             Command::UpsertEdges(_) => "upsert_edges",
             Command::FadeEdges { .. } => "fade_edges",
+            Command::SetModel(_) => "set_model",
             Command::Batch(_) => "batch",
         }
     }

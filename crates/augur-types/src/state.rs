@@ -116,6 +116,40 @@ pub struct ShadowRecord {
     pub history: Vec<(ShadowState, String)>,
 }
 
+/// Largest model the state holds, in bytes.
+pub const MAX_MODEL_BYTES: usize = 4 * 1024 * 1024;
+
+/// The model every node scores with: its version (content-derived, set when it was saved)
+/// and its bytes (safetensors), so a node that has another one can load this one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub version: String,
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for ModelRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelRecord")
+            .field("version", &self.version)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl ModelRecord {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        validate_id("model version", &self.version).map_err(invalid)?;
+        if self.bytes.is_empty() || self.bytes.len() > MAX_MODEL_BYTES {
+            return Err(invalid(format!(
+                "model {} is {} bytes; it must be 1..={MAX_MODEL_BYTES}",
+                self.version,
+                self.bytes.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A service's traffic split, in percent per component, summing to 100.
 pub type TrafficWeights = BTreeMap<ComponentId, u32>;
 
@@ -199,6 +233,9 @@ pub struct ControlState {
     /// The most recent fades, oldest first, at most [`MAX_FADE_LOG`]: what disappeared from
     /// the dependency map and when it was last seen.
     pub faded: VecDeque<augur_graph::FadedEdge>,
+    /// The LSTM every node uses; none until a node records its own (the leader does).
+    #[serde(default)]
+    pub model: Option<ModelRecord>,
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
@@ -249,6 +286,13 @@ impl ControlState {
             } => self.report_outcome(id, orchestrator, outcome, *at_ms),
             Command::UpsertEdges(updates) => self.upsert_edges(updates),
             Command::FadeEdges { now_ms, ttl_ms } => Ok(self.fade_edges(*now_ms, *ttl_ms)),
+            Command::SetModel(m) => {
+                m.validate()?;
+                if self.model.as_ref().map(|r| &r.version) != Some(&m.version) {
+                    self.model = Some(m.clone());
+                }
+                Ok(Applied::Done)
+            }
             Command::Batch(cmds) => {
                 if cmds.len() > MAX_BATCH {
                     return Err(invalid(format!(
@@ -831,6 +875,31 @@ mod tests {
             .is_err());
         s.apply(1, &adv(ShadowState::RolledBack)).unwrap();
         s.apply(1, &req).unwrap();
+    }
+
+    #[test]
+    fn the_model_record_is_validated_and_replaced_by_another_version() {
+        let mut s = ControlState::default();
+        let m = |v: &str, n: usize| {
+            Command::SetModel(ModelRecord {
+                version: v.into(),
+                bytes: vec![7; n],
+            })
+        };
+        for bad in [
+            m("", 10),
+            m("has space", 10),
+            m("v1", 0),
+            m("v1", MAX_MODEL_BYTES + 1),
+        ] {
+            assert!(s.apply(1, &bad).is_err(), "{bad:?}");
+            assert_eq!(s.model, None);
+        }
+        s.apply(1, &m("lstm-8x32-aaaa", 10)).unwrap();
+        s.apply(1, &m("lstm-8x32-aaaa", 20)).unwrap(); // same version: unchanged
+        assert_eq!(s.model.as_ref().unwrap().bytes.len(), 10);
+        s.apply(1, &m("lstm-8x32-bbbb", 30)).unwrap();
+        assert_eq!(s.model.as_ref().unwrap().version, "lstm-8x32-bbbb");
     }
 
     #[test]

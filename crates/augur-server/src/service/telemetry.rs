@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::predict::{record, sample, Predictors};
 
 pub struct TelemetryService {
+    node: crate::node::Node,
     predictors: Predictors,
     inflight: Arc<tokio::sync::Semaphore>,
     retry_after_ms: u64,
@@ -18,11 +19,13 @@ pub struct TelemetryService {
 
 impl TelemetryService {
     pub fn new(
+        node: crate::node::Node,
         predictors: Predictors,
         inflight: Arc<tokio::sync::Semaphore>,
         retry_after_ms: u64,
     ) -> Self {
         Self {
+            node,
             predictors,
             inflight,
             retry_after_ms,
@@ -125,7 +128,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
             .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
         match self
             .predictors
-            .system
+            .system()
             .forecast(&cid)
             .await
             .map_err(actors_status)?
@@ -155,7 +158,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         };
         let rows = self
             .predictors
-            .system
+            .system()
             .list_at_risk(limit, req.min_risk)
             .await
             .map_err(actors_status)?;
@@ -164,6 +167,50 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 .iter()
                 .map(|(id, f)| forecast_to_wire(id.as_str(), f))
                 .collect(),
+        }))
+    }
+
+    async fn set_model(
+        &self,
+        req: Request<pb::SetModelRequest>,
+    ) -> Result<Response<pb::SetModelResponse>, Status> {
+        let bytes = req.into_inner().model;
+        let check = bytes.clone();
+        let model =
+            tokio::task::spawn_blocking(move || augur_predict::lstm::LstmModel::from_bytes(&check))
+                .await
+                .map_err(|e| Status::internal(format!("model check failed: {e}")))?
+                .map_err(|e| Status::invalid_argument(format!("not an Augur model: {e}")))?;
+        let version = model.meta.version.clone();
+        if version.is_empty() {
+            return Err(Status::invalid_argument(
+                "the model has no version: save it with `augur train`",
+            ));
+        }
+        let record = augur_types::ModelRecord {
+            version: version.clone(),
+            bytes,
+        };
+        let (log_index, _) = self
+            .node
+            .write(augur_types::Command::SetModel(record))
+            .await?;
+        Ok(Response::new(pb::SetModelResponse { version, log_index }))
+    }
+
+    async fn get_model(
+        &self,
+        _: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
+        let (recorded_version, recorded_bytes) = self.node.state.read(|s| {
+            s.model.as_ref().map_or((String::new(), 0), |m| {
+                (m.version.clone(), m.bytes.len() as u64)
+            })
+        });
+        Ok(Response::new(pb::ModelInfo {
+            recorded_version,
+            recorded_bytes,
+            in_use_version: self.predictors.system().model_version().to_owned(),
         }))
     }
 }

@@ -276,7 +276,7 @@ impl pb::topology_server::Topology for TopologyService {
         // P(fail within 1 h) of every component with a forecast, in one pass over the shards.
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
             Some(p) => p
-                .system
+                .system()
                 .list_at_risk(usize::MAX, 0.0)
                 .await
                 .map_err(|e| Status::unavailable(format!("predictors: {e}")))?
