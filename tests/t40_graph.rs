@@ -160,18 +160,8 @@ async fn bad_graph_input_is_refused_whole_with_every_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unseen_edges_fade_and_the_fade_is_visible() {
-    let cluster = Cluster::start(
-        1,
-        RaftKnobs {
-            extra_toml: "[graph]\nedge_ttl_ms = 1000\nfade_every_ms = 100\n",
-            ..RaftKnobs::default()
-        },
-    );
-    cluster.wait_leader().await;
-    let ep = cluster.endpoints().join(",");
-    let topo = repo("examples/topologies/sock-shop.toml");
-    let (code, _, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    let (_cluster, ep) = single_node("[graph]\nedge_ttl_ms = 1000\nfade_every_ms = 100\n").await;
+    apply_sock_shop(&ep);
     let dir = tempfile::TempDir::new().unwrap();
     let flows = dir.path().join("flows.csv");
     // Seen a minute ago: older than the TTL, so the leader fades it at its next check.
@@ -230,15 +220,7 @@ fn otel_python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_the_opentelemetry_sdk_become_edges() {
     let pythonpath = otel_python();
-    let cluster = Cluster::start(
-        1,
-        RaftKnobs {
-            extra_toml: "[graph]\nflush_every_ms = 100\ntrace_wait_ms = 300\n",
-            ..RaftKnobs::default()
-        },
-    );
-    cluster.wait_leader().await;
-    let ep = cluster.endpoints().join(",");
+    let (_cluster, ep) = single_node("[graph]\nflush_every_ms = 100\ntrace_wait_ms = 300\n").await;
     let out = Command::new("python3")
         .arg(repo("tests/otlp/emit_traces.py"))
         .args(["--endpoint", &ep, "--traces", "20"])

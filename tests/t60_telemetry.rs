@@ -42,15 +42,7 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
         format!("[telemetry]\ntick_ms = 50\nremote_write_listen = \"127.0.0.1:{rw_port}\"\n")
             .into_boxed_str(),
     );
-    let cluster = Cluster::start(
-        1,
-        RaftKnobs {
-            extra_toml: extra,
-            ..RaftKnobs::default()
-        },
-    );
-    cluster.wait_leader().await;
-    let ep = cluster.endpoints().join(",");
+    let (cluster, ep) = single_node(extra).await;
     let mut client = augur_cli::Client::new(cluster.endpoints());
     for id in ["api", "db", "cache", "queue"] {
         assert!(register(&mut client, id).await, "register {id}");
@@ -203,18 +195,9 @@ async fn post(port: u16, body: Vec<u8>) -> u16 {
 /// turn a lagged influence into a `causal` edge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_causes_and_causal_edges_come_from_the_live_history() {
-    let cluster = Cluster::start(
-        1,
-        RaftKnobs {
-            extra_toml: "[telemetry]\ncausal_every_s = 1\ncausal_window_s = 600\n",
-            ..RaftKnobs::default()
-        },
-    );
-    cluster.wait_leader().await;
-    let ep = cluster.endpoints().join(",");
-    let topo = repo("examples/topologies/sock-shop.toml");
-    let (code, _, err) = ctl(&ep, &["topology", "apply", topo.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
+    let (cluster, ep) =
+        single_node("[telemetry]\ncausal_every_s = 1\ncausal_window_s = 600\n").await;
+    apply_sock_shop(&ep);
 
     // 600 s at 1 s. From 400 s carts' latency triples and carts-db's CPU rises 2.5-fold.
     // orders' queue is a random walk and shipping's follows it one step later.
@@ -322,15 +305,7 @@ async fn root_causes_and_causal_edges_come_from_the_live_history() {
 /// a file that is not a model is refused and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_model_in_use_is_the_one_the_state_records() {
-    let cluster = Cluster::start(
-        1,
-        RaftKnobs {
-            extra_toml: "[telemetry]\ntick_ms = 50\n",
-            ..RaftKnobs::default()
-        },
-    );
-    cluster.wait_leader().await;
-    let ep = cluster.endpoints().join(",");
+    let (cluster, ep) = single_node("[telemetry]\ntick_ms = 50\n").await;
     let model_get = |ep: String| async move {
         let (code, out, err) = ctl(&ep, &["--output", "json", "model", "get"]);
         assert_eq!(code, 0, "{err}");

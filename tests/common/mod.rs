@@ -408,3 +408,25 @@ pub fn repo(path: &str) -> PathBuf {
         .join("../..")
         .join(path)
 }
+
+/// One bootstrapped node with `extra_toml` in its config, once it leads: the cluster and its
+/// endpoint for `ctl`.
+pub async fn single_node(extra_toml: &'static str) -> (Cluster, String) {
+    let cluster = Cluster::start(
+        1,
+        RaftKnobs {
+            extra_toml,
+            ..RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    (cluster, ep)
+}
+
+/// Applies `examples/topologies/sock-shop.toml` through `augur ctl`.
+pub fn apply_sock_shop(ep: &str) {
+    let topo = repo("examples/topologies/sock-shop.toml");
+    let (code, _, err) = ctl(ep, &["topology", "apply", topo.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}

@@ -331,9 +331,9 @@ impl Detector for Null {
     }
 }
 
-/// Φ(z), the standard normal CDF (erfc by the Numerical Recipes Chebyshev fit, |ε| < 1.2e-7).
+/// Φ(z), the standard normal CDF.
 pub fn normal_cdf(z: f64) -> f64 {
-    0.5 * erfc(-z / std::f64::consts::SQRT_2)
+    0.5 * libm::erfc(-z / std::f64::consts::SQRT_2)
 }
 
 /// A z-score as a score in `[0, 1]`: Φ(z) up to z = 3, then `1 − c/z²` (continuous at 3),
@@ -346,27 +346,6 @@ pub fn tail_score(z: f64) -> f64 {
     }
     let c = (1.0 - normal_cdf(Z0)) * Z0 * Z0;
     1.0 - c / (z * z)
-}
-
-/// The complementary error function.
-pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.26551223
-            + t * (1.00002368
-                + t * (0.37409196
-                    + t * (0.09678418
-                        + t * (-0.18628806
-                            + t * (0.27886807
-                                + t * (-1.13520398
-                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-            .exp();
-    if x >= 0.0 {
-        r
-    } else {
-        2.0 - r
-    }
 }
 
 /// The season length for a series sampled every `step_s` seconds: one day, when a day is at
