@@ -26,6 +26,22 @@ fn noisy(n: usize, level: f64, seed: u64) -> Vec<f64> {
         .collect()
 }
 
+/// Pushes `samples` to node 1 over one stream, in batches of `per_batch`.
+async fn push(cluster: &Cluster, samples: Vec<pb::Sample>, per_batch: usize) -> pb::PushSummary {
+    let ch = channel(&cluster.addr(1)).await.expect("channel");
+    let batches: Vec<pb::SampleBatch> = samples
+        .chunks(per_batch)
+        .map(|c| pb::SampleBatch {
+            samples: c.to_vec(),
+        })
+        .collect();
+    TelemetryClient::new(ch)
+        .push(futures::stream::iter(batches))
+        .await
+        .expect("push")
+        .into_inner()
+}
+
 fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
     pb::Sample {
         component: component.into(),
@@ -63,14 +79,7 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     batch.push(sample("not a valid id!", "latency_ms", 1, 1.0));
     batch.push(sample("api", "latency_ms", 399_000, 100.0)); // duplicate of the last one
     batch.push(sample("api", "latency_ms", 5_000, 100.0)); // far behind: out of order
-    let ch = channel(&cluster.addr(1)).await.expect("channel");
-    let summary = TelemetryClient::new(ch)
-        .push(futures::stream::iter(vec![pb::SampleBatch {
-            samples: batch,
-        }]))
-        .await
-        .expect("push")
-        .into_inner();
+    let summary = push(&cluster, batch, 10_000).await;
     assert_eq!(summary.batches, 1);
     assert_eq!(summary.accepted, 1600);
     assert_eq!(summary.not_finite, 1);
@@ -222,19 +231,7 @@ async fn root_causes_and_causal_edges_come_from_the_live_history() {
         let follow = if i == 0 { walks[0] } else { walks[i - 1] };
         batch.push(sample("shipping", "queue", ts, follow + (rng.unit() - 0.5)));
     }
-    let ch = channel(&cluster.addr(1)).await.expect("channel");
-    let summary = TelemetryClient::new(ch)
-        .push(futures::stream::iter(
-            batch
-                .chunks(1000)
-                .map(|c| pb::SampleBatch {
-                    samples: c.to_vec(),
-                })
-                .collect::<Vec<_>>(),
-        ))
-        .await
-        .expect("push")
-        .into_inner();
+    let summary = push(&cluster, batch, 1000).await;
     assert_eq!(summary.accepted, 3000, "{summary:?}");
 
     let rank = |extra: &[&str]| {
@@ -364,19 +361,12 @@ async fn the_model_in_use_is_the_one_the_state_records() {
     .await;
 
     // Forecasts come from the new model.
-    let ch = channel(&cluster.addr(1)).await.expect("channel");
     let batch: Vec<pb::Sample> = noisy(50, 10.0, 5)
         .into_iter()
         .enumerate()
         .map(|(i, v)| sample("api", "latency_ms", i as i64 * 1000, v))
         .collect();
-    let summary = TelemetryClient::new(ch)
-        .push(futures::stream::iter(vec![pb::SampleBatch {
-            samples: batch,
-        }]))
-        .await
-        .expect("push")
-        .into_inner();
+    let summary = push(&cluster, batch, 1000).await;
     assert_eq!(summary.accepted, 50, "{summary:?}");
     eventually(
         "a forecast by the new model",
