@@ -60,6 +60,8 @@ echo "== riskiest components by Health Projection Score (lower is riskier)"
 "$AUGUR" ctl at-risk --limit 5
 echo "== risk = P(fail within 1 h) x blast radius"
 "$AUGUR" ctl risk --limit 6
+echo "== what the planner would do: a shadow for carts-db in a safer failure domain"
+"$AUGUR" ctl plan
 echo "== which component most likely caused it: ranked from the node's own metric history"
 "$AUGUR" ctl root-cause --from 590 --to 599 --limit 3
 echo "== the predictive-failover experiment: a simulated fleet of 50 components, 12 h, one fault"

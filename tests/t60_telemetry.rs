@@ -63,6 +63,28 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     for id in ["api", "db", "cache", "queue"] {
         assert!(register(&mut client, id).await, "register {id}");
     }
+    // The components run on h1 (zone z1); h2 is in another zone, h3 in another rack of z1.
+    for (host, rack, zone) in [("h1", "r1", "z1"), ("h2", "r2", "z2"), ("h3", "r3", "z1")] {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: host.into(),
+                rack: rack.into(),
+                zone: zone.into(),
+            }),
+            capacity: 8,
+        };
+        client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    augur_proto::pb::topology_client::TopologyClient::new(ch)
+                        .upsert_host(req)
+                        .await
+                }
+            })
+            .await
+            .expect("upsert host");
+    }
 
     // 400 samples per component (the detectors learn for 300); db's latency steps up fivefold
     // for the last 5.
@@ -114,6 +136,23 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     );
     let p = db["p_fail_1h"].as_f64().unwrap();
     assert!(db["p_fail_5m"].as_f64().unwrap() <= p && p <= db["p_fail_24h"].as_f64().unwrap());
+
+    // The planner would move db, and only db, to the other zone (nothing is committed).
+    let (code, out, err) = ctl(&ep, &["--output", "json", "plan"]);
+    assert_eq!(code, 0, "{err}");
+    let plan = json(&out);
+    let plan = plan.as_array().unwrap();
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    let d = &plan[0];
+    assert_eq!(d["component"], "db", "{d}");
+    assert!(d["p_fail"].as_f64() >= d["threshold"].as_f64(), "{d}");
+    assert_eq!(d["to"]["host"], "h2", "{d}");
+    assert_eq!(d["tier"], "other_zone", "{d}");
+    assert_eq!(d["mode"], "act", "{d}");
+    assert!(
+        d["reason"].as_str().unwrap().contains("shadow on h2"),
+        "{d}"
+    );
 
     let (code, out, err) = ctl(&ep, &["--output", "json", "forecast", "api"]);
     assert_eq!(code, 0, "{err}");

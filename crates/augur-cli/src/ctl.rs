@@ -109,6 +109,9 @@ enum CtlCommand {
     /// A component's latest forecast: HPS, anomaly, P(fail) at 5 min / 1 h / 24 h, lead
     /// time, and the indicators behind it.
     Forecast { id: String },
+    /// What the planner would do now: the failovers it would start (shadow placement,
+    /// severity, act or recommend, and why), most urgent first. Nothing is committed.
+    Plan,
     /// Components by rising Health Projection Score (riskiest first).
     AtRisk {
         #[arg(long, default_value_t = 20)]
@@ -378,6 +381,7 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             consistency,
         } => graph_ctl::graph(&mut client, output, group, zone, format, consistency).await?,
         CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
+        CtlCommand::Plan => graph_ctl::plan(&mut client, output).await?,
         CtlCommand::Forecast { id } => forecast_ctl::forecast(&mut client, output, id).await?,
         CtlCommand::AtRisk { limit, min_risk } => {
             forecast_ctl::at_risk(&mut client, output, limit, min_risk).await?

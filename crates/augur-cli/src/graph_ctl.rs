@@ -611,6 +611,78 @@ pub async fn root_cause(
     Ok(())
 }
 
+#[derive(Serialize)]
+struct DecisionView {
+    component: String,
+    to: Option<PlacementView>,
+    tier: String,
+    severity: String,
+    mode: String,
+    p_fail: f64,
+    threshold: f64,
+    hps: f64,
+    blast_radius: f64,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct PlacementView {
+    host: String,
+    rack: String,
+    zone: String,
+}
+
+/// `ctl plan`: the failovers the planner would start now.
+pub async fn plan(client: &mut Client, output: Output) -> Result<(), Status> {
+    let req = pb::PlanFailoversRequest {
+        consistency: pb::ReadConsistency::Linearizable as i32,
+    };
+    let r = client
+        .call(|c| async move { TopologyClient::new(c).plan_failovers(req).await })
+        .await?
+        .into_inner();
+    let view: Vec<DecisionView> = r
+        .decisions
+        .into_iter()
+        .map(|d| DecisionView {
+            component: d.component,
+            to: d.to.map(|p| PlacementView {
+                host: p.host,
+                rack: p.rack,
+                zone: p.zone,
+            }),
+            tier: d.tier,
+            severity: d.severity,
+            mode: d.mode,
+            p_fail: d.p_fail,
+            threshold: d.threshold,
+            hps: d.hps,
+            blast_radius: d.blast_radius,
+            reason: d.reason,
+        })
+        .collect();
+    print(output, &view, |v| {
+        if v.is_empty() {
+            return "nothing to move: no component is over its action threshold".into();
+        }
+        let mut lines = vec![format!(
+            "{:<20} {:>7} {:>9} {:>4}  {:<9} {:<9} shadow on",
+            "COMPONENT", "P(FAIL)", "THRESHOLD", "HPS", "SEVERITY", "MODE"
+        )];
+        for d in v {
+            let to = d.to.as_ref().map_or("no host with room".to_string(), |p| {
+                format!("{} ({}/{}, {})", p.host, p.zone, p.rack, d.tier)
+            });
+            lines.push(format!(
+                "{:<20} {:>7.3} {:>9.3} {:>4.0}  {:<9} {:<9} {to}",
+                d.component, d.p_fail, d.threshold, d.hps, d.severity, d.mode
+            ));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
 /// Parses a topology file read from `path`, TOML or YAML by its extension; the error lists
 /// every problem, one per line.
 pub fn parse_topology_file(

@@ -14,7 +14,7 @@ pub fn placement_from_wire(p: Option<pb::Placement>) -> Result<Placement, WireEr
     })
 }
 
-fn placement_to_wire(p: &Placement) -> pb::Placement {
+pub fn placement_to_wire(p: &Placement) -> pb::Placement {
     pb::Placement {
         host: p.host.clone(),
         rack: p.rack.clone(),

@@ -20,7 +20,8 @@ pub mod pb {
 
 pub use action::{action_kind_from_wire, action_kind_to_wire, action_to_wire, outcome_from_wire};
 pub use component::{
-    component_from_wire, component_to_wire, placement_from_wire, weights_from_wire,
+    component_from_wire, component_to_wire, placement_from_wire, placement_to_wire,
+    weights_from_wire,
 };
 pub use graph::{
     edge_update_from_wire, edge_update_to_wire, faded_edge_to_wire, graph_edge_to_wire,

@@ -74,11 +74,10 @@ fn graph_snapshot(s: &ControlState) -> (DepGraph, Vec<(String, RiskPolicy)>) {
         .components
         .values()
         .map(|c| {
-            let p = s.policy_for(&c.group);
-            let policy = RiskPolicy {
-                risk_tolerance: f64::from(p.risk_tolerance) / 100.0,
-                ..RiskPolicy::default()
-            };
+            let policy = augur_plan::failover::risk_policy(
+                &s.policy_for(&c.group),
+                &augur_plan::PlannerConfig::default(),
+            );
             (c.id.to_string(), policy)
         })
         .collect();
@@ -398,6 +397,76 @@ impl pb::topology_server::Topology for TopologyService {
             window_rows: (rows - reference_rows) as u32,
         }))
     }
+
+    async fn plan_failovers(
+        &self,
+        req: Request<pb::PlanFailoversRequest>,
+    ) -> Result<Response<pb::PlanFailoversResponse>, Status> {
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let Some(predictors) = &self.predictors else {
+            return Ok(Response::new(pb::PlanFailoversResponse::default()));
+        };
+        let forecasts = predictors
+            .system()
+            .list_at_risk(usize::MAX, 0.0)
+            .await
+            .map_err(|e| Status::unavailable(format!("predictors: {e}")))?;
+        let g = self.node.state.read(ControlState::dependency_graph);
+        let cache = self.risk_cache.clone();
+        let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
+        let blast: std::collections::HashMap<&str, f64> = radii
+            .iter()
+            .map(|b| (b.component.as_str(), b.blast_radius))
+            .collect();
+        let risks: std::collections::BTreeMap<ComponentId, augur_plan::ComponentRisk> = forecasts
+            .iter()
+            .map(|(id, f)| {
+                let r = augur_plan::ComponentRisk {
+                    p_fail: f.p_fail[1],
+                    hps: f.hps,
+                    blast_radius: blast.get(id.as_str()).copied().unwrap_or(0.0),
+                };
+                (id.clone(), r)
+            })
+            .collect();
+        let decisions = self
+            .node
+            .state
+            .read(|s| augur_plan::plan_failovers(s, &risks, &augur_plan::PlannerConfig::default()));
+        let lower = |v: String| v.to_lowercase();
+        Ok(Response::new(pb::PlanFailoversResponse {
+            decisions: decisions
+                .into_iter()
+                .map(|d| pb::FailoverDecision {
+                    component: d.component.to_string(),
+                    to: d.to.as_ref().map(augur_proto::placement_to_wire),
+                    tier: d.tier.map(|t| snake(&format!("{t:?}"))).unwrap_or_default(),
+                    severity: lower(format!("{:?}", d.severity)),
+                    mode: lower(format!("{:?}", d.mode)),
+                    p_fail: d.p_fail,
+                    threshold: d.threshold,
+                    hps: d.hps,
+                    blast_radius: d.blast_radius,
+                    reason: d.reason,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// `OtherZone` → `other_zone`.
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
+    out
 }
 
 #[cfg(test)]
