@@ -35,7 +35,8 @@ test: deps fmt lint nextest
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-# Starts a single-node cluster, registers a few components, shows them, stops.
+# A single-node cluster (components, the dependency map, forecasts, the plan, root causes),
+# then `augur demo`: the predictive-against-reactive experiment on a simulated fleet.
 demo: build
 	@scripts/demo.sh "$(CARGO_TARGET_DIR)/debug/augur"
 
