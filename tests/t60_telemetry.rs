@@ -51,14 +51,10 @@ fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
-    let rw_port = free_ports(1)[0];
-    let extra = Box::leak(
-        format!("[telemetry]\ntick_ms = 50\nremote_write_listen = \"127.0.0.1:{rw_port}\"\n")
-            .into_boxed_str(),
-    );
-    let (cluster, ep) = single_node(extra).await;
+/// Registers api, db, cache and queue on h1 (zone z1) with hosts h1, h2 (another zone) and h3
+/// (another rack of z1), and answers 400 samples a component of latency around 100 ms, db's
+/// stepping up fivefold for the last 5 (the detectors learn for the first 300).
+async fn four_components_db_stepping(cluster: &Cluster) -> Vec<pb::Sample> {
     let mut client = augur_cli::Client::new(cluster.endpoints());
     for id in ["api", "db", "cache", "queue"] {
         assert!(register(&mut client, id).await, "register {id}");
@@ -95,6 +91,18 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
             batch.push(sample(id, "latency_ms", i as i64 * 1000, v));
         }
     }
+    batch
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
+    let rw_port = free_ports(1)[0];
+    let extra = Box::leak(
+        format!("[telemetry]\ntick_ms = 50\nremote_write_listen = \"127.0.0.1:{rw_port}\"\n")
+            .into_boxed_str(),
+    );
+    let (cluster, ep) = single_node(extra).await;
+    let mut batch = four_components_db_stepping(&cluster).await;
     // Bad samples, in the same batch: each is counted and the rest is taken.
     batch.push(sample("api", "latency_ms", 500_000, f64::NAN));
     batch.push(sample("ghost", "latency_ms", 1, 1.0));
@@ -420,4 +428,68 @@ async fn the_model_in_use_is_the_one_the_state_records() {
         },
     )
     .await;
+}
+
+/// With `planner.act`, the leader commits the planner's decision: db's shadow is requested on
+/// the host in the other zone and a `Provision` action for it reaches orchestrators, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_commits_a_failover_for_a_failing_component() {
+    let (cluster, ep) =
+        single_node("[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n").await;
+    let batch = four_components_db_stepping(&cluster).await;
+    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
+    let actions = eventually(
+        "a Provision action for db's shadow",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            async move {
+                let (code, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+                let v: Value = serde_json::from_str(&out).ok()?;
+                (code == 0 && v.as_array()?.iter().any(|a| a["kind"] == "provision")).then_some(v)
+            }
+        },
+    )
+    .await;
+    let a = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "provision")
+        .unwrap();
+    assert_eq!(a["target"], "db", "{a}");
+    assert!(
+        a["params"]["shadow"]
+            .as_str()
+            .unwrap()
+            .starts_with("db.shadow-"),
+        "{a}"
+    );
+    assert_eq!(a["params"]["host"], "h2", "{a}");
+    assert_eq!(a["params"]["zone"], "z2", "{a}");
+    assert!(
+        a["params"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("threshold"),
+        "{a}"
+    );
+    // The shadow is in flight, so db leaves the plan; and no second failover was started.
+    eventually("db out of the plan", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let (code, out, _) = ctl(&ep, &["--output", "json", "plan"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            (code == 0 && !v.as_array()?.iter().any(|d| d["component"] == "db")).then_some(())
+        }
+    })
+    .await;
+    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+    let provisions = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "provision")
+        .count();
+    assert_eq!(provisions, 1, "{out}");
 }

@@ -25,6 +25,27 @@ pub struct NodeConfig {
     pub graph: GraphSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub planner: PlannerSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlannerSection {
+    /// The leader commits the planner's decisions (a shadow request and a `Provision` action
+    /// each) instead of only showing them (`Topology.PlanFailovers`). Off by default.
+    pub act: bool,
+    /// How often the leader plans, ms.
+    pub every_ms: u64,
+}
+
+impl Default for PlannerSection {
+    fn default() -> Self {
+        Self {
+            act: false,
+            every_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +308,9 @@ impl NodeConfig {
         }
         if g.max_pending_spans == 0 {
             err("graph.max_pending_spans", "must be above 0".into());
+        }
+        if self.planner.every_ms == 0 {
+            err("planner.every_ms", "must be above 0".into());
         }
         let t = &self.telemetry;
         if t.tick_ms == 0 {

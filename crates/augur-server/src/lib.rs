@@ -10,12 +10,13 @@ mod graph;
 mod metrics;
 mod network;
 mod node;
+mod planner;
 mod predict;
 mod proposer;
 mod service;
 
 pub use config::{
     ClusterSection, ConfigError, ConfigLoadError, GraphSection, LimitsSection, MemberConfig,
-    NodeConfig, NodeSection, RaftSection, CONFIG_VERSION,
+    NodeConfig, NodeSection, PlannerSection, RaftSection, CONFIG_VERSION,
 };
 pub use node::{run, Consistency, Node};

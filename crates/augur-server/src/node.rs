@@ -163,6 +163,7 @@ pub async fn run(
         });
     }
     predictors.spawn_model_recorder(node.clone());
+    crate::planner::spawn(node.clone(), predictors.clone(), &cfg.planner);
     let telemetry = TelemetryService::new(
         node.clone(),
         predictors.clone(),

@@ -4,7 +4,7 @@ mod cluster;
 mod control;
 mod otlp;
 mod telemetry;
-mod topology;
+pub(crate) mod topology;
 
 pub use cluster::ClusterService;
 pub use control::ControlService;

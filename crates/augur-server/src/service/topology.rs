@@ -24,11 +24,11 @@ pub struct TopologyService {
 }
 
 /// The graph the cached blast radii are for, and the radii.
-type RiskCache = std::sync::Mutex<Option<(DepGraph, Vec<BlastRadius>)>>;
+pub(crate) type RiskCache = std::sync::Mutex<Option<(DepGraph, Vec<BlastRadius>)>>;
 
 /// Every blast radius of `g`, updated from `cache` when only edges changed since it was
 /// filled, and put back in it.
-fn cached_blast_radii(cache: &RiskCache, g: DepGraph) -> Vec<BlastRadius> {
+pub(crate) fn cached_blast_radii(cache: &RiskCache, g: DepGraph) -> Vec<BlastRadius> {
     let opts = propagation_options();
     let mut cache = cache.lock().expect("risk cache lock");
     let radii = match cache.take() {
@@ -409,33 +409,7 @@ impl pb::topology_server::Topology for TopologyService {
         let Some(predictors) = &self.predictors else {
             return Ok(Response::new(pb::PlanFailoversResponse::default()));
         };
-        let forecasts = predictors
-            .system()
-            .list_at_risk(usize::MAX, 0.0)
-            .await
-            .map_err(|e| Status::unavailable(format!("predictors: {e}")))?;
-        let g = self.node.state.read(ControlState::dependency_graph);
-        let cache = self.risk_cache.clone();
-        let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
-        let blast: std::collections::HashMap<&str, f64> = radii
-            .iter()
-            .map(|b| (b.component.as_str(), b.blast_radius))
-            .collect();
-        let risks: std::collections::BTreeMap<ComponentId, augur_plan::ComponentRisk> = forecasts
-            .iter()
-            .map(|(id, f)| {
-                let r = augur_plan::ComponentRisk {
-                    p_fail: f.p_fail[1],
-                    hps: f.hps,
-                    blast_radius: blast.get(id.as_str()).copied().unwrap_or(0.0),
-                };
-                (id.clone(), r)
-            })
-            .collect();
-        let decisions = self
-            .node
-            .state
-            .read(|s| augur_plan::plan_failovers(s, &risks, &augur_plan::PlannerConfig::default()));
+        let decisions = crate::planner::decisions(&self.node, predictors, &self.risk_cache).await?;
         let lower = |v: String| v.to_lowercase();
         Ok(Response::new(pb::PlanFailoversResponse {
             decisions: decisions

@@ -1,0 +1,135 @@
+//! The planner on the node: `augur_plan::plan_failovers` over this node's forecasts, the
+//! blast radii of the replicated graph and the replicated state. `Topology.PlanFailovers`
+//! shows its decisions; with `planner.act` on, the leader also commits them: a shadow request
+//! and a `Provision` action for orchestrators, per decision the policy lets it act on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use augur_plan::{ComponentRisk, Decision, Mode, PlannerConfig};
+use augur_types::{ActionKind, Command, ComponentId, ControlState};
+use tonic::Status;
+
+use crate::config::PlannerSection;
+use crate::node::Node;
+use crate::predict::Predictors;
+use crate::service::now_ms;
+use crate::service::topology::{cached_blast_radii, RiskCache};
+
+/// The decisions the planner takes now, most urgent first.
+pub async fn decisions(
+    node: &Node,
+    predictors: &Predictors,
+    cache: &Arc<RiskCache>,
+) -> Result<Vec<Decision>, Status> {
+    let forecasts = predictors
+        .system()
+        .list_at_risk(usize::MAX, 0.0)
+        .await
+        .map_err(|e| Status::unavailable(format!("predictors: {e}")))?;
+    let g = node.state.read(ControlState::dependency_graph);
+    let cache = cache.clone();
+    let radii = tokio::task::spawn_blocking(move || cached_blast_radii(&cache, g))
+        .await
+        .map_err(|e| Status::internal(format!("blast radii failed: {e}")))?;
+    let blast: HashMap<&str, f64> = radii
+        .iter()
+        .map(|b| (b.component.as_str(), b.blast_radius))
+        .collect();
+    let risks: BTreeMap<ComponentId, ComponentRisk> = forecasts
+        .iter()
+        .map(|(id, f)| {
+            let r = ComponentRisk {
+                p_fail: f.p_fail[1],
+                hps: f.hps,
+                blast_radius: blast.get(id.as_str()).copied().unwrap_or(0.0),
+            };
+            (id.clone(), r)
+        })
+        .collect();
+    Ok(node
+        .state
+        .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
+}
+
+/// On the leader, every `planner.every_ms`: commits the decisions it may act on. Each one
+/// becomes `RequestShadow` (the state then holds the shadow in flight, so the next round
+/// skips the component) and, once that is committed, an idempotent `Provision` action on the
+/// component naming its shadow, the shadow's placement and the reason.
+pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
+    if !cfg.act {
+        return;
+    }
+    let every = Duration::from_millis(cfg.every_ms);
+    let cache: Arc<RiskCache> = Default::default();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let is_leader = {
+                let m = node.raft.metrics();
+                let m = m.borrow();
+                m.current_leader == Some(m.id)
+            };
+            if !is_leader {
+                continue;
+            }
+            let found = match decisions(&node, &predictors, &cache).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no plan this round");
+                    continue;
+                }
+            };
+            for d in found {
+                if d.mode != Mode::Act {
+                    metrics::counter!("augur_planner_recommendations_total").increment(1);
+                    continue;
+                }
+                if let Err(e) = commit(&node, &d).await {
+                    tracing::warn!(component = %d.component, error = %e, "failover not committed");
+                }
+            }
+        }
+    });
+}
+
+/// Commits one decision: the shadow request, then its `Provision` action.
+async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
+    let Some(to) = &d.to else {
+        metrics::counter!("augur_planner_no_room_total").increment(1);
+        return Ok(());
+    };
+    let at = now_ms();
+    let shadow = ComponentId::new(format!("{}.shadow-{at}", d.component))
+        .map_err(|e| Status::internal(format!("shadow id: {e}")))?;
+    node.write(Command::RequestShadow {
+        component: d.component.clone(),
+        shadow: shadow.clone(),
+        placement: to.clone(),
+    })
+    .await?;
+    let params: BTreeMap<String, String> = [
+        ("shadow", shadow.to_string()),
+        ("host", to.host.clone()),
+        ("rack", to.rack.clone()),
+        ("zone", to.zone.clone()),
+        ("reason", d.reason.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    node.write(Command::AppendAction {
+        request_id: format!("plan:{shadow}"),
+        kind: ActionKind::Provision,
+        target: d.component.clone(),
+        params,
+        at_ms: at,
+    })
+    .await?;
+    metrics::counter!("augur_planner_failovers_total").increment(1);
+    tracing::info!(component = %d.component, %shadow, host = %to.host, reason = %d.reason, "failover started");
+    Ok(())
+}
