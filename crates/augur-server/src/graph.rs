@@ -10,7 +10,7 @@ use augur_types::{Applied, Command, MAX_EDGE_BATCH};
 use tokio::sync::mpsc;
 
 use crate::config::GraphSection;
-use crate::node::Node;
+use crate::node::{LeaderTicks, Node};
 use crate::service::now_ms;
 
 /// Where edge updates learned on this node go. Bounded: when the committer falls behind,
@@ -110,18 +110,9 @@ pub fn spawn_fader(node: Node, cfg: &GraphSection) {
     let every = Duration::from_millis(cfg.fade_every_ms);
     let ttl_ms = cfg.edge_ttl_ms;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = LeaderTicks::new(every);
         loop {
-            tick.tick().await;
-            let is_leader = {
-                let m = node.raft.metrics();
-                let m = m.borrow();
-                m.current_leader == Some(m.id)
-            };
-            if !is_leader {
-                continue;
-            }
+            ticks.next(&node).await;
             let cutoff = now_ms().saturating_sub(ttl_ms);
             let has_fading = node
                 .state

@@ -46,7 +46,38 @@ pub struct Node {
     proposer: Proposer,
 }
 
+/// The pace of a leader-only task: ticks every `every` (late ticks delayed, not bunched),
+/// skipping those at which this node does not lead.
+pub(crate) struct LeaderTicks {
+    tick: tokio::time::Interval,
+}
+
+impl LeaderTicks {
+    pub(crate) fn new(every: Duration) -> Self {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { tick }
+    }
+
+    /// Waits for the next tick at which `node` leads.
+    pub(crate) async fn next(&mut self, node: &Node) {
+        loop {
+            self.tick.tick().await;
+            if node.is_leader() {
+                return;
+            }
+        }
+    }
+}
+
 impl Node {
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(m.id)
+    }
+
     /// Proposes `cmd` (group-committed with concurrent writes); answers the log index it
     /// was applied at and what it did.
     pub async fn write(&self, cmd: Command) -> Result<(u64, Applied), Status> {

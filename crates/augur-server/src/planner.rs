@@ -12,7 +12,7 @@ use augur_types::{ActionKind, Command, ComponentId, ControlState};
 use tonic::Status;
 
 use crate::config::PlannerSection;
-use crate::node::Node;
+use crate::node::{LeaderTicks, Node};
 use crate::predict::Predictors;
 use crate::service::now_ms;
 use crate::service::topology::{cached_blast_radii, RiskCache};
@@ -64,18 +64,9 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     let every = Duration::from_millis(cfg.every_ms);
     let cache: Arc<RiskCache> = Default::default();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = LeaderTicks::new(every);
         loop {
-            tick.tick().await;
-            let is_leader = {
-                let m = node.raft.metrics();
-                let m = m.borrow();
-                m.current_leader == Some(m.id)
-            };
-            if !is_leader {
-                continue;
-            }
+            ticks.next(&node).await;
             let found = match decisions(&node, &predictors, &cache).await {
                 Ok(d) => d,
                 Err(e) => {

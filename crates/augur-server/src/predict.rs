@@ -196,11 +196,7 @@ impl Predictors {
         let mut metrics = node.raft.metrics();
         tokio::spawn(async move {
             loop {
-                let is_leader = {
-                    let m = metrics.borrow();
-                    m.current_leader == Some(m.id)
-                };
-                if is_leader && node.state.read(|s| s.model.is_none()) {
+                if node.is_leader() && node.state.read(|s| s.model.is_none()) {
                     match LstmModel::from_bytes(&own) {
                         Ok(m) => {
                             let record = augur_types::ModelRecord {
