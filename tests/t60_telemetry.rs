@@ -474,6 +474,17 @@ async fn the_leader_commits_a_failover_for_a_failing_component() {
             .contains("threshold"),
         "{a}"
     );
+    // The shadow request is in the replicated state with the planner's reason.
+    let (code, out, err) = ctl(&ep, &["--output", "json", "shadows"]);
+    assert_eq!(code, 0, "{err}");
+    let shadows = json(&out);
+    let s = &shadows[0];
+    assert_eq!(s["component"], "db", "{out}");
+    assert_eq!(s["shadow"], a["params"]["shadow"], "{out}");
+    assert_eq!(s["placement"]["host"], "h2", "{out}");
+    assert_eq!(s["state"], "requested", "{out}");
+    assert_eq!(s["in_flight"], true, "{out}");
+    assert_eq!(s["history"][0][1], a["params"]["reason"], "{out}");
     // The shadow is in flight, so db leaves the plan; and no second failover was started.
     eventually("db out of the plan", Duration::from_secs(20), || {
         let ep = ep.clone();

@@ -112,6 +112,9 @@ enum CtlCommand {
     /// What the planner would do now: the failovers it would start (shadow placement,
     /// severity, act or recommend, and why), most urgent first. Nothing is committed.
     Plan,
+    /// Every component's shadow: where it runs, where it stands, and each step with its
+    /// reason.
+    Shadows,
     /// Components by rising Health Projection Score (riskiest first).
     AtRisk {
         #[arg(long, default_value_t = 20)]
@@ -382,6 +385,7 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
         } => graph_ctl::graph(&mut client, output, group, zone, format, consistency).await?,
         CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
         CtlCommand::Plan => graph_ctl::plan(&mut client, output).await?,
+        CtlCommand::Shadows => graph_ctl::shadows(&mut client, output).await?,
         CtlCommand::Forecast { id } => forecast_ctl::forecast(&mut client, output, id).await?,
         CtlCommand::AtRisk { limit, min_risk } => {
             forecast_ctl::at_risk(&mut client, output, limit, min_risk).await?

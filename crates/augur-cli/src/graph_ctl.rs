@@ -683,6 +683,61 @@ pub async fn plan(client: &mut Client, output: Output) -> Result<(), Status> {
     Ok(())
 }
 
+#[derive(Serialize)]
+struct ShadowView {
+    component: String,
+    shadow: String,
+    placement: Option<PlacementView>,
+    state: String,
+    in_flight: bool,
+    history: Vec<(String, String)>,
+}
+
+/// `ctl shadows`: every shadow and its steps.
+pub async fn shadows(client: &mut Client, output: Output) -> Result<(), Status> {
+    let r = client
+        .call(|c| async move {
+            augur_proto::pb::control_client::ControlClient::new(c)
+                .list_shadows(pb::ListShadowsRequest {})
+                .await
+        })
+        .await?
+        .into_inner();
+    let view: Vec<ShadowView> = r
+        .shadows
+        .into_iter()
+        .map(|s| ShadowView {
+            component: s.component,
+            shadow: s.shadow,
+            placement: s.placement.map(|p| PlacementView {
+                host: p.host,
+                rack: p.rack,
+                zone: p.zone,
+            }),
+            state: s.state,
+            in_flight: s.in_flight,
+            history: s.history.into_iter().map(|h| (h.state, h.reason)).collect(),
+        })
+        .collect();
+    print(output, &view, |v| {
+        if v.is_empty() {
+            return "no shadows".into();
+        }
+        let mut lines = Vec::new();
+        for s in v {
+            let at = s.placement.as_ref().map_or(String::new(), |p| {
+                format!(" on {} ({}/{})", p.host, p.zone, p.rack)
+            });
+            lines.push(format!("{} -> {}{at}: {}", s.component, s.shadow, s.state));
+            for (state, reason) in &s.history {
+                lines.push(format!("    {state:<12} {reason}"));
+            }
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}
+
 /// Parses a topology file read from `path`, TOML or YAML by its extension; the error lists
 /// every problem, one per line.
 pub fn parse_topology_file(

@@ -100,6 +100,7 @@ async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
         component: d.component.clone(),
         shadow: shadow.clone(),
         placement: to.clone(),
+        reason: d.reason.clone(),
     })
     .await?;
     let params: BTreeMap<String, String> = [

@@ -30,6 +30,8 @@ pub enum Command {
         component: ComponentId,
         shadow: ComponentId,
         placement: crate::Placement,
+        /// Why: kept as the first step of the shadow's history.
+        reason: String,
     },
     /// Moves a component's shadow along its lifecycle.
     AdvanceShadow {

@@ -265,7 +265,8 @@ impl ControlState {
                 component,
                 shadow,
                 placement,
-            } => self.request_shadow(component, shadow, placement),
+                reason,
+            } => self.request_shadow(component, shadow, placement, reason),
             Command::AdvanceShadow {
                 component,
                 to,
@@ -492,6 +493,7 @@ impl ControlState {
         component: &ComponentId,
         shadow: &ComponentId,
         placement: &Placement,
+        reason: &str,
     ) -> Result<Applied, Rejection> {
         if !self.components.contains_key(component) {
             return Err(Rejection::UnknownComponent {
@@ -512,7 +514,14 @@ impl ControlState {
                 shadow: shadow.clone(),
                 placement: placement.clone(),
                 state,
-                history: vec![(state, "requested".to_string())],
+                history: vec![(
+                    state,
+                    if reason.is_empty() {
+                        "requested".to_string()
+                    } else {
+                        reason.to_string()
+                    },
+                )],
             },
         );
         Ok(Applied::Done)
@@ -846,6 +855,7 @@ mod tests {
             component: cid("a"),
             shadow: cid("a-s"),
             placement: place,
+            reason: String::new(),
         };
         s.apply(1, &req).unwrap();
         assert!(matches!(

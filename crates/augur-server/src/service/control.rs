@@ -128,4 +128,31 @@ impl pb::control_server::Control for ControlService {
         });
         Ok(Response::new(pb::ListActionsResponse { actions }))
     }
+
+    async fn list_shadows(
+        &self,
+        _: Request<pb::ListShadowsRequest>,
+    ) -> Result<Response<pb::ListShadowsResponse>, Status> {
+        let shadows = self.node.state.read(|s| {
+            s.shadows
+                .iter()
+                .map(|(component, r)| pb::Shadow {
+                    component: component.to_string(),
+                    shadow: r.shadow.to_string(),
+                    placement: Some(augur_proto::placement_to_wire(&r.placement)),
+                    state: r.state.to_string(),
+                    in_flight: r.state.in_flight(),
+                    history: r
+                        .history
+                        .iter()
+                        .map(|(state, reason)| pb::ShadowStep {
+                            state: state.to_string(),
+                            reason: reason.clone(),
+                        })
+                        .collect(),
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::ListShadowsResponse { shadows }))
+    }
 }
