@@ -431,7 +431,9 @@ async fn the_model_in_use_is_the_one_the_state_records() {
 }
 
 /// With `planner.act`, the leader commits the planner's decision: db's shadow is requested on
-/// the host in the other zone and a `Provision` action for it reaches orchestrators, once.
+/// the host in the other zone and a `Provision` action for it reaches orchestrators, once;
+/// the outcomes an orchestrator reports then move the shadow through sync and validation
+/// to a rollback when validation fails, each step once and with its reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_commits_a_failover_for_a_failing_component() {
     let (cluster, ep) =
@@ -503,4 +505,113 @@ async fn the_leader_commits_a_failover_for_a_failing_component() {
         .filter(|a| a["kind"] == "provision")
         .count();
     assert_eq!(provisions, 1, "{out}");
+
+    // This test is the orchestrator: each outcome it reports moves the shadow on through
+    // Raft, and the leader appends the next action once.
+    let action_of = |kind: &'static str| {
+        let ep = ep.clone();
+        async move {
+            eventually(kind, Duration::from_secs(20), || {
+                let ep = ep.clone();
+                async move {
+                    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+                    let v: Value = serde_json::from_str(&out).ok()?;
+                    v.as_array()?
+                        .iter()
+                        .find(|a| a["kind"] == kind)
+                        .map(|a| a["id"].as_str().unwrap().to_owned())
+                }
+            })
+            .await
+        }
+    };
+    // The first shadow's record, whether current or replaced by a newer one.
+    let first_shadow = a["params"]["shadow"].clone();
+    let shadow_state = |want: &'static str| {
+        let ep = ep.clone();
+        let first_shadow = first_shadow.clone();
+        async move {
+            eventually(want, Duration::from_secs(20), || {
+                let ep = ep.clone();
+                let first_shadow = first_shadow.clone();
+                async move {
+                    let (_, out, _) = ctl(&ep, &["--output", "json", "shadows"]);
+                    let v: Value = serde_json::from_str(&out).ok()?;
+                    let s = v.as_array()?.iter().find(|s| s["shadow"] == first_shadow)?;
+                    (s["state"] == want).then(|| s.clone())
+                }
+            })
+            .await
+        }
+    };
+    let report = |id: String, failed: Option<&str>| {
+        let mut args = vec![
+            "action",
+            "report",
+            id.as_str(),
+            "--orchestrator",
+            "test-orch",
+        ];
+        if let Some(reason) = failed {
+            args.extend(["--failed", reason]);
+        }
+        let (code, _, err) = ctl(&ep, &args);
+        assert_eq!(code, 0, "{err}");
+    };
+    report(action_of("provision").await, None);
+    shadow_state("syncing").await;
+    report(action_of("sync").await, None);
+    shadow_state("validating").await;
+    report(
+        action_of("validate").await,
+        Some("p99 twice the original's"),
+    );
+    shadow_state("rolledback").await;
+    // A rolled-back shadow is retired (the planner leaves db alone until then).
+    report(action_of("retire").await, None);
+    let shadow = shadow_state("retired").await;
+    let steps: Vec<&str> = shadow["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "requested",
+            "provisioned",
+            "syncing",
+            "validating",
+            "rolledback",
+            "retired"
+        ],
+        "{shadow}"
+    );
+    assert!(shadow["history"][4][1]
+        .as_str()
+        .unwrap()
+        .contains("p99 twice"));
+    // Each action once, in order. (db, still at risk, may now get a new shadow: a second
+    // provision, for another shadow.)
+    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+    let actions = json(&out);
+    let kinds: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds[..4],
+        ["provision", "sync", "validate", "retire"],
+        "{out}"
+    );
+    for a in &actions.as_array().unwrap()[4..] {
+        assert_eq!(a["kind"], "provision", "{out}");
+        assert_ne!(
+            a["params"]["shadow"], actions[0]["params"]["shadow"],
+            "{out}"
+        );
+    }
 }

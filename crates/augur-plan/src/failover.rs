@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use augur_graph::{action_threshold, RiskPolicy};
-use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy};
+use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy, ShadowState};
 use serde::Serialize;
 
 use crate::placement::{choose_host, domain_tier, Occupancy, Tier};
@@ -94,8 +94,8 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// The failovers to start now, most urgent first. Components with a shadow already in flight
-/// and those with no known risk are left alone. Each placed shadow takes a slot of its host
+/// The failovers to start now, most urgent first. Components with a shadow not yet retired
+/// (in flight, rolled back, or promoted) and those with no known risk are left alone. Each placed shadow takes a slot of its host
 /// before the next is placed, so the plan never exceeds any host's capacity.
 pub fn plan_failovers(
     state: &ControlState,
@@ -107,7 +107,12 @@ pub fn plan_failovers(
         let Some(c) = state.components.get(id) else {
             continue;
         };
-        if state.shadows.get(id).is_some_and(|s| s.state.in_flight()) {
+        // One shadow at a time: until its shadow is retired, a component is not planned again.
+        if state
+            .shadows
+            .get(id)
+            .is_some_and(|s| s.state != ShadowState::Retired)
+        {
             continue;
         }
         if !(r.p_fail.is_finite() && r.hps.is_finite() && r.blast_radius.is_finite()) {

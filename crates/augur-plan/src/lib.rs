@@ -10,15 +10,19 @@
 //! - [`judge`]: the gate itself: error rate and a rank test on latency, shadow against
 //!   original.
 //! - [`scaling`]: predictive scale-up ahead of load; never down on a forecast alone.
+//! - [`lifecycle`]: what to commit next for each shadow in flight, from the action log's
+//!   outcomes.
 
 pub mod failover;
 pub mod judge;
+pub mod lifecycle;
 pub mod placement;
 pub mod scaling;
 pub mod shift;
 
 pub use failover::{plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity};
 pub use judge::{judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
+pub use lifecycle::{next_steps, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};
 pub use scaling::{scale_up, ScalingConfig};
 pub use shift::{GateOutcome, Shift, ShiftError, ShiftStep};

@@ -1,13 +1,15 @@
 //! The planner on the node: `augur_plan::plan_failovers` over this node's forecasts, the
 //! blast radii of the replicated graph and the replicated state. `Topology.PlanFailovers`
 //! shows its decisions; with `planner.act` on, the leader also commits them: a shadow request
-//! and a `Provision` action for orchestrators, per decision the policy lets it act on.
+//! and a `Provision` action for orchestrators, per decision the policy lets it act on; and it
+//! moves every shadow in flight on as orchestrators report outcomes
+//! (`augur_plan::lifecycle`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_plan::{ComponentRisk, Decision, Mode, PlannerConfig};
+use augur_plan::{ComponentRisk, Decision, LifecycleStep, Mode, PlannerConfig};
 use augur_types::{ActionKind, Command, ComponentId, ControlState};
 use tonic::Status;
 
@@ -74,6 +76,14 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     continue;
                 }
             };
+            // Shadows in flight first: outcomes reported since the last round move them on.
+            let steps = node.state.read(augur_plan::next_steps);
+            for step in steps {
+                if let Err(e) = commit_step(&node, step).await {
+                    tracing::warn!(error = %e, "shadow step not committed");
+                    break;
+                }
+            }
             for d in found {
                 if d.mode != Mode::Act {
                     metrics::counter!("augur_planner_recommendations_total").increment(1);
@@ -124,4 +134,35 @@ async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
     metrics::counter!("augur_planner_failovers_total").increment(1);
     tracing::info!(component = %d.component, %shadow, host = %to.host, reason = %d.reason, "failover started");
     Ok(())
+}
+
+/// Commits one step of a shadow's lifecycle.
+async fn commit_step(node: &Node, step: LifecycleStep) -> Result<(), Status> {
+    let cmd = match step {
+        LifecycleStep::Advance {
+            component,
+            to,
+            reason,
+        } => {
+            tracing::info!(%component, state = %to, %reason, "shadow advanced");
+            Command::AdvanceShadow {
+                component,
+                to,
+                reason,
+            }
+        }
+        LifecycleStep::Append {
+            request_id,
+            kind,
+            component,
+            params,
+        } => Command::AppendAction {
+            request_id,
+            kind,
+            target: component,
+            params,
+            at_ms: now_ms(),
+        },
+    };
+    node.write(cmd).await.map(|_| ())
 }

@@ -215,6 +215,9 @@ pub struct Action {
     pub status: ActionStatus,
 }
 
+/// Most finished shadows kept in [`ControlState::past_shadows`].
+pub const MAX_SHADOW_LOG: usize = 256;
+
 /// Most fade events kept in [`ControlState::faded`].
 pub const MAX_FADE_LOG: usize = 256;
 
@@ -236,6 +239,10 @@ pub struct ControlState {
     /// The LSTM every node uses; none until a node records its own (the leader does).
     #[serde(default)]
     pub model: Option<ModelRecord>,
+    /// Finished shadows a newer one replaced, oldest first, at most [`MAX_SHADOW_LOG`]: their
+    /// steps and reasons stay visible.
+    #[serde(default)]
+    pub past_shadows: VecDeque<(ComponentId, ShadowRecord)>,
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
@@ -508,6 +515,12 @@ impl ControlState {
             });
         }
         let state = ShadowState::Requested;
+        if let Some(done) = self.shadows.remove(component) {
+            if self.past_shadows.len() == MAX_SHADOW_LOG {
+                self.past_shadows.pop_front();
+            }
+            self.past_shadows.push_back((component.clone(), done));
+        }
         self.shadows.insert(
             component.clone(),
             ShadowRecord {

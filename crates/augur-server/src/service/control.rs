@@ -136,6 +136,7 @@ impl pb::control_server::Control for ControlService {
         let shadows = self.node.state.read(|s| {
             s.shadows
                 .iter()
+                .chain(s.past_shadows.iter().rev().map(|(c, r)| (c, r)))
                 .map(|(component, r)| pb::Shadow {
                     component: component.to_string(),
                     shadow: r.shadow.to_string(),
