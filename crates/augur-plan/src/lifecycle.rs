@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use augur_types::{
-    ActionKind, ActionOutcome, ActionStatus, ComponentId, ControlState, ShadowState,
+    ActionKind, ActionOutcome, ActionStatus, Command, ComponentId, ControlState, ShadowState,
 };
 use serde::Serialize;
 
@@ -29,6 +29,35 @@ pub enum LifecycleStep {
         component: ComponentId,
         params: BTreeMap<String, String>,
     },
+}
+
+impl LifecycleStep {
+    /// The command that commits this step (`at_ms` stamps an appended action).
+    pub fn into_command(self, at_ms: u64) -> Command {
+        match self {
+            LifecycleStep::Advance {
+                component,
+                to,
+                reason,
+            } => Command::AdvanceShadow {
+                component,
+                to,
+                reason,
+            },
+            LifecycleStep::Append {
+                request_id,
+                kind,
+                component,
+                params,
+            } => Command::AppendAction {
+                request_id,
+                kind,
+                target: component,
+                params,
+                at_ms,
+            },
+        }
+    }
 }
 
 /// How the latest action of `kind` for `shadow` ended, if it has.
@@ -137,7 +166,7 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_types::{Command, Component, Placement};
+    use augur_types::{Component, Placement};
 
     fn state_with_shadow() -> ControlState {
         let mut s = ControlState::default();
@@ -174,30 +203,8 @@ mod tests {
     /// Commits the steps as the leader would.
     fn commit(s: &mut ControlState, steps: Vec<LifecycleStep>) {
         for step in steps {
-            let cmd = match step {
-                LifecycleStep::Advance {
-                    component,
-                    to,
-                    reason,
-                } => Command::AdvanceShadow {
-                    component,
-                    to,
-                    reason,
-                },
-                LifecycleStep::Append {
-                    request_id,
-                    kind,
-                    component,
-                    params,
-                } => Command::AppendAction {
-                    request_id,
-                    kind,
-                    target: component,
-                    params,
-                    at_ms: 1,
-                },
-            };
-            s.apply(1, &cmd).expect("every step is legal");
+            s.apply(1, &step.into_command(1))
+                .expect("every step is legal");
         }
     }
 

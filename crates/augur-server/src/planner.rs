@@ -138,31 +138,13 @@ async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
 
 /// Commits one step of a shadow's lifecycle.
 async fn commit_step(node: &Node, step: LifecycleStep) -> Result<(), Status> {
-    let cmd = match step {
-        LifecycleStep::Advance {
-            component,
-            to,
-            reason,
-        } => {
-            tracing::info!(%component, state = %to, %reason, "shadow advanced");
-            Command::AdvanceShadow {
-                component,
-                to,
-                reason,
-            }
-        }
-        LifecycleStep::Append {
-            request_id,
-            kind,
-            component,
-            params,
-        } => Command::AppendAction {
-            request_id,
-            kind,
-            target: component,
-            params,
-            at_ms: now_ms(),
-        },
-    };
-    node.write(cmd).await.map(|_| ())
+    if let LifecycleStep::Advance {
+        component,
+        to,
+        reason,
+    } = &step
+    {
+        tracing::info!(%component, state = %to, %reason, "shadow advanced");
+    }
+    node.write(step.into_command(now_ms())).await.map(|_| ())
 }
