@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use crate::error::ActorsError;
 use crate::report::TickReport;
-use crate::shard::{ApplyBatch, CollectInputs, Requeue, Shard, ShardInputs};
+use crate::shard::{ApplyBatch, CollectInputs, Requeue, Shard, ShardInputs, StepRows};
 
 /// Scores every due component now; answers what the tick did.
 #[derive(Debug, Clone, Copy, Message)]
@@ -186,10 +186,14 @@ async fn score(
         let (a, b) = (row, row + n);
         applies.push(shard.send(ApplyBatch {
             ids: part.ids,
-            next: out.next[a * inputs..b * inputs].to_vec(),
-            p_fail: out.p_fail[a..b].to_vec(),
-            h: out.h[a * hidden..b * hidden].to_vec(),
-            c: out.c[a * hidden..b * hidden].to_vec(),
+            rows: StepRows {
+                inputs,
+                hidden,
+                next: out.next[a * inputs..b * inputs].to_vec(),
+                p_fail: out.p_fail[a..b].to_vec(),
+                h: out.h[a * hidden..b * hidden].to_vec(),
+                c: out.c[a * hidden..b * hidden].to_vec(),
+            },
         }));
         row = b;
     }

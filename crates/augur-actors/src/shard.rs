@@ -135,10 +135,7 @@ pub(crate) struct StepRows {
 #[rtype(result = "usize")]
 pub(crate) struct ApplyBatch {
     pub ids: Vec<ComponentId>,
-    pub next: Vec<f32>,
-    pub p_fail: Vec<f32>,
-    pub h: Vec<f32>,
-    pub c: Vec<f32>,
+    pub rows: StepRows,
 }
 
 /// Scoring failed: these components are still due.
@@ -470,22 +467,8 @@ impl Handler<ApplyBatch> for Shard {
     type Result = ResponseActFuture<Self, usize>;
 
     fn handle(&mut self, msg: ApplyBatch, _: &mut Context<Self>) -> Self::Result {
-        let ApplyBatch {
-            ids,
-            next,
-            p_fail,
-            h,
-            c,
-        } = msg;
-        let (inputs, hidden) = (self.setup.inputs, self.setup.hidden);
-        let rows = Arc::new(StepRows {
-            inputs,
-            hidden,
-            next,
-            p_fail,
-            h,
-            c,
-        });
+        let ApplyBatch { ids, rows } = msg;
+        let rows = Arc::new(rows);
         let (part, done) = gather(vec![None; ids.len()]);
         for (row, id) in ids.iter().enumerate() {
             if let Some(actor) = self.actor(id) {

@@ -192,6 +192,28 @@ impl PredictorSystem {
         self.count_per_shard(ids, Deregister).await
     }
 
+    /// Sends shard `i` the message made of `parts[i]`, skipping empty parts; answers the
+    /// replies of those sent.
+    async fn send_parts<T, M>(
+        &self,
+        parts: Vec<Vec<T>>,
+        message: impl Fn(Vec<T>) -> M,
+    ) -> Vec<Result<M::Result, actix::MailboxError>>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        Shard: Handler<M>,
+    {
+        let sends = self
+            .inner
+            .shards
+            .iter()
+            .zip(parts)
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(s, p)| s.send(message(p)));
+        join_all(sends).await
+    }
+
     /// Sends each shard its part of `ids` as one message and adds up the counts it answers.
     async fn count_per_shard<M>(
         &self,
@@ -203,13 +225,7 @@ impl PredictorSystem {
         Shard: Handler<M>,
     {
         let parts = self.split(ids.into_iter().collect(), |id| id);
-        let reqs = self
-            .inner
-            .shards
-            .iter()
-            .zip(parts)
-            .filter(|(_, p)| !p.is_empty());
-        let counts = join_all(reqs.map(|(s, p)| s.send(message(p)))).await;
+        let counts = self.send_parts(parts, message).await;
         counts.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
     }
 
@@ -235,13 +251,7 @@ impl PredictorSystem {
                 .map_err(|_| ActorsError::Stopped)?,
             _ => group_by_shard(samples, k),
         };
-        let reqs = self
-            .inner
-            .shards
-            .iter()
-            .zip(parts)
-            .filter(|(_, p)| !p.is_empty());
-        let replies = join_all(reqs.map(|(s, p)| s.send(IngestGroups(p)))).await;
+        let replies = self.send_parts(parts, IngestGroups).await;
         let mut summary = IngestSummary::default();
         for reply in replies {
             summary.merge(&reply?);

@@ -35,12 +35,33 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    /// The name on the wire and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Elevated => "elevated",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
 /// Carry the decision out, or only recommend it and wait for an operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Act,
     Recommend,
+}
+
+impl Mode {
+    /// The name on the wire and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Act => "act",
+            Mode::Recommend => "recommend",
+        }
+    }
 }
 
 /// Planner settings beyond the group policies.

@@ -18,6 +18,18 @@ pub enum Tier {
     OtherZone,
 }
 
+impl Tier {
+    /// The name on the wire and in JSON (`other_zone`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::SameHost => "same_host",
+            Tier::SameRack => "same_rack",
+            Tier::SameZone => "same_zone",
+            Tier::OtherZone => "other_zone",
+        }
+    }
+}
+
 /// The tier of `candidate` relative to `original`.
 pub fn domain_tier(original: &Placement, candidate: &Placement) -> Tier {
     if candidate.zone != original.zone {

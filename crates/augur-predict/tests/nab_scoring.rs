@@ -34,6 +34,17 @@ fn spikes(len: usize, rows: &[usize]) -> Vec<f64> {
 }
 
 /// Three series of 1000 rows (probation 150): one with two windows, one with one, one with none.
+/// A perfect detector's scores: a spike at the first row of every window.
+fn perfect_scores(corpus: &[LabeledSeries]) -> Vec<Vec<f64>> {
+    corpus
+        .iter()
+        .map(|s| {
+            let firsts: Vec<usize> = s.windows.iter().map(|w| w.0).collect();
+            spikes(s.timestamps.len(), &firsts)
+        })
+        .collect()
+}
+
 fn corpus() -> Vec<LabeledSeries> {
     vec![
         series("realA/one.csv", 1000, &[(300, 349), (700, 749)]),
@@ -75,13 +86,7 @@ fn never_firing_detector_scores_zero_under_every_profile() {
 #[test]
 fn perfect_detector_scores_one_hundred_under_every_profile() {
     let corpus = corpus();
-    let scores: Vec<Vec<f64>> = corpus
-        .iter()
-        .map(|s| {
-            let firsts: Vec<usize> = s.windows.iter().map(|w| w.0).collect();
-            spikes(s.timestamps.len(), &firsts)
-        })
-        .collect();
+    let scores: Vec<Vec<f64>> = perfect_scores(&corpus);
     for profile in &PROFILES {
         let result = score_corpus(&corpus, &scores, profile).unwrap();
         assert_close(result.normalized, 100.0, profile.name);
@@ -510,13 +515,7 @@ fn real_corpus_loads_and_null_and_perfect_hold() {
         .iter()
         .map(|s| vec![0.0; s.timestamps.len()])
         .collect();
-    let perfect: Vec<Vec<f64>> = corpus
-        .iter()
-        .map(|s| {
-            let firsts: Vec<usize> = s.windows.iter().map(|w| w.0).collect();
-            spikes(s.timestamps.len(), &firsts)
-        })
-        .collect();
+    let perfect: Vec<Vec<f64>> = perfect_scores(&corpus);
     for profile in &PROFILES {
         let nothing = score_corpus(&corpus, &silent, profile).unwrap();
         assert_eq!(nothing.normalized, 0.0, "{}", profile.name);

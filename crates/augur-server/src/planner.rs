@@ -69,13 +69,6 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
         let mut ticks = LeaderTicks::new(every);
         loop {
             ticks.next(&node).await;
-            let found = match decisions(&node, &predictors, &cache).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(error = %e, "no plan this round");
-                    continue;
-                }
-            };
             // Shadows in flight first: outcomes reported since the last round move them on.
             let steps = node.state.read(augur_plan::next_steps);
             for step in steps {
@@ -84,6 +77,13 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     break;
                 }
             }
+            let found = match decisions(&node, &predictors, &cache).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no plan this round");
+                    continue;
+                }
+            };
             for d in found {
                 if d.mode != Mode::Act {
                     metrics::counter!("augur_planner_recommendations_total").increment(1);

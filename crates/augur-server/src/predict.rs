@@ -23,9 +23,9 @@ pub struct Predictors {
     /// The running actors; replaced (cold) when the replicated state records another model.
     system: Arc<std::sync::RwLock<PredictorSystem>>,
     actors: ActorsConfig,
-    /// The bytes of the model this node started with, recorded by the leader when the state
-    /// has none.
-    pub own_model: Arc<Vec<u8>>,
+    /// The model this node started with (version and bytes), recorded by the leader when the
+    /// state has none.
+    own_model: Arc<augur_types::ModelRecord>,
     switching: Arc<Mutex<()>>,
     state: StateReader,
     synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
@@ -45,6 +45,7 @@ impl Predictors {
             None => augur_predict::DEFAULT_MODEL.to_vec(),
         };
         let model = LstmModel::from_bytes(&own_model).context("the model")?;
+        let model_version = model.meta.version.clone();
         let shards = if cfg.shards == 0 {
             crate::service::default_parallelism()
         } else {
@@ -74,7 +75,10 @@ impl Predictors {
         Ok(Self {
             system: Arc::new(std::sync::RwLock::new(system)),
             actors,
-            own_model: Arc::new(own_model),
+            own_model: Arc::new(augur_types::ModelRecord {
+                version: model_version,
+                bytes: own_model,
+            }),
             switching: Arc::new(Mutex::new(())),
             state,
             synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
@@ -197,23 +201,12 @@ impl Predictors {
         tokio::spawn(async move {
             loop {
                 if node.is_leader() && node.state.read(|s| s.model.is_none()) {
-                    match LstmModel::from_bytes(&own) {
-                        Ok(m) => {
-                            let record = augur_types::ModelRecord {
-                                version: m.meta.version.clone(),
-                                bytes: own.to_vec(),
-                            };
-                            match node.write(augur_types::Command::SetModel(record)).await {
-                                Ok(_) => {
-                                    tracing::info!(version = %m.meta.version, "recorded this node's model")
-                                }
-                                Err(e) => tracing::debug!(error = %e, "model not recorded yet"),
-                            }
+                    let record = augur_types::ModelRecord::clone(&own);
+                    match node.write(augur_types::Command::SetModel(record)).await {
+                        Ok(_) => {
+                            tracing::info!(version = %own.version, "recorded this node's model")
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "this node's model cannot be recorded");
-                            return;
-                        }
+                        Err(e) => tracing::debug!(error = %e, "model not recorded yet"),
                     }
                 }
                 if node.state.read(|s| s.model.is_some()) || metrics.changed().await.is_err() {

@@ -410,16 +410,15 @@ impl pb::topology_server::Topology for TopologyService {
             return Ok(Response::new(pb::PlanFailoversResponse::default()));
         };
         let decisions = crate::planner::decisions(&self.node, predictors, &self.risk_cache).await?;
-        let lower = |v: String| v.to_lowercase();
         Ok(Response::new(pb::PlanFailoversResponse {
             decisions: decisions
                 .into_iter()
                 .map(|d| pb::FailoverDecision {
                     component: d.component.to_string(),
                     to: d.to.as_ref().map(augur_proto::placement_to_wire),
-                    tier: d.tier.map(|t| snake(&format!("{t:?}"))).unwrap_or_default(),
-                    severity: lower(format!("{:?}", d.severity)),
-                    mode: lower(format!("{:?}", d.mode)),
+                    tier: d.tier.map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    severity: d.severity.as_str().to_owned(),
+                    mode: d.mode.as_str().to_owned(),
                     p_fail: d.p_fail,
                     threshold: d.threshold,
                     hps: d.hps,
@@ -429,18 +428,6 @@ impl pb::topology_server::Topology for TopologyService {
                 .collect(),
         }))
     }
-}
-
-/// `OtherZone` → `other_zone`.
-fn snake(camel: &str) -> String {
-    let mut out = String::new();
-    for (i, ch) in camel.chars().enumerate() {
-        if ch.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(ch.to_ascii_lowercase());
-    }
-    out
 }
 
 #[cfg(test)]
