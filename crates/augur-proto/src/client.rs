@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use augur_proto::leader_from_status;
+use crate::leader_from_status;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
