@@ -21,8 +21,8 @@ pub mod scaling;
 pub mod shift;
 
 pub use failover::{plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity};
-pub use judge::{judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
-pub use lifecycle::{next_steps, LifecycleStep};
+pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
+pub use lifecycle::{encode_weights, next_steps, provision, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};
 pub use scaling::{scale_up, ScalingConfig};
 pub use shift::{GateOutcome, Shift, ShiftError, ShiftStep};

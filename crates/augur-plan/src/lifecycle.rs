@@ -6,14 +6,31 @@
 //! Requested ─provision done─► Provisioned ─► Syncing (sync action) ─sync done─►
 //! Validating (validate action). A failed action rolls the shadow back; a rolled-back shadow
 //! gets a retire action and is Retired when it succeeds (until then the planner leaves the
-//! component alone). The traffic shift after validation is not driven here yet.
+//! component alone).
+//!
+//! Validated ─► the shadow is registered in the original's service and the traffic moves in
+//! the policy's canary steps (default 1, 5, 25, 50, 100 % of the original's share). Each step
+//! is one `ShiftTraffic` entry (weights and state together) and a `set_weights` action; the
+//! orchestrator applies the weights, measures both sides and reports the KPIs with its
+//! outcome, and the leader gates the step on them ([`crate::judge::gate_summary`]). A failed
+//! gate rolls back to the last verified weights; a failed action (the weights could not be
+//! set, or the shadow is dead) rolls back to the weights before the shift. Either way a
+//! `set_weights` action carries the restored weights to the orchestrators. After the last
+//! step the shadow is promoted and the original goes to standby (a `standby` action). A
+//! rolled-back shadow that still holds a verified share keeps serving it and is not retired.
+//! A service with no traffic weights for the original has nothing to shift: the validated
+//! shadow is promoted at once.
 
 use std::collections::BTreeMap;
 
 use augur_types::{
-    ActionKind, ActionOutcome, ActionStatus, Command, ComponentId, ControlState, ShadowState,
+    Action, ActionKind, ActionOutcome, ActionStatus, Command, Component, ComponentId, ControlState,
+    ShadowRecord, ShadowState, TrafficWeights,
 };
 use serde::Serialize;
+
+use crate::judge::{gate_summary, GateConfig};
+use crate::shift::step_weights;
 
 /// One thing to commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +45,21 @@ pub enum LifecycleStep {
         kind: ActionKind,
         component: ComponentId,
         params: BTreeMap<String, String>,
+    },
+    /// Registers the shadow as a component of the original's service.
+    Register(Component),
+    /// A traffic step: the service's weights and the shadow's state together.
+    Shift {
+        component: ComponentId,
+        percent: u8,
+        weights: TrafficWeights,
+        reason: String,
+    },
+    /// Back to the last verified weights (to those before the shift if the shadow died).
+    RollBack {
+        component: ComponentId,
+        shadow_dead: bool,
+        reason: String,
     },
 }
 
@@ -55,6 +87,27 @@ impl LifecycleStep {
                 target: component,
                 params,
                 at_ms,
+            },
+            LifecycleStep::Register(c) => Command::UpsertComponent(c),
+            LifecycleStep::Shift {
+                component,
+                percent,
+                weights,
+                reason,
+            } => Command::ShiftTraffic {
+                component,
+                percent,
+                weights,
+                reason,
+            },
+            LifecycleStep::RollBack {
+                component,
+                shadow_dead,
+                reason,
+            } => Command::RollBackShift {
+                component,
+                shadow_dead,
+                reason,
             },
         }
     }
@@ -98,8 +151,10 @@ fn append(kind: ActionKind, component: &ComponentId, shadow: &ComponentId) -> Li
 /// The steps to commit now, in order, for every shadow in flight.
 pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
     let mut out = Vec::new();
-    let live =
-        |r: &augur_types::ShadowRecord| r.state.in_flight() || r.state == ShadowState::RolledBack;
+    // Promoted and rolled-back shadows still have steps to take (standby, retire).
+    let live = |r: &ShadowRecord| {
+        r.state.in_flight() || matches!(r.state, ShadowState::RolledBack | ShadowState::Promoted)
+    };
     for (component, rec) in state.shadows.iter().filter(|(_, r)| live(r)) {
         let shadow = &rec.shadow;
         let advance = |to: ShadowState, reason: String| LifecycleStep::Advance {
@@ -109,6 +164,14 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
         };
         let step = |kind: ActionKind| outcome(state, shadow, kind);
         match rec.state {
+            ShadowState::Requested
+                if state
+                    .action_by_request(&provision_request(shadow))
+                    .is_none() =>
+            {
+                // Requested, but the leader that requested it died before its action.
+                out.push(provision(component, rec));
+            }
             ShadowState::Requested => match step(ActionKind::Provision) {
                 Some((by, ActionOutcome::Succeeded)) => out.push(advance(
                     ShadowState::Provisioned,
@@ -141,32 +204,334 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                 )),
                 None => {}
             },
-            ShadowState::Validating => {
-                if let Some((by, ActionOutcome::Failed { reason })) = step(ActionKind::Validate) {
-                    out.push(advance(
-                        ShadowState::RolledBack,
-                        format!("validation failed ({by}): {reason}"),
-                    ));
+            ShadowState::Validating => match step(ActionKind::Validate) {
+                Some((by, ActionOutcome::Failed { reason })) => out.push(advance(
+                    ShadowState::RolledBack,
+                    format!("validation failed ({by}): {reason}"),
+                )),
+                Some((by, ActionOutcome::Succeeded)) => {
+                    start_shift(state, component, rec, &by, &mut out);
+                }
+                None => {}
+            },
+            ShadowState::Shifting { weight } => {
+                gate_step(state, component, rec, weight, &mut out);
+            }
+            ShadowState::Promoted => {
+                let id = format!("standby:{shadow}");
+                if state.action_by_request(&id).is_none() {
+                    out.push(LifecycleStep::Append {
+                        request_id: id,
+                        kind: ActionKind::Standby,
+                        component: component.clone(),
+                        params: [("shadow".to_owned(), shadow.to_string())]
+                            .into_iter()
+                            .collect(),
+                    });
                 }
             }
-            // A rolled-back shadow is retired, and only then may the component get another.
-            ShadowState::RolledBack => match step(ActionKind::Retire) {
-                Some((by, ActionOutcome::Succeeded)) => {
-                    out.push(advance(ShadowState::Retired, format!("retired by {by}")))
+            ShadowState::RolledBack => {
+                // The orchestrators learn the restored weights first.
+                if let Some(shift) = &rec.shift {
+                    let id = format!("rollback:{shadow}");
+                    if state.action_by_request(&id).is_none() {
+                        let now = state
+                            .weights
+                            .get(&shift.service)
+                            .cloned()
+                            .unwrap_or_default();
+                        out.push(set_weights(id, component, rec, &shift.service, 0, &now));
+                        continue;
+                    }
+                    // Held at a verified share: it keeps serving, and is not retired.
+                    if now_routes_to(state, &shift.service, shadow) {
+                        continue;
+                    }
                 }
-                Some((_, ActionOutcome::Failed { .. })) => {}
-                None => out.push(append(ActionKind::Retire, component, shadow)),
-            },
+                // A rolled-back shadow is retired, and only then may the component get another.
+                match step(ActionKind::Retire) {
+                    Some((by, ActionOutcome::Succeeded)) => {
+                        out.push(advance(ShadowState::Retired, format!("retired by {by}")))
+                    }
+                    Some((_, ActionOutcome::Failed { .. })) => {}
+                    None => out.push(append(ActionKind::Retire, component, shadow)),
+                }
+            }
             _ => {}
         }
     }
     out
 }
 
+fn provision_request(shadow: &ComponentId) -> String {
+    format!("plan:{shadow}")
+}
+
+/// The `provision` action of a requested shadow: where it goes and why (the first step of its
+/// history).
+pub fn provision(component: &ComponentId, rec: &ShadowRecord) -> LifecycleStep {
+    let reason = rec.history.first().map(|h| h.1.clone()).unwrap_or_default();
+    let params = [
+        ("shadow", rec.shadow.to_string()),
+        ("host", rec.placement.host.clone()),
+        ("rack", rec.placement.rack.clone()),
+        ("zone", rec.placement.zone.clone()),
+        ("reason", reason),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    LifecycleStep::Append {
+        request_id: provision_request(&rec.shadow),
+        kind: ActionKind::Provision,
+        component: component.clone(),
+        params,
+    }
+}
+
+fn now_routes_to(state: &ControlState, service: &str, id: &ComponentId) -> bool {
+    state
+        .weights
+        .get(service)
+        .and_then(|w| w.get(id))
+        .is_some_and(|&w| w > 0)
+}
+
+/// `id=weight,…`, the form a `set_weights` action carries.
+pub fn encode_weights(w: &TrafficWeights) -> String {
+    w.iter()
+        .map(|(c, v)| format!("{c}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A `set_weights` action for the orchestrators: the service's weights to apply and, for a
+/// step (`percent` > 0), what the gate needs.
+fn set_weights(
+    request_id: String,
+    component: &ComponentId,
+    rec: &ShadowRecord,
+    service: &str,
+    percent: u8,
+    weights: &TrafficWeights,
+) -> LifecycleStep {
+    let mut params: BTreeMap<String, String> = [
+        ("shadow", rec.shadow.to_string()),
+        ("service", service.to_owned()),
+        ("weights", encode_weights(weights)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if percent > 0 {
+        params.insert("percent".into(), percent.to_string());
+        params.insert(
+            "min_requests".into(),
+            GateConfig::default().min_requests.to_string(),
+        );
+    }
+    LifecycleStep::Append {
+        request_id,
+        kind: ActionKind::SetWeights,
+        component: component.clone(),
+        params,
+    }
+}
+
+fn step_request(shadow: &ComponentId, percent: u8) -> String {
+    format!("shift:{shadow}:{percent}")
+}
+
+/// The validated shadow joins the original's service and takes the first canary step; with
+/// no weights to move it is promoted at once.
+fn start_shift(
+    state: &ControlState,
+    component: &ComponentId,
+    rec: &ShadowRecord,
+    by: &str,
+    out: &mut Vec<LifecycleStep>,
+) {
+    let Some(original) = state.components.get(component) else {
+        return;
+    };
+    let service = &original.group;
+    let moving = state
+        .weights
+        .get(service)
+        .and_then(|w| w.get(component))
+        .copied()
+        .unwrap_or(0);
+    if moving == 0 {
+        let reason = format!(
+            "validated by {by}; service {service} routes no traffic to {component}: nothing to shift"
+        );
+        out.push(LifecycleStep::Advance {
+            component: component.clone(),
+            to: ShadowState::Shifting { weight: 100 },
+            reason,
+        });
+        out.push(LifecycleStep::Advance {
+            component: component.clone(),
+            to: ShadowState::Promoted,
+            reason: "promoted: the shadow takes the original's place".into(),
+        });
+        return;
+    }
+    if !state.components.contains_key(&rec.shadow) {
+        let mut labels = original.labels.clone();
+        labels.insert("shadow_of".into(), component.to_string());
+        labels.remove("entry");
+        out.push(LifecycleStep::Register(Component {
+            id: rec.shadow.clone(),
+            placement: rec.placement.clone(),
+            labels,
+            ..original.clone()
+        }));
+    }
+    let first = state.policy_for(service).canary_steps[0];
+    let weights = step_weights(
+        &state.weights[service],
+        component,
+        &rec.shadow,
+        moving,
+        first,
+    );
+    out.push(LifecycleStep::Shift {
+        component: component.clone(),
+        percent: first,
+        weights: weights.clone(),
+        reason: format!("validated by {by}; {first}% of {component}'s traffic to the shadow"),
+    });
+    out.push(set_weights(
+        step_request(&rec.shadow, first),
+        component,
+        rec,
+        service,
+        first,
+        &weights,
+    ));
+}
+
+/// A step in force: make sure the orchestrators have it, then gate it on their KPIs.
+fn gate_step(
+    state: &ControlState,
+    component: &ComponentId,
+    rec: &ShadowRecord,
+    percent: u8,
+    out: &mut Vec<LifecycleStep>,
+) {
+    let Some(shift) = &rec.shift else {
+        // Moved without weights (nothing to shift): promote.
+        if percent == 100 {
+            out.push(LifecycleStep::Advance {
+                component: component.clone(),
+                to: ShadowState::Promoted,
+                reason: "promoted: the shadow takes the original's place".into(),
+            });
+        }
+        return;
+    };
+    let id = step_request(&rec.shadow, percent);
+    let Some(action) = state.action_by_request(&id) else {
+        // The step was committed but its action not yet (a leader change in between).
+        let now = state
+            .weights
+            .get(&shift.service)
+            .cloned()
+            .unwrap_or_default();
+        out.push(set_weights(
+            id,
+            component,
+            rec,
+            &shift.service,
+            percent,
+            &now,
+        ));
+        return;
+    };
+    let (by, outcome) = match &action.status {
+        ActionStatus::Pending => return,
+        ActionStatus::Done {
+            orchestrator,
+            outcome,
+            ..
+        } => (orchestrator, outcome),
+    };
+    let roll_back = |shadow_dead: bool, reason: String| LifecycleStep::RollBack {
+        component: component.clone(),
+        shadow_dead,
+        reason,
+    };
+    if let ActionOutcome::Failed { reason } = outcome {
+        out.push(roll_back(
+            true,
+            format!(
+                "step {percent}% failed ({by}): {reason}; back to the weights before the shift"
+            ),
+        ));
+        return;
+    }
+    let verdict = match gate(action) {
+        Ok(v) => v,
+        Err(why) => {
+            out.push(roll_back(false, format!("step {percent}% ({by}): {why}")));
+            return;
+        }
+    };
+    if !verdict.pass {
+        out.push(roll_back(
+            false,
+            format!(
+                "gate of step {percent}% failed ({by}): {}; back to the last verified weights",
+                verdict.reasons.join("; ")
+            ),
+        ));
+        return;
+    }
+    let steps = state.policy_for(&shift.service).canary_steps;
+    match steps.iter().find(|&&p| p > percent) {
+        Some(&next) => {
+            let moving = shift.before.get(component).copied().unwrap_or(0);
+            let now = state.weights.get(&shift.service).cloned().unwrap_or_default();
+            let weights = step_weights(&now, component, &rec.shadow, moving, next);
+            out.push(LifecycleStep::Shift {
+                component: component.clone(),
+                percent: next,
+                weights: weights.clone(),
+                reason: format!("gate of step {percent}% passed ({by}); {next}%"),
+            });
+            out.push(set_weights(
+                step_request(&rec.shadow, next),
+                component,
+                rec,
+                &shift.service,
+                next,
+                &weights,
+            ));
+        }
+        None => out.push(LifecycleStep::Advance {
+            component: component.clone(),
+            to: ShadowState::Promoted,
+            reason: format!(
+                "gate of step {percent}% passed ({by}); promoted: the shadow takes {component}'s traffic"
+            ),
+        }),
+    }
+}
+
+/// The gate of a reported step; a success without KPIs cannot be judged.
+fn gate(action: &Action) -> Result<crate::judge::Verdict, String> {
+    let kpis = action
+        .kpis
+        .as_ref()
+        .ok_or("reported success without KPIs; a step cannot pass unmeasured")?;
+    Ok(gate_summary(kpis, &GateConfig::default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_types::{Component, Placement};
+    use augur_types::{KpiSample, Kpis, Placement};
 
     fn state_with_shadow() -> ControlState {
         let mut s = ControlState::default();
@@ -208,7 +573,7 @@ mod tests {
         }
     }
 
-    fn report(s: &mut ControlState, kind: ActionKind, outcome: ActionOutcome) {
+    fn report(s: &mut ControlState, kind: ActionKind, outcome: ActionOutcome, kpis: Option<Kpis>) {
         let id = s.actions.iter().rev().find(|a| a.kind == kind).unwrap().id;
         s.apply(
             1,
@@ -216,20 +581,299 @@ mod tests {
                 id,
                 orchestrator: "agent-1".into(),
                 outcome,
+                kpis,
                 at_ms: 2,
             },
         )
         .unwrap();
     }
 
-    fn provision(s: &mut ControlState) {
-        let shadow = s.shadows.values().next().unwrap().shadow.clone();
-        let step = append(
+    fn side(requests: u64, errors: u64, p99_ms: u64) -> KpiSample {
+        KpiSample {
+            requests,
+            errors,
+            p99_us: p99_ms * 1000,
+        }
+    }
+
+    fn healthy() -> Option<Kpis> {
+        Some(Kpis {
+            original: side(5000, 5, 40),
+            shadow: side(300, 0, 41),
+        })
+    }
+
+    /// A shadow of `db` (half of service `g`, with `db2`) walked to validated.
+    fn validated() -> ControlState {
+        let mut s = state_with_shadow();
+        let db2 = Component {
+            id: ComponentId::new("db2").unwrap(),
+            ..s.components[&ComponentId::new("db").unwrap()].clone()
+        };
+        s.apply(1, &Command::UpsertComponent(db2)).unwrap();
+        let weights = [("db", 50), ("db2", 50)]
+            .into_iter()
+            .map(|(c, w)| (ComponentId::new(c).unwrap(), w))
+            .collect();
+        s.apply(
+            1,
+            &Command::SetWeights {
+                service: "g".into(),
+                weights,
+            },
+        )
+        .unwrap();
+        provision(&mut s);
+        for kind in [
             ActionKind::Provision,
-            &ComponentId::new("db").unwrap(),
-            &shadow,
+            ActionKind::Sync,
+            ActionKind::Validate,
+        ] {
+            report(&mut s, kind, ActionOutcome::Succeeded, None);
+            for _ in 0..2 {
+                let steps = next_steps(&s);
+                commit(&mut s, steps);
+            }
+        }
+        s
+    }
+
+    fn weights(s: &ControlState) -> Vec<(String, u32)> {
+        s.weights["g"]
+            .iter()
+            .map(|(c, &w)| (c.to_string(), w))
+            .collect()
+    }
+
+    fn set_weights_actions(s: &ControlState) -> Vec<String> {
+        s.actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::SetWeights)
+            .map(|a| a.params["weights"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_validated_shadow_shifts_in_gated_steps_and_is_promoted() {
+        let mut s = validated();
+        let db = ComponentId::new("db").unwrap();
+        assert_eq!(s.shadows[&db].state, ShadowState::Shifting { weight: 1 });
+        assert!(s
+            .components
+            .contains_key(&ComponentId::new("db.shadow-1").unwrap()));
+        assert_eq!(
+            weights(&s),
+            [
+                ("db".into(), 49),
+                ("db.shadow-1".into(), 1),
+                ("db2".into(), 50)
+            ]
         );
-        commit(s, vec![step]);
+        // Pending: the step holds, and retried rounds append nothing.
+        for _ in 0..3 {
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+        }
+        assert_eq!(set_weights_actions(&s).len(), 1);
+        for expect in [5, 25, 50, 100] {
+            report(
+                &mut s,
+                ActionKind::SetWeights,
+                ActionOutcome::Succeeded,
+                healthy(),
+            );
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+            assert_eq!(
+                s.shadows[&db].state,
+                ShadowState::Shifting { weight: expect }
+            );
+            let w = s.weights["g"].values().sum::<u32>();
+            assert_eq!(w, 100);
+        }
+        assert_eq!(
+            weights(&s),
+            [
+                ("db".into(), 0),
+                ("db.shadow-1".into(), 50),
+                ("db2".into(), 50)
+            ]
+        );
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Succeeded,
+            healthy(),
+        );
+        for _ in 0..2 {
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+        }
+        assert_eq!(s.shadows[&db].state, ShadowState::Promoted);
+        let standby: Vec<&Action> = s
+            .actions
+            .iter()
+            .filter(|a| a.kind == ActionKind::Standby)
+            .collect();
+        assert_eq!(standby.len(), 1, "the original goes to standby once");
+        assert_eq!(standby[0].target, db);
+        assert_eq!(
+            set_weights_actions(&s),
+            [
+                "db=49,db.shadow-1=1,db2=50",
+                "db=47,db.shadow-1=3,db2=50",
+                "db=37,db.shadow-1=13,db2=50",
+                "db=25,db.shadow-1=25,db2=50",
+                "db=0,db.shadow-1=50,db2=50"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_gate_rolls_back_to_the_last_verified_weights() {
+        let mut s = validated();
+        let db = ComponentId::new("db").unwrap();
+        for _ in 0..2 {
+            report(
+                &mut s,
+                ActionKind::SetWeights,
+                ActionOutcome::Succeeded,
+                healthy(),
+            );
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+        }
+        assert_eq!(s.shadows[&db].state, ShadowState::Shifting { weight: 25 });
+        let verified = s.shadows[&db].shift.as_ref().unwrap().verified.clone();
+        let worse = Some(Kpis {
+            original: side(5000, 5, 40),
+            shadow: side(400, 60, 41),
+        });
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Succeeded,
+            worse,
+        );
+        let steps = next_steps(&s);
+        commit(&mut s, steps);
+        let rec = &s.shadows[&db];
+        assert_eq!(rec.state, ShadowState::RolledBack);
+        assert!(
+            rec.history.last().unwrap().1.contains("error rate"),
+            "{:?}",
+            rec.history
+        );
+        assert_eq!(
+            s.weights["g"], verified,
+            "back to the 5 % step, which passed"
+        );
+        // The orchestrators get the restored weights, once; the shadow keeps its verified
+        // share, so it is not retired.
+        for _ in 0..3 {
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+        }
+        let w = set_weights_actions(&s);
+        assert_eq!(w.last().unwrap(), "db=47,db.shadow-1=3,db2=50");
+        assert_eq!(w.len(), 4);
+        assert!(!s.actions.iter().any(|a| a.kind == ActionKind::Retire));
+    }
+
+    #[test]
+    fn a_dead_shadow_gives_back_every_point_and_is_retired() {
+        let mut s = validated();
+        let db = ComponentId::new("db").unwrap();
+        let before = s.shadows[&db].shift.as_ref().unwrap().before.clone();
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Succeeded,
+            healthy(),
+        );
+        let steps = next_steps(&s);
+        commit(&mut s, steps);
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Failed {
+                reason: "shadow health check: connection refused".into(),
+            },
+            None,
+        );
+        for _ in 0..3 {
+            let steps = next_steps(&s);
+            commit(&mut s, steps);
+        }
+        assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
+        assert_eq!(s.weights["g"], before);
+        assert_eq!(set_weights_actions(&s).last().unwrap(), "db=50,db2=50");
+        assert_eq!(
+            s.actions
+                .iter()
+                .filter(|a| a.kind == ActionKind::Retire)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_success_without_kpis_does_not_pass_a_step() {
+        let mut s = validated();
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Succeeded,
+            None,
+        );
+        let steps = next_steps(&s);
+        commit(&mut s, steps);
+        let rec = &s.shadows[&ComponentId::new("db").unwrap()];
+        assert_eq!(rec.state, ShadowState::RolledBack);
+        assert!(rec.history.last().unwrap().1.contains("without KPIs"));
+    }
+
+    #[test]
+    fn a_step_committed_without_its_action_gets_it_from_the_next_leader() {
+        let mut s = validated();
+        // As if the leader died between the step and its action: drop the action.
+        let last = s.actions.pop().unwrap();
+        assert_eq!(last.kind, ActionKind::SetWeights);
+        s.reindex();
+        let steps = next_steps(&s);
+        commit(&mut s, steps);
+        assert_eq!(set_weights_actions(&s), ["db=49,db.shadow-1=1,db2=50"]);
+    }
+
+    #[test]
+    fn a_shadow_of_a_component_without_traffic_is_promoted_at_once() {
+        let mut s = state_with_shadow();
+        provision(&mut s);
+        for kind in [
+            ActionKind::Provision,
+            ActionKind::Sync,
+            ActionKind::Validate,
+        ] {
+            report(&mut s, kind, ActionOutcome::Succeeded, None);
+            for _ in 0..2 {
+                let steps = next_steps(&s);
+                commit(&mut s, steps);
+            }
+        }
+        let rec = &s.shadows[&ComponentId::new("db").unwrap()];
+        assert_eq!(rec.state, ShadowState::Promoted);
+        assert!(rec.history[rec.history.len() - 2]
+            .1
+            .contains("nothing to shift"));
+    }
+
+    /// The leader's first round after the request: the provision action.
+    fn provision(s: &mut ControlState) {
+        let steps = next_steps(s);
+        assert_eq!(steps.len(), 1);
+        commit(s, steps);
+        assert_eq!(s.actions.last().unwrap().params["host"], "h1");
+        assert_eq!(s.actions.last().unwrap().params["reason"], "at risk");
     }
 
     #[test]
@@ -240,7 +884,12 @@ mod tests {
             next_steps(&s).is_empty(),
             "nothing until the provision is done"
         );
-        report(&mut s, ActionKind::Provision, ActionOutcome::Succeeded);
+        report(
+            &mut s,
+            ActionKind::Provision,
+            ActionOutcome::Succeeded,
+            None,
+        );
         for _ in 0..3 {
             let steps = next_steps(&s);
             commit(&mut s, steps);
@@ -255,7 +904,7 @@ mod tests {
                 .count(),
             1
         );
-        report(&mut s, ActionKind::Sync, ActionOutcome::Succeeded);
+        report(&mut s, ActionKind::Sync, ActionOutcome::Succeeded, None);
         let steps = next_steps(&s);
         commit(&mut s, steps);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
@@ -274,6 +923,7 @@ mod tests {
             ActionOutcome::Failed {
                 reason: "p99 2x the original".into(),
             },
+            None,
         );
         let steps = next_steps(&s);
         commit(&mut s, steps);
@@ -292,7 +942,7 @@ mod tests {
                 .count(),
             1
         );
-        report(&mut s, ActionKind::Retire, ActionOutcome::Succeeded);
+        report(&mut s, ActionKind::Retire, ActionOutcome::Succeeded, None);
         let steps = next_steps(&s);
         commit(&mut s, steps);
         assert!(next_steps(&s).is_empty(), "a retired shadow is done");
@@ -322,6 +972,7 @@ mod tests {
             ActionOutcome::Failed {
                 reason: "no image".into(),
             },
+            None,
         );
         let steps = next_steps(&s);
         commit(&mut s, steps);

@@ -50,6 +50,25 @@ pub enum ShiftStep {
     },
 }
 
+/// `weights` with `percent` of `moving` (the original's share before the shift) on the
+/// shadow and the rest on the original; every other component keeps its weight, so the sum
+/// stays 100. A step above 0 % of a share above 0 moves at least one point, so the shadow
+/// always sees traffic to be judged on.
+pub fn step_weights(
+    weights: &TrafficWeights,
+    original: &ComponentId,
+    shadow: &ComponentId,
+    moving: u32,
+    percent: u8,
+) -> TrafficWeights {
+    let least = u32::from(percent > 0 && moving > 0);
+    let to_shadow = ((moving * u32::from(percent) + 50) / 100).clamp(least, moving);
+    let mut w = weights.clone();
+    w.insert(original.clone(), moving - to_shadow);
+    w.insert(shadow.clone(), to_shadow);
+    w
+}
+
 /// One shift in flight. See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Shift {
@@ -101,18 +120,13 @@ impl Shift {
 
     /// The weights with `percent` of the original's share on the shadow.
     fn weights_at(&self, percent: u8) -> TrafficWeights {
-        let to_shadow = (self.moving * u32::from(percent) + 50) / 100;
-        let mut w = self.verified_base();
-        w.insert(self.original.clone(), self.moving - to_shadow);
-        w.insert(self.shadow.clone(), to_shadow);
-        w
-    }
-
-    /// The weights before the shift, without the shadow.
-    fn verified_base(&self) -> TrafficWeights {
-        let mut w = self.current.clone();
-        w.remove(&self.shadow);
-        w
+        step_weights(
+            &self.current,
+            &self.original,
+            &self.shadow,
+            self.moving,
+            percent,
+        )
     }
 
     /// The first step.

@@ -1,4 +1,4 @@
-use augur_types::{Action, ActionKind, ActionOutcome, ActionStatus};
+use augur_types::{Action, ActionKind, ActionOutcome, ActionStatus, KpiSample, Kpis};
 
 use crate::pb;
 use crate::status::WireError;
@@ -58,7 +58,42 @@ pub fn action_to_wire(a: &Action) -> pb::Action {
         created_ms: a.created_ms,
         status: a.status.to_string(),
         orchestrator,
+        kpis: a.kpis.as_ref().map(kpis_to_wire),
     }
+}
+
+pub fn kpis_to_wire(k: &Kpis) -> pb::Kpis {
+    let side = |s: &KpiSample| pb::KpiSample {
+        requests: s.requests,
+        errors: s.errors,
+        p99_us: s.p99_us,
+    };
+    pb::Kpis {
+        original: Some(side(&k.original)),
+        shadow: Some(side(&k.shadow)),
+    }
+}
+
+/// KPIs as reported on the wire; both sides must be there, and errors cannot exceed requests.
+pub fn kpis_from_wire(k: pb::Kpis) -> Result<Kpis, WireError> {
+    let side = |s: Option<pb::KpiSample>, field: &'static str| {
+        let s = s.ok_or(WireError::Missing { field })?;
+        if s.errors > s.requests {
+            return Err(WireError::Invalid {
+                field,
+                reason: format!("{} errors out of {} requests", s.errors, s.requests),
+            });
+        }
+        Ok(KpiSample {
+            requests: s.requests,
+            errors: s.errors,
+            p99_us: s.p99_us,
+        })
+    };
+    Ok(Kpis {
+        original: side(k.original, "kpis.original")?,
+        shadow: side(k.shadow, "kpis.shadow")?,
+    })
 }
 
 /// An outcome as reported on the wire.

@@ -56,6 +56,10 @@ pub fn component_to_wire(c: &Component) -> pb::Component {
     }
 }
 
+pub fn weights_to_wire(w: &TrafficWeights) -> std::collections::HashMap<String, u32> {
+    w.iter().map(|(c, &v)| (c.to_string(), v)).collect()
+}
+
 pub fn weights_from_wire(
     w: std::collections::HashMap<String, u32>,
 ) -> Result<TrafficWeights, WireError> {

@@ -6,6 +6,7 @@
 //! to one gRPC code here and nowhere else.
 
 mod action;
+pub mod client;
 mod component;
 mod graph;
 mod otlp;
@@ -18,10 +19,13 @@ pub mod pb {
     tonic::include_proto!("augur.v1");
 }
 
-pub use action::{action_kind_from_wire, action_kind_to_wire, action_to_wire, outcome_from_wire};
+pub use action::{
+    action_kind_from_wire, action_kind_to_wire, action_to_wire, kpis_from_wire, kpis_to_wire,
+    outcome_from_wire,
+};
 pub use component::{
     component_from_wire, component_to_wire, placement_from_wire, placement_to_wire,
-    weights_from_wire,
+    weights_from_wire, weights_to_wire,
 };
 pub use graph::{
     edge_update_from_wire, edge_update_to_wire, faded_edge_to_wire, graph_edge_to_wire,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_plan::{ComponentRisk, Decision, LifecycleStep, Mode, PlannerConfig};
-use augur_types::{ActionKind, Command, ComponentId, ControlState};
+use augur_types::{Command, ComponentId, ControlState, Placement};
 use tonic::Status;
 
 use crate::config::PlannerSection;
@@ -55,14 +55,13 @@ pub async fn decisions(
         .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
 }
 
-/// On the leader, every `planner.every_ms`: commits the decisions it may act on. Each one
+/// On the leader, every `planner.every_ms`: moves every shadow on from the outcomes reported
+/// since the last round, then, with `planner.act`, commits the decisions it may act on. Each one
 /// becomes `RequestShadow` (the state then holds the shadow in flight, so the next round
 /// skips the component) and, once that is committed, an idempotent `Provision` action on the
 /// component naming its shadow, the shadow's placement and the reason.
 pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
-    if !cfg.act {
-        return;
-    }
+    let act = cfg.act;
     let every = Duration::from_millis(cfg.every_ms);
     let cache: Arc<RiskCache> = Default::default();
     tokio::spawn(async move {
@@ -76,6 +75,9 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     tracing::warn!(error = %e, "shadow step not committed");
                     break;
                 }
+            }
+            if !act {
+                continue;
             }
             let found = match decisions(&node, &predictors, &cache).await {
                 Ok(d) => d,
@@ -103,37 +105,40 @@ async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
         metrics::counter!("augur_planner_no_room_total").increment(1);
         return Ok(());
     };
-    let at = now_ms();
-    let shadow = ComponentId::new(format!("{}.shadow-{at}", d.component))
-        .map_err(|e| Status::internal(format!("shadow id: {e}")))?;
-    node.write(Command::RequestShadow {
-        component: d.component.clone(),
-        shadow: shadow.clone(),
-        placement: to.clone(),
-        reason: d.reason.clone(),
-    })
-    .await?;
-    let params: BTreeMap<String, String> = [
-        ("shadow", shadow.to_string()),
-        ("host", to.host.clone()),
-        ("rack", to.rack.clone()),
-        ("zone", to.zone.clone()),
-        ("reason", d.reason.clone()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    node.write(Command::AppendAction {
-        request_id: format!("plan:{shadow}"),
-        kind: ActionKind::Provision,
-        target: d.component.clone(),
-        params,
-        at_ms: at,
-    })
-    .await?;
+    let shadow = start_failover(node, &d.component, to, &d.reason).await?;
     metrics::counter!("augur_planner_failovers_total").increment(1);
     tracing::info!(component = %d.component, %shadow, host = %to.host, reason = %d.reason, "failover started");
     Ok(())
+}
+
+/// Starts a failover of `component` to a shadow at `to`: the shadow request, then its
+/// `Provision` action (idempotent by request id; the next round's lifecycle appends it too if
+/// this leader dies in between). The lifecycle takes it from there.
+pub async fn start_failover(
+    node: &Node,
+    component: &ComponentId,
+    to: &Placement,
+    reason: &str,
+) -> Result<ComponentId, Status> {
+    let at = now_ms();
+    let shadow = ComponentId::new(format!("{component}.shadow-{at}"))
+        .map_err(|e| Status::invalid_argument(format!("shadow id: {e}")))?;
+    node.write(Command::RequestShadow {
+        component: component.clone(),
+        shadow: shadow.clone(),
+        placement: to.clone(),
+        reason: reason.to_owned(),
+    })
+    .await?;
+    let step = node.state.read(|s| {
+        s.shadows
+            .get(component)
+            .map(|rec| augur_plan::provision(component, rec))
+    });
+    if let Some(step) = step {
+        node.write(step.into_command(at)).await?;
+    }
+    Ok(shadow)
 }
 
 /// Commits one step of a shadow's lifecycle.

@@ -535,6 +535,7 @@ fn run_one(
                     placement: to.clone(),
                     state: ShadowState::Requested,
                     history: vec![(ShadowState::Requested, d.reason.clone())],
+                    shift: None,
                 },
             );
             emit(

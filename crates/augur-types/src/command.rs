@@ -54,7 +54,26 @@ pub enum Command {
         id: ActionId,
         orchestrator: String,
         outcome: ActionOutcome,
+        /// What the orchestrator measured (a traffic step's gate), if anything.
+        kpis: Option<crate::Kpis>,
         at_ms: u64,
+    },
+    /// A step of a shadow's traffic shift: sets the weights of the component's service (they
+    /// must name the shadow, which must be registered in the service) and moves the shadow to
+    /// `Shifting { percent }` in one entry. The first step starts from `Validating`; each later
+    /// one must rise, and marks the weights it replaces as verified.
+    ShiftTraffic {
+        component: ComponentId,
+        percent: u8,
+        weights: BTreeMap<ComponentId, u32>,
+        reason: String,
+    },
+    /// Ends a shift that failed: the service goes back to the last verified weights (to the
+    /// weights before the shift when the shadow died) and the shadow to `RolledBack`.
+    RollBackShift {
+        component: ComponentId,
+        shadow_dead: bool,
+        reason: String,
     },
     /// Records observations of dependency edges, all or none: one invalid update refuses
     /// the whole batch. A newer observation of a source replaces the older one.
@@ -89,6 +108,8 @@ impl Command {
             Command::AdvanceShadow { .. } => "advance_shadow",
             Command::AppendAction { .. } => "append_action",
             Command::ReportOutcome { .. } => "report_outcome",
+            Command::ShiftTraffic { .. } => "shift_traffic",
+            Command::RollBackShift { .. } => "roll_back_shift",
             Command::UpsertEdges(_) => "upsert_edges",
             Command::FadeEdges { .. } => "fade_edges",
             Command::SetModel(_) => "set_model",

@@ -14,8 +14,8 @@ mod topology;
 pub use command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
 pub use ids::{ActionId, ComponentId, IdError, NodeId};
 pub use state::{
-    Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, ModelRecord,
-    Policy, ShadowRecord, ShadowState, TrafficWeights, MAX_ACTION_PARAMS, MAX_FADE_LOG,
-    MAX_MODEL_BYTES, WEIGHT_TOTAL,
+    Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, KpiSample, Kpis,
+    ModelRecord, Policy, ShadowRecord, ShadowState, ShiftRecord, TrafficWeights, MAX_ACTION_PARAMS,
+    MAX_FADE_LOG, MAX_MODEL_BYTES, WEIGHT_TOTAL,
 };
 pub use topology::{Component, Host, Placement};

@@ -114,6 +114,46 @@ pub struct ShadowRecord {
     pub placement: Placement,
     pub state: ShadowState,
     pub history: Vec<(ShadowState, String)>,
+    /// The traffic shift, once one started: the service and the weights to go back to.
+    #[serde(default)]
+    pub shift: Option<ShiftRecord>,
+}
+
+/// A shadow's traffic shift: which service it moves, the weights before it began and the
+/// last weights whose KPI gate passed (those before it began until one did).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftRecord {
+    pub service: String,
+    pub before: TrafficWeights,
+    pub verified: TrafficWeights,
+}
+
+/// What one side of a shift served while a step was gated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KpiSample {
+    pub requests: u64,
+    pub errors: u64,
+    /// 99th percentile latency, in microseconds.
+    pub p99_us: u64,
+}
+
+impl KpiSample {
+    /// Errors over requests; 0 with no requests.
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+/// The KPIs an orchestrator measured for a traffic step: the original's and the shadow's, over
+/// the same window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kpis {
+    pub original: KpiSample,
+    pub shadow: KpiSample,
 }
 
 /// Largest model the state holds, in bytes.
@@ -213,6 +253,9 @@ pub struct Action {
     pub params: BTreeMap<String, String>,
     pub created_ms: u64,
     pub status: ActionStatus,
+    /// What the orchestrator measured while carrying it out (a traffic step's gate).
+    #[serde(default)]
+    pub kpis: Option<Kpis>,
 }
 
 /// Most finished shadows kept in [`ControlState::past_shadows`].
@@ -290,8 +333,20 @@ impl ControlState {
                 id,
                 orchestrator,
                 outcome,
+                kpis,
                 at_ms,
-            } => self.report_outcome(id, orchestrator, outcome, *at_ms),
+            } => self.report_outcome(id, orchestrator, outcome, kpis.as_ref(), *at_ms),
+            Command::ShiftTraffic {
+                component,
+                percent,
+                weights,
+                reason,
+            } => self.shift_traffic(component, *percent, weights, reason),
+            Command::RollBackShift {
+                component,
+                shadow_dead,
+                reason,
+            } => self.roll_back_shift(component, *shadow_dead, reason),
             Command::UpsertEdges(updates) => self.upsert_edges(updates),
             Command::FadeEdges { now_ms, ttl_ms } => Ok(self.fade_edges(*now_ms, *ttl_ms)),
             Command::SetModel(m) => {
@@ -392,6 +447,13 @@ impl ControlState {
     pub fn actions_from(&self, from: u64) -> &[Action] {
         let start = (from.max(1) - 1) as usize;
         self.actions.get(start..).unwrap_or(&[])
+    }
+
+    /// The action appended under `request_id`, if any.
+    pub fn action_by_request(&self, request_id: &str) -> Option<&Action> {
+        self.request_index
+            .get(request_id)
+            .and_then(|&seq| self.action(seq))
     }
 
     /// The last action's sequence number (0 when the log is empty).
@@ -535,6 +597,7 @@ impl ControlState {
                         reason.to_string()
                     },
                 )],
+                shift: None,
             },
         );
         Ok(Applied::Done)
@@ -552,7 +615,13 @@ impl ControlState {
             .ok_or_else(|| Rejection::NoShadow {
                 component: component.to_string(),
             })?;
-        if !rec.state.may_become(to) {
+        let shifting = matches!(rec.state, ShadowState::Shifting { .. });
+        // Weights and state move together: a shift's steps and its rollback have their own
+        // commands ([`Command::ShiftTraffic`], [`Command::RollBackShift`]).
+        let moves_weights = rec.shift.is_some()
+            && (matches!(to, ShadowState::Shifting { .. })
+                || (shifting && to == ShadowState::RolledBack));
+        if !rec.state.may_become(to) || moves_weights {
             return Err(Rejection::IllegalShadowTransition {
                 component: component.to_string(),
                 from: rec.state.to_string(),
@@ -561,6 +630,99 @@ impl ControlState {
         }
         rec.state = to;
         rec.history.push((to, reason.to_string()));
+        Ok(Applied::Done)
+    }
+
+    /// One step of a shadow's traffic shift: the service's weights and the shadow's state, in
+    /// one entry. The first step (from `Validating`) records the weights before it; a later
+    /// one records the weights it replaces as verified (their gate passed).
+    fn shift_traffic(
+        &mut self,
+        component: &ComponentId,
+        percent: u8,
+        weights: &TrafficWeights,
+        reason: &str,
+    ) -> Result<Applied, Rejection> {
+        let to = ShadowState::Shifting { weight: percent };
+        let service = self
+            .components
+            .get(component)
+            .ok_or_else(|| Rejection::UnknownComponent {
+                id: component.to_string(),
+            })?
+            .group
+            .clone();
+        let rec = self
+            .shadows
+            .get(component)
+            .ok_or_else(|| Rejection::NoShadow {
+                component: component.to_string(),
+            })?;
+        if !rec.state.may_become(to) {
+            return Err(Rejection::IllegalShadowTransition {
+                component: component.to_string(),
+                from: rec.state.to_string(),
+                to: to.to_string(),
+            });
+        }
+        if !weights.contains_key(&rec.shadow) {
+            return Err(invalid(format!(
+                "the weights of step {percent}% do not name the shadow {}",
+                rec.shadow
+            )));
+        }
+        let now = self.weights.get(&service).cloned().unwrap_or_default();
+        let shift = match &rec.shift {
+            Some(s) => ShiftRecord {
+                verified: now,
+                ..s.clone()
+            },
+            None => ShiftRecord {
+                service: service.clone(),
+                before: now.clone(),
+                verified: now,
+            },
+        };
+        self.set_weights(&service, weights)?;
+        let rec = self.shadows.get_mut(component).expect("checked above");
+        rec.state = to;
+        rec.history.push((to, reason.to_string()));
+        rec.shift = Some(shift);
+        Ok(Applied::Done)
+    }
+
+    /// Ends a shift: back to the last verified weights, or, when the shadow died, to the
+    /// weights before the shift (a dead shadow keeps no share).
+    fn roll_back_shift(
+        &mut self,
+        component: &ComponentId,
+        shadow_dead: bool,
+        reason: &str,
+    ) -> Result<Applied, Rejection> {
+        let rec = self
+            .shadows
+            .get(component)
+            .ok_or_else(|| Rejection::NoShadow {
+                component: component.to_string(),
+            })?;
+        let (Some(shift), ShadowState::Shifting { .. }) = (&rec.shift, rec.state) else {
+            return Err(Rejection::IllegalShadowTransition {
+                component: component.to_string(),
+                from: rec.state.to_string(),
+                to: ShadowState::RolledBack.to_string(),
+            });
+        };
+        let back = if shadow_dead {
+            shift.before.clone()
+        } else {
+            shift.verified.clone()
+        };
+        let service = shift.service.clone();
+        self.weights.insert(service, back);
+        let rec = self.shadows.get_mut(component).expect("checked above");
+        rec.state = ShadowState::RolledBack;
+        rec.history
+            .push((ShadowState::RolledBack, reason.to_string()));
         Ok(Applied::Done)
     }
 
@@ -612,6 +774,7 @@ impl ControlState {
             params: params.clone(),
             created_ms: at_ms,
             status: ActionStatus::Pending,
+            kpis: None,
         });
         self.request_index.insert(request_id.to_string(), id.seq);
         Ok(Applied::Action {
@@ -625,6 +788,7 @@ impl ControlState {
         id: &ActionId,
         orchestrator: &str,
         outcome: &ActionOutcome,
+        kpis: Option<&Kpis>,
         at_ms: u64,
     ) -> Result<Applied, Rejection> {
         let action = id
@@ -640,6 +804,7 @@ impl ControlState {
                     outcome: outcome.clone(),
                     at_ms,
                 };
+                action.kpis = kpis.copied();
                 Ok(Applied::Done)
             }
             ActionStatus::Done {
@@ -838,6 +1003,7 @@ mod tests {
         );
 
         let report = |id, outcome| Command::ReportOutcome {
+            kpis: None,
             id,
             orchestrator: "o1".into(),
             outcome,

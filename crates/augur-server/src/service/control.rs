@@ -1,6 +1,8 @@
 use std::pin::Pin;
 
-use augur_proto::{action_kind_from_wire, action_to_wire, outcome_from_wire, pb};
+use augur_proto::{
+    action_kind_from_wire, action_to_wire, kpis_from_wire, outcome_from_wire, pb, weights_to_wire,
+};
 use augur_types::{ActionId, Applied, Command, ComponentId};
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -103,6 +105,7 @@ impl pb::control_server::Control for ControlService {
             id,
             orchestrator: req.orchestrator,
             outcome: outcome_from_wire(req.success, req.reason),
+            kpis: req.kpis.map(kpis_from_wire).transpose()?,
             at_ms: now_ms(),
         };
         self.node.write(cmd).await?;
@@ -151,9 +154,70 @@ impl pb::control_server::Control for ControlService {
                             reason: reason.clone(),
                         })
                         .collect(),
+                    service: r
+                        .shift
+                        .as_ref()
+                        .map(|f| f.service.clone())
+                        .unwrap_or_default(),
+                    weights_before: r
+                        .shift
+                        .as_ref()
+                        .map(|f| weights_to_wire(&f.before))
+                        .unwrap_or_default(),
+                    weights_verified: r
+                        .shift
+                        .as_ref()
+                        .map(|f| weights_to_wire(&f.verified))
+                        .unwrap_or_default(),
                 })
                 .collect()
         });
         Ok(Response::new(pb::ListShadowsResponse { shadows }))
+    }
+
+    async fn request_failover(
+        &self,
+        req: Request<pb::RequestFailoverRequest>,
+    ) -> Result<Response<pb::RequestFailoverResponse>, Status> {
+        let req = req.into_inner();
+        let component =
+            ComponentId::new(req.component).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let to = self.node.state.read(|s| {
+            let c = s
+                .components
+                .get(&component)
+                .ok_or_else(|| Status::not_found(format!("unknown component {component}")))?;
+            if let Some(r) = s.shadows.get(&component).filter(|r| r.state.in_flight()) {
+                return Err(Status::failed_precondition(format!(
+                    "{component} already has a shadow in flight ({}, {})",
+                    r.shadow, r.state
+                )));
+            }
+            if !req.host.is_empty() {
+                let h = s
+                    .hosts
+                    .get(&req.host)
+                    .ok_or_else(|| Status::not_found(format!("unknown host {}", req.host)))?;
+                return Ok(h.placement.clone());
+            }
+            let occupancy = augur_plan::Occupancy::of(s);
+            augur_plan::choose_host(&s.hosts, &c.placement, &occupancy, |_| 0.0)
+                .map(|h| h.placement.clone())
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "no other host has room for a shadow of {component}"
+                    ))
+                })
+        })?;
+        let reason = if req.reason.is_empty() {
+            "failover requested by an operator".to_owned()
+        } else {
+            format!("failover requested by an operator: {}", req.reason)
+        };
+        let shadow = crate::planner::start_failover(&self.node, &component, &to, &reason).await?;
+        Ok(Response::new(pb::RequestFailoverResponse {
+            shadow: shadow.to_string(),
+            placement: Some(augur_proto::placement_to_wire(&to)),
+        }))
     }
 }

@@ -170,6 +170,63 @@ impl pb::topology_server::Topology for TopologyService {
         .await
     }
 
+    async fn set_policy(
+        &self,
+        req: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = req.into_inner();
+        let p = req
+            .policy
+            .ok_or_else(|| Status::invalid_argument("missing field policy"))?;
+        let approval = match p.approval.as_str() {
+            "act" => augur_types::ApprovalMode::Act,
+            "recommend" => augur_types::ApprovalMode::Recommend,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "approval {other:?}: act or recommend expected"
+                )))
+            }
+        };
+        let risk_tolerance = u8::try_from(p.risk_tolerance).map_err(|_| {
+            Status::invalid_argument(format!("risk tolerance {} is above 100", p.risk_tolerance))
+        })?;
+        let canary_steps = p
+            .canary_steps
+            .iter()
+            .map(|&s| u8::try_from(s))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| {
+                Status::invalid_argument(format!("canary steps {:?}: each 1..=100", p.canary_steps))
+            })?;
+        self.write(Command::SetPolicy {
+            group: req.group,
+            policy: augur_types::Policy {
+                risk_tolerance,
+                approval,
+                canary_steps,
+            },
+        })
+        .await
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::Policy>, Status> {
+        let p = self
+            .node
+            .state
+            .read(|s| s.policy_for(&req.into_inner().group));
+        Ok(Response::new(pb::Policy {
+            risk_tolerance: u32::from(p.risk_tolerance),
+            approval: match p.approval {
+                augur_types::ApprovalMode::Act => "act".into(),
+                augur_types::ApprovalMode::Recommend => "recommend".into(),
+            },
+            canary_steps: p.canary_steps.iter().map(|&s| u32::from(s)).collect(),
+        }))
+    }
+
     async fn set_weights(
         &self,
         req: Request<pb::SetWeightsRequest>,
@@ -194,7 +251,7 @@ impl pb::topology_server::Topology for TopologyService {
         let weights = self.node.state.read(|s| {
             s.weights
                 .get(&req.service)
-                .map(|w| w.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .map(augur_proto::weights_to_wire)
         });
         weights
             .map(|weights| Response::new(pb::GetWeightsResponse { weights }))
