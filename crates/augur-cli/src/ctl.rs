@@ -74,6 +74,9 @@ enum CtlCommand {
     /// Sets or shows a service's traffic weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+    /// Sets or shows a service group's policy (risk tolerance, approval, canary steps).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Lists the action log, optionally following it.
     Actions {
         /// First sequence number to show.
@@ -115,6 +118,16 @@ enum CtlCommand {
     /// Every component's shadow: where it runs, where it stands, and each step with its
     /// reason.
     Shadows,
+    /// Start a failover now (e.g. before maintenance): a shadow on --host, or on the safest
+    /// host with room in another failure domain, then provision, sync, validation, the gated
+    /// traffic shift and promotion, as for a predicted failure.
+    Failover {
+        id: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Components by rising Health Projection Score (riskiest first).
     AtRisk {
         #[arg(long, default_value_t = 20)]
@@ -175,6 +188,33 @@ enum CtlCommand {
         #[arg(long, default_value_t = 0.05)]
         min_strength: f64,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Sets GROUP's policy (`*` for the default of groups without their own).
+    Set {
+        group: String,
+        /// 0 (move at the first sign of risk) ..= 100 (only when failure is near certain).
+        #[arg(long, default_value_t = 50)]
+        risk_tolerance: u32,
+        /// `act`: carry plans out; `recommend`: only show them.
+        #[arg(long, default_value = "act")]
+        approval: String,
+        /// Canary steps in percent, strictly rising, ending at 100.
+        #[arg(long, value_delimiter = ',', default_value = "1,5,25,50,100")]
+        steps: Vec<u32>,
+    },
+    /// The policy in force for GROUP.
+    Get { group: String },
+}
+
+#[derive(Serialize)]
+struct PolicyView {
+    group: String,
+    risk_tolerance: u32,
+    approval: String,
+    canary_steps: Vec<u32>,
 }
 
 #[derive(Subcommand)]
@@ -248,7 +288,29 @@ enum ActionCommand {
         /// Report a failure with this reason (default: success).
         #[arg(long)]
         failed: Option<String>,
+        /// A traffic step's KPIs: `REQUESTS/ERRORS/P99_MS` of the original, then the shadow,
+        /// e.g. `--kpis 5000/5/40 300/0/41`.
+        #[arg(long, num_args = 2, value_parser = parse_kpi)]
+        kpis: Option<Vec<pb::KpiSample>>,
     },
+}
+
+fn parse_kpi(s: &str) -> Result<pb::KpiSample, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let [r, e, p] = parts.as_slice() else {
+        return Err(format!("{s:?} is not REQUESTS/ERRORS/P99_MS"));
+    };
+    let num = |v: &str, what: &str| {
+        v.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| format!("{what} {v:?} in {s:?} is not a number ≥ 0"))
+    };
+    Ok(pb::KpiSample {
+        requests: num(r, "requests")? as u64,
+        errors: num(e, "errors")? as u64,
+        p99_us: (num(p, "p99")? * 1e3) as u64,
+    })
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -333,6 +395,56 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
                     .join("\n")
             });
         }
+        CtlCommand::Policy(PolicyCommand::Set {
+            group,
+            risk_tolerance,
+            approval,
+            steps,
+        }) => {
+            let req = pb::SetPolicyRequest {
+                group: group.clone(),
+                policy: Some(pb::Policy {
+                    risk_tolerance,
+                    approval,
+                    canary_steps: steps,
+                }),
+            };
+            let r = client
+                .call(|c| {
+                    let req = req.clone();
+                    async move { TopologyClient::new(c).set_policy(req).await }
+                })
+                .await?
+                .into_inner();
+            print(output, &r.log_index, |i| {
+                format!("policy of {group} set (log index {i})")
+            });
+        }
+        CtlCommand::Policy(PolicyCommand::Get { group }) => {
+            let p = client
+                .call(|c| {
+                    let group = group.clone();
+                    async move {
+                        TopologyClient::new(c)
+                            .get_policy(pb::GetPolicyRequest { group })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            let view = PolicyView {
+                group,
+                risk_tolerance: p.risk_tolerance,
+                approval: p.approval,
+                canary_steps: p.canary_steps,
+            };
+            print(output, &view, |v| {
+                format!(
+                    "{}: risk tolerance {}, approval {}, canary steps {:?}",
+                    v.group, v.risk_tolerance, v.approval, v.canary_steps
+                )
+            });
+        }
         CtlCommand::AddLearner { id, addr } => {
             let r = client
                 .call(|c| {
@@ -386,6 +498,9 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
         CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
         CtlCommand::Plan => graph_ctl::plan(&mut client, output).await?,
         CtlCommand::Shadows => graph_ctl::shadows(&mut client, output).await?,
+        CtlCommand::Failover { id, host, reason } => {
+            graph_ctl::failover(&mut client, output, id, host, reason).await?
+        }
         CtlCommand::Forecast { id } => forecast_ctl::forecast(&mut client, output, id).await?,
         CtlCommand::AtRisk { limit, min_risk } => {
             forecast_ctl::at_risk(&mut client, output, limit, min_risk).await?
@@ -630,12 +745,18 @@ async fn action(client: &mut Client, output: Output, cmd: ActionCommand) -> Resu
             id,
             orchestrator,
             failed,
+            kpis,
         } => {
+            let kpis = kpis.map(|k| pb::Kpis {
+                original: Some(k[0]),
+                shadow: Some(k[1]),
+            });
             let req = pb::ReportOutcomeRequest {
                 id: id.clone(),
                 orchestrator,
                 success: failed.is_none(),
                 reason: failed.unwrap_or_default(),
+                kpis,
             };
             client
                 .call(|c| {

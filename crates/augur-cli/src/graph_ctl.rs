@@ -691,6 +691,68 @@ struct ShadowView {
     state: String,
     in_flight: bool,
     history: Vec<(String, String)>,
+    /// Once a traffic shift started: its service and weights before it and last verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shift: Option<ShiftView>,
+}
+
+#[derive(Serialize)]
+struct ShiftView {
+    service: String,
+    weights_before: std::collections::BTreeMap<String, u32>,
+    weights_verified: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Serialize)]
+struct FailoverView {
+    component: String,
+    shadow: String,
+    placement: Option<PlacementView>,
+}
+
+/// `ctl failover ID`: starts a failover now.
+pub async fn failover(
+    client: &mut Client,
+    output: Output,
+    component: String,
+    host: Option<String>,
+    reason: Option<String>,
+) -> Result<(), Status> {
+    let req = pb::RequestFailoverRequest {
+        component: component.clone(),
+        host: host.unwrap_or_default(),
+        reason: reason.unwrap_or_default(),
+    };
+    let r = client
+        .call(|c| {
+            let req = req.clone();
+            async move {
+                augur_proto::pb::control_client::ControlClient::new(c)
+                    .request_failover(req)
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    let view = FailoverView {
+        component,
+        shadow: r.shadow,
+        placement: r.placement.map(|p| PlacementView {
+            host: p.host,
+            rack: p.rack,
+            zone: p.zone,
+        }),
+    };
+    print(output, &view, |v| {
+        let at = v.placement.as_ref().map_or(String::new(), |p| {
+            format!(" on {} ({}/{})", p.host, p.zone, p.rack)
+        });
+        format!(
+            "failover of {} started: shadow {}{at} (follow it with `augur ctl shadows`)",
+            v.component, v.shadow
+        )
+    });
+    Ok(())
 }
 
 /// `ctl shadows`: every shadow and its steps.
@@ -717,6 +779,11 @@ pub async fn shadows(client: &mut Client, output: Output) -> Result<(), Status> 
             state: s.state,
             in_flight: s.in_flight,
             history: s.history.into_iter().map(|h| (h.state, h.reason)).collect(),
+            shift: (!s.service.is_empty()).then(|| ShiftView {
+                service: s.service,
+                weights_before: s.weights_before.into_iter().collect(),
+                weights_verified: s.weights_verified.into_iter().collect(),
+            }),
         })
         .collect();
     print(output, &view, |v| {
@@ -731,6 +798,20 @@ pub async fn shadows(client: &mut Client, output: Output) -> Result<(), Status> 
             lines.push(format!("{} -> {}{at}: {}", s.component, s.shadow, s.state));
             for (state, reason) in &s.history {
                 lines.push(format!("    {state:<12} {reason}"));
+            }
+            if let Some(f) = &s.shift {
+                let show = |w: &std::collections::BTreeMap<String, u32>| {
+                    w.iter()
+                        .map(|(c, v)| format!("{c}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                lines.push(format!(
+                    "    service {}: before [{}], last verified [{}]",
+                    f.service,
+                    show(&f.weights_before),
+                    show(&f.weights_verified)
+                ));
             }
         }
         lines.join("\n")

@@ -55,6 +55,12 @@ enum Command {
     /// A simulated fleet run twice on one fault schedule, reactive failover against Augur:
     /// a live view, then the failed requests, predictions, lead times and shifts of each.
     Demo(demo_cmd::DemoArgs),
+    /// Run the reference orchestrator: carry out the cluster's actions on this machine
+    /// (instances as processes, HAProxy through its runtime API, an exec hook).
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -66,6 +72,16 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
@@ -90,19 +106,14 @@ fn main() -> anyhow::Result<()> {
                         errors,
                     })?;
             }
-            rt.block_on(async move {
-                let shutdown = async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("install SIGTERM handler");
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                };
-                augur_server::run(cfg, shutdown).await
-            })
-            .context("node failed")
+            rt.block_on(augur_server::run(cfg, shutdown_signal()))
+                .context("node failed")
+        }
+        Command::Agent { config } => {
+            init_tracing(cli.log_format);
+            let cfg = augur_agent::AgentConfig::load(&config)?;
+            rt.block_on(augur_agent::Agent::new(cfg).run(shutdown_signal()))
+                .context("agent failed")
         }
         Command::Rca(args) => rca_cmd::run(args),
         Command::Train(args) => predict_cmd::train(args),

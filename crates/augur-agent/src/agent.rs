@@ -1,0 +1,1146 @@
+//! The reference orchestrator (`augur agent --config FILE`): it watches the controller
+//! cluster's action log and carries actions out on this machine, for real.
+//!
+//! - `provision`: starts the shadow as a process from the instance spec and adds it to the
+//!   HAProxy backend with weight 0 (ready, but no traffic yet);
+//! - `sync`: copies the original's state snapshot (`GET /state`) to the shadow
+//!   (`POST /state`);
+//! - `validate`: replays requests against both, compares status and body (a request whose
+//!   answer differs between two calls to the original is noise and is left out) and judges
+//!   latency with a rank test ([`augur_plan::judge`]);
+//! - `set_weights`: sets HAProxy weights for the servers it runs; for a step of a shift it
+//!   then measures both sides (requests and errors from HAProxy's stats, p99 from the
+//!   instances' metrics) until the shadow has served enough requests, and reports the KPIs:
+//!   the leader gates the step on them;
+//! - `standby` / `drain`: the original keeps running, drained and at weight 0;
+//! - `retire`: the shadow leaves HAProxy and its process stops;
+//! - `exec` (and any kind listed under `[exec] kinds`): runs the hook command with the action
+//!   in its environment, so Terraform, Ansible or kubectl can be plugged in.
+//!
+//! It also registers the instances it runs as components and pushes their metrics as
+//! telemetry, which is what the predictor forecasts from.
+//!
+//! Resuming: the last handled sequence number is saved after every outcome, and the watch
+//! resumes after it (through a leader change, the client follows the redirect). An action
+//! already finished by anyone is skipped; every handler is idempotent (a provision of a
+//! running instance, the same weights twice), so an action is never carried out twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use augur_proto::client::Client;
+use augur_proto::pb;
+use augur_proto::pb::control_client::ControlClient;
+use augur_proto::pb::telemetry_client::TelemetryClient;
+use augur_proto::pb::topology_client::TopologyClient;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::haproxy::{Desired, DesiredServer, HaproxyClient, State};
+use crate::http;
+use crate::process::{InstanceSpec, Instances};
+use crate::sample::parse_metrics;
+
+/// Action kinds by their wire names, as `capabilities` and `[exec] kinds` list them.
+const KINDS: [&str; 9] = [
+    "provision",
+    "sync",
+    "validate",
+    "set_weights",
+    "drain",
+    "standby",
+    "retire",
+    "scale",
+    "exec",
+];
+
+/// The agent's configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The orchestrator's name, as outcomes record it.
+    pub name: String,
+    /// Controller nodes, HOST:PORT; the first is tried first.
+    pub endpoints: Vec<String>,
+    /// Action kinds this agent takes (default: every kind but `scale`).
+    #[serde(default = "default_capabilities")]
+    pub capabilities: Vec<String>,
+    /// Where the last handled sequence number is kept.
+    pub state_file: PathBuf,
+    pub haproxy: HaproxySection,
+    pub instances: InstancesSection,
+    /// Where the instances run (their placement as components).
+    pub placement: PlacementSection,
+    #[serde(default)]
+    pub exec: Option<ExecSection>,
+    #[serde(default)]
+    pub gate: GateSection,
+    #[serde(default)]
+    pub validate: ValidateSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxySection {
+    /// The admin socket (`stats socket PATH level admin`).
+    pub socket: PathBuf,
+    pub backend: String,
+    /// Add servers with `check inter 1s fall 3 rise 2` (the backend's checks stay on).
+    #[serde(default = "yes")]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesSection {
+    /// argv; `{port}` and `{name}` are substituted.
+    pub command: Vec<String>,
+    pub port_range: [u16; 2],
+    #[serde(default = "health")]
+    pub health_path: String,
+    #[serde(default = "start_timeout")]
+    pub start_timeout_ms: u64,
+    /// Instances started when the agent starts, each registered as a component of the
+    /// backend's service and added to HAProxy.
+    #[serde(default)]
+    pub start: Vec<String>,
+    /// Instances already running (started by something else) that this agent manages from
+    /// now on: registered, scraped, steered in HAProxy (where they are servers of the same
+    /// name), and usable as originals to shadow. They are never stopped by the agent.
+    #[serde(default)]
+    pub adopt: Vec<AdoptedInstance>,
+    /// The weight each started instance gets until the cluster sets weights.
+    #[serde(default = "initial_weight")]
+    pub initial_weight: u16,
+    /// Class of the registered components.
+    #[serde(default = "class")]
+    pub class: String,
+    #[serde(default = "criticality")]
+    pub criticality: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptedInstance {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Its weight in HAProxy until the cluster sets weights.
+    #[serde(default = "initial_weight")]
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSection {
+    pub host: String,
+    pub rack: String,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSection {
+    /// The hook: argv, run with `AUGUR_ACTION_*` and `AUGUR_PARAM_*` in its environment.
+    pub command: Vec<String>,
+    /// Kinds the hook carries out instead of the built-in handlers (default: `exec`).
+    #[serde(default = "exec_kinds")]
+    pub kinds: Vec<String>,
+    #[serde(default = "exec_timeout")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSection {
+    /// Longest a step is measured while the shadow has served too few requests.
+    pub max_window_ms: u64,
+    /// The shortest window, however fast requests arrive.
+    pub min_window_ms: u64,
+    pub poll_ms: u64,
+}
+
+impl Default for GateSection {
+    fn default() -> Self {
+        Self {
+            max_window_ms: 30_000,
+            min_window_ms: 2_000,
+            poll_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSection {
+    /// Requests replayed against each side.
+    pub requests: usize,
+    /// Largest share of requests whose answers may differ (noise excluded).
+    pub max_mismatch: f64,
+}
+
+impl Default for ValidateSection {
+    fn default() -> Self {
+        Self {
+            requests: 100,
+            max_mismatch: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// How often the instances' metrics are scraped and pushed (0: never).
+    pub every_ms: u64,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self { every_ms: 1000 }
+    }
+}
+
+fn default_capabilities() -> Vec<String> {
+    KINDS
+        .iter()
+        .filter(|k| **k != "scale")
+        .map(|k| k.to_string())
+        .collect()
+}
+fn yes() -> bool {
+    true
+}
+fn health() -> String {
+    "/health".into()
+}
+fn start_timeout() -> u64 {
+    10_000
+}
+fn initial_weight() -> u16 {
+    10
+}
+fn class() -> String {
+    "service".into()
+}
+fn criticality() -> u32 {
+    3
+}
+fn exec_kinds() -> Vec<String> {
+    vec!["exec".into()]
+}
+fn exec_timeout() -> u64 {
+    60_000
+}
+
+/// A configuration that cannot be used, with every reason at once.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} is not valid:\n  - {}", .errors.join("\n  - "))]
+    Invalid { path: PathBuf, errors: Vec<String> },
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg: AgentConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let errors = cfg.problems();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                errors,
+            })
+        }
+    }
+
+    /// Everything wrong with the configuration (empty when it can be used).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let named = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        };
+        if !named(&self.name) {
+            out.push(format!(
+                "name {:?}: 1..=64 of [A-Za-z0-9._:-] expected",
+                self.name
+            ));
+        }
+        if self.endpoints.is_empty() {
+            out.push("endpoints: at least one controller node is needed".into());
+        }
+        for c in &self.capabilities {
+            if !KINDS.contains(&c.as_str()) {
+                out.push(format!(
+                    "capabilities: unknown kind {c:?} (known: {})",
+                    KINDS.join(", ")
+                ));
+            }
+        }
+        if !named(&self.haproxy.backend) {
+            out.push(format!(
+                "haproxy.backend {:?}: not a name",
+                self.haproxy.backend
+            ));
+        }
+        if self.instances.command.is_empty() {
+            out.push("instances.command is empty".into());
+        }
+        let [lo, hi] = self.instances.port_range;
+        if lo == 0 || lo > hi {
+            out.push(format!(
+                "instances.port_range [{lo}, {hi}]: must be 1..=65535, low ≤ high"
+            ));
+        }
+        for name in &self.instances.start {
+            if !named(name) {
+                out.push(format!("instances.start: {name:?} is not a name"));
+            }
+        }
+        for a in &self.instances.adopt {
+            if !named(&a.name) {
+                out.push(format!("instances.adopt: {:?} is not a name", a.name));
+            }
+            if self.instances.start.contains(&a.name) {
+                out.push(format!("instances: {} is both started and adopted", a.name));
+            }
+        }
+        if self.instances.initial_weight > 256 {
+            out.push(format!(
+                "instances.initial_weight {} is above HAProxy's 256",
+                self.instances.initial_weight
+            ));
+        }
+        if let Some(exec) = &self.exec {
+            if exec.command.is_empty() {
+                out.push("exec.command is empty".into());
+            }
+            for k in &exec.kinds {
+                if !KINDS.contains(&k.as_str()) {
+                    out.push(format!("exec.kinds: unknown kind {k:?}"));
+                }
+            }
+        }
+        if self.gate.poll_ms == 0 || self.gate.min_window_ms > self.gate.max_window_ms {
+            out.push("gate: poll_ms must be above 0 and min_window_ms ≤ max_window_ms".into());
+        }
+        if !(0.0..=1.0).contains(&self.validate.max_mismatch) || self.validate.requests == 0 {
+            out.push("validate: requests above 0 and max_mismatch in 0..=1 expected".into());
+        }
+        out
+    }
+}
+
+/// What an action handler answers: success (with KPIs for a gated step) or why not.
+type Outcome = Result<Option<pb::Kpis>, String>;
+
+/// The running agent: its processes, what it wants HAProxy to look like, its cluster client.
+pub struct Agent {
+    cfg: AgentConfig,
+    instances: Instances,
+    desired: Desired,
+    haproxy: HaproxyClient,
+    client: Client,
+    /// The HAProxy pid last seen: a new one means a reload, so the desired state is re-applied.
+    haproxy_pid: Option<u32>,
+    /// The running instances (started or adopted), for the handlers and the telemetry task.
+    targets: Targets,
+}
+
+type Targets = std::sync::Arc<std::sync::Mutex<BTreeMap<String, SocketAddr>>>;
+
+impl Agent {
+    pub fn new(cfg: AgentConfig) -> Self {
+        let mut spec = InstanceSpec::new(cfg.instances.command.clone());
+        spec.port_range = (cfg.instances.port_range[0], cfg.instances.port_range[1]);
+        spec.health_path = cfg.instances.health_path.clone();
+        spec.start_timeout = Duration::from_millis(cfg.instances.start_timeout_ms);
+        let mut desired = Desired::new(cfg.haproxy.backend.clone());
+        if cfg.haproxy.check {
+            desired = desired.with_health_check(Default::default());
+        }
+        Self {
+            instances: Instances::new(spec),
+            desired,
+            haproxy: HaproxyClient::new(cfg.haproxy.socket.clone()),
+            client: Client::new(cfg.endpoints.clone()),
+            haproxy_pid: None,
+            targets: Default::default(),
+            cfg,
+        }
+    }
+
+    /// Starts the configured instances, registers them and puts them behind HAProxy, then
+    /// carries out actions until `stop` resolves.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        for name in self.cfg.instances.start.clone() {
+            self.start_instance(&name, self.cfg.instances.initial_weight)
+                .await
+                .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
+            self.register(&name, None).await?;
+        }
+        for a in self.cfg.instances.adopt.clone() {
+            self.targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(a.name.clone(), a.addr);
+            let server = DesiredServer {
+                addr: a.addr,
+                weight: a.weight,
+                state: State::Ready,
+            };
+            self.desired.set(a.name.clone(), server);
+            self.register(&a.name, None).await?;
+        }
+        if !self.cfg.instances.adopt.is_empty() {
+            self.desired
+                .reconcile(&self.haproxy)
+                .await
+                .map_err(|e| anyhow::anyhow!("haproxy: {e}"))?;
+        }
+        tokio::pin!(stop);
+        let mut last = read_last_seq(&self.cfg.state_file)?;
+        let telemetry = (self.cfg.telemetry.every_ms > 0).then(|| {
+            tokio::spawn(push_telemetry(
+                Client::new(self.cfg.endpoints.clone()),
+                self.targets.clone(),
+                Duration::from_millis(self.cfg.telemetry.every_ms),
+            ))
+        });
+        let mut reload = tokio::time::interval(Duration::from_secs(1));
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        tracing::info!(name = %self.cfg.name, from = last + 1, "agent watching actions");
+        loop {
+            let mut stream = match self.watch(last + 1).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch actions; retrying");
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = &mut stop => {
+                        telemetry.inspect(|t| t.abort());
+                        self.shutdown().await;
+                        return Ok(());
+                    }
+                    _ = reload.tick() => self.follow_reload().await,
+                    msg = stream.message() => match msg {
+                        Ok(Some(action)) => {
+                            let seq = action.seq;
+                            self.handle(action).await;
+                            last = seq;
+                            write_last_seq(&self.cfg.state_file, last)?;
+                        }
+                        Ok(None) | Err(_) => break, // a leader change: watch again from `last`
+                    }
+                }
+            }
+        }
+        telemetry.inspect(|t| t.abort());
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Err(e) = self.instances.stop_all().await {
+            tracing::warn!(error = %e, "stopping instances");
+        }
+    }
+
+    async fn watch(&mut self, from_seq: u64) -> Result<tonic::Streaming<pb::Action>, Status> {
+        let req = pb::WatchActionsRequest {
+            orchestrator: self.cfg.name.clone(),
+            capabilities: self.cfg.capabilities.clone(),
+            from_seq,
+        };
+        self.client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    let mut c = ControlClient::new(ch);
+                    Ok(c.watch_actions(req).await?.into_inner())
+                }
+            })
+            .await
+    }
+
+    /// Carries out one action (if it is pending and this agent takes its kind) and reports.
+    async fn handle(&mut self, action: pb::Action) {
+        let kind = kind_name(action.kind);
+        if action.status != "pending" || !self.cfg.capabilities.iter().any(|c| c == kind) {
+            return;
+        }
+        let by_hook = self
+            .cfg
+            .exec
+            .as_ref()
+            .is_some_and(|e| e.kinds.iter().any(|k| k == kind));
+        tracing::info!(id = %action.id, kind, target = %action.target, "carrying out");
+        let outcome = if by_hook {
+            self.exec(&action).await
+        } else {
+            match kind {
+                "provision" => self.provision(&action).await,
+                "sync" => self.sync(&action).await,
+                "validate" => self.validate(&action).await,
+                "set_weights" => self.set_weights(&action).await,
+                "drain" | "standby" => self.drain(&action).await,
+                "retire" => self.retire(&action).await,
+                other => Err(format!("{other} is not carried out by this agent")),
+            }
+        };
+        let (success, reason, kpis) = match outcome {
+            Ok(kpis) => (true, String::new(), kpis),
+            Err(reason) => (false, reason, None),
+        };
+        tracing::info!(id = %action.id, kind, success, %reason, "outcome");
+        let req = pb::ReportOutcomeRequest {
+            id: action.id.clone(),
+            orchestrator: self.cfg.name.clone(),
+            success,
+            reason,
+            kpis,
+        };
+        let sent = self
+            .client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    ControlClient::new(ch).report_outcome(req).await?;
+                    Ok(())
+                }
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(id = %action.id, error = %e, "outcome not reported");
+        }
+    }
+
+    /// Starts `name` (unless it runs) and adds it to the backend at `weight`.
+    async fn start_instance(&mut self, name: &str, weight: u16) -> Result<SocketAddr, String> {
+        let running = self.instances.is_alive(name);
+        let addr = match self.instances.get(name) {
+            Some(i) if running => i.addr(),
+            _ => self
+                .instances
+                .start(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .addr(),
+        };
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), addr);
+        let state = State::Ready;
+        if self.desired.get(name).is_none() {
+            self.desired.set(
+                name,
+                DesiredServer {
+                    addr,
+                    weight,
+                    state,
+                },
+            );
+        }
+        self.desired
+            .reconcile(&self.haproxy)
+            .await
+            .map_err(|e| format!("haproxy: {e}"))?;
+        Ok(addr)
+    }
+
+    /// Registers an instance as a component of the backend's service.
+    async fn register(&mut self, name: &str, shadow_of: Option<&str>) -> anyhow::Result<()> {
+        let mut labels = HashMap::new();
+        labels.insert("agent".to_owned(), self.cfg.name.clone());
+        if let Some(o) = shadow_of {
+            labels.insert("shadow_of".to_owned(), o.to_owned());
+        }
+        let p = &self.cfg.placement;
+        let req = pb::UpsertComponentRequest {
+            component: Some(pb::Component {
+                id: name.to_owned(),
+                class: self.cfg.instances.class.clone(),
+                group: self.cfg.haproxy.backend.clone(),
+                criticality: self.cfg.instances.criticality,
+                placement: Some(pb::Placement {
+                    host: p.host.clone(),
+                    rack: p.rack.clone(),
+                    zone: p.zone.clone(),
+                }),
+                labels,
+            }),
+        };
+        self.client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    TopologyClient::new(ch).upsert_component(req).await?;
+                    Ok(())
+                }
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn shadow_param(action: &pb::Action) -> Result<String, String> {
+        action
+            .params
+            .get("shadow")
+            .cloned()
+            .ok_or_else(|| format!("{} has no shadow parameter", action.id))
+    }
+
+    async fn provision(&mut self, action: &pb::Action) -> Outcome {
+        let shadow = Self::shadow_param(action)?;
+        self.start_instance(&shadow, 0).await?;
+        Ok(None)
+    }
+
+    fn instance_addr(&self, name: &str) -> Result<SocketAddr, String> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("{name} is not an instance this agent runs"))
+    }
+
+    async fn sync(&mut self, action: &pb::Action) -> Outcome {
+        let shadow = Self::shadow_param(action)?;
+        let (from, to) = (
+            self.instance_addr(&action.target)?,
+            self.instance_addr(&shadow)?,
+        );
+        let snap = http::get(from, "/state")
+            .await
+            .map_err(|e| format!("reading {}'s state: {e}", action.target))?;
+        if !snap.is_success() {
+            return Err(format!(
+                "{} answered {} to GET /state",
+                action.target, snap.status
+            ));
+        }
+        let put = http::post(to, "/state", snap.body.clone())
+            .await
+            .map_err(|e| format!("writing {shadow}'s state: {e}"))?;
+        if !put.is_success() {
+            return Err(format!("{shadow} answered {} to POST /state", put.status));
+        }
+        Ok(None)
+    }
+
+    async fn validate(&mut self, action: &pb::Action) -> Outcome {
+        let shadow = Self::shadow_param(action)?;
+        let (orig, shad) = (
+            self.instance_addr(&action.target)?,
+            self.instance_addr(&shadow)?,
+        );
+        let keys = state_keys(orig).await?;
+        let paths: Vec<String> = if keys.is_empty() {
+            vec!["/".to_owned()]
+        } else {
+            keys.iter().map(|k| format!("/kv/{k}")).collect()
+        };
+        let (mut o, mut s) = (augur_plan::Kpis::default(), augur_plan::Kpis::default());
+        let (mut compared, mut mismatched) = (0usize, 0usize);
+        for i in 0..self.cfg.validate.requests {
+            let path = &paths[i % paths.len()];
+            let a = call(orig, path, &mut o).await;
+            let b = call(shad, path, &mut s).await;
+            // The original asked twice: an answer that differs between two calls to the
+            // same instance is noise, not a difference of the shadow.
+            let again = call(orig, path, &mut augur_plan::Kpis::default()).await;
+            if a != again {
+                continue;
+            }
+            compared += 1;
+            // Only the shadow being worse counts: a failing original is why it moves.
+            let shadow_worse = match (&a, &b) {
+                (Some((sa, ba)), Some((sb, bb))) => {
+                    (*sa < 500 && *sb >= 500) || (*sa < 300 && *sb < 300 && ba != bb)
+                }
+                (Some(_), None) => true,
+                _ => false,
+            };
+            mismatched += usize::from(shadow_worse);
+        }
+        let share = mismatched as f64 / compared.max(1) as f64;
+        if compared == 0 || share > self.cfg.validate.max_mismatch {
+            return Err(format!(
+                "{mismatched} of {compared} comparable answers differ from the original's (allowed {:.0} %)",
+                self.cfg.validate.max_mismatch * 100.0
+            ));
+        }
+        let verdict = augur_plan::judge(&o, &s, &augur_plan::GateConfig::default());
+        if !verdict.pass {
+            return Err(verdict.reasons.join("; "));
+        }
+        Ok(None)
+    }
+
+    async fn set_weights(&mut self, action: &pb::Action) -> Outcome {
+        let weights = action.params.get("weights").ok_or("no weights parameter")?;
+        let weights = parse_weights(weights)?;
+        let mut ours = 0;
+        for (name, w) in &weights {
+            if self.desired.get(name).is_some() {
+                let w = u16::try_from(*w).map_err(|_| format!("weight {w} of {name} too large"))?;
+                self.desired.set_weight(name, w.min(256));
+                ours += 1;
+            }
+        }
+        if ours == 0 {
+            return Err("none of these servers runs behind this agent's HAProxy".into());
+        }
+        self.desired
+            .reconcile(&self.haproxy)
+            .await
+            .map_err(|e| format!("haproxy: {e}"))?;
+        if !action.params.contains_key("percent") {
+            return Ok(None);
+        }
+        let shadow = Self::shadow_param(action)?;
+        let min: u64 = action
+            .params
+            .get("min_requests")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        self.gate(&action.target, &shadow, min).await.map(Some)
+    }
+
+    /// Measures a step: HAProxy's request and error counters for both servers until the
+    /// shadow has served `min` requests (within the window), then each instance's p99.
+    async fn gate(&mut self, original: &str, shadow: &str, min: u64) -> Result<pb::Kpis, String> {
+        let g = self.cfg.gate.clone();
+        let start = self.counters(original, shadow).await?;
+        let began = Instant::now();
+        let now = loop {
+            tokio::time::sleep(Duration::from_millis(g.poll_ms)).await;
+            if !self.instances.is_alive(shadow) {
+                return Err(format!("the shadow {shadow} died"));
+            }
+            let now = self.counters(original, shadow).await?;
+            let elapsed = began.elapsed();
+            let enough = now.1 .0.saturating_sub(start.1 .0) >= min;
+            if (enough && elapsed >= Duration::from_millis(g.min_window_ms))
+                || elapsed >= Duration::from_millis(g.max_window_ms)
+            {
+                break now;
+            }
+        };
+        let side = |a: (u64, u64), b: (u64, u64), p99_us: u64| pb::KpiSample {
+            requests: b.0.saturating_sub(a.0),
+            errors: b.1.saturating_sub(a.1),
+            p99_us,
+        };
+        let p99 = |name: &str| {
+            let addr = self.instance_addr(name).ok();
+            async move {
+                let Some(addr) = addr else { return 0 };
+                match http::get(addr, "/metrics").await {
+                    Ok(r) if r.is_success() => parse_metrics(&r.text())
+                        .get("latency_p99_seconds")
+                        .map(|s| (s * 1e6) as u64)
+                        .unwrap_or(0),
+                    _ => 0,
+                }
+            }
+        };
+        let (po, ps) = (p99(original).await, p99(shadow).await);
+        Ok(pb::Kpis {
+            original: Some(side(start.0, now.0, po)),
+            shadow: Some(side(start.1, now.1, ps)),
+        })
+    }
+
+    /// (requests, errors) of the original and the shadow, from `show stat`: errors are 5xx
+    /// answers plus failed responses and connections.
+    async fn counters(
+        &self,
+        original: &str,
+        shadow: &str,
+    ) -> Result<((u64, u64), (u64, u64)), String> {
+        let stats = self
+            .haproxy
+            .show_stat()
+            .await
+            .map_err(|e| format!("haproxy stats: {e}"))?;
+        let of = |name: &str| {
+            stats
+                .iter()
+                .find(|s| s.pxname == self.cfg.haproxy.backend && s.svname == name)
+                .map(|s| (s.stot, s.hrsp_5xx + s.eresp + s.econ))
+                .unwrap_or((0, 0))
+        };
+        Ok((of(original), of(shadow)))
+    }
+
+    async fn drain(&mut self, action: &pb::Action) -> Outcome {
+        let name = &action.target;
+        if self.desired.get(name).is_none() {
+            return Err(format!("{name} is not behind this agent's HAProxy"));
+        }
+        self.desired.set_weight(name, 0);
+        self.desired.set_state(name, State::Drain);
+        self.desired
+            .reconcile(&self.haproxy)
+            .await
+            .map_err(|e| format!("haproxy: {e}"))?;
+        Ok(None)
+    }
+
+    async fn retire(&mut self, action: &pb::Action) -> Outcome {
+        let shadow = Self::shadow_param(action)?;
+        self.desired.remove(&shadow);
+        self.desired
+            .reconcile(&self.haproxy)
+            .await
+            .map_err(|e| format!("haproxy: {e}"))?;
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&shadow);
+        if self.instances.get(&shadow).is_some() {
+            // Already gone is as good as stopped.
+            let _ = self.instances.stop(&shadow).await;
+        }
+        Ok(None)
+    }
+
+    async fn exec(&mut self, action: &pb::Action) -> Outcome {
+        let Some(exec) = self.cfg.exec.clone() else {
+            return Err("no exec hook is configured".into());
+        };
+        let mut cmd = tokio::process::Command::new(&exec.command[0]);
+        cmd.args(&exec.command[1..])
+            .env("AUGUR_ACTION_ID", &action.id)
+            .env("AUGUR_ACTION_KIND", kind_name(action.kind))
+            .env("AUGUR_ACTION_TARGET", &action.target)
+            .kill_on_drop(true);
+        for (k, v) in &action.params {
+            cmd.env(format!("AUGUR_PARAM_{}", k.to_uppercase()), v);
+        }
+        let run = tokio::time::timeout(Duration::from_millis(exec.timeout_ms), cmd.output());
+        match run.await {
+            Err(_) => Err(format!("the hook ran past {} ms", exec.timeout_ms)),
+            Ok(Err(e)) => Err(format!("cannot run the hook {:?}: {e}", exec.command[0])),
+            Ok(Ok(out)) if out.status.success() => Ok(None),
+            Ok(Ok(out)) => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: String = err
+                    .chars()
+                    .rev()
+                    .take(300)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                Err(format!(
+                    "the hook exited with {}: {}",
+                    out.status,
+                    tail.trim()
+                ))
+            }
+        }
+    }
+
+    /// After an HAProxy reload (a new pid), its runtime servers are gone: put them back.
+    async fn follow_reload(&mut self) {
+        let Ok(info) = self.haproxy.show_info().await else {
+            return;
+        };
+        let pid = Some(info.pid);
+        if self.haproxy_pid.is_some() && self.haproxy_pid != pid {
+            match self.desired.reconcile(&self.haproxy).await {
+                Ok(done) => tracing::info!(changes = done.len(), "haproxy reloaded; re-applied"),
+                Err(e) => tracing::warn!(error = %e, "haproxy reloaded; re-applying failed"),
+            }
+        }
+        self.haproxy_pid = pid;
+    }
+}
+
+/// Every `every`: scrapes each running instance and pushes its metrics: p99 latency (ms),
+/// request rate and error ratio (from the counters' change) and memory (MB).
+async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut prev: HashMap<String, (Instant, f64, f64)> = HashMap::new();
+    loop {
+        tick.tick().await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let list: Vec<(String, SocketAddr)> = targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(n, a)| (n.clone(), *a))
+            .collect();
+        let mut samples = Vec::new();
+        for (name, addr) in list {
+            let Ok(r) = http::request(
+                addr,
+                hyper::Method::GET,
+                "/metrics",
+                Default::default(),
+                Duration::from_millis(500),
+            )
+            .await
+            else {
+                continue;
+            };
+            let m = parse_metrics(&r.text());
+            let at = Instant::now();
+            let mut push = |metric: &str, value: f64| {
+                samples.push(pb::Sample {
+                    component: name.clone(),
+                    metric: metric.to_owned(),
+                    timestamp_ms: now_ms,
+                    value,
+                })
+            };
+            if let Some(v) = m.get("latency_p99_seconds") {
+                push("latency_p99_ms", v * 1e3);
+            }
+            if let Some(v) = m.get("memory_bytes") {
+                push("memory_mb", v / 1e6);
+            }
+            let (req, err) = (
+                m.get("requests_total").copied().unwrap_or(0.0),
+                m.get("errors_total").copied().unwrap_or(0.0),
+            );
+            if let Some((t0, r0, e0)) = prev.insert(name.clone(), (at, req, err)) {
+                let dt = at.duration_since(t0).as_secs_f64().max(1e-3);
+                push("requests_per_s", (req - r0).max(0.0) / dt);
+                let errs = (err - e0).max(0.0);
+                push(
+                    "error_ratio",
+                    if req > r0 { errs / (req - r0) } else { 0.0 },
+                );
+            }
+        }
+        if samples.is_empty() {
+            continue;
+        }
+        let batch = pb::SampleBatch { samples };
+        let sent = client
+            .call(|ch| {
+                let batch = batch.clone();
+                async move {
+                    TelemetryClient::new(ch)
+                        .push(tokio_stream::once(batch))
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "telemetry not pushed");
+        }
+    }
+}
+
+/// One replayed request: its status and body, or `None` when it failed outright; the
+/// latency and outcome are added to `k`.
+async fn call(addr: SocketAddr, path: &str, k: &mut augur_plan::Kpis) -> Option<(u16, Vec<u8>)> {
+    k.requests += 1;
+    match http::request(
+        addr,
+        hyper::Method::GET,
+        path,
+        Default::default(),
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(r) => {
+            k.latencies_ms.push(r.latency.as_secs_f64() * 1e3);
+            if r.status >= 500 {
+                k.errors += 1;
+            }
+            Some((r.status, r.body.to_vec()))
+        }
+        Err(_) => {
+            k.errors += 1;
+            None
+        }
+    }
+}
+
+/// The keys of an instance's state, to replay reads of them.
+async fn state_keys(addr: SocketAddr) -> Result<Vec<String>, String> {
+    let r = http::get(addr, "/state")
+        .await
+        .map_err(|e| format!("reading the original's state: {e}"))?;
+    let snap: crate::sample::Snapshot =
+        serde_json::from_slice(&r.body).map_err(|e| format!("the original's state: {e}"))?;
+    Ok(snap.entries.keys().take(64).cloned().collect())
+}
+
+/// `a=1,b=2` → the weights.
+pub fn parse_weights(s: &str) -> Result<BTreeMap<String, u32>, String> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| format!("weights: {p:?} is not NAME=WEIGHT"))?;
+            let v = v
+                .parse()
+                .map_err(|_| format!("weights: {v:?} of {k} is not a number"))?;
+            Ok((k.to_owned(), v))
+        })
+        .collect()
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    use pb::ActionKind as K;
+    match K::try_from(kind) {
+        Ok(K::Provision) => "provision",
+        Ok(K::Sync) => "sync",
+        Ok(K::Validate) => "validate",
+        Ok(K::SetWeights) => "set_weights",
+        Ok(K::Drain) => "drain",
+        Ok(K::Standby) => "standby",
+        Ok(K::Retire) => "retire",
+        Ok(K::Scale) => "scale",
+        Ok(K::Exec) => "exec",
+        _ => "unknown",
+    }
+}
+
+fn read_last_seq(path: &Path) -> anyhow::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            anyhow::anyhow!("{}: not a sequence number: {:?}", path.display(), s.trim())
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    }
+}
+
+/// Saves the last handled sequence number (write a temporary file, then rename it).
+fn write_last_seq(path: &Path, seq: u64) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{seq}\n"))
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| anyhow::anyhow!("saving the last sequence to {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Result<AgentConfig, String> {
+        let text = format!(
+            r#"
+name = "agent-1"
+endpoints = ["127.0.0.1:7101"]
+state_file = "/tmp/x"
+[haproxy]
+socket = "/tmp/h.sock"
+backend = "web"
+[instances]
+command = ["augur", "sample", "--port", "{{port}}"]
+port_range = [21000, 21100]
+[placement]
+host = "h1"
+rack = "r1"
+zone = "z1"
+{extra}"#
+        );
+        let cfg: AgentConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let p = cfg.problems();
+        if p.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(p.join("\n"))
+        }
+    }
+
+    #[test]
+    fn a_minimal_config_takes_every_kind_but_scale() {
+        let cfg = config("").unwrap();
+        assert_eq!(cfg.capabilities.len(), 8);
+        assert!(!cfg.capabilities.contains(&"scale".to_string()));
+        assert_eq!(cfg.gate.max_window_ms, 30_000);
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let err = config(
+            "[exec]\ncommand = []\nkinds = [\"teleport\"]\n[validate]\nrequests = 0\nmax_mismatch = 2.0\n",
+        )
+        .unwrap_err();
+        for want in [
+            "exec.command is empty",
+            "unknown kind \"teleport\"",
+            "validate:",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+        let unknown = config("colour = \"red\"\n").unwrap_err();
+        assert!(unknown.contains("unknown field"), "{unknown}");
+    }
+
+    #[test]
+    fn the_example_config_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cluster-configs/agent/agent.toml");
+        let cfg = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.instances.start.len(), 3);
+    }
+
+    #[test]
+    fn weights_parse_and_bad_ones_are_named() {
+        let w = parse_weights("a=1,b.shadow-2=99").unwrap();
+        assert_eq!(w["b.shadow-2"], 99);
+        assert!(parse_weights("a=x").unwrap_err().contains("\"x\" of a"));
+        assert!(parse_weights("a").unwrap_err().contains("NAME=WEIGHT"));
+    }
+
+    #[test]
+    fn the_last_sequence_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seq");
+        assert_eq!(read_last_seq(&path).unwrap(), 0);
+        write_last_seq(&path, 42).unwrap();
+        assert_eq!(read_last_seq(&path).unwrap(), 42);
+        std::fs::write(&path, "x").unwrap();
+        assert!(read_last_seq(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not a sequence"));
+    }
+}

@@ -1,0 +1,333 @@
+//! End to end with the reference agent, for real: an `augur serve` node, `augur agent` logic
+//! running sample-service processes behind a real HAProxy, steady HTTP load through it.
+//! An operator's failover of one instance goes through provision (a new process, in HAProxy
+//! at weight 0), state sync, validation with replayed requests, the KPI-gated shift in the
+//! group's canary steps and promotion; the original ends drained on standby. Not one request
+//! fails, and no action is carried out twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use augur_agent::{loadgen, Agent, AgentConfig, HaproxyConfig, HaproxyProcess, HealthCheck, State};
+use augur_proto::pb;
+use augur_proto::pb::control_client::ControlClient;
+use augur_proto::pb::topology_client::TopologyClient;
+use common::{ctl, eventually, free_ports, single_node};
+
+/// The sample service binary, built next to `augur` by a workspace build.
+fn sample_binary() -> PathBuf {
+    let p = Path::new(common::AUGUR).with_file_name("augur-sample");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+async fn shadows(client: &mut augur_cli::Client) -> Vec<pb::Shadow> {
+    client
+        .call(|c| async move {
+            ControlClient::new(c)
+                .list_shadows(pb::ListShadowsRequest {})
+                .await
+        })
+        .await
+        .expect("list shadows")
+        .into_inner()
+        .shadows
+}
+
+async fn actions(client: &mut augur_cli::Client) -> Vec<pb::Action> {
+    client
+        .call(|c| async move {
+            ControlClient::new(c)
+                .list_actions(pb::ListActionsRequest {
+                    from_seq: 1,
+                    limit: 0,
+                })
+                .await
+        })
+        .await
+        .expect("list actions")
+        .into_inner()
+        .actions
+}
+
+fn agent_config(dir: &Path, endpoints: &[String], socket: &Path, port_lo: u16) -> AgentConfig {
+    let endpoints = endpoints
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        r#"
+name = "agent-1"
+endpoints = [{endpoints}]
+state_file = "{state}"
+[haproxy]
+socket = "{socket}"
+backend = "web"
+[instances]
+command = ["{sample}", "--port", "{{port}}", "--name", "{{name}}"]
+port_range = [{port_lo}, {port_hi}]
+start = ["web-1", "web-2"]
+[placement]
+host = "h1"
+rack = "r1"
+zone = "z1"
+[gate]
+min_window_ms = 300
+max_window_ms = 15000
+poll_ms = 100
+[validate]
+requests = 40
+max_mismatch = 0.0
+[telemetry]
+every_ms = 500
+"#,
+        state = dir.join("agent.seq").display(),
+        socket = socket.display(),
+        sample = sample_binary().display(),
+        port_hi = port_lo + 99,
+    );
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    AgentConfig::load(&path).expect("agent config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_an_operator_failover_moves_traffic_through_haproxy_without_a_failed_request() {
+    let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
+    failover_through_haproxy(cluster, ep, false).await;
+}
+
+/// The same on three nodes, with the leader killed (SIGKILL) in the middle of the shift: the
+/// next leader takes the next step from the replicated state, the agent's watch resumes on
+/// another node, and still no action is appended or carried out twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_the_leader_killed_mid_shift_the_shift_resumes_and_nothing_runs_twice() {
+    let cluster = common::Cluster::start(
+        3,
+        common::RaftKnobs {
+            extra_toml: "[planner]\nevery_ms = 200\n",
+            ..common::RaftKnobs::default()
+        },
+    );
+    cluster.wait_leader().await;
+    let ep = cluster.endpoints().join(",");
+    failover_through_haproxy(cluster, ep, true).await;
+}
+
+async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill_mid_shift: bool) {
+    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+    let mut client = augur_cli::Client::new(endpoints.clone());
+    let dir = tempfile::tempdir().unwrap();
+
+    // Two hosts in two zones: the shadow goes to the other zone.
+    for (host, zone) in [("h1", "z1"), ("h2", "z2")] {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: host.into(),
+                rack: "r1".into(),
+                zone: zone.into(),
+            }),
+            capacity: 8,
+        };
+        client
+            .call(|c| {
+                let req = req.clone();
+                async move { TopologyClient::new(c).upsert_host(req).await }
+            })
+            .await
+            .expect("host");
+    }
+    // Faster canary steps than the default, so the test takes seconds.
+    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", "20,50,100"]);
+    assert_eq!(code, 0, "{err}");
+
+    // HAProxy with an empty backend; the agent adds its instances at runtime.
+    let ports = free_ports(1);
+    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
+    cfg.backend = "web".into();
+    let haproxy = HaproxyProcess::start(cfg, dir.path())
+        .await
+        .expect("haproxy");
+    let hap = haproxy.client();
+
+    // Instance ports below the ephemeral range (32768…), so they never take a port another
+    // test picked from it; each test its own block.
+    let port_lo = if kill_mid_shift { 24_100 } else { 24_000 };
+    let config = agent_config(dir.path(), &endpoints, hap.socket_path(), port_lo);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(Agent::new(config).run(async {
+        let _ = stop_rx.await;
+    }));
+
+    // The agent registers web-1 and web-2; they get half the traffic each.
+    eventually(
+        "the agent's instances registered",
+        Duration::from_secs(20),
+        || async {
+            let ids = common::linearizable_ids(endpoints.clone()).await;
+            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
+        },
+    )
+    .await;
+    let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        "both servers up in HAProxy",
+        Duration::from_secs(20),
+        || async {
+            let stats = hap.show_stat().await.ok()?;
+            let up = stats
+                .iter()
+                .filter(|s| s.is_server() && s.pxname == "web" && s.status.starts_with("UP"))
+                .count();
+            (up == 2).then_some(())
+        },
+    )
+    .await;
+
+    // web-1 holds state the shadow must get.
+    let web1 = hap
+        .servers("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "web-1")
+        .unwrap()
+        .addr;
+    let put = augur_agent::put(web1, "/kv/greeting", "hello")
+        .await
+        .unwrap();
+    assert!(put.is_success());
+
+    let load = loadgen::start(loadgen::LoadConfig::new(
+        haproxy.frontend_addr(),
+        200,
+        Duration::from_secs(120),
+    ))
+    .expect("load");
+
+    let (code, out, err) = ctl(&ep, &["failover", "web-1", "--reason", "e2e"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on h2 (z2/r1)"), "{out}");
+
+    if kill_mid_shift {
+        eventually("the shift under way", Duration::from_secs(60), || {
+            let mut client = augur_cli::Client::new(endpoints.clone());
+            async move {
+                let s = shadows(&mut client).await;
+                let rec = s.into_iter().find(|r| r.component == "web-1")?;
+                rec.state.starts_with("shifting").then_some(())
+            }
+        })
+        .await;
+        let leader = cluster.wait_leader().await;
+        cluster.kill(leader);
+    }
+    let done = eventually("the shadow promoted", Duration::from_secs(90), || {
+        let mut client = augur_cli::Client::new(endpoints.clone());
+        async move {
+            let s = shadows(&mut client).await;
+            let rec = s.into_iter().find(|r| r.component == "web-1")?;
+            assert_ne!(rec.state, "rolledback", "rolled back: {:?}", rec.history);
+            (rec.state == "promoted").then_some(rec)
+        }
+    })
+    .await;
+    // The standby action is carried out too.
+    eventually("the original on standby", Duration::from_secs(20), || {
+        let mut client = augur_cli::Client::new(endpoints.clone());
+        async move {
+            let a = actions(&mut client).await;
+            a.iter()
+                .any(|a| a.request_id.starts_with("standby:") && a.status == "succeeded")
+                .then_some(())
+        }
+    })
+    .await;
+    let report = load.stop().await;
+
+    let steps: Vec<&str> = done.history.iter().map(|h| h.state.as_str()).collect();
+    assert_eq!(
+        steps,
+        [
+            "requested",
+            "provisioned",
+            "syncing",
+            "validating",
+            "shifting(20%)",
+            "shifting(50%)",
+            "shifting(100%)",
+            "promoted"
+        ],
+        "{:?}",
+        done.history
+    );
+    assert!(done.history[0].reason.contains("e2e"));
+    let shadow = done.shadow.clone();
+
+    // HAProxy: the original drained at weight 0, the shadow carrying its half.
+    let servers: BTreeMap<String, (u16, State)> = hap
+        .servers("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name.clone(), (s.weight, s.state())))
+        .collect();
+    assert_eq!(servers["web-1"], (0, State::Drain), "{servers:?}");
+    assert_eq!(servers[&shadow].0, 50, "{servers:?}");
+    assert_eq!(servers["web-2"].0, 50, "{servers:?}");
+
+    // The shadow has web-1's state, and it served real traffic.
+    let shadow_addr = hap
+        .servers("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == shadow)
+        .unwrap()
+        .addr;
+    let got = augur_agent::get(shadow_addr, "/kv/greeting").await.unwrap();
+    assert_eq!(got.text(), "hello");
+    assert!(
+        report.by_instance.get(&shadow).map_or(0, |c| c.ok) > 50,
+        "{:?}",
+        report.by_instance
+    );
+    assert_eq!(
+        report.failed, 0,
+        "failed requests: {:?}",
+        report.failed_by_kind
+    );
+
+    // Every action succeeded, each exactly once.
+    let a = actions(&mut client).await;
+    let mut ids: Vec<&str> = a.iter().map(|a| a.request_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), a.len(), "an action was appended twice");
+    for action in &a {
+        assert_eq!(action.status, "succeeded", "{action:?}");
+    }
+    let gated: Vec<&pb::Action> = a
+        .iter()
+        .filter(|a| a.request_id.starts_with("shift:"))
+        .collect();
+    assert_eq!(gated.len(), 3);
+    for g in gated {
+        let k = g.kpis.as_ref().expect("a gated step reports KPIs");
+        assert!(k.shadow.as_ref().unwrap().requests >= 20, "{k:?}");
+    }
+
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    drop(haproxy);
+    drop(cluster);
+}
