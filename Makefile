@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build and tests need: RocksDB's bindings (clang), protoc for the gRPC
 # code, python3 for the demo's telemetry and the OpenTelemetry test, etcd for the side-by-side
 # benchmark.
-DEB_PACKAGES := clang libclang-dev protobuf-compiler python3
+DEB_PACKAGES := clang libclang-dev protobuf-compiler python3 haproxy
 
 .PHONY: deps test demo bench build fmt lint nextest
 
