@@ -4,8 +4,9 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/augur-target
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build and tests need: RocksDB's bindings (clang), protoc for the gRPC
-# code, python3 for the demo's telemetry and the OpenTelemetry test, etcd for the side-by-side
-# benchmark.
+# code, python3 for the demo's telemetry and the OpenTelemetry test, haproxy for the agent's
+# tests and the end-to-end failover test (etcd, for the side-by-side benchmark, is installed by
+# `make bench`).
 DEB_PACKAGES := clang libclang-dev protobuf-compiler python3 haproxy
 
 .PHONY: deps test demo bench build fmt lint nextest
