@@ -396,20 +396,36 @@ fn start_shift(
         moving,
         first,
     );
-    out.push(LifecycleStep::Shift {
-        component: component.clone(),
-        percent: first,
-        weights: weights.clone(),
-        reason: format!("validated by {by}; {first}% of {component}'s traffic to the shadow"),
-    });
-    out.push(set_weights(
-        step_request(&rec.shadow, first),
+    let reason = format!("validated by {by}; {first}% of {component}'s traffic to the shadow");
+    shift_step(out, component, rec, service, first, weights, reason);
+}
+
+/// A traffic step: the weights with the shadow's state, then the action that carries them to
+/// the orchestrators.
+fn shift_step(
+    out: &mut Vec<LifecycleStep>,
+    component: &ComponentId,
+    rec: &ShadowRecord,
+    service: &str,
+    percent: u8,
+    weights: TrafficWeights,
+    reason: String,
+) {
+    let action = set_weights(
+        step_request(&rec.shadow, percent),
         component,
         rec,
         service,
-        first,
+        percent,
         &weights,
-    ));
+    );
+    out.push(LifecycleStep::Shift {
+        component: component.clone(),
+        percent,
+        weights,
+        reason,
+    });
+    out.push(action);
 }
 
 /// A step in force: make sure the orchestrators have it, then gate it on their KPIs.
@@ -494,20 +510,8 @@ fn gate_step(
             let moving = shift.before.get(component).copied().unwrap_or(0);
             let now = state.weights.get(&shift.service).cloned().unwrap_or_default();
             let weights = step_weights(&now, component, &rec.shadow, moving, next);
-            out.push(LifecycleStep::Shift {
-                component: component.clone(),
-                percent: next,
-                weights: weights.clone(),
-                reason: format!("gate of step {percent}% passed ({by}); {next}%"),
-            });
-            out.push(set_weights(
-                step_request(&rec.shadow, next),
-                component,
-                rec,
-                &shift.service,
-                next,
-                &weights,
-            ));
+            let reason = format!("gate of step {percent}% passed ({by}); {next}%");
+            shift_step(out, component, rec, &shift.service, next, weights, reason);
         }
         None => out.push(LifecycleStep::Advance {
             component: component.clone(),
@@ -778,6 +782,88 @@ mod tests {
         assert_eq!(w.last().unwrap(), "db=47,db.shadow-1=3,db2=50");
         assert_eq!(w.len(), 4);
         assert!(!s.actions.iter().any(|a| a.kind == ActionKind::Retire));
+    }
+
+    #[test]
+    fn a_rollback_leaves_another_shift_in_the_service_alone() {
+        let mut s = validated();
+        let (db, db2) = (
+            ComponentId::new("db").unwrap(),
+            ComponentId::new("db2").unwrap(),
+        );
+        s.apply(
+            1,
+            &Command::RequestShadow {
+                component: db2.clone(),
+                shadow: ComponentId::new("db2.shadow-1").unwrap(),
+                placement: s.components[&db].placement.clone(),
+                reason: "also at risk".into(),
+            },
+        )
+        .unwrap();
+        let walk = |s: &mut ControlState| {
+            for _ in 0..2 {
+                let steps = next_steps(s);
+                commit(s, steps);
+            }
+        };
+        walk(&mut s);
+        for kind in [
+            ActionKind::Provision,
+            ActionKind::Sync,
+            ActionKind::Validate,
+        ] {
+            let id = s
+                .actions
+                .iter()
+                .rev()
+                .find(|a| a.kind == kind && a.target == db2)
+                .unwrap()
+                .id;
+            let done = Command::ReportOutcome {
+                id,
+                orchestrator: "agent-1".into(),
+                outcome: ActionOutcome::Succeeded,
+                kpis: None,
+                at_ms: 2,
+            };
+            s.apply(1, &done).unwrap();
+            walk(&mut s);
+        }
+        assert_eq!(s.shadows[&db2].state, ShadowState::Shifting { weight: 1 });
+        let db2_pair = |s: &ControlState| {
+            let w = &s.weights["g"];
+            (w[&db2], w[&ComponentId::new("db2.shadow-1").unwrap()])
+        };
+        let before = db2_pair(&s);
+        assert_eq!(before, (49, 1));
+        // db's first step fails its gate: db and its shadow go back, db2's shift stays.
+        let id = s
+            .actions
+            .iter()
+            .find(|a| a.request_id == "shift:db.shadow-1:1")
+            .unwrap()
+            .id;
+        let worse = Some(Kpis {
+            original: side(5000, 5, 40),
+            shadow: side(400, 60, 41),
+        });
+        s.apply(
+            1,
+            &Command::ReportOutcome {
+                id,
+                orchestrator: "agent-1".into(),
+                outcome: ActionOutcome::Succeeded,
+                kpis: worse,
+                at_ms: 3,
+            },
+        )
+        .unwrap();
+        walk(&mut s);
+        assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
+        assert_eq!(db2_pair(&s), before);
+        assert_eq!(s.weights["g"][&db], 50);
+        assert_eq!(s.weights["g"].values().sum::<u32>(), 100);
     }
 
     #[test]

@@ -68,8 +68,9 @@ pub enum Command {
         weights: BTreeMap<ComponentId, u32>,
         reason: String,
     },
-    /// Ends a shift that failed: the service goes back to the last verified weights (to the
-    /// weights before the shift when the shadow died) and the shadow to `RolledBack`.
+    /// Ends a shift that failed: the original and its shadow go back to their last verified
+    /// weights (to those before the shift when the shadow died), every other component keeps
+    /// its weight (another shift may be under way), and the shadow goes to `RolledBack`.
     RollBackShift {
         component: ComponentId,
         shadow_dead: bool,

@@ -603,6 +603,14 @@ impl ControlState {
         Ok(Applied::Done)
     }
 
+    fn shadow_of(&self, component: &ComponentId) -> Result<&ShadowRecord, Rejection> {
+        self.shadows
+            .get(component)
+            .ok_or_else(|| Rejection::NoShadow {
+                component: component.to_string(),
+            })
+    }
+
     fn advance_shadow(
         &mut self,
         component: &ComponentId,
@@ -652,12 +660,7 @@ impl ControlState {
             })?
             .group
             .clone();
-        let rec = self
-            .shadows
-            .get(component)
-            .ok_or_else(|| Rejection::NoShadow {
-                component: component.to_string(),
-            })?;
+        let rec = self.shadow_of(component)?;
         if !rec.state.may_become(to) {
             return Err(Rejection::IllegalShadowTransition {
                 component: component.to_string(),
@@ -699,12 +702,7 @@ impl ControlState {
         shadow_dead: bool,
         reason: &str,
     ) -> Result<Applied, Rejection> {
-        let rec = self
-            .shadows
-            .get(component)
-            .ok_or_else(|| Rejection::NoShadow {
-                component: component.to_string(),
-            })?;
+        let rec = self.shadow_of(component)?;
         let (Some(shift), ShadowState::Shifting { .. }) = (&rec.shift, rec.state) else {
             return Err(Rejection::IllegalShadowTransition {
                 component: component.to_string(),
@@ -712,11 +710,29 @@ impl ControlState {
                 to: ShadowState::RolledBack.to_string(),
             });
         };
-        let back = if shadow_dead {
-            shift.before.clone()
+        let from = if shadow_dead {
+            &shift.before
         } else {
-            shift.verified.clone()
+            &shift.verified
         };
+        // Only this pair goes back: other shifts in the service move their own pairs, and a
+        // rollback must not undo them. Should the pair not fit any more (weights set by hand
+        // meanwhile), the whole service goes back.
+        let now = self
+            .weights
+            .get(&shift.service)
+            .cloned()
+            .unwrap_or_default();
+        let mut back = now.clone();
+        for id in [component, &rec.shadow] {
+            match from.get(id) {
+                Some(&w) => back.insert(id.clone(), w),
+                None => back.remove(id),
+            };
+        }
+        if back.values().map(|&w| u64::from(w)).sum::<u64>() != WEIGHT_TOTAL {
+            back = from.clone();
+        }
         let service = shift.service.clone();
         self.weights.insert(service, back);
         let rec = self.shadows.get_mut(component).expect("checked above");
