@@ -607,6 +607,26 @@ mod tests {
         })
     }
 
+    /// Two leader rounds: enough for every step an outcome allows.
+    fn settle(s: &mut ControlState) {
+        for _ in 0..2 {
+            let steps = next_steps(s);
+            commit(s, steps);
+        }
+    }
+
+    /// Provision, sync and validation reported done, each followed by the leader's rounds.
+    fn succeed_to_validation(s: &mut ControlState) {
+        for kind in [
+            ActionKind::Provision,
+            ActionKind::Sync,
+            ActionKind::Validate,
+        ] {
+            report(s, kind, ActionOutcome::Succeeded, None);
+            settle(s);
+        }
+    }
+
     /// A shadow of `db` (half of service `g`, with `db2`) walked to validated.
     fn validated() -> ControlState {
         let mut s = state_with_shadow();
@@ -628,17 +648,7 @@ mod tests {
         )
         .unwrap();
         provision(&mut s);
-        for kind in [
-            ActionKind::Provision,
-            ActionKind::Sync,
-            ActionKind::Validate,
-        ] {
-            report(&mut s, kind, ActionOutcome::Succeeded, None);
-            for _ in 0..2 {
-                let steps = next_steps(&s);
-                commit(&mut s, steps);
-            }
-        }
+        succeed_to_validation(&mut s);
         s
     }
 
@@ -801,13 +811,7 @@ mod tests {
             },
         )
         .unwrap();
-        let walk = |s: &mut ControlState| {
-            for _ in 0..2 {
-                let steps = next_steps(s);
-                commit(s, steps);
-            }
-        };
-        walk(&mut s);
+        settle(&mut s);
         for kind in [
             ActionKind::Provision,
             ActionKind::Sync,
@@ -828,7 +832,7 @@ mod tests {
                 at_ms: 2,
             };
             s.apply(1, &done).unwrap();
-            walk(&mut s);
+            settle(&mut s);
         }
         assert_eq!(s.shadows[&db2].state, ShadowState::Shifting { weight: 1 });
         let db2_pair = |s: &ControlState| {
@@ -859,7 +863,7 @@ mod tests {
             },
         )
         .unwrap();
-        walk(&mut s);
+        settle(&mut s);
         assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
         assert_eq!(db2_pair(&s), before);
         assert_eq!(s.weights["g"][&db], 50);
@@ -935,17 +939,7 @@ mod tests {
     fn a_shadow_of_a_component_without_traffic_is_promoted_at_once() {
         let mut s = state_with_shadow();
         provision(&mut s);
-        for kind in [
-            ActionKind::Provision,
-            ActionKind::Sync,
-            ActionKind::Validate,
-        ] {
-            report(&mut s, kind, ActionOutcome::Succeeded, None);
-            for _ in 0..2 {
-                let steps = next_steps(&s);
-                commit(&mut s, steps);
-            }
-        }
+        succeed_to_validation(&mut s);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         assert_eq!(rec.state, ShadowState::Promoted);
         assert!(rec.history[rec.history.len() - 2]
