@@ -35,6 +35,7 @@ use augur_proto::pb;
 use augur_proto::pb::control_client::ControlClient;
 use augur_proto::pb::telemetry_client::TelemetryClient;
 use augur_proto::pb::topology_client::TopologyClient;
+use augur_types::ActionKind;
 use serde::Deserialize;
 use tokio::time::Instant;
 use tonic::Status;
@@ -44,18 +45,15 @@ use crate::http;
 use crate::process::{InstanceSpec, Instances};
 use crate::sample::parse_metrics;
 
-/// Action kinds by their wire names, as `capabilities` and `[exec] kinds` list them.
-const KINDS: [&str; 9] = [
-    "provision",
-    "sync",
-    "validate",
-    "set_weights",
-    "drain",
-    "standby",
-    "retire",
-    "scale",
-    "exec",
-];
+/// Whether `name` is an action kind's name (`ActionKind::as_str`).
+fn is_kind(name: &str) -> bool {
+    ActionKind::ALL.iter().any(|k| k.as_str() == name)
+}
+
+/// Every kind's name, for error messages.
+fn kind_names() -> String {
+    ActionKind::ALL.map(ActionKind::as_str).join(", ")
+}
 
 /// The agent's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -206,10 +204,10 @@ impl Default for TelemetrySection {
 }
 
 fn default_capabilities() -> Vec<String> {
-    KINDS
+    ActionKind::ALL
         .iter()
-        .filter(|k| **k != "scale")
-        .map(|k| k.to_string())
+        .filter(|k| **k != ActionKind::Scale)
+        .map(|k| k.as_str().to_owned())
         .collect()
 }
 fn yes() -> bool {
@@ -292,10 +290,10 @@ impl AgentConfig {
             out.push("endpoints: at least one controller node is needed".into());
         }
         for c in &self.capabilities {
-            if !KINDS.contains(&c.as_str()) {
+            if !is_kind(c) {
                 out.push(format!(
                     "capabilities: unknown kind {c:?} (known: {})",
-                    KINDS.join(", ")
+                    kind_names()
                 ));
             }
         }
@@ -338,7 +336,7 @@ impl AgentConfig {
                 out.push("exec.command is empty".into());
             }
             for k in &exec.kinds {
-                if !KINDS.contains(&k.as_str()) {
+                if !is_kind(k) {
                     out.push(format!("exec.kinds: unknown kind {k:?}"));
                 }
             }
@@ -493,34 +491,39 @@ impl Agent {
 
     /// Carries out one action (if it is pending and this agent takes its kind) and reports.
     async fn handle(&mut self, action: pb::Action) {
-        let kind = kind_name(action.kind);
-        if action.status != "pending" || !self.cfg.capabilities.iter().any(|c| c == kind) {
+        let Ok(kind) = augur_proto::action_kind_from_wire(action.kind) else {
+            return;
+        };
+        let name = kind.as_str();
+        if action.status != "pending" || !self.cfg.capabilities.iter().any(|c| c == name) {
             return;
         }
         let by_hook = self
             .cfg
             .exec
             .as_ref()
-            .is_some_and(|e| e.kinds.iter().any(|k| k == kind));
-        tracing::info!(id = %action.id, kind, target = %action.target, "carrying out");
+            .is_some_and(|e| e.kinds.iter().any(|k| k == name));
+        tracing::info!(id = %action.id, kind = name, target = %action.target, "carrying out");
         let outcome = if by_hook {
-            self.exec(&action).await
+            self.exec(&action, name).await
         } else {
             match kind {
-                "provision" => self.provision(&action).await,
-                "sync" => self.sync(&action).await,
-                "validate" => self.validate(&action).await,
-                "set_weights" => self.set_weights(&action).await,
-                "drain" | "standby" => self.drain(&action).await,
-                "retire" => self.retire(&action).await,
-                other => Err(format!("{other} is not carried out by this agent")),
+                ActionKind::Provision => self.provision(&action).await,
+                ActionKind::Sync => self.sync(&action).await,
+                ActionKind::Validate => self.validate(&action).await,
+                ActionKind::SetWeights => self.set_weights(&action).await,
+                ActionKind::Drain | ActionKind::Standby => self.drain(&action).await,
+                ActionKind::Retire => self.retire(&action).await,
+                ActionKind::Scale | ActionKind::Exec => {
+                    Err(format!("{name} is not carried out by this agent"))
+                }
             }
         };
         let (success, reason, kpis) = match outcome {
             Ok(kpis) => (true, String::new(), kpis),
             Err(reason) => (false, reason, None),
         };
-        tracing::info!(id = %action.id, kind, success, %reason, "outcome");
+        tracing::info!(id = %action.id, kind = name, success, %reason, "outcome");
         let req = pb::ReportOutcomeRequest {
             id: action.id.clone(),
             orchestrator: self.cfg.name.clone(),
@@ -844,14 +847,14 @@ impl Agent {
         Ok(None)
     }
 
-    async fn exec(&mut self, action: &pb::Action) -> Outcome {
+    async fn exec(&mut self, action: &pb::Action, kind: &str) -> Outcome {
         let Some(exec) = self.cfg.exec.clone() else {
             return Err("no exec hook is configured".into());
         };
         let mut cmd = tokio::process::Command::new(&exec.command[0]);
         cmd.args(&exec.command[1..])
             .env("AUGUR_ACTION_ID", &action.id)
-            .env("AUGUR_ACTION_KIND", kind_name(action.kind))
+            .env("AUGUR_ACTION_KIND", kind)
             .env("AUGUR_ACTION_TARGET", &action.target)
             .kill_on_drop(true);
         for (k, v) in &action.params {
@@ -1030,22 +1033,6 @@ pub fn parse_weights(s: &str) -> Result<BTreeMap<String, u32>, String> {
             Ok((k.to_owned(), v))
         })
         .collect()
-}
-
-fn kind_name(kind: i32) -> &'static str {
-    use pb::ActionKind as K;
-    match K::try_from(kind) {
-        Ok(K::Provision) => "provision",
-        Ok(K::Sync) => "sync",
-        Ok(K::Validate) => "validate",
-        Ok(K::SetWeights) => "set_weights",
-        Ok(K::Drain) => "drain",
-        Ok(K::Standby) => "standby",
-        Ok(K::Retire) => "retire",
-        Ok(K::Scale) => "scale",
-        Ok(K::Exec) => "exec",
-        _ => "unknown",
-    }
 }
 
 fn read_last_seq(path: &Path) -> anyhow::Result<u64> {

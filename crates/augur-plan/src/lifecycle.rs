@@ -137,9 +137,8 @@ fn outcome(
 }
 
 fn append(kind: ActionKind, component: &ComponentId, shadow: &ComponentId) -> LifecycleStep {
-    let name = format!("{kind:?}").to_lowercase();
     LifecycleStep::Append {
-        request_id: format!("{name}:{shadow}"),
+        request_id: format!("{}:{shadow}", kind.as_str()),
         kind,
         component: component.clone(),
         params: [("shadow".to_owned(), shadow.to_string())]
@@ -607,12 +606,21 @@ mod tests {
         })
     }
 
+    /// One leader round: the steps the state calls for, committed.
+    fn round(s: &mut ControlState) {
+        let steps = next_steps(s);
+        commit(s, steps);
+    }
+
     /// Two leader rounds: enough for every step an outcome allows.
     fn settle(s: &mut ControlState) {
-        for _ in 0..2 {
-            let steps = next_steps(s);
-            commit(s, steps);
-        }
+        round(s);
+        round(s);
+    }
+
+    /// How many actions of `kind` the log holds.
+    fn count(s: &ControlState, kind: ActionKind) -> usize {
+        s.actions.iter().filter(|a| a.kind == kind).count()
     }
 
     /// Provision, sync and validation reported done, each followed by the leader's rounds.
@@ -685,8 +693,7 @@ mod tests {
         );
         // Pending: the step holds, and retried rounds append nothing.
         for _ in 0..3 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         assert_eq!(set_weights_actions(&s).len(), 1);
         for expect in [5, 25, 50, 100] {
@@ -696,8 +703,7 @@ mod tests {
                 ActionOutcome::Succeeded,
                 healthy(),
             );
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
             assert_eq!(
                 s.shadows[&db].state,
                 ShadowState::Shifting { weight: expect }
@@ -720,8 +726,7 @@ mod tests {
             healthy(),
         );
         for _ in 0..2 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         assert_eq!(s.shadows[&db].state, ShadowState::Promoted);
         let standby: Vec<&Action> = s
@@ -754,8 +759,7 @@ mod tests {
                 ActionOutcome::Succeeded,
                 healthy(),
             );
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         assert_eq!(s.shadows[&db].state, ShadowState::Shifting { weight: 25 });
         let verified = s.shadows[&db].shift.as_ref().unwrap().verified.clone();
@@ -769,8 +773,7 @@ mod tests {
             ActionOutcome::Succeeded,
             worse,
         );
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         let rec = &s.shadows[&db];
         assert_eq!(rec.state, ShadowState::RolledBack);
         assert!(
@@ -785,8 +788,7 @@ mod tests {
         // The orchestrators get the restored weights, once; the shadow keeps its verified
         // share, so it is not retired.
         for _ in 0..3 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         let w = set_weights_actions(&s);
         assert_eq!(w.last().unwrap(), "db=47,db.shadow-1=3,db2=50");
@@ -881,8 +883,7 @@ mod tests {
             ActionOutcome::Succeeded,
             healthy(),
         );
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         report(
             &mut s,
             ActionKind::SetWeights,
@@ -892,19 +893,12 @@ mod tests {
             None,
         );
         for _ in 0..3 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
         assert_eq!(s.weights["g"], before);
         assert_eq!(set_weights_actions(&s).last().unwrap(), "db=50,db2=50");
-        assert_eq!(
-            s.actions
-                .iter()
-                .filter(|a| a.kind == ActionKind::Retire)
-                .count(),
-            1
-        );
+        assert_eq!(count(&s, ActionKind::Retire), 1);
     }
 
     #[test]
@@ -916,8 +910,7 @@ mod tests {
             ActionOutcome::Succeeded,
             None,
         );
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         assert_eq!(rec.state, ShadowState::RolledBack);
         assert!(rec.history.last().unwrap().1.contains("without KPIs"));
@@ -930,8 +923,7 @@ mod tests {
         let last = s.actions.pop().unwrap();
         assert_eq!(last.kind, ActionKind::SetWeights);
         s.reindex();
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         assert_eq!(set_weights_actions(&s), ["db=49,db.shadow-1=1,db2=50"]);
     }
 
@@ -971,32 +963,18 @@ mod tests {
             None,
         );
         for _ in 0..3 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         assert_eq!(rec.state, ShadowState::Syncing);
         // The sync action was appended once, however often the steps were taken.
-        assert_eq!(
-            s.actions
-                .iter()
-                .filter(|a| a.kind == ActionKind::Sync)
-                .count(),
-            1
-        );
+        assert_eq!(count(&s, ActionKind::Sync), 1);
         report(&mut s, ActionKind::Sync, ActionOutcome::Succeeded, None);
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         assert_eq!(rec.state, ShadowState::Validating);
         assert!(rec.history.last().unwrap().1.contains("synced by agent-1"));
-        assert_eq!(
-            s.actions
-                .iter()
-                .filter(|a| a.kind == ActionKind::Validate)
-                .count(),
-            1
-        );
+        assert_eq!(count(&s, ActionKind::Validate), 1);
         report(
             &mut s,
             ActionKind::Validate,
@@ -1005,26 +983,17 @@ mod tests {
             },
             None,
         );
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         assert_eq!(rec.state, ShadowState::RolledBack);
         assert!(rec.history.last().unwrap().1.contains("p99 2x"));
         // Rolled back: retired once the orchestrator confirms, then nothing more.
         for _ in 0..2 {
-            let steps = next_steps(&s);
-            commit(&mut s, steps);
+            round(&mut s);
         }
-        assert_eq!(
-            s.actions
-                .iter()
-                .filter(|a| a.kind == ActionKind::Retire)
-                .count(),
-            1
-        );
+        assert_eq!(count(&s, ActionKind::Retire), 1);
         report(&mut s, ActionKind::Retire, ActionOutcome::Succeeded, None);
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         assert!(next_steps(&s).is_empty(), "a retired shadow is done");
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
         let states: Vec<String> = rec.history.iter().map(|h| h.0.to_string()).collect();
@@ -1054,8 +1023,7 @@ mod tests {
             },
             None,
         );
-        let steps = next_steps(&s);
-        commit(&mut s, steps);
+        round(&mut s);
         let rec = s.shadows.values().next().unwrap();
         assert_eq!(rec.state, ShadowState::RolledBack);
         assert!(rec.history.last().unwrap().1.contains("no image"));

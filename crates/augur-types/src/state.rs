@@ -207,6 +207,35 @@ pub enum ActionKind {
     Exec,
 }
 
+impl ActionKind {
+    pub const ALL: [ActionKind; 9] = [
+        ActionKind::Provision,
+        ActionKind::Sync,
+        ActionKind::Validate,
+        ActionKind::SetWeights,
+        ActionKind::Drain,
+        ActionKind::Standby,
+        ActionKind::Retire,
+        ActionKind::Scale,
+        ActionKind::Exec,
+    ];
+
+    /// The kind's name, as request ids, configs and logs spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Provision => "provision",
+            ActionKind::Sync => "sync",
+            ActionKind::Validate => "validate",
+            ActionKind::SetWeights => "set_weights",
+            ActionKind::Drain => "drain",
+            ActionKind::Standby => "standby",
+            ActionKind::Retire => "retire",
+            ActionKind::Scale => "scale",
+            ActionKind::Exec => "exec",
+        }
+    }
+}
+
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionOutcome {

@@ -166,17 +166,8 @@ pub(crate) fn parse_show_stat(
         Some(h) if h.starts_with("# ") => &h[2..],
         _ => return Err(rejected(command, answer)),
     };
-    let columns: HashMap<&str, usize> = header
-        .split(',')
-        .enumerate()
-        .map(|(i, name)| (name, i))
-        .collect();
-    let index = |name: &str| {
-        columns
-            .get(name)
-            .copied()
-            .ok_or_else(|| parse_err(command, format!("no column {name:?} in header")))
-    };
+    let columns = header_columns(header.split(','));
+    let index = |name: &str| column(&columns, command, name);
     let (px, sv, ty, status, weight, uweight) = (
         index("pxname")?,
         index("svname")?,
@@ -257,17 +248,8 @@ pub(crate) fn parse_servers_state(
         .next()
         .and_then(|h| h.strip_prefix("# "))
         .ok_or_else(|| parse_err(command, "missing header line"))?;
-    let columns: HashMap<&str, usize> = header
-        .split_whitespace()
-        .enumerate()
-        .map(|(i, name)| (name, i))
-        .collect();
-    let index = |name: &str| {
-        columns
-            .get(name)
-            .copied()
-            .ok_or_else(|| parse_err(command, format!("no column {name:?} in header")))
-    };
+    let columns = header_columns(header.split_whitespace());
+    let index = |name: &str| column(&columns, command, name);
     let (be, name, addr, port) = (
         index("be_name")?,
         index("srv_name")?,
@@ -351,6 +333,23 @@ pub(crate) fn parse_weight(command: &str, answer: &str) -> Result<Weight, Haprox
         })
     });
     parsed.ok_or_else(|| rejected(command, answer))
+}
+
+/// A header line's columns by name.
+fn header_columns<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    names.enumerate().map(|(i, name)| (name, i)).collect()
+}
+
+/// The position of column `name`, or an error naming it and the command.
+fn column(
+    columns: &HashMap<&str, usize>,
+    command: &str,
+    name: &str,
+) -> Result<usize, HaproxyError> {
+    columns
+        .get(name)
+        .copied()
+        .ok_or_else(|| parse_err(command, format!("no column {name:?} in header")))
 }
 
 #[cfg(test)]
