@@ -397,27 +397,14 @@ impl Agent {
             self.start_instance(&name, self.cfg.instances.initial_weight)
                 .await
                 .map_err(|e| anyhow::anyhow!("starting {name}: {e}"))?;
-            self.register(&name, None).await?;
+            self.register(&name).await?;
         }
         for a in self.cfg.instances.adopt.clone() {
-            self.targets
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(a.name.clone(), a.addr);
-            let server = DesiredServer {
-                addr: a.addr,
-                weight: a.weight,
-                state: State::Ready,
-            };
-            self.desired.set(a.name.clone(), server);
-            self.register(&a.name, None).await?;
+            self.manage(&a.name, a.addr, a.weight);
+            self.register(&a.name).await?;
         }
-        if !self.cfg.instances.adopt.is_empty() {
-            self.desired
-                .reconcile(&self.haproxy)
-                .await
-                .map_err(|e| anyhow::anyhow!("haproxy: {e}"))?;
-        }
+        // HAProxy gets them all at once.
+        self.reconcile().await.map_err(|e| anyhow::anyhow!(e))?;
         tokio::pin!(stop);
         let mut last = read_last_seq(&self.cfg.state_file)?;
         let telemetry = (self.cfg.telemetry.every_ms > 0).then(|| {
@@ -546,7 +533,37 @@ impl Agent {
         }
     }
 
-    /// Starts `name` (unless it runs) and adds it to the backend at `weight`.
+    /// An instance the agent answers for from now on: scraped, usable in actions, and wanted
+    /// in the backend at `weight` (unless it already is). HAProxy gets it at the next
+    /// [`Agent::reconcile`].
+    fn manage(&mut self, name: &str, addr: SocketAddr, weight: u16) {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), addr);
+        if self.desired.get(name).is_none() {
+            let state = State::Ready;
+            self.desired.set(
+                name,
+                DesiredServer {
+                    addr,
+                    weight,
+                    state,
+                },
+            );
+        }
+    }
+
+    /// Makes HAProxy match what the agent wants.
+    async fn reconcile(&self) -> Result<(), String> {
+        self.desired
+            .reconcile(&self.haproxy)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("haproxy: {e}"))
+    }
+
+    /// Starts `name` (unless it runs) and wants it in the backend at `weight`.
     async fn start_instance(&mut self, name: &str, weight: u16) -> Result<SocketAddr, String> {
         let running = self.instances.is_alive(name);
         let addr = match self.instances.get(name) {
@@ -558,35 +575,13 @@ impl Agent {
                 .map_err(|e| e.to_string())?
                 .addr(),
         };
-        self.targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), addr);
-        let state = State::Ready;
-        if self.desired.get(name).is_none() {
-            self.desired.set(
-                name,
-                DesiredServer {
-                    addr,
-                    weight,
-                    state,
-                },
-            );
-        }
-        self.desired
-            .reconcile(&self.haproxy)
-            .await
-            .map_err(|e| format!("haproxy: {e}"))?;
+        self.manage(name, addr, weight);
         Ok(addr)
     }
 
     /// Registers an instance as a component of the backend's service.
-    async fn register(&mut self, name: &str, shadow_of: Option<&str>) -> anyhow::Result<()> {
-        let mut labels = HashMap::new();
-        labels.insert("agent".to_owned(), self.cfg.name.clone());
-        if let Some(o) = shadow_of {
-            labels.insert("shadow_of".to_owned(), o.to_owned());
-        }
+    async fn register(&mut self, name: &str) -> anyhow::Result<()> {
+        let labels = HashMap::from([("agent".to_owned(), self.cfg.name.clone())]);
         let p = &self.cfg.placement;
         let req = pb::UpsertComponentRequest {
             component: Some(pb::Component {
@@ -625,6 +620,7 @@ impl Agent {
     async fn provision(&mut self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
         self.start_instance(&shadow, 0).await?;
+        self.reconcile().await?;
         Ok(None)
     }
 
@@ -732,10 +728,7 @@ impl Agent {
         if ours == 0 {
             return Err("none of these servers runs behind this agent's HAProxy".into());
         }
-        self.desired
-            .reconcile(&self.haproxy)
-            .await
-            .map_err(|e| format!("haproxy: {e}"))?;
+        self.reconcile().await?;
         if !action.params.contains_key("percent") {
             return Ok(None);
         }
@@ -822,20 +815,14 @@ impl Agent {
         }
         self.desired.set_weight(name, 0);
         self.desired.set_state(name, State::Drain);
-        self.desired
-            .reconcile(&self.haproxy)
-            .await
-            .map_err(|e| format!("haproxy: {e}"))?;
+        self.reconcile().await?;
         Ok(None)
     }
 
     async fn retire(&mut self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
         self.desired.remove(&shadow);
-        self.desired
-            .reconcile(&self.haproxy)
-            .await
-            .map_err(|e| format!("haproxy: {e}"))?;
+        self.reconcile().await?;
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
