@@ -615,3 +615,232 @@ async fn the_leader_commits_a_failover_for_a_failing_component() {
         );
     }
 }
+
+/// When a group's policy only recommends, the planner records a *proposed* plan and nothing
+/// moves: no shadow, no action. `ctl plan approve` lets it go ahead: the leader starts it at
+/// once (the shadow named after the plan, its `Provision` action), and `ctl plan get` shows who
+/// decided what, the shadow's steps with their reasons, and the actions. Rejecting a started
+/// plan, or deciding an unknown one, is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recommended_plan_waits_for_approval() {
+    let (cluster, ep) =
+        single_node("[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n").await;
+    let (code, _, err) = ctl(&ep, &["policy", "set", "*", "--approval", "recommend"]);
+    assert_eq!(code, 0, "{err}");
+    let batch = four_components_db_stepping(&cluster).await;
+    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
+    let plan = eventually("a proposed plan for db", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let (code, out, _) = ctl(&ep, &["--output", "json", "plan", "list"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let p = v.as_array()?.first()?.clone();
+            (code == 0 && p["component"] == "db").then_some(p)
+        }
+    })
+    .await;
+    assert_eq!(plan["id"], "plan-1", "{plan}");
+    assert_eq!(plan["status"], "proposed", "{plan}");
+    assert_eq!(plan["to"]["host"], "h2", "{plan}");
+    assert!(plan["reason"].as_str().unwrap().contains("threshold"));
+    // Waiting: the planner would still move db, but only recommends it; nothing has moved.
+    let (_, out, _) = ctl(&ep, &["--output", "json", "plan"]);
+    let preview = json(&out);
+    let db = preview
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["component"] == "db")
+        .expect("db still due");
+    assert_eq!(db["mode"], "recommend", "{out}");
+    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+    assert_eq!(json(&out).as_array().unwrap().len(), 0, "{out}");
+    let (_, out, _) = ctl(&ep, &["--output", "json", "shadows"]);
+    assert_eq!(json(&out).as_array().unwrap().len(), 0, "{out}");
+
+    for (args, want) in [
+        (vec!["plan", "approve", "plan-9"], "unknown plan"),
+        (vec!["plan", "approve", "db"], "unknown plan"),
+    ] {
+        let (code, _, err) = ctl(&ep, &args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+
+    let (code, out, err) = ctl(
+        &ep,
+        &[
+            "--output", "json", "plan", "approve", "plan-1", "--by", "alice", "--note", "go",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let approved = json(&out);
+    assert_eq!(approved["status"], "started", "{out}");
+    assert_eq!(approved["shadow"], "db.shadow-1", "{out}");
+    let steps: Vec<(&str, &str)> = approved["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["status"].as_str().unwrap(), e["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("proposed", "planner"),
+            ("approved", "alice"),
+            ("started", "leader")
+        ],
+        "{out}"
+    );
+    assert_eq!(approved["history"][1]["note"], "go", "{out}");
+
+    // The plan's detail: the shadow requested with the plan's reason, and its Provision action.
+    let (code, out, err) = ctl(&ep, &["--output", "json", "plan", "get", "plan-1"]);
+    assert_eq!(code, 0, "{err}");
+    let detail = json(&out);
+    assert_eq!(detail["shadow"]["shadow"], "db.shadow-1", "{out}");
+    assert_eq!(detail["shadow"]["history"][0][0], "requested", "{out}");
+    assert!(detail["shadow"]["history"][0][1]
+        .as_str()
+        .unwrap()
+        .starts_with("plan-1: "));
+    let kinds: Vec<&str> = detail["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["provision"], "{out}");
+
+    // A started plan cannot be rejected; the refusal changes nothing.
+    let (code, _, err) = ctl(&ep, &["plan", "reject", "plan-1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot go from started to rejected"), "{err}");
+    let (_, out, _) = ctl(&ep, &["--output", "json", "plan", "get", "plan-1"]);
+    assert_eq!(json(&out)["plan"]["status"], "started", "{out}");
+}
+
+/// Action leases: an orchestrator that claims an action holds it (others can neither claim it
+/// nor report it); when its lease lapses the leader puts the action back and another
+/// orchestrator takes it over; an action nobody claims in time fails, and the shadow lifecycle
+/// rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lapsed_lease_goes_to_another_orchestrator_and_an_unclaimed_action_fails() {
+    let (cluster, ep) = single_node(
+        "[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n\
+         claim_within_ms = 5000\nmax_lapses = 3\n",
+    )
+    .await;
+    let batch = four_components_db_stepping(&cluster).await;
+    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
+    let action = |kind: &'static str| {
+        let ep = ep.clone();
+        async move {
+            eventually(kind, Duration::from_secs(20), || {
+                let ep = ep.clone();
+                async move {
+                    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+                    let v: Value = serde_json::from_str(&out).ok()?;
+                    v.as_array()?.iter().find(|a| a["kind"] == kind).cloned()
+                }
+            })
+            .await
+        }
+    };
+    let provision = action("provision").await;
+    let id = provision["id"].as_str().unwrap().to_owned();
+    let claim = |who: &str, lease: &str| {
+        ctl(
+            &ep,
+            &[
+                "--output",
+                "json",
+                "action",
+                "claim",
+                &id,
+                "--orchestrator",
+                who,
+                "--lease-ms",
+                lease,
+            ],
+        )
+    };
+    let (code, out, err) = claim("orch-a", "60000");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["claimed_by"], "orch-a", "{out}");
+    // Held by orch-a: orch-b can neither claim it nor report it.
+    let (code, _, err) = claim("orch-b", "60000");
+    assert_ne!(code, 0);
+    assert!(err.contains("held by orch-a"), "{err}");
+    let (code, _, err) = ctl(&ep, &["action", "report", &id, "--orchestrator", "orch-b"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("held by orch-a"), "{err}");
+    // orch-a renews for 200 ms and goes silent: the lease lapses and the action is back.
+    let (code, _, err) = claim("orch-a", "200");
+    assert_eq!(code, 0, "{err}");
+    let released = eventually("the lapsed lease released", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        let id = id.clone();
+        async move {
+            let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let a = v
+                .as_array()?
+                .iter()
+                .find(|a| a["id"] == id.as_str())?
+                .clone();
+            (a["lapses"] == 1 && a.get("claimed_by").is_none()).then_some(a)
+        }
+    })
+    .await;
+    assert_eq!(released["status"], "pending", "{released}");
+    // orch-b takes it over and carries it out.
+    let (code, _, err) = claim("orch-b", "60000");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ctl(&ep, &["action", "report", &id, "--orchestrator", "orch-b"]);
+    assert_eq!(code, 0, "{err}");
+    // Nobody claims the sync: it fails once the claim window passes, and the shadow rolls
+    // back with that reason.
+    let sync = action("sync").await;
+    let shadow = eventually("the shadow rolled back", Duration::from_secs(30), || {
+        let ep = ep.clone();
+        async move {
+            let (_, out, _) = ctl(&ep, &["--output", "json", "shadows"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            let s = v.as_array()?.first()?.clone();
+            (s["state"] == "rolledback" || s["state"] == "retired").then_some(s)
+        }
+    })
+    .await;
+    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+    let actions = json(&out);
+    let sync = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == sync["id"])
+        .unwrap();
+    assert_eq!(
+        sync["status"], "failed: no orchestrator claimed it within 5000 ms",
+        "{out}"
+    );
+    assert_eq!(sync["orchestrator"], "augur", "{out}");
+    let steps: Vec<&str> = shadow["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps[..4],
+        ["requested", "provisioned", "syncing", "rolledback"],
+        "{shadow}"
+    );
+    assert!(
+        shadow["history"][3][1]
+            .as_str()
+            .unwrap()
+            .contains("no orchestrator claimed it"),
+        "{shadow}"
+    );
+}

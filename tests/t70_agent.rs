@@ -48,6 +48,7 @@ async fn actions(client: &mut augur_cli::Client) -> Vec<pb::Action> {
                 .list_actions(pb::ListActionsRequest {
                     from_seq: 1,
                     limit: 0,
+                    unclaimed_only: false,
                 })
                 .await
         })
@@ -296,6 +297,23 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
         .addr;
     let got = augur_agent::get(shadow_addr, "/kv/greeting").await.unwrap();
     assert_eq!(got.text(), "hello");
+    // It went through the replicated state: the snapshot the cluster holds for web-1.
+    let held = client
+        .call(|c| async move {
+            ControlClient::new(c)
+                .get_state(pb::GetStateRequest {
+                    component: "web-1".into(),
+                    consistency: pb::ReadConsistency::Linearizable as i32,
+                })
+                .await
+        })
+        .await
+        .expect("web-1's state is held")
+        .into_inner();
+    let snapshot: serde_json::Value = serde_json::from_slice(&held.data).unwrap();
+    assert_eq!(snapshot["entries"]["greeting"], "hello", "{snapshot}");
+    assert!(held.version >= 1, "{held:?}");
+    assert_eq!(held.orchestrator, "agent-1");
     assert!(
         report.by_instance.get(&shadow).map_or(0, |c| c.ok) > 50,
         "{:?}",

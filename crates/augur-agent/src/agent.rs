@@ -68,6 +68,10 @@ pub struct AgentConfig {
     pub capabilities: Vec<String>,
     /// Where the last handled sequence number is kept.
     pub state_file: PathBuf,
+    /// How long a claim on an action holds; the agent renews it every third of that while it
+    /// works, so only a dead or cut-off agent lets it lapse (then another one takes over).
+    #[serde(default = "lease_ms")]
+    pub lease_ms: u64,
     pub haproxy: HaproxySection,
     pub instances: InstancesSection,
     /// Where the instances run (their placement as components).
@@ -210,6 +214,10 @@ fn default_capabilities() -> Vec<String> {
         .map(|k| k.as_str().to_owned())
         .collect()
 }
+fn lease_ms() -> u64 {
+    15_000
+}
+
 fn yes() -> bool {
     true
 }
@@ -416,6 +424,10 @@ impl Agent {
         });
         let mut reload = tokio::time::interval(Duration::from_secs(1));
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Actions another orchestrator held and let lapse come back to the pool; they are
+        // behind the stream's position, so they are looked for.
+        let mut reoffered = tokio::time::interval(Duration::from_secs(2));
+        reoffered.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tracing::info!(name = %self.cfg.name, from = last + 1, "agent watching actions");
         loop {
             let mut stream = match self.watch(last + 1).await {
@@ -436,6 +448,7 @@ impl Agent {
                         return Ok(());
                     }
                     _ = reload.tick() => self.follow_reload().await,
+                    _ = reoffered.tick() => self.take_reoffered(last).await,
                     msg = stream.message() => match msg {
                         Ok(Some(action)) => {
                             let seq = action.seq;
@@ -485,6 +498,17 @@ impl Agent {
         if action.status != "pending" || !self.cfg.capabilities.iter().any(|c| c == name) {
             return;
         }
+        // Only the orchestrator holding the action carries it out.
+        if let Err(e) = self.claim(&action.id).await {
+            tracing::info!(id = %action.id, kind = name, reason = %e.message(), "not claimed; left to its holder");
+            return;
+        }
+        let renew = tokio::spawn(renew_claim(
+            Client::new(self.cfg.endpoints.clone()),
+            action.id.clone(),
+            self.cfg.name.clone(),
+            self.cfg.lease_ms,
+        ));
         let by_hook = self
             .cfg
             .exec
@@ -506,6 +530,7 @@ impl Agent {
                 }
             }
         };
+        renew.abort();
         let (success, reason, kpis) = match outcome {
             Ok(kpis) => (true, String::new(), kpis),
             Err(reason) => (false, reason, None),
@@ -530,6 +555,33 @@ impl Agent {
             .await;
         if let Err(e) = sent {
             tracing::warn!(id = %action.id, error = %e, "outcome not reported");
+        }
+    }
+
+    async fn claim(&mut self, id: &str) -> Result<(), Status> {
+        claim(&mut self.client, id, &self.cfg.name, self.cfg.lease_ms).await
+    }
+
+    /// Carries out the pending actions up to `last` that came back to the pool after another
+    /// orchestrator's lease on them lapsed.
+    async fn take_reoffered(&mut self, last: u64) {
+        let listed = self
+            .client
+            .call(|ch| async move {
+                ControlClient::new(ch)
+                    .list_actions(pb::ListActionsRequest {
+                        from_seq: 1,
+                        limit: 0,
+                        unclaimed_only: true,
+                    })
+                    .await
+            })
+            .await;
+        let Ok(listed) = listed else { return };
+        for a in listed.into_inner().actions {
+            if a.seq <= last && a.lapses > 0 {
+                self.handle(a).await;
+            }
         }
     }
 
@@ -635,26 +687,71 @@ impl Agent {
 
     async fn sync(&mut self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
-        let (from, to) = (
-            self.instance_addr(&action.target)?,
-            self.instance_addr(&shadow)?,
-        );
-        let snap = http::get(from, "/state")
-            .await
-            .map_err(|e| format!("reading {}'s state: {e}", action.target))?;
-        if !snap.is_success() {
-            return Err(format!(
-                "{} answered {} to GET /state",
-                action.target, snap.status
-            ));
+        let version = self.sync_state(&action.target, &shadow).await?;
+        tracing::info!(original = %action.target, %shadow, version, "state handed over");
+        Ok(None)
+    }
+
+    /// Hands `original`'s state to `shadow` through the cluster: the original's snapshot
+    /// (`GET /state`, JSON with a numeric `version`) is recorded in the replicated state
+    /// (`Control.PutState`; a newer one already held is kept), then what the cluster holds is
+    /// written to the shadow (`POST /state`). An original that no longer answers still has
+    /// its last recorded state handed over. Returns the version the shadow got.
+    async fn sync_state(&mut self, original: &str, shadow: &str) -> Result<u64, String> {
+        let (from, to) = (self.instance_addr(original)?, self.instance_addr(shadow)?);
+        let read = match http::get(from, "/state").await {
+            Ok(r) if r.is_success() => Ok(r.body),
+            Ok(r) => Err(format!("{original} answered {} to GET /state", r.status)),
+            Err(e) => Err(format!("reading {original}'s state: {e}")),
+        };
+        match &read {
+            Ok(body) => {
+                let version =
+                    snapshot_version(body).map_err(|e| format!("{original}'s state: {e}"))?;
+                let req = pb::PutStateRequest {
+                    component: original.to_owned(),
+                    version,
+                    data: body.to_vec(),
+                    orchestrator: self.cfg.name.clone(),
+                };
+                let put = self
+                    .client
+                    .call(|ch| {
+                        let req = req.clone();
+                        async move { ControlClient::new(ch).put_state(req).await }
+                    })
+                    .await;
+                match put {
+                    Ok(_) => {}
+                    // A newer snapshot is already held: it is the one handed over.
+                    Err(e) if e.code() == tonic::Code::FailedPrecondition => {}
+                    Err(e) => return Err(format!("recording {original}'s state: {}", e.message())),
+                }
+            }
+            Err(e) => tracing::warn!(%original, error = %e, "handing over the last recorded state"),
         }
-        let put = http::post(to, "/state", snap.body.clone())
+        let held = self
+            .client
+            .call(|ch| {
+                let req = pb::GetStateRequest {
+                    component: original.to_owned(),
+                    consistency: pb::ReadConsistency::Linearizable as i32,
+                };
+                async move { ControlClient::new(ch).get_state(req).await }
+            })
+            .await
+            .map_err(|e| match &read {
+                Err(r) => format!("{r}; and the cluster holds none: {}", e.message()),
+                Ok(_) => format!("reading {original}'s recorded state: {}", e.message()),
+            })?
+            .into_inner();
+        let put = http::post(to, "/state", held.data)
             .await
             .map_err(|e| format!("writing {shadow}'s state: {e}"))?;
         if !put.is_success() {
             return Err(format!("{shadow} answered {} to POST /state", put.status));
         }
-        Ok(None)
+        Ok(held.version)
     }
 
     async fn validate(&mut self, action: &pb::Action) -> Outcome {
@@ -728,8 +825,16 @@ impl Agent {
         if ours == 0 {
             return Err("none of these servers runs behind this agent's HAProxy".into());
         }
+        let step = action.params.contains_key("percent");
+        if step {
+            // The changes the original took since the last sync go over before more traffic.
+            let shadow = Self::shadow_param(action)?;
+            if let Err(e) = self.sync_state(&action.target, &shadow).await {
+                tracing::warn!(original = %action.target, %shadow, error = %e, "state not caught up before the step");
+            }
+        }
         self.reconcile().await?;
-        if !action.params.contains_key("percent") {
+        if !step {
             return Ok(None);
         }
         let shadow = Self::shadow_param(action)?;
@@ -889,6 +994,39 @@ impl Agent {
 
 /// Every `every`: scrapes each running instance and pushes its metrics: p99 latency (ms),
 /// request rate and error ratio (from the counters' change) and memory (MB).
+async fn claim(
+    client: &mut Client,
+    id: &str,
+    orchestrator: &str,
+    lease_ms: u64,
+) -> Result<(), Status> {
+    let req = pb::ClaimActionRequest {
+        id: id.to_owned(),
+        orchestrator: orchestrator.to_owned(),
+        lease_ms,
+    };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move {
+                ControlClient::new(ch).claim_action(req).await?;
+                Ok(())
+            }
+        })
+        .await
+}
+
+/// Renews a claim every third of its lease until aborted.
+async fn renew_claim(mut client: Client, id: String, orchestrator: String, lease_ms: u64) {
+    let every = Duration::from_millis((lease_ms / 3).max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = claim(&mut client, &id, &orchestrator, lease_ms).await {
+            tracing::warn!(%id, error = %e, "lease not renewed");
+        }
+    }
+}
+
 async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -1007,6 +1145,15 @@ async fn state_keys(addr: SocketAddr) -> Result<Vec<String>, String> {
 }
 
 /// `a=1,b=2` → the weights.
+/// The `version` of a state snapshot (a JSON object).
+fn snapshot_version(body: &[u8]) -> Result<u64, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    v.get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| "no numeric \"version\" field".to_owned())
+}
+
 pub fn parse_weights(s: &str) -> Result<BTreeMap<String, u32>, String> {
     s.split(',')
         .filter(|p| !p.is_empty())

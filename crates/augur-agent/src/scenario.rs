@@ -148,6 +148,16 @@ impl Schedule {
         }
     }
 
+    /// The same faults `warmup_s` later, and the run that much longer: steady load first, so
+    /// a monitor starts its faults with some history (the reactive baseline is not affected).
+    pub fn delayed(mut self, warmup_s: f64) -> Self {
+        for f in &mut self.faults {
+            f.at_s += warmup_s;
+        }
+        self.duration_s += warmup_s;
+        self
+    }
+
     /// Checks the schedule and lists every problem at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();

@@ -17,6 +17,7 @@ use crate::forecast_ctl::ModelCommand;
 use crate::forecast_ctl;
 use crate::graph_ctl::{self, FlowsCommand, GraphFormat, TopologyCommand};
 use crate::output::{members, ActionView, ComponentView, StatusView};
+use crate::plan_ctl;
 use augur_cli::Client;
 
 #[derive(Args)]
@@ -112,9 +113,15 @@ enum CtlCommand {
     /// A component's latest forecast: HPS, anomaly, P(fail) at 5 min / 1 h / 24 h, lead
     /// time, and the indicators behind it.
     Forecast { id: String },
-    /// What the planner would do now: the failovers it would start (shadow placement,
-    /// severity, act or recommend, and why), most urgent first. Nothing is committed.
-    Plan,
+    /// Failover plans: what the planner would do now (`plan` alone, nothing committed), the
+    /// plans it recorded, their approval or rejection (`plan approve ID`).
+    Plan {
+        #[command(subcommand)]
+        command: Option<plan_ctl::PlanCommand>,
+    },
+    /// The state snapshot the cluster holds for a component (recorded when a shadow of it
+    /// was synced): version, size, who recorded it.
+    State { id: String },
     /// Every component's shadow: where it runs, where it stands, and each step with its
     /// reason.
     Shadows,
@@ -292,6 +299,15 @@ enum ActionCommand {
         /// e.g. `--kpis 5000/5/40 300/0/41`.
         #[arg(long, num_args = 2, value_parser = parse_kpi)]
         kpis: Option<Vec<pb::KpiSample>>,
+    },
+    /// Takes a pending action for a lease (claiming again renews it); while held, no other
+    /// orchestrator may claim it or report its outcome.
+    Claim {
+        id: String,
+        #[arg(long, default_value = "cli")]
+        orchestrator: String,
+        #[arg(long, default_value_t = 30_000)]
+        lease_ms: u64,
     },
 }
 
@@ -496,10 +512,11 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             consistency,
         } => graph_ctl::graph(&mut client, output, group, zone, format, consistency).await?,
         CtlCommand::Risk { id, limit } => graph_ctl::risk(&mut client, output, id, limit).await?,
-        CtlCommand::Plan => graph_ctl::plan(&mut client, output).await?,
-        CtlCommand::Shadows => graph_ctl::shadows(&mut client, output).await?,
+        CtlCommand::Plan { command } => plan_ctl::plan_cmd(&mut client, output, command).await?,
+        CtlCommand::Shadows => plan_ctl::shadows(&mut client, output).await?,
+        CtlCommand::State { id } => plan_ctl::state(&mut client, output, id).await?,
         CtlCommand::Failover { id, host, reason } => {
-            graph_ctl::failover(&mut client, output, id, host, reason).await?
+            plan_ctl::failover(&mut client, output, id, host, reason).await?
         }
         CtlCommand::Forecast { id } => forecast_ctl::forecast(&mut client, output, id).await?,
         CtlCommand::AtRisk { limit, min_risk } => {
@@ -768,6 +785,29 @@ async fn action(client: &mut Client, output: Output, cmd: ActionCommand) -> Resu
                 format!("outcome of {id} recorded")
             });
         }
+        ActionCommand::Claim {
+            id,
+            orchestrator,
+            lease_ms,
+        } => {
+            let req = pb::ClaimActionRequest {
+                id,
+                orchestrator,
+                lease_ms,
+            };
+            let r = client
+                .call(|c| {
+                    let req = req.clone();
+                    async move { ControlClient::new(c).claim_action(req).await }
+                })
+                .await?
+                .into_inner();
+            let view = r.action.map(ActionView::from);
+            print(output, &view, |v| match v {
+                Some(a) => a.line(),
+                None => "claimed".into(),
+            });
+        }
     }
     Ok(())
 }
@@ -786,6 +826,7 @@ async fn actions(
             .call(|c| async move {
                 ControlClient::new(c)
                     .list_actions(pb::ListActionsRequest {
+                        unclaimed_only: false,
                         from_seq: next,
                         limit: 0,
                     })

@@ -6,6 +6,7 @@ mod demo_cmd;
 mod forecast_ctl;
 mod graph_ctl;
 mod output;
+mod plan_ctl;
 mod predict_cmd;
 mod rca_cmd;
 

@@ -48,6 +48,13 @@ pub struct ActionView {
     pub created_ms: u64,
     pub status: String,
     pub orchestrator: String,
+    /// The orchestrator holding its lease, and until when (ms); absent when none does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_until_ms: Option<u64>,
+    /// Leases on it that lapsed.
+    pub lapses: u32,
 }
 
 pub fn members(m: Vec<pb::Member>) -> Vec<MemberView> {
@@ -111,6 +118,9 @@ impl From<pb::Action> for ActionView {
             created_ms: a.created_ms,
             status: a.status,
             orchestrator: a.orchestrator,
+            claimed_by: (!a.claimed_by.is_empty()).then_some(a.claimed_by),
+            claim_until_ms: (a.claim_until_ms > 0).then_some(a.claim_until_ms),
+            lapses: a.lapses,
         }
     }
 }
@@ -126,8 +136,12 @@ impl ComponentView {
 
 impl ActionView {
     pub fn line(&self) -> String {
+        let held = self
+            .claimed_by
+            .as_ref()
+            .map_or(String::new(), |by| format!(" (held by {by})"));
         format!(
-            "{:>6} {:<12} {:<10} {:<24} {}",
+            "{:>6} {:<12} {:<10} {:<24} {}{held}",
             self.seq, self.id, self.kind, self.target, self.status
         )
     }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use augur_graph::{action_threshold, RiskPolicy};
+pub use augur_types::Severity;
 use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy, ShadowState};
 use serde::Serialize;
 
@@ -21,29 +22,6 @@ pub struct ComponentRisk {
     pub hps: f64,
     /// Criticality-weighted share of entry points its failure reaches, 0..=1.
     pub blast_radius: f64,
-}
-
-/// How urgent a decision is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// Over its threshold.
-    Elevated,
-    /// Over its threshold, and critical (criticality ≥ 4) or reaching half the entry points.
-    High,
-    /// Failure nearly certain (P ≥ 0.9).
-    Critical,
-}
-
-impl Severity {
-    /// The name on the wire and in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Elevated => "elevated",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
 }
 
 /// Carry the decision out, or only recommend it and wait for an operator.

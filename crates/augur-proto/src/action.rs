@@ -1,4 +1,7 @@
-use augur_types::{Action, ActionKind, ActionOutcome, ActionStatus, KpiSample, Kpis};
+use augur_types::{
+    Action, ActionKind, ActionOutcome, ActionStatus, ComponentId, KpiSample, Kpis, PlanRecord,
+    ShadowRecord,
+};
 
 use crate::pb;
 use crate::status::WireError;
@@ -59,6 +62,13 @@ pub fn action_to_wire(a: &Action) -> pb::Action {
         status: a.status.to_string(),
         orchestrator,
         kpis: a.kpis.as_ref().map(kpis_to_wire),
+        claimed_by: a
+            .claim
+            .as_ref()
+            .map(|c| c.orchestrator.clone())
+            .unwrap_or_default(),
+        claim_until_ms: a.claim.as_ref().map_or(0, |c| c.until_ms),
+        lapses: a.lapses,
     }
 }
 
@@ -102,5 +112,55 @@ pub fn outcome_from_wire(success: bool, reason: String) -> ActionOutcome {
         ActionOutcome::Succeeded
     } else {
         ActionOutcome::Failed { reason }
+    }
+}
+
+/// A component's shadow, with every step and its reason.
+pub fn shadow_to_wire(component: &ComponentId, r: &ShadowRecord) -> pb::Shadow {
+    let shift = r.shift.as_ref();
+    pb::Shadow {
+        component: component.to_string(),
+        shadow: r.shadow.to_string(),
+        placement: Some(crate::placement_to_wire(&r.placement)),
+        state: r.state.to_string(),
+        in_flight: r.state.in_flight(),
+        history: r
+            .history
+            .iter()
+            .map(|(state, reason)| pb::ShadowStep {
+                state: state.to_string(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        service: shift.map(|f| f.service.clone()).unwrap_or_default(),
+        weights_before: shift
+            .map(|f| crate::weights_to_wire(&f.before))
+            .unwrap_or_default(),
+        weights_verified: shift
+            .map(|f| crate::weights_to_wire(&f.verified))
+            .unwrap_or_default(),
+    }
+}
+
+pub fn plan_to_wire(p: &PlanRecord) -> pb::Plan {
+    pb::Plan {
+        id: p.id.clone(),
+        component: p.component.to_string(),
+        to: Some(crate::placement_to_wire(&p.to)),
+        severity: p.severity.as_str().to_owned(),
+        reason: p.reason.clone(),
+        created_ms: p.created_ms,
+        status: p.status.to_string(),
+        shadow: p.shadow.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        history: p
+            .history
+            .iter()
+            .map(|e| pb::PlanEvent {
+                at_ms: e.at_ms,
+                status: e.status.to_string(),
+                by: e.by.clone(),
+                note: e.note.clone(),
+            })
+            .collect(),
     }
 }

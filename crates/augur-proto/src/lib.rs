@@ -21,7 +21,7 @@ pub mod pb {
 
 pub use action::{
     action_kind_from_wire, action_kind_to_wire, action_to_wire, kpis_from_wire, kpis_to_wire,
-    outcome_from_wire,
+    outcome_from_wire, plan_to_wire, shadow_to_wire,
 };
 pub use component::{
     component_from_wire, component_to_wire, placement_from_wire, placement_to_wire,

@@ -28,12 +28,16 @@ pub fn rejection_status(r: &Rejection) -> Status {
         | Rejection::WrongService { .. } => Code::InvalidArgument,
         Rejection::UnknownComponent { .. }
         | Rejection::NoShadow { .. }
-        | Rejection::UnknownAction { .. } => Code::NotFound,
+        | Rejection::UnknownAction { .. }
+        | Rejection::UnknownPlan { .. } => Code::NotFound,
         Rejection::ComponentInUse { .. }
         | Rejection::HostFull { .. }
         | Rejection::ShadowInFlight { .. }
         | Rejection::IllegalShadowTransition { .. }
-        | Rejection::OutcomeConflict { .. } => Code::FailedPrecondition,
+        | Rejection::OutcomeConflict { .. }
+        | Rejection::IllegalPlanTransition { .. }
+        | Rejection::ActionClaimed { .. }
+        | Rejection::StaleState { .. } => Code::FailedPrecondition,
     };
     Status::new(code, r.to_string())
 }

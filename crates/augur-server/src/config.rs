@@ -37,6 +37,11 @@ pub struct PlannerSection {
     pub act: bool,
     /// How often the leader plans, ms.
     pub every_ms: u64,
+    /// An action no orchestrator claims within this long (since it was appended, or put
+    /// back after a lapsed lease) fails, and the shadow lifecycle rolls back, ms.
+    pub claim_within_ms: u64,
+    /// An action whose lease lapsed this many times fails instead of being offered again.
+    pub max_lapses: u32,
 }
 
 impl Default for PlannerSection {
@@ -44,6 +49,8 @@ impl Default for PlannerSection {
         Self {
             act: false,
             every_ms: 5_000,
+            claim_within_ms: 60_000,
+            max_lapses: 3,
         }
     }
 }
@@ -311,6 +318,12 @@ impl NodeConfig {
         }
         if self.planner.every_ms == 0 {
             err("planner.every_ms", "must be above 0".into());
+        }
+        if self.planner.claim_within_ms == 0 {
+            err("planner.claim_within_ms", "must be above 0".into());
+        }
+        if self.planner.max_lapses == 0 {
+            err("planner.max_lapses", "must be above 0".into());
         }
         let t = &self.telemetry;
         if t.tick_ms == 0 {

@@ -1,8 +1,9 @@
 //! The planner on the node: `augur_plan::plan_failovers` over this node's forecasts, the
 //! blast radii of the replicated graph and the replicated state. `Topology.PlanFailovers`
-//! shows its decisions; with `planner.act` on, the leader also commits them: a shadow request
-//! and a `Provision` action for orchestrators, per decision the policy lets it act on; and it
-//! moves every shadow in flight on as orchestrators report outcomes
+//! shows its decisions; with `planner.act` on, the leader also records them as plans
+//! (approved when the group's policy acts, proposed for an operator's approval when it only
+//! recommends) and starts the approved ones: a shadow request and a `Provision` action for
+//! orchestrators. It moves every shadow in flight on as orchestrators report outcomes
 //! (`augur_plan::lifecycle`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -10,11 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_plan::{ComponentRisk, Decision, LifecycleStep, Mode, PlannerConfig};
-use augur_types::{Command, ComponentId, ControlState, Placement};
+use augur_types::{
+    Applied, Command, ComponentId, ControlState, LeasePolicy, Placement, PlanDecision, PlanRecord,
+    PlanStatus, Severity,
+};
 use tonic::Status;
 
 use crate::config::PlannerSection;
-use crate::node::{LeaderTicks, Node};
+use crate::node::Node;
 use crate::predict::Predictors;
 use crate::service::now_ms;
 use crate::service::topology::{cached_blast_radii, RiskCache};
@@ -55,20 +59,56 @@ pub async fn decisions(
         .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
 }
 
-/// On the leader, every `planner.every_ms`: moves every shadow on from the outcomes reported
-/// since the last round, then, with `planner.act`, commits the decisions it may act on. Each one
-/// becomes `RequestShadow` (the state then holds the shadow in flight, so the next round
-/// skips the component) and, once that is committed, an idempotent `Provision` action on the
-/// component naming its shadow, the shadow's placement and the reason.
+/// On the leader. Every `planner.every_ms`: expires action leases (see [`expire_leases`]),
+/// then, with `planner.act`, records each decision as a plan (see [`propose`]) and expires
+/// stale proposals. Every round, and also as soon as anything is applied (an orchestrator's
+/// outcome, an approval), it moves every shadow on and starts every approved plan (see
+/// [`start_plan`]), so a failover does not wait a planning period per step.
 pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     let act = cfg.act;
     let every = Duration::from_millis(cfg.every_ms);
+    let leases = LeasePolicy {
+        claim_within_ms: cfg.claim_within_ms,
+        max_lapses: cfg.max_lapses,
+    };
     let cache: Arc<RiskCache> = Default::default();
+    let mut applied = node.state.subscribe();
     tokio::spawn(async move {
-        let mut ticks = LeaderTicks::new(every);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticks.next(&node).await;
-            // Shadows in flight first: outcomes reported since the last round move them on.
+            let round = tokio::select! {
+                _ = tick.tick() => true,
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    false
+                }
+            };
+            if !node.is_leader() {
+                continue;
+            }
+            if round {
+                // Leases first: an action given up on fails here, and its shadow rolls back
+                // below.
+                expire_leases(&node, &leases).await;
+                if act {
+                    match decisions(&node, &predictors, &cache).await {
+                        Ok(found) => {
+                            let now = now_ms();
+                            for d in &found {
+                                if let Err(e) = propose(&node, d, now).await {
+                                    tracing::warn!(component = %d.component, error = %e, "plan not committed");
+                                }
+                            }
+                            expire_stale(&node, &found, now).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "no plan this round"),
+                    }
+                }
+            }
+            // Shadows in flight: the outcomes reported since the last look move them on.
             let steps = node.state.read(augur_plan::next_steps);
             for step in steps {
                 if let Err(e) = commit_step(&node, step).await {
@@ -76,68 +116,217 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     break;
                 }
             }
-            if !act {
-                continue;
-            }
-            let found = match decisions(&node, &predictors, &cache).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::debug!(error = %e, "no plan this round");
-                    continue;
-                }
-            };
-            for d in found {
-                if d.mode != Mode::Act {
-                    metrics::counter!("augur_planner_recommendations_total").increment(1);
-                    continue;
-                }
-                if let Err(e) = commit(&node, &d).await {
-                    tracing::warn!(component = %d.component, error = %e, "failover not committed");
-                }
-            }
+            // Approved plans start whether or not this node plans on its own: an operator
+            // may have approved one, or the leader that approved it died before starting it.
+            start_approved(&node).await;
         }
     });
 }
 
-/// Commits one decision: the shadow request, then its `Provision` action.
-async fn commit(node: &Node, d: &Decision) -> Result<(), Status> {
+/// Commits the lease housekeeping due now, if any: one `ExpireLeases` entry.
+async fn expire_leases(node: &Node, leases: &LeasePolicy) {
+    let now = now_ms();
+    let expiring = node.state.read(|s| s.lease_expiries(now, leases));
+    if expiring.is_empty() {
+        return;
+    }
+    for e in &expiring {
+        tracing::warn!(?e, "action lease expired");
+    }
+    let cmd = Command::ExpireLeases {
+        at_ms: now,
+        policy: *leases,
+    };
+    match node.write(cmd).await {
+        Ok((_, Applied::Leases { released, failed })) => {
+            metrics::counter!("augur_action_leases_released_total").increment(released.into());
+            metrics::counter!("augur_actions_expired_total").increment(failed.into());
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "lease expiry not committed"),
+    }
+}
+
+/// A proposed plan whose component has not been due for this long expires.
+const PLAN_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Records one decision as a plan: approved at once when the policy acts, proposed (waiting
+/// for `augur ctl plan approve`) when it only recommends. A component with an open plan, or
+/// without a host with room, gets none.
+async fn propose(node: &Node, d: &Decision, now: u64) -> Result<(), Status> {
     let Some(to) = &d.to else {
         metrics::counter!("augur_planner_no_room_total").increment(1);
         return Ok(());
     };
-    let shadow = start_failover(node, &d.component, to, &d.reason).await?;
-    metrics::counter!("augur_planner_failovers_total").increment(1);
-    tracing::info!(component = %d.component, %shadow, host = %to.host, reason = %d.reason, "failover started");
+    let open = node
+        .state
+        .read(|s| s.open_plan(&d.component).map(|p| p.status));
+    let approve = d.mode == Mode::Act;
+    match open {
+        Some(PlanStatus::Approved) => return Ok(()),
+        Some(_) if !approve => return Ok(()),
+        _ => {}
+    }
+    let (_, applied) = node
+        .write(Command::ProposePlan {
+            component: d.component.clone(),
+            to: to.clone(),
+            severity: d.severity,
+            reason: d.reason.clone(),
+            approved_by: approve.then(|| "policy".to_owned()),
+            at_ms: now,
+        })
+        .await?;
+    if approve {
+        metrics::counter!("augur_planner_failovers_total").increment(1);
+    } else {
+        metrics::counter!("augur_planner_recommendations_total").increment(1);
+    }
+    tracing::info!(component = %d.component, ?applied, mode = d.mode.as_str(), reason = %d.reason, "plan recorded");
     Ok(())
 }
 
-/// Starts a failover of `component` to a shadow at `to`: the shadow request, then its
-/// `Provision` action (idempotent by request id; the next round's lifecycle appends it too if
-/// this leader dies in between). The lifecycle takes it from there.
-pub async fn start_failover(
+/// Expires the proposed plans whose component is no longer due and has not been for
+/// [`PLAN_TTL_MS`] since the plan was made.
+async fn expire_stale(node: &Node, due: &[Decision], now: u64) {
+    let stale: Vec<String> = node.state.read(|s| {
+        s.plans
+            .values()
+            .filter(|p| p.status == PlanStatus::Proposed)
+            .filter(|p| now.saturating_sub(p.created_ms) >= PLAN_TTL_MS)
+            .filter(|p| !due.iter().any(|d| d.component == p.component))
+            .map(|p| p.id.clone())
+            .collect()
+    });
+    for id in stale {
+        let note = format!(
+            "no longer at risk {} min after it was proposed",
+            PLAN_TTL_MS / 60_000
+        );
+        if let Err(e) = decide(node, &id, PlanDecision::Expire, &note).await {
+            tracing::warn!(plan = %id, error = %e, "plan not expired");
+        }
+    }
+}
+
+/// Starts every approved plan (see [`start_plan`]).
+async fn start_approved(node: &Node) {
+    let approved: Vec<PlanRecord> = node.state.read(|s| {
+        s.plans
+            .values()
+            .filter(|p| p.status == PlanStatus::Approved)
+            .cloned()
+            .collect()
+    });
+    for plan in approved {
+        match start_plan(node, &plan).await {
+            Ok(shadow) => {
+                tracing::info!(plan = %plan.id, component = %plan.component, %shadow, host = %plan.to.host, "failover started")
+            }
+            Err(e) => tracing::warn!(plan = %plan.id, error = %e, "plan not started"),
+        }
+    }
+}
+
+async fn decide(node: &Node, id: &str, decision: PlanDecision, note: &str) -> Result<(), Status> {
+    node.write(Command::DecidePlan {
+        id: id.to_owned(),
+        decision,
+        by: "leader".to_owned(),
+        note: note.to_owned(),
+        at_ms: now_ms(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Records an approved plan to move `component` to `to` (`by` let it go ahead) and starts it
+/// at once. Returns the plan's id and its shadow.
+pub async fn failover_now(
     node: &Node,
     component: &ComponentId,
     to: &Placement,
+    severity: Severity,
     reason: &str,
-) -> Result<ComponentId, Status> {
-    let at = now_ms();
-    let shadow = ComponentId::new(format!("{component}.shadow-{at}"))
-        .map_err(|e| Status::invalid_argument(format!("shadow id: {e}")))?;
-    node.write(Command::RequestShadow {
-        component: component.clone(),
-        shadow: shadow.clone(),
-        placement: to.clone(),
-        reason: reason.to_owned(),
-    })
-    .await?;
+    by: &str,
+) -> Result<(String, ComponentId), Status> {
+    let (_, applied) = node
+        .write(Command::ProposePlan {
+            component: component.clone(),
+            to: to.clone(),
+            severity,
+            reason: reason.to_owned(),
+            approved_by: Some(by.to_owned()),
+            at_ms: now_ms(),
+        })
+        .await?;
+    let Applied::Plan { id, .. } = applied else {
+        return Err(Status::internal(format!(
+            "a plan proposal answered {applied:?}"
+        )));
+    };
+    let plan = node
+        .state
+        .read(|s| s.plan(&id).cloned())
+        .ok_or_else(|| Status::internal(format!("{id} is not in the state after its proposal")))?;
+    let shadow = start_plan(node, &plan).await?;
+    Ok((id, shadow))
+}
+
+/// Starts an approved plan: its shadow request (named after the plan, so a leader taking
+/// over half-way recognises it), the shadow's `Provision` action (idempotent by request id;
+/// the next round's lifecycle appends it too if this leader dies in between), and the plan
+/// marked started. A plan whose shadow cannot be requested (its host filled up, say) expires
+/// with the reason. The lifecycle takes the shadow on from there.
+pub async fn start_plan(node: &Node, plan: &PlanRecord) -> Result<ComponentId, Status> {
+    let shadow = plan.shadow_id();
+    let current = node
+        .state
+        .read(|s| s.shadows.get(&plan.component).map(|r| r.shadow.clone()));
+    if current.as_ref() != Some(&shadow) {
+        let requested = node
+            .write(Command::RequestShadow {
+                component: plan.component.clone(),
+                shadow: shadow.clone(),
+                placement: plan.to.clone(),
+                reason: format!("{}: {}", plan.id, plan.reason),
+            })
+            .await;
+        // Another task may have requested it meanwhile (the planner's round and an approval
+        // both start approved plans): then it is ours all the same.
+        let ours = || {
+            node.state
+                .read(|s| s.shadows.get(&plan.component).map(|r| r.shadow.clone()))
+                .as_ref()
+                == Some(&shadow)
+        };
+        if let Err(e) = requested {
+            if !ours() {
+                if e.code() != tonic::Code::Unavailable {
+                    let note = format!("could not be started: {}", e.message());
+                    decide(node, &plan.id, PlanDecision::Expire, &note).await?;
+                }
+                return Err(e);
+            }
+        }
+    }
     let step = node.state.read(|s| {
         s.shadows
-            .get(component)
-            .map(|rec| augur_plan::provision(component, rec))
+            .get(&plan.component)
+            .map(|rec| augur_plan::provision(&plan.component, rec))
     });
     if let Some(step) = step {
-        node.write(step.into_command(at)).await?;
+        node.write(step.into_command(now_ms())).await?;
     }
+    decide(
+        node,
+        &plan.id,
+        PlanDecision::Start {
+            shadow: shadow.clone(),
+        },
+        "",
+    )
+    .await?;
     Ok(shadow)
 }
 

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ActionId, ComponentId};
+use crate::plan::{PlanDecision, Severity};
 use crate::state::{ActionKind, ActionOutcome, Policy, ShadowState};
 use crate::topology::{Component, Host};
 
@@ -85,6 +86,49 @@ pub enum Command {
     /// Records the LSTM every node scores with (its version and safetensors bytes); nodes
     /// that run another one switch to it. Setting the recorded version again changes nothing.
     SetModel(crate::ModelRecord),
+    /// An orchestrator takes a pending action for `lease_ms` (or renews its hold); refused
+    /// while another one holds it.
+    ClaimAction {
+        id: ActionId,
+        orchestrator: String,
+        lease_ms: u64,
+        at_ms: u64,
+    },
+    /// The leader's lease housekeeping at `at_ms` (see [`ControlState::lease_expiries`]):
+    /// lapsed claims are released for another orchestrator, and actions nobody claimed in
+    /// time, or whose lease lapsed too often, fail.
+    ///
+    /// [`ControlState::lease_expiries`]: crate::ControlState::lease_expiries
+    ExpireLeases {
+        at_ms: u64,
+        policy: crate::LeasePolicy,
+    },
+    /// Records a component's state snapshot; only a higher version replaces the one held
+    /// (the same one again changes nothing). Capped per component and in total.
+    PutComponentState {
+        component: ComponentId,
+        state: crate::ComponentState,
+    },
+    /// Records a failover plan for `component` (numbered `plan-N` by the state). Approved at
+    /// once when `approved_by` names who let it go ahead (a policy that acts, an operator);
+    /// otherwise proposed, waiting for approval. A component has at most one open plan: a
+    /// second proposal answers with it (and approves it, if this one carries an approval).
+    ProposePlan {
+        component: ComponentId,
+        to: crate::Placement,
+        severity: Severity,
+        reason: String,
+        approved_by: Option<String>,
+        at_ms: u64,
+    },
+    /// Approves, rejects, expires or starts a plan; saying the same again changes nothing.
+    DecidePlan {
+        id: String,
+        decision: PlanDecision,
+        by: String,
+        note: String,
+        at_ms: u64,
+    },
     /// Several independent commands in one Raft entry (group commit). Each is applied on
     /// its own: one's rejection does not undo the others. Batches do not nest.
     Batch(Vec<Command>),
@@ -114,6 +158,11 @@ impl Command {
             Command::UpsertEdges(_) => "upsert_edges",
             Command::FadeEdges { .. } => "fade_edges",
             Command::SetModel(_) => "set_model",
+            Command::ClaimAction { .. } => "claim_action",
+            Command::ExpireLeases { .. } => "expire_leases",
+            Command::PutComponentState { .. } => "put_component_state",
+            Command::ProposePlan { .. } => "propose_plan",
+            Command::DecidePlan { .. } => "decide_plan",
             Command::Batch(_) => "batch",
         }
     }
@@ -126,6 +175,10 @@ pub enum Applied {
     Done,
     /// An action was appended (or, for a retried request id, had been).
     Action { id: ActionId, duplicate: bool },
+    /// A plan was proposed (or, with `duplicate`, the component's open plan answered).
+    Plan { id: String, duplicate: bool },
+    /// Lease housekeeping: how many actions went back to the pool, how many failed.
+    Leases { released: u32, failed: u32 },
     /// Edge observations were faded; how many.
     Faded { observations: u32 },
     /// One answer per command of a batch, in order.
@@ -166,4 +219,24 @@ pub enum Rejection {
     UnknownAction { id: String },
     #[error("action {id} already finished as {previous}")]
     OutcomeConflict { id: String, previous: String },
+    #[error("action {id} is held by {by} until {until_ms}")]
+    ActionClaimed {
+        id: String,
+        by: String,
+        until_ms: u64,
+    },
+    #[error("state version {version} of {component} is stale: version {held} is held")]
+    StaleState {
+        component: String,
+        version: u64,
+        held: u64,
+    },
+    #[error("unknown plan {id:?} (plan ids are plan-N)")]
+    UnknownPlan { id: String },
+    #[error("plan {id} cannot go from {from} to {to}")]
+    IllegalPlanTransition {
+        id: String,
+        from: String,
+        to: String,
+    },
 }

@@ -7,12 +7,20 @@
 //! Raft position it was committed at, so every replica accepts or rejects it the same way.
 
 mod command;
+mod component_state;
 mod ids;
+mod lease;
+mod plan;
 mod state;
 mod topology;
 
 pub use command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
+pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_STATE_BYTES};
 pub use ids::{ActionId, ComponentId, IdError, NodeId};
+pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
+pub use plan::{
+    plan_number, PlanDecision, PlanEvent, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
+};
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, KpiSample, Kpis,
     ModelRecord, Policy, ShadowRecord, ShadowState, ShiftRecord, TrafficWeights, MAX_ACTION_PARAMS,

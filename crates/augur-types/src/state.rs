@@ -285,6 +285,15 @@ pub struct Action {
     /// What the orchestrator measured while carrying it out (a traffic step's gate).
     #[serde(default)]
     pub kpis: Option<Kpis>,
+    /// The orchestrator holding it, while one does.
+    #[serde(default)]
+    pub claim: Option<crate::Claim>,
+    /// How many leases on it lapsed.
+    #[serde(default)]
+    pub lapses: u32,
+    /// When it was last offered again after a lapse (else it was offered when created).
+    #[serde(default)]
+    pub offered_ms: Option<u64>,
 }
 
 /// Most finished shadows kept in [`ControlState::past_shadows`].
@@ -315,6 +324,15 @@ pub struct ControlState {
     /// steps and reasons stay visible.
     #[serde(default)]
     pub past_shadows: VecDeque<(ComponentId, ShadowRecord)>,
+    /// Failover plans by number: every open one and the newest finished ones.
+    #[serde(default)]
+    pub plans: BTreeMap<u64, crate::PlanRecord>,
+    /// The last plan number given out.
+    #[serde(default)]
+    pub plan_seq: u64,
+    /// Components' state snapshots, recorded while a shadow is synced (capped).
+    #[serde(default)]
+    pub component_states: BTreeMap<ComponentId, crate::ComponentState>,
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
@@ -378,6 +396,38 @@ impl ControlState {
             } => self.roll_back_shift(component, *shadow_dead, reason),
             Command::UpsertEdges(updates) => self.upsert_edges(updates),
             Command::FadeEdges { now_ms, ttl_ms } => Ok(self.fade_edges(*now_ms, *ttl_ms)),
+            Command::ClaimAction {
+                id,
+                orchestrator,
+                lease_ms,
+                at_ms,
+            } => self.claim_action(id, orchestrator, *lease_ms, *at_ms),
+            Command::ExpireLeases { at_ms, policy } => self.expire_leases(*at_ms, policy),
+            Command::PutComponentState { component, state } => {
+                self.put_component_state(component, state)
+            }
+            Command::ProposePlan {
+                component,
+                to,
+                severity,
+                reason,
+                approved_by,
+                at_ms,
+            } => self.propose_plan(
+                component,
+                to,
+                *severity,
+                reason,
+                approved_by.as_deref(),
+                *at_ms,
+            ),
+            Command::DecidePlan {
+                id,
+                decision,
+                by,
+                note,
+                at_ms,
+            } => self.decide_plan(id, decision, by, note, *at_ms),
             Command::SetModel(m) => {
                 m.validate()?;
                 if self.model.as_ref().map(|r| &r.version) != Some(&m.version) {
@@ -546,6 +596,7 @@ impl ControlState {
         }
         self.components.remove(id);
         self.shadows.remove(id);
+        self.component_states.remove(id);
         Ok(Applied::Done)
     }
 
@@ -820,12 +871,23 @@ impl ControlState {
             created_ms: at_ms,
             status: ActionStatus::Pending,
             kpis: None,
+            claim: None,
+            lapses: 0,
+            offered_ms: None,
         });
         self.request_index.insert(request_id.to_string(), id.seq);
         Ok(Applied::Action {
             id,
             duplicate: false,
         })
+    }
+
+    pub(crate) fn action_mut(&mut self, id: &ActionId) -> Result<&mut Action, Rejection> {
+        id.seq
+            .checked_sub(1)
+            .and_then(|i| self.actions.get_mut(i as usize))
+            .filter(|a| a.id == *id)
+            .ok_or_else(|| Rejection::UnknownAction { id: id.to_string() })
     }
 
     fn report_outcome(
@@ -836,14 +898,22 @@ impl ControlState {
         kpis: Option<&Kpis>,
         at_ms: u64,
     ) -> Result<Applied, Rejection> {
-        let action = id
-            .seq
-            .checked_sub(1)
-            .and_then(|i| self.actions.get_mut(i as usize))
-            .filter(|a| a.id == *id)
-            .ok_or_else(|| Rejection::UnknownAction { id: id.to_string() })?;
+        let action = self.action_mut(id)?;
         match &action.status {
             ActionStatus::Pending => {
+                // While another orchestrator holds it, only that one reports.
+                if let Some(c) = action
+                    .claim
+                    .as_ref()
+                    .filter(|c| c.orchestrator != orchestrator && c.until_ms > at_ms)
+                {
+                    return Err(Rejection::ActionClaimed {
+                        id: id.to_string(),
+                        by: c.orchestrator.clone(),
+                        until_ms: c.until_ms,
+                    });
+                }
+                action.claim = None;
                 action.status = ActionStatus::Done {
                     orchestrator: orchestrator.to_string(),
                     outcome: outcome.clone(),

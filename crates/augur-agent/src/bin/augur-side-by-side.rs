@@ -47,6 +47,10 @@ struct Args {
     /// Length of the run; the bench schedule is scaled to it.
     #[arg(long, default_value_t = 150.0)]
     seconds: f64,
+    /// Seconds of steady load before the schedule's first second (the run is that much
+    /// longer): Augur's predictors start with some history, as they would in production.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Load, in requests per second.
     #[arg(long, default_value_t = 200)]
     rate: u32,
@@ -401,7 +405,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
     let mut config = ScenarioConfig::new(
-        Schedule::bench(args.seconds),
+        Schedule::bench(args.seconds).delayed(args.warmup),
         sample_binary(&args)?,
         work_dir,
     );

@@ -1,15 +1,20 @@
 use std::pin::Pin;
 
 use augur_proto::{
-    action_kind_from_wire, action_to_wire, kpis_from_wire, outcome_from_wire, pb, weights_to_wire,
+    action_kind_from_wire, action_to_wire, kpis_from_wire, outcome_from_wire, pb, plan_to_wire,
+    shadow_to_wire,
 };
-use augur_types::{ActionId, Applied, Command, ComponentId};
+use augur_types::{
+    ActionId, ActionStatus, Applied, Command, ComponentId, ComponentState, PlanDecision,
+    PlanStatus, Severity,
+};
 use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
+use crate::node::{Consistency, Node};
 use crate::service::now_ms;
+use crate::service::topology::component_id;
 
 /// Actions sent per read of the state while a watcher catches up.
 const WATCH_BATCH: usize = 256;
@@ -112,6 +117,26 @@ impl pb::control_server::Control for ControlService {
         Ok(Response::new(pb::ReportOutcomeResponse {}))
     }
 
+    async fn claim_action(
+        &self,
+        req: Request<pb::ClaimActionRequest>,
+    ) -> Result<Response<pb::ClaimActionResponse>, Status> {
+        let req = req.into_inner();
+        let id: ActionId = req.id.parse().map_err(Status::invalid_argument)?;
+        let cmd = Command::ClaimAction {
+            id,
+            orchestrator: req.orchestrator,
+            lease_ms: req.lease_ms,
+            at_ms: now_ms(),
+        };
+        self.node.write(cmd).await?;
+        let action = self
+            .node
+            .state
+            .read(|s| s.action(id.seq).map(action_to_wire));
+        Ok(Response::new(pb::ClaimActionResponse { action }))
+    }
+
     async fn list_actions(
         &self,
         req: Request<pb::ListActionsRequest>,
@@ -125,6 +150,9 @@ impl pb::control_server::Control for ControlService {
         let actions = self.node.state.read(|s| {
             s.actions_from(req.from_seq)
                 .iter()
+                .filter(|a| {
+                    !req.unclaimed_only || (a.status == ActionStatus::Pending && a.claim.is_none())
+                })
                 .take(limit)
                 .map(action_to_wire)
                 .collect()
@@ -140,36 +168,7 @@ impl pb::control_server::Control for ControlService {
             s.shadows
                 .iter()
                 .chain(s.past_shadows.iter().rev().map(|(c, r)| (c, r)))
-                .map(|(component, r)| pb::Shadow {
-                    component: component.to_string(),
-                    shadow: r.shadow.to_string(),
-                    placement: Some(augur_proto::placement_to_wire(&r.placement)),
-                    state: r.state.to_string(),
-                    in_flight: r.state.in_flight(),
-                    history: r
-                        .history
-                        .iter()
-                        .map(|(state, reason)| pb::ShadowStep {
-                            state: state.to_string(),
-                            reason: reason.clone(),
-                        })
-                        .collect(),
-                    service: r
-                        .shift
-                        .as_ref()
-                        .map(|f| f.service.clone())
-                        .unwrap_or_default(),
-                    weights_before: r
-                        .shift
-                        .as_ref()
-                        .map(|f| weights_to_wire(&f.before))
-                        .unwrap_or_default(),
-                    weights_verified: r
-                        .shift
-                        .as_ref()
-                        .map(|f| weights_to_wire(&f.verified))
-                        .unwrap_or_default(),
-                })
+                .map(|(component, r)| shadow_to_wire(component, r))
                 .collect()
         });
         Ok(Response::new(pb::ListShadowsResponse { shadows }))
@@ -180,8 +179,7 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::RequestFailoverRequest>,
     ) -> Result<Response<pb::RequestFailoverResponse>, Status> {
         let req = req.into_inner();
-        let component =
-            ComponentId::new(req.component).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let component = component_id(req.component)?;
         let to = self.node.state.read(|s| {
             let c = s
                 .components
@@ -214,10 +212,170 @@ impl pb::control_server::Control for ControlService {
         } else {
             format!("failover requested by an operator: {}", req.reason)
         };
-        let shadow = crate::planner::start_failover(&self.node, &component, &to, &reason).await?;
+        let (plan, shadow) = crate::planner::failover_now(
+            &self.node,
+            &component,
+            &to,
+            Severity::High,
+            &reason,
+            "operator",
+        )
+        .await?;
         Ok(Response::new(pb::RequestFailoverResponse {
             shadow: shadow.to_string(),
             placement: Some(augur_proto::placement_to_wire(&to)),
+            plan,
+        }))
+    }
+
+    async fn list_plans(
+        &self,
+        req: Request<pb::ListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        let open_only = req.into_inner().open_only;
+        let plans = self.node.state.read(|s| {
+            s.plans
+                .values()
+                .rev()
+                .filter(|p| !open_only || p.status.open())
+                .map(plan_to_wire)
+                .collect()
+        });
+        Ok(Response::new(pb::ListPlansResponse { plans }))
+    }
+
+    async fn get_plan(
+        &self,
+        req: Request<pb::GetPlanRequest>,
+    ) -> Result<Response<pb::PlanDetail>, Status> {
+        let id = req.into_inner().id;
+        let detail = self.node.state.read(|s| {
+            let p = s.plan(&id).ok_or_else(|| {
+                Status::not_found(format!("unknown plan {id:?} (plan ids are plan-N)"))
+            })?;
+            let shadow = p.shadow.as_ref().and_then(|shadow| {
+                s.shadows
+                    .get(&p.component)
+                    .filter(|r| &r.shadow == shadow)
+                    .or_else(|| {
+                        s.past_shadows
+                            .iter()
+                            .find(|(c, r)| c == &p.component && &r.shadow == shadow)
+                            .map(|(_, r)| r)
+                    })
+                    .map(|r| shadow_to_wire(&p.component, r))
+            });
+            // The actions taken for it: on the component or its shadow, since it was made.
+            let actions = p
+                .shadow
+                .as_ref()
+                .map(|shadow| {
+                    s.actions
+                        .iter()
+                        .filter(|a| a.created_ms >= p.created_ms)
+                        .filter(|a| &a.target == shadow || a.target == p.component)
+                        .map(action_to_wire)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok::<_, Status>(pb::PlanDetail {
+                plan: Some(plan_to_wire(p)),
+                shadow,
+                actions,
+            })
+        })?;
+        Ok(Response::new(detail))
+    }
+
+    async fn put_state(
+        &self,
+        req: Request<pb::PutStateRequest>,
+    ) -> Result<Response<pb::PutStateResponse>, Status> {
+        let req = req.into_inner();
+        let component = component_id(req.component)?;
+        if req.orchestrator.is_empty() {
+            return Err(Status::invalid_argument("orchestrator must be named"));
+        }
+        let (log_index, _) = self
+            .node
+            .write(Command::PutComponentState {
+                component,
+                state: ComponentState {
+                    version: req.version,
+                    bytes: req.data,
+                    orchestrator: req.orchestrator,
+                    at_ms: now_ms(),
+                },
+            })
+            .await?;
+        Ok(Response::new(pb::PutStateResponse { log_index }))
+    }
+
+    async fn get_state(
+        &self,
+        req: Request<pb::GetStateRequest>,
+    ) -> Result<Response<pb::ComponentState>, Status> {
+        let req = req.into_inner();
+        let component = component_id(req.component)?;
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        self.node
+            .state
+            .read(|s| {
+                s.component_states
+                    .get(&component)
+                    .map(|st| pb::ComponentState {
+                        component: component.to_string(),
+                        version: st.version,
+                        data: st.bytes.clone(),
+                        orchestrator: st.orchestrator.clone(),
+                        at_ms: st.at_ms,
+                    })
+            })
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no state held for {component}")))
+    }
+
+    async fn decide_plan(
+        &self,
+        req: Request<pb::DecidePlanRequest>,
+    ) -> Result<Response<pb::DecidePlanResponse>, Status> {
+        let req = req.into_inner();
+        let decision = match req.decision.as_str() {
+            "approve" => PlanDecision::Approve,
+            "reject" => PlanDecision::Reject,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "decision {other:?}: approve or reject expected"
+                )))
+            }
+        };
+        let by = if req.by.is_empty() {
+            "operator".to_owned()
+        } else {
+            req.by
+        };
+        self.node
+            .write(Command::DecidePlan {
+                id: req.id.clone(),
+                decision: decision.clone(),
+                by,
+                note: req.note,
+                at_ms: now_ms(),
+            })
+            .await?;
+        // An approved plan starts now rather than at the planner's next round.
+        let plan = self.node.state.read(|s| s.plan(&req.id).cloned());
+        let plan = match plan {
+            Some(p) if decision == PlanDecision::Approve && p.status == PlanStatus::Approved => {
+                crate::planner::start_plan(&self.node, &p).await?;
+                self.node.state.read(|s| s.plan(&req.id).cloned())
+            }
+            other => other,
+        };
+        Ok(Response::new(pb::DecidePlanResponse {
+            plan: plan.as_ref().map(plan_to_wire),
         }))
     }
 }

@@ -100,7 +100,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Status::internal(format!("graph task failed: {e}")))
 }
 
-fn component_id(id: String) -> Result<ComponentId, Status> {
+pub(crate) fn component_id(id: String) -> Result<ComponentId, Status> {
     ComponentId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 

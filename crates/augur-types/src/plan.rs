@@ -1,0 +1,561 @@
+//! Failover plans: what the planner (or an operator) decided to move, where, why, and who
+//! let it go ahead. A plan is *proposed* when its group's policy only recommends, and waits
+//! for `augur ctl plan approve`; it is *approved* at once when the policy acts or an operator
+//! asked for it. The leader starts every approved plan: it requests the shadow, whose own
+//! lifecycle then carries the failover on. Plans live in the replicated state, so every step
+//! and its reason survives a leader change.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Applied, Rejection};
+use crate::ids::ComponentId;
+use crate::state::ControlState;
+use crate::topology::Placement;
+
+/// Most finished plans kept in [`ControlState::plans`] besides the open ones.
+pub const MAX_PLAN_LOG: usize = 1024;
+
+/// How urgent a failover is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Over its threshold.
+    Elevated,
+    /// Over its threshold, and critical (criticality ≥ 4) or reaching half the entry points.
+    High,
+    /// Failure nearly certain (P ≥ 0.9).
+    Critical,
+}
+
+impl Severity {
+    /// The name on the wire and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Elevated => "elevated",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses [`Severity::as_str`]'s names.
+    pub fn parse(s: &str) -> Option<Severity> {
+        [Severity::Elevated, Severity::High, Severity::Critical]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// Where a plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Recommended; waiting for an operator.
+    Proposed,
+    /// Let go ahead (by an operator, or by a policy that acts); the leader starts it.
+    Approved,
+    /// Its shadow was requested; the shadow's lifecycle carries the failover on.
+    Started,
+    /// Turned down by an operator.
+    Rejected,
+    /// Overtaken: the risk went away, or it could no longer be carried out.
+    Expired,
+}
+
+impl PlanStatus {
+    /// Proposed or approved: the component's failover is still to start.
+    pub fn open(self) -> bool {
+        matches!(self, PlanStatus::Proposed | PlanStatus::Approved)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Proposed => "proposed",
+            PlanStatus::Approved => "approved",
+            PlanStatus::Started => "started",
+            PlanStatus::Rejected => "rejected",
+            PlanStatus::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for PlanStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is decided about a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PlanDecision {
+    Approve,
+    Reject,
+    Expire,
+    /// The leader requested the plan's shadow (it must be the component's current one).
+    Start {
+        shadow: ComponentId,
+    },
+}
+
+impl PlanDecision {
+    fn status(&self) -> PlanStatus {
+        match self {
+            PlanDecision::Approve => PlanStatus::Approved,
+            PlanDecision::Reject => PlanStatus::Rejected,
+            PlanDecision::Expire => PlanStatus::Expired,
+            PlanDecision::Start { .. } => PlanStatus::Started,
+        }
+    }
+}
+
+/// One change of a plan's status: when, to what, by whom and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEvent {
+    pub at_ms: u64,
+    pub status: PlanStatus,
+    pub by: String,
+    pub note: String,
+}
+
+/// A failover plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRecord {
+    /// `plan-N`, N counting from 1 over the cluster's life.
+    pub id: String,
+    pub component: ComponentId,
+    /// Where its shadow goes.
+    pub to: Placement,
+    pub severity: Severity,
+    /// Why (the planner's figures, or the operator's words).
+    pub reason: String,
+    pub created_ms: u64,
+    pub status: PlanStatus,
+    /// The shadow it started, once started.
+    pub shadow: Option<ComponentId>,
+    /// Every status it went through, the first being its proposal.
+    pub history: Vec<PlanEvent>,
+}
+
+impl PlanRecord {
+    /// The shadow this plan starts: named after the plan, so a leader that takes over
+    /// between the shadow request and [`PlanDecision::Start`] recognises it.
+    pub fn shadow_id(&self) -> ComponentId {
+        let n = self.id.trim_start_matches("plan-");
+        ComponentId::new(format!("{}.shadow-{n}", self.component))
+            .expect("a component id with a numeric suffix is an id")
+    }
+}
+
+/// The number in `plan-N`, if `id` is one.
+pub fn plan_number(id: &str) -> Option<u64> {
+    id.strip_prefix("plan-")?
+        .parse()
+        .ok()
+        .filter(|n: &u64| *n > 0)
+}
+
+impl ControlState {
+    /// The open plan (proposed or approved) of `component`, if any.
+    pub fn open_plan(&self, component: &ComponentId) -> Option<&PlanRecord> {
+        self.plans
+            .values()
+            .find(|p| p.status.open() && &p.component == component)
+    }
+
+    /// The plan named `id`, if the state still holds it.
+    pub fn plan(&self, id: &str) -> Option<&PlanRecord> {
+        self.plans.get(&plan_number(id)?)
+    }
+
+    pub(crate) fn propose_plan(
+        &mut self,
+        component: &ComponentId,
+        to: &Placement,
+        severity: Severity,
+        reason: &str,
+        approved_by: Option<&str>,
+        at_ms: u64,
+    ) -> Result<Applied, Rejection> {
+        if !self.components.contains_key(component) {
+            return Err(Rejection::UnknownComponent {
+                id: component.to_string(),
+            });
+        }
+        to.validate()?;
+        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
+            return Err(Rejection::ShadowInFlight {
+                component: component.to_string(),
+                shadow: s.shadow.to_string(),
+            });
+        }
+        if let Some(open) = self.open_plan(component) {
+            // One open plan per component: a second proposal answers with it, and an approval
+            // carried by the second one (an operator asking for the failover) approves it.
+            let (n, id) = (plan_number(&open.id).expect("own id"), open.id.clone());
+            if let (Some(by), PlanStatus::Proposed) = (approved_by, open.status) {
+                let plan = self.plans.get_mut(&n).expect("found above");
+                plan.status = PlanStatus::Approved;
+                plan.history.push(PlanEvent {
+                    at_ms,
+                    status: PlanStatus::Approved,
+                    by: by.to_owned(),
+                    note: reason.to_owned(),
+                });
+            }
+            return Ok(Applied::Plan {
+                id,
+                duplicate: true,
+            });
+        }
+        self.plan_seq += 1;
+        let id = format!("plan-{}", self.plan_seq);
+        let mut history = vec![PlanEvent {
+            at_ms,
+            status: PlanStatus::Proposed,
+            by: "planner".to_owned(),
+            note: reason.to_owned(),
+        }];
+        let mut status = PlanStatus::Proposed;
+        if let Some(by) = approved_by {
+            status = PlanStatus::Approved;
+            history[0].by = by.to_owned();
+            history.push(PlanEvent {
+                at_ms,
+                status,
+                by: by.to_owned(),
+                note: String::new(),
+            });
+        }
+        self.plans.insert(
+            self.plan_seq,
+            PlanRecord {
+                id: id.clone(),
+                component: component.clone(),
+                to: to.clone(),
+                severity,
+                reason: reason.to_owned(),
+                created_ms: at_ms,
+                status,
+                shadow: None,
+                history,
+            },
+        );
+        self.trim_plans();
+        Ok(Applied::Plan {
+            id,
+            duplicate: false,
+        })
+    }
+
+    pub(crate) fn decide_plan(
+        &mut self,
+        id: &str,
+        decision: &PlanDecision,
+        by: &str,
+        note: &str,
+        at_ms: u64,
+    ) -> Result<Applied, Rejection> {
+        let unknown = || Rejection::UnknownPlan { id: id.to_owned() };
+        let n = plan_number(id).ok_or_else(unknown)?;
+        let plan = self.plans.get(&n).ok_or_else(unknown)?;
+        let to = decision.status();
+        if plan.status == to {
+            // Said again (a retry, or a second operator): nothing changes.
+            return match decision {
+                PlanDecision::Start { shadow } if plan.shadow.as_ref() != Some(shadow) => {
+                    Err(illegal(plan, to))
+                }
+                _ => Ok(Applied::Done),
+            };
+        }
+        let allowed = matches!(
+            (plan.status, to),
+            (
+                PlanStatus::Proposed,
+                PlanStatus::Approved | PlanStatus::Rejected | PlanStatus::Expired
+            ) | (
+                PlanStatus::Approved,
+                PlanStatus::Started | PlanStatus::Rejected | PlanStatus::Expired
+            )
+        );
+        if !allowed {
+            return Err(illegal(plan, to));
+        }
+        if let PlanDecision::Start { shadow } = decision {
+            let current = self.shadows.get(&plan.component).map(|s| &s.shadow);
+            if current != Some(shadow) {
+                return Err(Rejection::InvalidInput {
+                    reason: format!(
+                        "{id} cannot start with shadow {shadow}: {}'s current shadow is {}",
+                        plan.component,
+                        current.map_or("none".to_owned(), |s| s.to_string())
+                    ),
+                });
+            }
+        }
+        let plan = self.plans.get_mut(&n).expect("found above");
+        plan.status = to;
+        if let PlanDecision::Start { shadow } = decision {
+            plan.shadow = Some(shadow.clone());
+        }
+        plan.history.push(PlanEvent {
+            at_ms,
+            status: to,
+            by: by.to_owned(),
+            note: note.to_owned(),
+        });
+        self.trim_plans();
+        Ok(Applied::Done)
+    }
+
+    /// Keeps every open plan and the newest [`MAX_PLAN_LOG`] finished ones.
+    fn trim_plans(&mut self) {
+        let finished = self.plans.values().filter(|p| !p.status.open()).count();
+        let mut excess = finished.saturating_sub(MAX_PLAN_LOG);
+        self.plans.retain(|_, p| {
+            if excess > 0 && !p.status.open() {
+                excess -= 1;
+                return false;
+            }
+            true
+        });
+    }
+}
+
+fn illegal(plan: &PlanRecord, to: PlanStatus) -> Rejection {
+    Rejection::IllegalPlanTransition {
+        id: plan.id.clone(),
+        from: plan.status.to_string(),
+        to: to.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::command::Command;
+    use crate::topology::{Component, Host};
+
+    fn cid(s: &str) -> ComponentId {
+        ComponentId::new(s).unwrap()
+    }
+
+    fn placement(host: &str, zone: &str) -> Placement {
+        Placement {
+            host: host.into(),
+            rack: "r1".into(),
+            zone: zone.into(),
+        }
+    }
+
+    fn state() -> ControlState {
+        let mut s = ControlState::default();
+        for (h, z) in [("h1", "z1"), ("h2", "z2")] {
+            s.apply(
+                1,
+                &Command::UpsertHost(Host {
+                    placement: placement(h, z),
+                    capacity: 4,
+                }),
+            )
+            .unwrap();
+        }
+        s.apply(
+            1,
+            &Command::UpsertComponent(Component {
+                id: cid("db"),
+                class: "db".into(),
+                group: "data".into(),
+                criticality: 3,
+                placement: placement("h1", "z1"),
+                labels: BTreeMap::new(),
+            }),
+        )
+        .unwrap();
+        s
+    }
+
+    fn propose(approved_by: Option<&str>) -> Command {
+        Command::ProposePlan {
+            component: cid("db"),
+            to: placement("h2", "z2"),
+            severity: Severity::High,
+            reason: "P(fail) 0.8".into(),
+            approved_by: approved_by.map(str::to_owned),
+            at_ms: 10,
+        }
+    }
+
+    fn decide(id: &str, decision: PlanDecision) -> Command {
+        Command::DecidePlan {
+            id: id.into(),
+            decision,
+            by: "alice".into(),
+            note: String::new(),
+            at_ms: 20,
+        }
+    }
+
+    fn shadow_request(s: &ControlState, id: &str) -> Command {
+        Command::RequestShadow {
+            component: cid("db"),
+            shadow: s.plan(id).unwrap().shadow_id(),
+            placement: placement("h2", "z2"),
+            reason: "plan".into(),
+        }
+    }
+
+    #[test]
+    fn a_recommended_plan_waits_for_approval_then_starts() {
+        let mut s = state();
+        let applied = s.apply(1, &propose(None)).unwrap();
+        assert_eq!(
+            applied,
+            Applied::Plan {
+                id: "plan-1".into(),
+                duplicate: false
+            }
+        );
+        // Proposed again (the next planner round): the same plan.
+        assert_eq!(
+            s.apply(1, &propose(None)).unwrap(),
+            Applied::Plan {
+                id: "plan-1".into(),
+                duplicate: true
+            }
+        );
+        assert_eq!(s.plans.len(), 1);
+        // Not approved, so it cannot start.
+        let req = shadow_request(&s, "plan-1");
+        s.apply(1, &req).unwrap();
+        let start = decide(
+            "plan-1",
+            PlanDecision::Start {
+                shadow: cid("db.shadow-1"),
+            },
+        );
+        assert!(matches!(
+            s.apply(1, &start),
+            Err(Rejection::IllegalPlanTransition { .. })
+        ));
+        s.apply(1, &decide("plan-1", PlanDecision::Approve))
+            .unwrap();
+        s.apply(1, &decide("plan-1", PlanDecision::Approve))
+            .unwrap();
+        s.apply(1, &start).unwrap();
+        s.apply(1, &start).unwrap();
+        let p = s.plan("plan-1").unwrap();
+        assert_eq!(p.status, PlanStatus::Started);
+        assert_eq!(p.shadow, Some(cid("db.shadow-1")));
+        let statuses: Vec<_> = p.history.iter().map(|e| e.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                PlanStatus::Proposed,
+                PlanStatus::Approved,
+                PlanStatus::Started
+            ]
+        );
+        assert_eq!(p.history[1].by, "alice");
+        // Finished plans cannot be reopened or rejected.
+        assert!(matches!(
+            s.apply(1, &decide("plan-1", PlanDecision::Reject)),
+            Err(Rejection::IllegalPlanTransition { .. })
+        ));
+    }
+
+    #[test]
+    fn an_acting_policy_approves_at_once_and_an_operator_approves_a_proposal() {
+        let mut s = state();
+        s.apply(1, &propose(Some("policy"))).unwrap();
+        assert_eq!(s.plan("plan-1").unwrap().status, PlanStatus::Approved);
+        s.apply(1, &decide("plan-1", PlanDecision::Expire)).unwrap();
+        // A new proposal gets a new number; an operator's failover approves it.
+        s.apply(1, &propose(None)).unwrap();
+        assert_eq!(s.plan("plan-2").unwrap().status, PlanStatus::Proposed);
+        let again = s.apply(1, &propose(Some("operator"))).unwrap();
+        assert_eq!(
+            again,
+            Applied::Plan {
+                id: "plan-2".into(),
+                duplicate: true
+            }
+        );
+        let p = s.plan("plan-2").unwrap();
+        assert_eq!(p.status, PlanStatus::Approved);
+        assert_eq!(p.history.last().unwrap().by, "operator");
+    }
+
+    #[test]
+    fn bad_decisions_are_refused_and_change_nothing() {
+        let mut s = state();
+        s.apply(1, &propose(None)).unwrap();
+        let before = s.clone();
+        for id in ["plan-9", "plan-0", "plan-x", "9", ""] {
+            assert_eq!(
+                s.apply(1, &decide(id, PlanDecision::Approve)),
+                Err(Rejection::UnknownPlan { id: id.into() })
+            );
+        }
+        assert_eq!(s, before);
+        s.apply(1, &decide("plan-1", PlanDecision::Approve))
+            .unwrap();
+        let approved = s.clone();
+        // Starting with a shadow that is not the component's: refused.
+        let wrong = decide(
+            "plan-1",
+            PlanDecision::Start {
+                shadow: cid("db.shadow-7"),
+            },
+        );
+        assert!(matches!(
+            s.apply(1, &wrong),
+            Err(Rejection::InvalidInput { .. })
+        ));
+        assert_eq!(s, approved);
+        // A plan for an unknown component, or one already moving: refused.
+        let mut unknown = propose(None);
+        if let Command::ProposePlan { component, .. } = &mut unknown {
+            *component = cid("nope");
+        }
+        assert!(matches!(
+            s.apply(1, &unknown),
+            Err(Rejection::UnknownComponent { .. })
+        ));
+        let req = shadow_request(&s, "plan-1");
+        s.apply(1, &req).unwrap();
+        s.apply(1, &decide("plan-1", PlanDecision::Expire)).unwrap();
+        assert!(matches!(
+            s.apply(1, &propose(None)),
+            Err(Rejection::ShadowInFlight { .. })
+        ));
+    }
+
+    #[test]
+    fn finished_plans_are_capped_and_open_ones_kept() {
+        let mut s = state();
+        for i in 0..(MAX_PLAN_LOG + 5) {
+            s.apply(1, &propose(None)).unwrap();
+            let id = format!("plan-{}", i + 1);
+            s.apply(1, &decide(&id, PlanDecision::Reject)).unwrap();
+        }
+        s.apply(1, &propose(None)).unwrap();
+        assert_eq!(s.plans.len(), MAX_PLAN_LOG + 1);
+        assert!(s.plan("plan-1").is_none());
+        let open = s.open_plan(&cid("db")).unwrap();
+        assert_eq!(open.id, format!("plan-{}", MAX_PLAN_LOG + 6));
+    }
+
+    #[test]
+    fn plan_ids_parse() {
+        assert_eq!(plan_number("plan-12"), Some(12));
+        assert_eq!(plan_number("plan-0"), None);
+        assert_eq!(plan_number("plan--1"), None);
+        assert_eq!(plan_number("12"), None);
+        assert_eq!(Severity::parse("high"), Some(Severity::High));
+        assert_eq!(Severity::parse("HIGH"), None);
+    }
+}
