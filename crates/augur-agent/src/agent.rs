@@ -1030,7 +1030,7 @@ async fn renew_claim(mut client: Client, id: String, orchestrator: String, lease
 async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut prev: HashMap<String, (Instant, f64, f64)> = HashMap::new();
+    let mut prev: HashMap<String, (f64, f64)> = HashMap::new();
     loop {
         tick.tick().await;
         let now_ms = std::time::SystemTime::now()
@@ -1057,7 +1057,6 @@ async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
                 continue;
             };
             let m = parse_metrics(&r.text());
-            let at = Instant::now();
             let mut push = |metric: &str, value: f64| {
                 samples.push(pb::Sample {
                     component: name.clone(),
@@ -1076,9 +1075,10 @@ async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
                 m.get("requests_total").copied().unwrap_or(0.0),
                 m.get("errors_total").copied().unwrap_or(0.0),
             );
-            if let Some((t0, r0, e0)) = prev.insert(name.clone(), (at, req, err)) {
-                let dt = at.duration_since(t0).as_secs_f64().max(1e-3);
-                push("requests_per_s", (req - r0).max(0.0) / dt);
+            // Health signals only: an instance's request rate changes whenever traffic is
+            // routed anew (a neighbour marked down, a shift, Augur's own), which says nothing
+            // of whether the instance is about to fail.
+            if let Some((r0, e0)) = prev.insert(name.clone(), (req, err)) {
                 let errs = (err - e0).max(0.0);
                 push(
                     "error_ratio",

@@ -17,6 +17,7 @@ pub mod loadgen;
 mod process;
 mod sample;
 pub mod scenario;
+pub mod side_by_side;
 
 pub use agent::{Agent, AgentConfig};
 pub use haproxy::{

@@ -1,5 +1,7 @@
 //! `augur demo`: the predictive-versus-reactive experiment on a simulated fleet, with a live
-//! view while it runs and a closing report (text, or JSON with `--output json`).
+//! view while it runs and a closing report (text, or JSON with `--output json`). With
+//! `--real`, the same comparison on this machine: HAProxy, `augur-sample` processes, real HTTP
+//! load, and for the Augur run a node of this binary and the reference agent.
 
 use anyhow::Context;
 use augur_sim::{run, Report, SimConfig};
@@ -18,9 +20,95 @@ pub struct DemoArgs {
     hours: f64,
     #[arg(long, value_enum, default_value_t = crate::ctl::Output::Text)]
     output: crate::ctl::Output,
+    /// Real processes instead of the simulation: HAProxy 2.6 in front of six `augur-sample`
+    /// instances (next to this binary) under steady HTTP load, the bench fault schedule
+    /// (three degrade-then-crash faults, two sudden crashes) played twice: health checks
+    /// alone, then with Augur.
+    #[arg(long)]
+    real: bool,
+    /// With --real: seconds of the fault schedule, after the warm-up.
+    #[arg(long, default_value_t = 150.0)]
+    seconds: f64,
+    /// With --real: seconds of steady load before the first fault.
+    #[arg(long, default_value_t = 30.0)]
+    warmup: f64,
+    /// With --real: requests per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// With --real: where HAProxy's config, the reports and the node's data go (default: a
+    /// new temporary directory).
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
+}
+
+/// `augur demo --real`: the bench schedule against real processes, reactive then Augur.
+fn run_real(args: &DemoArgs) -> anyhow::Result<()> {
+    use augur_agent::scenario::{self, Mode, ScenarioConfig, Schedule};
+    use augur_agent::side_by_side::{self, Comparison};
+    anyhow::ensure!(
+        args.seconds.is_finite() && args.seconds >= 30.0 && args.seconds <= 3600.0,
+        "--seconds {} must be within 30..=3600",
+        args.seconds
+    );
+    anyhow::ensure!(
+        args.warmup.is_finite() && (0.0..=600.0).contains(&args.warmup),
+        "--warmup {} must be within 0..=600",
+        args.warmup
+    );
+    anyhow::ensure!(
+        (1..=5000).contains(&args.rate),
+        "--rate {} must be within 1..=5000",
+        args.rate
+    );
+    let me = std::env::current_exe().context("locating this binary")?;
+    let sample = me.with_file_name("augur-sample");
+    anyhow::ensure!(
+        sample.is_file(),
+        "no augur-sample next to {} (build it: cargo build -p augur-agent --bins)",
+        me.display()
+    );
+    let (_tmp, dir) = match &args.work_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::tempdir().context("a work directory")?;
+            let d = t.path().to_path_buf();
+            (Some(t), d)
+        }
+    };
+    let schedule = Schedule::bench(args.seconds).delayed(args.warmup);
+    let rt = tokio::runtime::Runtime::new().context("a tokio runtime")?;
+    let mut reports = Vec::new();
+    for (name, mode) in [
+        ("reactive", Mode::reactive()),
+        ("augur", side_by_side::augur_mode(me.clone())),
+    ] {
+        if !args.headless {
+            eprintln!(
+                "{name}: {:.0} s of load at {} req/s ({:.0} s warm-up)…",
+                schedule.duration_s, args.rate, args.warmup
+            );
+        }
+        let mut cfg = ScenarioConfig::new(schedule.clone(), sample.clone(), dir.join(name));
+        cfg.rate = args.rate;
+        cfg.seed = args.seed;
+        let report = rt
+            .block_on(scenario::run(cfg, mode))
+            .map_err(|e| anyhow::anyhow!("the {name} run failed: {e}"))?;
+        side_by_side::write_report(&dir.join(format!("{name}.json")), &report)?;
+        if !args.headless {
+            eprint!("{}", side_by_side::table(&report));
+        }
+        reports.push(report);
+    }
+    let cmp = Comparison::of(&reports[0], &reports[1]);
+    crate::ctl::print(args.output, &cmp, Comparison::text);
+    Ok(())
 }
 
 pub fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    if args.real {
+        return run_real(&args);
+    }
     if !(args.hours.is_finite() && args.hours > 1.0 && args.hours <= 24.0 * 14.0) {
         anyhow::bail!("--hours {} must be above 1 and at most 336", args.hours);
     }

@@ -93,6 +93,11 @@ pub struct Decision {
     pub reason: String,
 }
 
+/// A dependent co-located with a component (same host) follows it when it moves, if it
+/// depends on it at least this strongly: co-location says they were placed together on
+/// purpose (a sidecar, a local cache), and left behind every call would cross hosts or zones.
+pub const FOLLOW_STRENGTH: f64 = 0.8;
+
 /// The failovers to start now, most urgent first. Components with a shadow not yet retired
 /// (in flight, rolled back, or promoted) and those with no known risk are left alone. Each placed shadow takes a slot of its host
 /// before the next is placed, so the plan never exceeds any host's capacity.
@@ -189,6 +194,80 @@ pub fn plan_failovers(
             blast_radius: r.blast_radius,
             reason,
         });
+    }
+    let followers = followers(state, risks, &out, &mut occupancy);
+    out.extend(followers);
+    out
+}
+
+/// The dependents that follow the components being moved: each one co-located with a moved
+/// component (same host), depending on it at least [`FOLLOW_STRENGTH`], with no shadow of
+/// its own under way and not being moved already. It goes to the moved component's new host
+/// if that has room, else to the host with room nearest to it (same rack, then same zone),
+/// never back onto its own host; with no room near, it stays. One level: a follower's own
+/// dependents do not follow it.
+fn followers(
+    state: &ControlState,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    moved: &[Decision],
+    occupancy: &mut Occupancy,
+) -> Vec<Decision> {
+    let mut out: Vec<Decision> = Vec::new();
+    for d in moved {
+        let (Some(target), Some(leader)) = (&d.to, state.components.get(&d.component)) else {
+            continue;
+        };
+        for ((from, to), edge) in &state.edges {
+            if to != d.component.as_str() || edge.strength() < FOLLOW_STRENGTH {
+                continue;
+            }
+            let Some(dep) = ComponentId::new(from.as_str())
+                .ok()
+                .and_then(|id| state.components.get(&id))
+            else {
+                continue; // a virtual peer
+            };
+            let busy = state
+                .shadows
+                .get(&dep.id)
+                .is_some_and(|s| s.state != ShadowState::Retired);
+            let planned = moved.iter().chain(&out).any(|x| x.component == dep.id);
+            if dep.placement.host != leader.placement.host || busy || planned {
+                continue;
+            }
+            let host = state
+                .hosts
+                .values()
+                .filter(|h| occupancy.room(h) > 0 && h.placement.host != dep.placement.host)
+                .map(|h| (domain_tier(target, &h.placement), h))
+                .filter(|(tier, _)| *tier < Tier::OtherZone)
+                .min_by(|(ta, a), (tb, b)| {
+                    ta.cmp(tb)
+                        .then_with(|| occupancy.room(b).cmp(&occupancy.room(a)))
+                        .then_with(|| a.placement.host.cmp(&b.placement.host))
+                })
+                .map(|(_, h)| h.placement.clone());
+            let Some(to) = host else { continue };
+            occupancy.take(&to.host);
+            let r = risks.get(&dep.id);
+            out.push(Decision {
+                component: dep.id.clone(),
+                tier: Some(domain_tier(&dep.placement, &to)),
+                severity: d.severity,
+                mode: d.mode,
+                p_fail: r.map_or(0.0, |r| r.p_fail),
+                threshold: d.threshold,
+                hps: r.map_or(100.0, |r| r.hps),
+                blast_radius: r.map_or(0.0, |r| r.blast_radius),
+                reason: format!(
+                    "follows {} to {}: co-located with it and depends on it (strength {:.2})",
+                    d.component,
+                    to.host,
+                    edge.strength()
+                ),
+                to: Some(to),
+            });
+        }
     }
     out
 }

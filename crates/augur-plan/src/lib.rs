@@ -20,7 +20,9 @@ pub mod placement;
 pub mod scaling;
 pub mod shift;
 
-pub use failover::{plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity};
+pub use failover::{
+    plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity, FOLLOW_STRENGTH,
+};
 pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
 pub use lifecycle::{encode_weights, next_steps, provision, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};

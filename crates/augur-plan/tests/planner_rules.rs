@@ -67,6 +67,53 @@ fn build(caps: &[u32], comps: &[usize]) -> ControlState {
 }
 
 proptest! {
+    /// With dependencies: a follower is co-located with and strongly dependent on a component
+    /// being moved, lands near that component's new host (never another zone, never its own
+    /// host), and nothing goes over capacity.
+    #[test]
+    fn followers_stay_near_what_they_follow_and_within_capacity(
+        (caps, comps, risks) in arb_fleet(),
+        edges in prop::collection::vec((0usize..16, 0usize..16, 0.0f64..=1.0), 0..24),
+    ) {
+        let mut state = build(&caps, &comps);
+        for &(from, to, strength) in &edges {
+            if from == to || from >= comps.len() || to >= comps.len() {
+                continue;
+            }
+            let mut e = augur_graph::Edge::default();
+            e.observe(&augur_graph::Observation::new(augur_graph::EdgeSource::Declared, strength, 1));
+            state.edges.insert((format!("c{from}"), format!("c{to}")), e);
+        }
+        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
+            .iter()
+            .enumerate()
+            .map(|(i, &(p_fail, hps, blast_radius))| {
+                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
+            })
+            .collect();
+        let decisions = plan_failovers(&state, &risks, &PlannerConfig::default());
+        let mut occ = Occupancy::of(&state);
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &decisions {
+            prop_assert!(seen.insert(d.component.clone()), "{} planned twice", d.component);
+            if let Some(to) = &d.to {
+                prop_assert!(occ.room(&state.hosts[&to.host]) > 0, "{} over capacity", to.host);
+                occ.take(&to.host);
+            }
+            let Some(leader) = d.reason.strip_prefix("follows ").and_then(|r| r.split(' ').next()) else {
+                continue;
+            };
+            let lead = decisions.iter().find(|x| x.component.as_str() == leader).expect("its leader is planned");
+            let (me, them) = (&state.components[&d.component], &state.components[&lead.component]);
+            prop_assert_eq!(&me.placement.host, &them.placement.host, "co-located");
+            let strength = state.edges[&(d.component.to_string(), leader.to_owned())].strength();
+            prop_assert!(strength >= augur_plan::FOLLOW_STRENGTH);
+            let (to, target) = (d.to.as_ref().unwrap(), lead.to.as_ref().unwrap());
+            prop_assert_eq!(&to.zone, &target.zone, "same zone as its leader's new host");
+            prop_assert!(to.host != me.placement.host);
+        }
+    }
+
     #[test]
     fn never_over_capacity_and_never_a_nearer_domain_than_needed((caps, comps, risks) in arb_fleet()) {
         let state = build(&caps, &comps);

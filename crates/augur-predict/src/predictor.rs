@@ -140,6 +140,9 @@ pub struct Forecast {
     /// The indicators that moved it, strongest first: (name, contribution).
     pub why: Vec<(String, f64)>,
     pub model_version: String,
+    /// Samples per metric seen so far: how much history the detectors had.
+    #[serde(default)]
+    pub samples: u64,
 }
 
 /// A component's predictor.
@@ -150,6 +153,8 @@ pub struct ComponentPredictor {
     c: Vec<f32>,
     dirty: bool,
     last_ms: i64,
+    /// In-order samples taken, every metric together.
+    samples: u64,
     forecast: Option<Forecast>,
 }
 
@@ -161,6 +166,7 @@ impl ComponentPredictor {
             c: vec![0.0; hidden],
             dirty: false,
             last_ms: 0,
+            samples: 0,
             forecast: None,
         }
     }
@@ -224,6 +230,7 @@ impl ComponentPredictor {
         }
         self.dirty = true;
         self.last_ms = self.last_ms.max(ts_ms);
+        self.samples += 1;
         Ok(())
     }
 
@@ -313,6 +320,7 @@ impl ComponentPredictor {
             hps,
             why,
             model_version: model_version.to_string(),
+            samples: self.samples / self.metrics.len().max(1) as u64,
         });
         self.forecast.as_ref().expect("just set")
     }

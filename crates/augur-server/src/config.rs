@@ -42,6 +42,9 @@ pub struct PlannerSection {
     pub claim_within_ms: u64,
     /// An action whose lease lapsed this many times fails instead of being offered again.
     pub max_lapses: u32,
+    /// A component's forecast is acted on only once its detectors have seen this many
+    /// samples per metric: a new component (a fresh shadow) has no baseline yet.
+    pub min_samples: u64,
 }
 
 impl Default for PlannerSection {
@@ -51,6 +54,7 @@ impl Default for PlannerSection {
             every_ms: 5_000,
             claim_within_ms: 60_000,
             max_lapses: 3,
+            min_samples: 30,
         }
     }
 }

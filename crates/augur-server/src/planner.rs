@@ -28,6 +28,7 @@ pub async fn decisions(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
+    min_samples: u64,
 ) -> Result<Vec<Decision>, Status> {
     let forecasts = predictors
         .system()
@@ -43,8 +44,10 @@ pub async fn decisions(
         .iter()
         .map(|b| (b.component.as_str(), b.blast_radius))
         .collect();
+    // Components still warming up have no baseline to be anomalous against.
     let risks: BTreeMap<ComponentId, ComponentRisk> = forecasts
         .iter()
+        .filter(|(_, f)| f.samples >= min_samples)
         .map(|(id, f)| {
             let r = ComponentRisk {
                 p_fail: f.p_fail[1],
@@ -66,6 +69,7 @@ pub async fn decisions(
 /// [`start_plan`]), so a failover does not wait a planning period per step.
 pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     let act = cfg.act;
+    let min_samples = cfg.min_samples;
     let every = Duration::from_millis(cfg.every_ms);
     let leases = LeasePolicy {
         claim_within_ms: cfg.claim_within_ms,
@@ -94,7 +98,7 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 // below.
                 expire_leases(&node, &leases).await;
                 if act {
-                    match decisions(&node, &predictors, &cache).await {
+                    match decisions(&node, &predictors, &cache, min_samples).await {
                         Ok(found) => {
                             let now = now_ms();
                             for d in &found {

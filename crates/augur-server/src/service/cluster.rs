@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use augur_proto::pb;
-use openraft::error::{ClientWriteError, RaftError};
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState};
 use tonic::{Request, Response, Status};
 
@@ -116,7 +118,34 @@ impl pb::cluster_server::Cluster for ClusterService {
                 "node {unknown} is not a member; add it as a learner first"
             )));
         }
-        let res = self.node.raft.change_membership(voters, false).await;
-        self.membership_reply(res)
+        // A membership change still committing (the learner just added, say) makes openraft
+        // refuse the next one; it is waited for, a few times, rather than failed.
+        let mut tries = 0;
+        loop {
+            let res = self
+                .node
+                .raft
+                .change_membership(voters.clone(), false)
+                .await;
+            let pending = match &res {
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(p),
+                ))) => p.membership_log_id,
+                _ => None,
+            };
+            match pending {
+                Some(log_id) if tries < 3 => {
+                    tries += 1;
+                    // The wait's own timeout is not an error here: the retry says what is left.
+                    let _ = self
+                        .node
+                        .raft
+                        .wait(Some(Duration::from_secs(5)))
+                        .applied_index_at_least(Some(log_id.index), "the pending membership change")
+                        .await;
+                }
+                _ => return self.membership_reply(res),
+            }
+        }
     }
 }

@@ -53,6 +53,7 @@ pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
             })
             .collect(),
         model_version: f.model_version.clone(),
+        samples: f.samples,
     }
 }
 

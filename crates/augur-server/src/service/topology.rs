@@ -21,6 +21,8 @@ pub struct TopologyService {
     /// The last blast radii and the graph they are for: when only some edges changed since,
     /// `GetRisk` walks what those edges reach instead of the whole graph.
     risk_cache: Arc<RiskCache>,
+    /// `planner.min_samples`: the preview leaves out what the planner would.
+    min_samples: u64,
 }
 
 /// The graph the cached blast radii are for, and the radii.
@@ -54,11 +56,12 @@ pub(crate) fn cached_blast_radii(cache: &RiskCache, g: DepGraph) -> Vec<BlastRad
 impl TopologyService {
     /// `predictors` gives `GetRisk` its P(fail) (each component's latest forecast) and
     /// `RankRootCauses` its metric history.
-    pub fn new(node: Node, predictors: Option<Predictors>) -> Self {
+    pub fn new(node: Node, predictors: Option<Predictors>, min_samples: u64) -> Self {
         Self {
             node,
             predictors,
             risk_cache: Default::default(),
+            min_samples,
         }
     }
 
@@ -466,7 +469,9 @@ impl pb::topology_server::Topology for TopologyService {
         let Some(predictors) = &self.predictors else {
             return Ok(Response::new(pb::PlanFailoversResponse::default()));
         };
-        let decisions = crate::planner::decisions(&self.node, predictors, &self.risk_cache).await?;
+        let decisions =
+            crate::planner::decisions(&self.node, predictors, &self.risk_cache, self.min_samples)
+                .await?;
         Ok(Response::new(pb::PlanFailoversResponse {
             decisions: decisions
                 .into_iter()
