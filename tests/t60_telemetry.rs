@@ -629,17 +629,27 @@ async fn a_recommended_plan_waits_for_approval() {
     assert_eq!(code, 0, "{err}");
     let batch = four_components_db_stepping(&cluster).await;
     assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
-    let plan = eventually("a proposed plan for db", Duration::from_secs(20), || {
-        let ep = ep.clone();
-        async move {
-            let (code, out, _) = ctl(&ep, &["--output", "json", "plan", "list"]);
-            let v: Value = serde_json::from_str(&out).ok()?;
-            let p = v.as_array()?.first()?.clone();
-            (code == 0 && p["component"] == "db").then_some(p)
-        }
-    })
+    // (The four components share one zone while another has room: the footprint planner
+    // proposes migrations for them too; db's failover takes its migration over.)
+    let plan = eventually(
+        "a proposed failover for db",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            async move {
+                let (code, out, _) = ctl(&ep, &["--output", "json", "plan", "list"]);
+                let v: Value = serde_json::from_str(&out).ok()?;
+                let p = v
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["component"] == "db" && p["kind"] == "failover")?
+                    .clone();
+                (code == 0).then_some(p)
+            }
+        },
+    )
     .await;
-    assert_eq!(plan["id"], "plan-1", "{plan}");
+    let id = plan["id"].as_str().unwrap().to_owned();
     assert_eq!(plan["status"], "proposed", "{plan}");
     assert_eq!(plan["to"]["host"], "h2", "{plan}");
     assert!(plan["reason"].as_str().unwrap().contains("threshold"));
@@ -659,7 +669,7 @@ async fn a_recommended_plan_waits_for_approval() {
     assert_eq!(json(&out).as_array().unwrap().len(), 0, "{out}");
 
     for (args, want) in [
-        (vec!["plan", "approve", "plan-9"], "unknown plan"),
+        (vec!["plan", "approve", "plan-999"], "unknown plan"),
         (vec!["plan", "approve", "db"], "unknown plan"),
     ] {
         let (code, _, err) = ctl(&ep, &args);
@@ -670,40 +680,44 @@ async fn a_recommended_plan_waits_for_approval() {
     let (code, out, err) = ctl(
         &ep,
         &[
-            "--output", "json", "plan", "approve", "plan-1", "--by", "alice", "--note", "go",
+            "--output", "json", "plan", "approve", &id, "--by", "alice", "--note", "go",
         ],
     );
     assert_eq!(code, 0, "{err}");
     let approved = json(&out);
+    let shadow = format!("db.shadow-{}", id.trim_start_matches("plan-"));
     assert_eq!(approved["status"], "started", "{out}");
-    assert_eq!(approved["shadow"], "db.shadow-1", "{out}");
+    assert_eq!(approved["shadow"], shadow.as_str(), "{out}");
+    // Proposed (as a migration, then as a failover), approved by alice, started.
     let steps: Vec<(&str, &str)> = approved["history"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["status"].as_str().unwrap(), e["by"].as_str().unwrap()))
+        .filter(|(status, _)| *status != "proposed")
         .collect();
     assert_eq!(
         steps,
-        [
-            ("proposed", "planner"),
-            ("approved", "alice"),
-            ("started", "leader")
-        ],
+        [("approved", "alice"), ("started", "leader")],
         "{out}"
     );
-    assert_eq!(approved["history"][1]["note"], "go", "{out}");
+    let history = approved["history"].as_array().unwrap();
+    assert_eq!(history[history.len() - 2]["note"], "go", "{out}");
+    assert!(
+        approved["reason"].as_str().unwrap().contains("threshold"),
+        "{out}"
+    );
 
     // The plan's detail: the shadow requested with the plan's reason, and its Provision action.
-    let (code, out, err) = ctl(&ep, &["--output", "json", "plan", "get", "plan-1"]);
+    let (code, out, err) = ctl(&ep, &["--output", "json", "plan", "get", &id]);
     assert_eq!(code, 0, "{err}");
     let detail = json(&out);
-    assert_eq!(detail["shadow"]["shadow"], "db.shadow-1", "{out}");
+    assert_eq!(detail["shadow"]["shadow"], shadow.as_str(), "{out}");
     assert_eq!(detail["shadow"]["history"][0][0], "requested", "{out}");
     assert!(detail["shadow"]["history"][0][1]
         .as_str()
         .unwrap()
-        .starts_with("plan-1: "));
+        .starts_with(&format!("{id}: ")));
     let kinds: Vec<&str> = detail["actions"]
         .as_array()
         .unwrap()
@@ -713,10 +727,10 @@ async fn a_recommended_plan_waits_for_approval() {
     assert_eq!(kinds, ["provision"], "{out}");
 
     // A started plan cannot be rejected; the refusal changes nothing.
-    let (code, _, err) = ctl(&ep, &["plan", "reject", "plan-1"]);
+    let (code, _, err) = ctl(&ep, &["plan", "reject", &id]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot go from started to rejected"), "{err}");
-    let (_, out, _) = ctl(&ep, &["--output", "json", "plan", "get", "plan-1"]);
+    let (_, out, _) = ctl(&ep, &["--output", "json", "plan", "get", &id]);
     assert_eq!(json(&out)["plan"]["status"], "started", "{out}");
 }
 

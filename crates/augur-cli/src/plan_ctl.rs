@@ -19,6 +19,9 @@ pub enum PlanCommand {
     /// What the planner would do now (the default): the failovers it would start, with
     /// shadow placement, severity, act or recommend, and why. Nothing is committed.
     Preview,
+    /// Each service's footprint over zones, now and as desired, and the migrations the
+    /// planner would propose towards it (for approval). Nothing is committed.
+    Footprint,
     /// The failover plans recorded, newest first.
     List {
         /// Only those waiting (proposed) or about to start (approved).
@@ -55,6 +58,7 @@ pub async fn plan_cmd(
 ) -> Result<(), Status> {
     match cmd.unwrap_or(PlanCommand::Preview) {
         PlanCommand::Preview => plan(client, output).await,
+        PlanCommand::Footprint => footprint(client, output).await,
         PlanCommand::List { open } => list(client, output, open).await,
         PlanCommand::Get { id } => get(client, output, id).await,
         PlanCommand::Approve { id, by, note } => {
@@ -69,6 +73,7 @@ pub async fn plan_cmd(
 #[derive(Serialize)]
 struct PlanView {
     id: String,
+    kind: String,
     component: String,
     to: Option<PlacementView>,
     severity: String,
@@ -93,6 +98,7 @@ impl From<pb::Plan> for PlanView {
     fn from(p: pb::Plan) -> Self {
         PlanView {
             id: p.id,
+            kind: p.kind,
             component: p.component,
             to: p.to.map(PlacementView::from),
             severity: p.severity,
@@ -488,6 +494,91 @@ pub async fn state(client: &mut Client, output: Output, component: String) -> Re
             "{}: state version {}, {} bytes, recorded by {}",
             v.component, v.version, v.bytes, v.orchestrator
         )
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct FootprintView {
+    service: String,
+    instances: u32,
+    zones_now: BTreeMap<String, u32>,
+    zones_desired: BTreeMap<String, u32>,
+    divergence: f64,
+    threshold: f64,
+    moves: Vec<MigrationView>,
+}
+
+#[derive(Serialize)]
+struct MigrationView {
+    component: String,
+    from: Option<PlacementView>,
+    to: Option<PlacementView>,
+    hps: f64,
+    blast_radius: f64,
+    reason: String,
+}
+
+/// `ctl plan footprint`: each service's spread over zones and the migrations towards the
+/// desired one.
+async fn footprint(client: &mut Client, output: Output) -> Result<(), Status> {
+    let req = pb::PlanFootprintsRequest {
+        consistency: pb::ReadConsistency::Linearizable as i32,
+    };
+    let r = client
+        .call(|c| async move { TopologyClient::new(c).plan_footprints(req).await })
+        .await?
+        .into_inner();
+    let view: Vec<FootprintView> = r
+        .footprints
+        .into_iter()
+        .map(|f| FootprintView {
+            service: f.service,
+            instances: f.instances,
+            zones_now: f.zones_now.into_iter().collect(),
+            zones_desired: f.zones_desired.into_iter().collect(),
+            divergence: f.divergence,
+            threshold: f.threshold,
+            moves: f
+                .moves
+                .into_iter()
+                .map(|m| MigrationView {
+                    component: m.component,
+                    from: m.from.map(PlacementView::from),
+                    to: m.to.map(PlacementView::from),
+                    hps: m.hps,
+                    blast_radius: m.blast_radius,
+                    reason: m.reason,
+                })
+                .collect(),
+        })
+        .collect();
+    print(output, &view, |v| {
+        if v.is_empty() {
+            return "no service with two or more instances".into();
+        }
+        let zones = |z: &BTreeMap<String, u32>| {
+            z.iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut lines = Vec::new();
+        for f in v {
+            lines.push(format!(
+                "{}: {} instances; now [{}], desired [{}]; {:.0} % out of place (tolerance {:.0} %)",
+                f.service,
+                f.instances,
+                zones(&f.zones_now),
+                zones(&f.zones_desired),
+                100.0 * f.divergence,
+                100.0 * f.threshold
+            ));
+            for m in &f.moves {
+                lines.push(format!("    {}", m.reason));
+            }
+        }
+        lines.join("\n")
     });
     Ok(())
 }

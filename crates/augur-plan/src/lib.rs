@@ -9,11 +9,13 @@
 //!   verified weights when one fails.
 //! - [`judge`]: the gate itself: error rate and a rank test on latency, shadow against
 //!   original.
+//! - [`footprint`]: each service's desired spread over zones, and the migrations towards it.
 //! - [`scaling`]: predictive scale-up ahead of load; never down on a forecast alone.
 //! - [`lifecycle`]: what to commit next for each shadow in flight, from the action log's
 //!   outcomes.
 
 pub mod failover;
+pub mod footprint;
 pub mod judge;
 pub mod lifecycle;
 pub mod placement;
@@ -23,6 +25,7 @@ pub mod shift;
 pub use failover::{
     plan_failovers, ComponentRisk, Decision, Mode, PlannerConfig, Severity, FOLLOW_STRENGTH,
 };
+pub use footprint::{plan_footprints, FootprintPlan};
 pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
 pub use lifecycle::{encode_weights, next_steps, provision, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};

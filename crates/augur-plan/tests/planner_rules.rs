@@ -67,6 +67,56 @@ fn build(caps: &[u32], comps: &[usize]) -> ControlState {
 }
 
 proptest! {
+    /// Footprints: every migration move lands on a host with room, goes from a zone holding
+    /// more of the service than desired to one holding fewer, the most urgent first; the
+    /// moves never leave the service less spread; a more tolerant group never moves more.
+    #[test]
+    fn migrations_spread_within_capacity_and_tolerance_only_holds_them_back(
+        (caps, comps, risks) in arb_fleet(),
+        tolerances in (0u8..=100, 0u8..=100),
+    ) {
+        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
+            .iter()
+            .enumerate()
+            .map(|(i, &(p_fail, hps, blast_radius))| {
+                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
+            })
+            .collect();
+        let (lo, hi) = (tolerances.0.min(tolerances.1), tolerances.0.max(tolerances.1));
+        let mut counts = Vec::new();
+        for tolerance in [lo, hi] {
+            let mut state = build(&caps, &comps);
+            state.policies.insert("g".into(), augur_types::Policy { risk_tolerance: tolerance, ..Default::default() });
+            let plans = augur_plan::plan_footprints(&state, &risks);
+            let moves: Vec<&augur_plan::footprint::Move> = plans.iter().flat_map(|p| &p.moves).collect();
+            counts.push(moves.len());
+            let Some(plan) = plans.first() else { continue };
+            prop_assert!(moves.is_empty() || plan.divergence > plan.threshold);
+            let mut occ = Occupancy::of(&state);
+            let mut now = plan.zones_now.clone();
+            let want = |z: &str| plan.zones_desired.get(z).copied().unwrap_or(0);
+            let excess = |now: &BTreeMap<String, u32>| -> u32 {
+                now.iter().map(|(z, &k)| k.saturating_sub(want(z))).sum()
+            };
+            let before = excess(&now);
+            let mut last = f64::NEG_INFINITY;
+            for m in &moves {
+                prop_assert!(m.hps >= last, "most urgent first");
+                last = m.hps;
+                prop_assert!(occ.room(&state.hosts[&m.to.host]) > 0, "{} over capacity", m.to.host);
+                occ.take(&m.to.host);
+                prop_assert!(now[&m.from.zone] > want(&m.from.zone), "moved out of a zone not over");
+                prop_assert!(now.get(&m.to.zone).copied().unwrap_or(0) < want(&m.to.zone), "moved into a zone not under");
+                *now.get_mut(&m.from.zone).unwrap() -= 1;
+                *now.entry(m.to.zone.clone()).or_default() += 1;
+            }
+            prop_assert!(excess(&now) <= before);
+            // The desired footprint places every instance.
+            prop_assert_eq!(plan.zones_desired.values().sum::<u32>() as usize, plan.instances);
+        }
+        prop_assert!(counts.len() < 2 || counts[1] <= counts[0], "more tolerance, more moves: {counts:?}");
+    }
+
     /// With dependencies: a follower is co-located with and strongly dependent on a component
     /// being moved, lands near that component's new host (never another zone, never its own
     /// host), and nothing goes over capacity.

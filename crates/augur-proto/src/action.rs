@@ -145,6 +145,7 @@ pub fn shadow_to_wire(component: &ComponentId, r: &ShadowRecord) -> pb::Shadow {
 pub fn plan_to_wire(p: &PlanRecord) -> pb::Plan {
     pb::Plan {
         id: p.id.clone(),
+        kind: p.kind.as_str().to_owned(),
         component: p.component.to_string(),
         to: Some(crate::placement_to_wire(&p.to)),
         severity: p.severity.as_str().to_owned(),

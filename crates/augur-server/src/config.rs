@@ -45,6 +45,9 @@ pub struct PlannerSection {
     /// A component's forecast is acted on only once its detectors have seen this many
     /// samples per metric: a new component (a fresh shadow) has no baseline yet.
     pub min_samples: u64,
+    /// A component must stay over its threshold this long (consecutive planning rounds)
+    /// before a plan is recorded: one noisy scrape does not move it, ms. 0: at once.
+    pub confirm_ms: u64,
 }
 
 impl Default for PlannerSection {
@@ -55,6 +58,7 @@ impl Default for PlannerSection {
             claim_within_ms: 60_000,
             max_lapses: 3,
             min_samples: 30,
+            confirm_ms: 2_000,
         }
     }
 }

@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use augur_plan::{ComponentRisk, Decision, LifecycleStep, Mode, PlannerConfig};
+use augur_plan::footprint::Move;
+use augur_plan::{ComponentRisk, Decision, FootprintPlan, LifecycleStep, Mode, PlannerConfig};
 use augur_types::{
-    Applied, Command, ComponentId, ControlState, LeasePolicy, Placement, PlanDecision, PlanRecord,
-    PlanStatus, Severity,
+    Applied, Command, ComponentId, ControlState, LeasePolicy, Placement, PlanDecision, PlanKind,
+    PlanRecord, PlanStatus, Severity,
 };
 use tonic::Status;
 
@@ -30,6 +31,31 @@ pub async fn decisions(
     cache: &Arc<RiskCache>,
     min_samples: u64,
 ) -> Result<Vec<Decision>, Status> {
+    let (risks, _) = risks(node, predictors, cache, min_samples).await?;
+    Ok(node
+        .state
+        .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
+}
+
+/// Every service's footprint now and as desired, with the migrations towards it.
+pub async fn footprints(
+    node: &Node,
+    predictors: &Predictors,
+    cache: &Arc<RiskCache>,
+    min_samples: u64,
+) -> Result<Vec<FootprintPlan>, Status> {
+    let (risks, _) = risks(node, predictors, cache, min_samples).await?;
+    Ok(node.state.read(|s| augur_plan::plan_footprints(s, &risks)))
+}
+
+/// What the planner knows of each component's future: P(fail within 1 h) and HPS from this
+/// node's forecasts (components still warming up left out), blast radius from the graph.
+async fn risks(
+    node: &Node,
+    predictors: &Predictors,
+    cache: &Arc<RiskCache>,
+    min_samples: u64,
+) -> Result<(BTreeMap<ComponentId, ComponentRisk>, Why), Status> {
     let forecasts = predictors
         .system()
         .list_at_risk(usize::MAX, 0.0)
@@ -57,10 +83,19 @@ pub async fn decisions(
             (id.clone(), r)
         })
         .collect();
-    Ok(node
-        .state
-        .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
+    let why = forecasts
+        .iter()
+        .filter(|(id, f)| risks.contains_key(id) && !f.why.is_empty())
+        .map(|(id, f)| {
+            let named: Vec<String> = f.why.iter().map(|(n, w)| format!("{n} {w:.2}")).collect();
+            (id.clone(), named.join(", "))
+        })
+        .collect();
+    Ok((risks, why))
 }
+
+/// The indicators behind each component's forecast, for the reasons the planner records.
+type Why = HashMap<ComponentId, String>;
 
 /// On the leader. Every `planner.every_ms`: expires action leases (see [`expire_leases`]),
 /// then, with `planner.act`, records each decision as a plan (see [`propose`]) and expires
@@ -70,6 +105,8 @@ pub async fn decisions(
 pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     let act = cfg.act;
     let min_samples = cfg.min_samples;
+    let confirm_ms = cfg.confirm_ms;
+    let mut due_since: HashMap<ComponentId, u64> = HashMap::new();
     let every = Duration::from_millis(cfg.every_ms);
     let leases = LeasePolicy {
         claim_within_ms: cfg.claim_within_ms,
@@ -98,15 +135,41 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 // below.
                 expire_leases(&node, &leases).await;
                 if act {
-                    match decisions(&node, &predictors, &cache, min_samples).await {
-                        Ok(found) => {
+                    match risks(&node, &predictors, &cache, min_samples).await {
+                        Ok((risks, why)) => {
+                            let (found, footprints) = node.state.read(|s| {
+                                (
+                                    augur_plan::plan_failovers(
+                                        s,
+                                        &risks,
+                                        &PlannerConfig::default(),
+                                    ),
+                                    augur_plan::plan_footprints(s, &risks),
+                                )
+                            });
                             let now = now_ms();
+                            let mut due: Vec<ComponentId> = Vec::new();
+                            // A decision holds for `confirm_ms` before it is recorded: one
+                            // noisy scrape does not move a component.
+                            due_since.retain(|c, _| found.iter().any(|d| &d.component == c));
                             for d in &found {
-                                if let Err(e) = propose(&node, d, now).await {
+                                due.push(d.component.clone());
+                                let since = *due_since.entry(d.component.clone()).or_insert(now);
+                                if now.saturating_sub(since) < confirm_ms {
+                                    continue;
+                                }
+                                if let Err(e) = propose(&node, d, why.get(&d.component), now).await
+                                {
                                     tracing::warn!(component = %d.component, error = %e, "plan not committed");
                                 }
                             }
-                            expire_stale(&node, &found, now).await;
+                            for m in footprints.iter().flat_map(|f| &f.moves) {
+                                if let Err(e) = propose_migration(&node, m, now).await {
+                                    tracing::warn!(component = %m.component, error = %e, "migration not proposed");
+                                }
+                                due.push(m.component.clone());
+                            }
+                            expire_stale(&node, &due, now).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "no plan this round"),
                     }
@@ -157,26 +220,32 @@ const PLAN_TTL_MS: u64 = 10 * 60 * 1000;
 /// Records one decision as a plan: approved at once when the policy acts, proposed (waiting
 /// for `augur ctl plan approve`) when it only recommends. A component with an open plan, or
 /// without a host with room, gets none.
-async fn propose(node: &Node, d: &Decision, now: u64) -> Result<(), Status> {
+async fn propose(node: &Node, d: &Decision, why: Option<&String>, now: u64) -> Result<(), Status> {
     let Some(to) = &d.to else {
         metrics::counter!("augur_planner_no_room_total").increment(1);
         return Ok(());
     };
     let open = node
         .state
-        .read(|s| s.open_plan(&d.component).map(|p| p.status));
+        .read(|s| s.open_plan(&d.component).map(|p| (p.status, p.kind)));
     let approve = d.mode == Mode::Act;
     match open {
-        Some(PlanStatus::Approved) => return Ok(()),
-        Some(_) if !approve => return Ok(()),
+        Some((PlanStatus::Approved, _)) => return Ok(()),
+        // Proposed: a failover the policy acts on approves it; one it only recommends
+        // overtakes a migration, and otherwise there is nothing new to say.
+        Some((_, kind)) if !approve && kind == PlanKind::Failover => return Ok(()),
         _ => {}
     }
     let (_, applied) = node
         .write(Command::ProposePlan {
             component: d.component.clone(),
+            kind: PlanKind::Failover,
             to: to.clone(),
             severity: d.severity,
-            reason: d.reason.clone(),
+            reason: match why {
+                Some(why) => format!("{}; why: {why}", d.reason),
+                None => d.reason.clone(),
+            },
             approved_by: approve.then(|| "policy".to_owned()),
             at_ms: now,
         })
@@ -190,15 +259,35 @@ async fn propose(node: &Node, d: &Decision, now: u64) -> Result<(), Status> {
     Ok(())
 }
 
+/// Proposes a footprint migration for an operator's approval (migrations are never urgent,
+/// so never approved by policy), unless the component has an open plan already.
+async fn propose_migration(node: &Node, m: &Move, now: u64) -> Result<(), Status> {
+    if node.state.read(|s| s.open_plan(&m.component).is_some()) {
+        return Ok(());
+    }
+    node.write(Command::ProposePlan {
+        component: m.component.clone(),
+        kind: PlanKind::Migration,
+        to: m.to.clone(),
+        severity: Severity::Elevated,
+        reason: m.reason.clone(),
+        approved_by: None,
+        at_ms: now,
+    })
+    .await?;
+    metrics::counter!("augur_planner_migrations_proposed_total").increment(1);
+    Ok(())
+}
+
 /// Expires the proposed plans whose component is no longer due and has not been for
 /// [`PLAN_TTL_MS`] since the plan was made.
-async fn expire_stale(node: &Node, due: &[Decision], now: u64) {
+async fn expire_stale(node: &Node, due: &[ComponentId], now: u64) {
     let stale: Vec<String> = node.state.read(|s| {
         s.plans
             .values()
             .filter(|p| p.status == PlanStatus::Proposed)
             .filter(|p| now.saturating_sub(p.created_ms) >= PLAN_TTL_MS)
-            .filter(|p| !due.iter().any(|d| d.component == p.component))
+            .filter(|p| !due.contains(&p.component))
             .map(|p| p.id.clone())
             .collect()
     });
@@ -257,6 +346,7 @@ pub async fn failover_now(
     let (_, applied) = node
         .write(Command::ProposePlan {
             component: component.clone(),
+            kind: PlanKind::Failover,
             to: to.clone(),
             severity,
             reason: reason.to_owned(),

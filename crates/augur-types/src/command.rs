@@ -115,6 +115,8 @@ pub enum Command {
     /// second proposal answers with it (and approves it, if this one carries an approval).
     ProposePlan {
         component: ComponentId,
+        #[serde(default)]
+        kind: crate::PlanKind,
         to: crate::Placement,
         severity: Severity,
         reason: String,

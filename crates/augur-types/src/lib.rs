@@ -19,7 +19,7 @@ pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_S
 pub use ids::{ActionId, ComponentId, IdError, NodeId};
 pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{
-    plan_number, PlanDecision, PlanEvent, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
+    plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
 };
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, KpiSample, Kpis,

@@ -47,6 +47,26 @@ impl Severity {
     }
 }
 
+/// Why a plan moves its component.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// Ahead of a predicted failure (or an operator's request).
+    #[default]
+    Failover,
+    /// Towards the service's desired footprint: nothing is failing.
+    Migration,
+}
+
+impl PlanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanKind::Failover => "failover",
+            PlanKind::Migration => "migration",
+        }
+    }
+}
+
 /// Where a plan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +144,8 @@ pub struct PlanRecord {
     /// `plan-N`, N counting from 1 over the cluster's life.
     pub id: String,
     pub component: ComponentId,
+    #[serde(default)]
+    pub kind: PlanKind,
     /// Where its shadow goes.
     pub to: Placement,
     pub severity: Severity,
@@ -168,9 +190,11 @@ impl ControlState {
         self.plans.get(&plan_number(id)?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn propose_plan(
         &mut self,
         component: &ComponentId,
+        kind: PlanKind,
         to: &Placement,
         severity: Severity,
         reason: &str,
@@ -190,18 +214,34 @@ impl ControlState {
             });
         }
         if let Some(open) = self.open_plan(component) {
-            // One open plan per component: a second proposal answers with it, and an approval
-            // carried by the second one (an operator asking for the failover) approves it.
+            // One open plan per component: a second proposal answers with it. A failover
+            // overtakes a proposed migration (its reason, target and severity replace the
+            // migration's), and an approval carried by the second proposal (an operator
+            // asking for the failover, a policy that acts) approves it.
             let (n, id) = (plan_number(&open.id).expect("own id"), open.id.clone());
-            if let (Some(by), PlanStatus::Proposed) = (approved_by, open.status) {
+            if open.status == PlanStatus::Proposed {
                 let plan = self.plans.get_mut(&n).expect("found above");
-                plan.status = PlanStatus::Approved;
-                plan.history.push(PlanEvent {
-                    at_ms,
-                    status: PlanStatus::Approved,
-                    by: by.to_owned(),
-                    note: reason.to_owned(),
-                });
+                if plan.kind == PlanKind::Migration && kind == PlanKind::Failover {
+                    plan.kind = kind;
+                    plan.to = to.clone();
+                    plan.severity = severity;
+                    plan.reason = reason.to_owned();
+                    plan.history.push(PlanEvent {
+                        at_ms,
+                        status: PlanStatus::Proposed,
+                        by: "planner".to_owned(),
+                        note: format!("now a failover: {reason}"),
+                    });
+                }
+                if let Some(by) = approved_by {
+                    plan.status = PlanStatus::Approved;
+                    plan.history.push(PlanEvent {
+                        at_ms,
+                        status: PlanStatus::Approved,
+                        by: by.to_owned(),
+                        note: reason.to_owned(),
+                    });
+                }
             }
             return Ok(Applied::Plan {
                 id,
@@ -232,6 +272,7 @@ impl ControlState {
             PlanRecord {
                 id: id.clone(),
                 component: component.clone(),
+                kind,
                 to: to.clone(),
                 severity,
                 reason: reason.to_owned(),
@@ -381,6 +422,7 @@ mod tests {
     fn propose(approved_by: Option<&str>) -> Command {
         Command::ProposePlan {
             component: cid("db"),
+            kind: PlanKind::Failover,
             to: placement("h2", "z2"),
             severity: Severity::High,
             reason: "P(fail) 0.8".into(),
@@ -487,6 +529,35 @@ mod tests {
         let p = s.plan("plan-2").unwrap();
         assert_eq!(p.status, PlanStatus::Approved);
         assert_eq!(p.history.last().unwrap().by, "operator");
+    }
+
+    #[test]
+    fn a_failover_overtakes_a_proposed_migration() {
+        let mut s = state();
+        let mut migration = propose(None);
+        if let Command::ProposePlan {
+            kind,
+            severity,
+            reason,
+            ..
+        } = &mut migration
+        {
+            *kind = PlanKind::Migration;
+            *severity = Severity::Elevated;
+            *reason = "footprint: z1 holds 2".into();
+        }
+        s.apply(1, &migration).unwrap();
+        // Another migration proposal changes nothing.
+        let before = s.clone();
+        s.apply(1, &migration).unwrap();
+        assert_eq!(s, before);
+        s.apply(1, &propose(Some("policy"))).unwrap();
+        let p = s.plan("plan-1").unwrap();
+        assert_eq!(p.kind, PlanKind::Failover);
+        assert_eq!(p.severity, Severity::High);
+        assert_eq!(p.reason, "P(fail) 0.8");
+        assert_eq!(p.status, PlanStatus::Approved);
+        assert_eq!(s.plans.len(), 1);
     }
 
     #[test]

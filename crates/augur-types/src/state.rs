@@ -408,6 +408,7 @@ impl ControlState {
             }
             Command::ProposePlan {
                 component,
+                kind,
                 to,
                 severity,
                 reason,
@@ -415,6 +416,7 @@ impl ControlState {
                 at_ms,
             } => self.propose_plan(
                 component,
+                *kind,
                 to,
                 *severity,
                 reason,

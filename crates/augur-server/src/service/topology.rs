@@ -490,6 +490,46 @@ impl pb::topology_server::Topology for TopologyService {
                 .collect(),
         }))
     }
+
+    async fn plan_footprints(
+        &self,
+        req: Request<pb::PlanFootprintsRequest>,
+    ) -> Result<Response<pb::PlanFootprintsResponse>, Status> {
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let Some(predictors) = &self.predictors else {
+            return Ok(Response::new(pb::PlanFootprintsResponse::default()));
+        };
+        let plans =
+            crate::planner::footprints(&self.node, predictors, &self.risk_cache, self.min_samples)
+                .await?;
+        let footprints = plans
+            .into_iter()
+            .map(|f| pb::Footprint {
+                service: f.service,
+                instances: f.instances as u32,
+                zones_now: f.zones_now.into_iter().collect(),
+                zones_desired: f.zones_desired.into_iter().collect(),
+                divergence: f.divergence,
+                threshold: f.threshold,
+                moves: f
+                    .moves
+                    .into_iter()
+                    .map(|m| pb::Migration {
+                        component: m.component.to_string(),
+                        from: Some(augur_proto::placement_to_wire(&m.from)),
+                        to: Some(augur_proto::placement_to_wire(&m.to)),
+                        hps: m.hps,
+                        blast_radius: m.blast_radius,
+                        reason: m.reason,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::PlanFootprintsResponse { footprints }))
+    }
 }
 
 #[cfg(test)]
