@@ -36,6 +36,7 @@ use augur_proto::pb::control_client::ControlClient;
 use augur_proto::pb::telemetry_client::TelemetryClient;
 use augur_proto::pb::topology_client::TopologyClient;
 use augur_types::ActionKind;
+use futures::StreamExt as _;
 use serde::Deserialize;
 use tokio::time::Instant;
 use tonic::Status;
@@ -777,13 +778,33 @@ impl Agent {
             .find(|(n, _)| **n != action.target && **n != shadow && !n.contains(".shadow-"))
             .map(|(_, a)| *a)
             .unwrap_or(orig);
+        // Each replayed request goes to the three at once, and several are in flight: a
+        // degrading original (slow, the reason it moves) does not hold the shadow's
+        // validation up for the sum of its latencies.
+        let rounds: Vec<_> = futures::stream::iter(0..self.cfg.validate.requests)
+            .map(|i| {
+                let path = paths[i % paths.len()].clone();
+                async move {
+                    let (mut ko, mut ks, mut kr) = Default::default();
+                    let (a, b, r) = tokio::join!(
+                        call(orig, &path, &mut ko),
+                        call(shad, &path, &mut ks),
+                        call(reference, &path, &mut kr)
+                    );
+                    (ko, ks, a, b, r)
+                }
+            })
+            .buffered(VALIDATE_IN_FLIGHT)
+            .collect()
+            .await;
         let (mut o, mut s) = (augur_plan::Kpis::default(), augur_plan::Kpis::default());
         let (mut compared, mut mismatched, mut noisy) = (0usize, 0usize, 0usize);
-        for i in 0..self.cfg.validate.requests {
-            let path = &paths[i % paths.len()];
-            let a = call(orig, path, &mut o).await;
-            let b = call(shad, path, &mut s).await;
-            let r = call(reference, path, &mut augur_plan::Kpis::default()).await;
+        for (ko, ks, a, b, r) in rounds {
+            for (total, part) in [(&mut o, ko), (&mut s, ks)] {
+                total.requests += part.requests;
+                total.errors += part.errors;
+                total.latencies_ms.extend(part.latencies_ms);
+            }
             compared += 1;
             // Only the shadow being worse counts: a failing original is why it moves.
             let shadow_worse = match (&a, &b) {
@@ -1145,6 +1166,10 @@ async fn state_keys(addr: SocketAddr) -> Result<Vec<String>, String> {
 }
 
 /// `a=1,b=2` → the weights.
+/// Replayed validation requests in flight at once (each to the original, the shadow and the
+/// noise reference together).
+const VALIDATE_IN_FLIGHT: usize = 8;
+
 /// The `version` of a state snapshot (a JSON object).
 fn snapshot_version(body: &[u8]) -> Result<u64, String> {
     let v: serde_json::Value =
