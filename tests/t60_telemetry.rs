@@ -434,12 +434,27 @@ async fn the_model_in_use_is_the_one_the_state_records() {
 /// the host in the other zone and a `Provision` action for it reaches orchestrators, once;
 /// the outcomes an orchestrator reports then move the shadow through sync and validation
 /// to a rollback when validation fails, each step once and with its reason.
+/// Registers four components and pushes their history, db's latency stepping up at the end.
+async fn push_db_failing(cluster: &Cluster) {
+    let batch = four_components_db_stepping(cluster).await;
+    assert_eq!(push(cluster, batch, 10_000).await.accepted, 1600);
+}
+
+/// The first action of `kind` in the log, once there is one.
+async fn first_action(ep: &str, kind: &'static str) -> Value {
+    eventually(kind, Duration::from_secs(20), || async move {
+        let (_, out, _) = ctl(ep, &["--output", "json", "actions"]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v.as_array()?.iter().find(|a| a["kind"] == kind).cloned()
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_commits_a_failover_for_a_failing_component() {
     let (cluster, ep) =
         single_node("[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n").await;
-    let batch = four_components_db_stepping(&cluster).await;
-    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
+    push_db_failing(&cluster).await;
     let actions = eventually(
         "a Provision action for db's shadow",
         Duration::from_secs(20),
@@ -511,18 +526,10 @@ async fn the_leader_commits_a_failover_for_a_failing_component() {
     let action_of = |kind: &'static str| {
         let ep = ep.clone();
         async move {
-            eventually(kind, Duration::from_secs(20), || {
-                let ep = ep.clone();
-                async move {
-                    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
-                    let v: Value = serde_json::from_str(&out).ok()?;
-                    v.as_array()?
-                        .iter()
-                        .find(|a| a["kind"] == kind)
-                        .map(|a| a["id"].as_str().unwrap().to_owned())
-                }
-            })
-            .await
+            first_action(&ep, kind).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     // The first shadow's record, whether current or replaced by a newer one.
@@ -627,8 +634,7 @@ async fn a_recommended_plan_waits_for_approval() {
         single_node("[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n").await;
     let (code, _, err) = ctl(&ep, &["policy", "set", "*", "--approval", "recommend"]);
     assert_eq!(code, 0, "{err}");
-    let batch = four_components_db_stepping(&cluster).await;
-    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
+    push_db_failing(&cluster).await;
     // (The four components share one zone while another has room: the footprint planner
     // proposes migrations for them too; db's failover takes its migration over.)
     let plan = eventually(
@@ -745,23 +751,8 @@ async fn a_lapsed_lease_goes_to_another_orchestrator_and_an_unclaimed_action_fai
          claim_within_ms = 5000\nmax_lapses = 3\n",
     )
     .await;
-    let batch = four_components_db_stepping(&cluster).await;
-    assert_eq!(push(&cluster, batch, 10_000).await.accepted, 1600);
-    let action = |kind: &'static str| {
-        let ep = ep.clone();
-        async move {
-            eventually(kind, Duration::from_secs(20), || {
-                let ep = ep.clone();
-                async move {
-                    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
-                    let v: Value = serde_json::from_str(&out).ok()?;
-                    v.as_array()?.iter().find(|a| a["kind"] == kind).cloned()
-                }
-            })
-            .await
-        }
-    };
-    let provision = action("provision").await;
+    push_db_failing(&cluster).await;
+    let provision = first_action(&ep, "provision").await;
     let id = provision["id"].as_str().unwrap().to_owned();
     let claim = |who: &str, lease: &str| {
         ctl(
@@ -815,7 +806,7 @@ async fn a_lapsed_lease_goes_to_another_orchestrator_and_an_unclaimed_action_fai
     assert_eq!(code, 0, "{err}");
     // Nobody claims the sync: it fails once the claim window passes, and the shadow rolls
     // back with that reason.
-    let sync = action("sync").await;
+    let sync = first_action(&ep, "sync").await;
     let shadow = eventually("the shadow rolled back", Duration::from_secs(30), || {
         let ep = ep.clone();
         async move {

@@ -117,17 +117,7 @@ impl ControlState {
                 previous: action.status.to_string(),
             });
         }
-        if let Some(c) = action
-            .claim
-            .as_ref()
-            .filter(|c| c.orchestrator != orchestrator && c.until_ms > at_ms)
-        {
-            return Err(Rejection::ActionClaimed {
-                id: id.to_string(),
-                by: c.orchestrator.clone(),
-                until_ms: c.until_ms,
-            });
-        }
+        action.check_holder(orchestrator, at_ms)?;
         action.claim = Some(Claim {
             orchestrator: orchestrator.to_owned(),
             at_ms,

@@ -296,6 +296,25 @@ pub struct Action {
     pub offered_ms: Option<u64>,
 }
 
+impl Action {
+    /// Refuses (`ActionClaimed`) when an orchestrator other than `orchestrator` holds the
+    /// action's lease at `at_ms`.
+    pub(crate) fn check_holder(&self, orchestrator: &str, at_ms: u64) -> Result<(), Rejection> {
+        match self
+            .claim
+            .as_ref()
+            .filter(|c| c.orchestrator != orchestrator && c.until_ms > at_ms)
+        {
+            Some(c) => Err(Rejection::ActionClaimed {
+                id: self.id.to_string(),
+                by: c.orchestrator.clone(),
+                until_ms: c.until_ms,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Most finished shadows kept in [`ControlState::past_shadows`].
 pub const MAX_SHADOW_LOG: usize = 256;
 
@@ -904,17 +923,7 @@ impl ControlState {
         match &action.status {
             ActionStatus::Pending => {
                 // While another orchestrator holds it, only that one reports.
-                if let Some(c) = action
-                    .claim
-                    .as_ref()
-                    .filter(|c| c.orchestrator != orchestrator && c.until_ms > at_ms)
-                {
-                    return Err(Rejection::ActionClaimed {
-                        id: id.to_string(),
-                        by: c.orchestrator.clone(),
-                        until_ms: c.until_ms,
-                    });
-                }
+                action.check_holder(orchestrator, at_ms)?;
                 action.claim = None;
                 action.status = ActionStatus::Done {
                     orchestrator: orchestrator.to_string(),
