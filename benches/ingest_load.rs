@@ -1,0 +1,409 @@
+//! End-to-end ingest, side by side: a load generator (this process) pushes the same samples
+//! to an Augur node (`Telemetry.Push` over gRPC, another process) and to Prometheus (its
+//! remote-write receiver, another process), one after the other on the same machine, and
+//! reports samples/s accepted and per-push latency (p50/p99) for each, and the ratio.
+//!
+//! `cargo bench -p augur-cli --bench ingest_load -- --augur target/release/augur
+//!  [--prometheus prometheus] [--components 10000] [--metrics 8] [--seconds 10]
+//!  [--senders 4] [--batch 8000]` (`benches/side-by-side/ingest-vs-prometheus.sh` runs it).
+//! The load: every component reports every metric once a round; a round's timestamp is one
+//! second after the last one's (the run replays time faster than real, starting an hour
+//! ago); each sender owns a slice of the components, so every series stays in order.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use augur_proto::pb;
+use augur_proto::pb::telemetry_client::TelemetryClient;
+use augur_proto::prom::{encode_remote_write, Label, PromSample, TimeSeries, WriteRequest};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+
+struct Args {
+    augur: PathBuf,
+    prometheus: Option<String>,
+    components: usize,
+    metrics: usize,
+    seconds: u64,
+    senders: usize,
+    batch: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        augur: PathBuf::from("target/release/augur"),
+        prometheus: Some("prometheus".into()),
+        components: 10_000,
+        metrics: 8,
+        seconds: 10,
+        senders: 4,
+        batch: 8_000,
+    };
+    let mut it = std::env::args().skip(1);
+    let num = |v: Option<String>, what: &str| -> usize {
+        v.and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{what} N"))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--augur" => a.augur = it.next().expect("--augur PATH").into(),
+            "--prometheus" => a.prometheus = it.next(),
+            "--no-prometheus" => a.prometheus = None,
+            "--components" => a.components = num(it.next(), "--components"),
+            "--metrics" => a.metrics = num(it.next(), "--metrics"),
+            "--seconds" => a.seconds = num(it.next(), "--seconds") as u64,
+            "--senders" => a.senders = num(it.next(), "--senders"),
+            "--batch" => a.batch = num(it.next(), "--batch"),
+            "--bench" => {} // cargo bench passes it
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(a.components > 0 && a.metrics > 0 && a.senders > 0 && a.batch > 0);
+    assert!(
+        a.components.is_multiple_of(a.senders),
+        "--components must be a multiple of --senders"
+    );
+    a
+}
+
+/// What one target took.
+#[derive(Default)]
+struct Outcome {
+    accepted: u64,
+    rejected: u64,
+    pushes: u64,
+    busy: u64,
+    latency_us: Option<Histogram<u64>>,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    fn merge(&mut self, o: Outcome) {
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.pushes += o.pushes;
+        self.busy += o.busy;
+        match (&mut self.latency_us, o.latency_us) {
+            (Some(h), Some(o)) => h.add(o).expect("same bounds"),
+            (slot @ None, o) => *slot = o,
+            _ => {}
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile_ms(&self, q: f64) -> f64 {
+        self.latency_us
+            .as_ref()
+            .map_or(f64::NAN, |h| h.value_at_quantile(q) as f64 / 1e3)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The samples of one sender's slice for round `r`, in batches of `batch`: (component
+/// index, metric index, timestamp ms, value).
+fn round(
+    slice: std::ops::Range<usize>,
+    metrics: usize,
+    r: u64,
+    start_ms: i64,
+    batch: usize,
+) -> Vec<Vec<(usize, usize, i64, f64)>> {
+    let ts = start_ms + r as i64 * 1000;
+    let mut all = Vec::with_capacity(slice.len() * metrics);
+    for c in slice {
+        for m in 0..metrics {
+            let v = 100.0 + ((c * 31 + m * 7 + r as usize) % 17) as f64;
+            all.push((c, m, ts, v));
+        }
+    }
+    all.chunks(batch).map(<[_]>::to_vec).collect()
+}
+
+async fn push_augur(addr: String, args: &Args, sender: usize, start_ms: i64) -> Outcome {
+    let per = args.components / args.senders;
+    let slice = sender * per..(sender + 1) * per;
+    let names: Vec<String> = (0..args.components).map(|c| format!("c{c}")).collect();
+    let metric_names: Vec<String> = (0..args.metrics).map(|m| format!("m{m}")).collect();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect to the node");
+    let mut client = TelemetryClient::new(channel)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let mut out = Outcome {
+        latency_us: Some(histogram()),
+        ..Outcome::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut r = 0;
+    // `--seconds 0`: one round (the warm-up that registers every component).
+    while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
+        for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
+            let samples: Vec<pb::Sample> = batch
+                .iter()
+                .map(|&(c, m, ts, v)| pb::Sample {
+                    component: names[c].clone(),
+                    metric: metric_names[m].clone(),
+                    timestamp_ms: ts,
+                    value: v,
+                })
+                .collect();
+            let n = samples.len() as u64;
+            let msg = pb::SampleBatch { samples };
+            loop {
+                let t = Instant::now();
+                let res = client.push(futures::stream::iter([msg.clone()])).await;
+                match res {
+                    Ok(s) => {
+                        let s = s.into_inner();
+                        out.latency_us
+                            .as_mut()
+                            .expect("set")
+                            .record(t.elapsed().as_micros().max(1) as u64)
+                            .ok();
+                        out.pushes += 1;
+                        out.accepted += s.accepted;
+                        out.rejected += n - s.accepted.min(n);
+                        break;
+                    }
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                        out.busy += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("push failed: {e}"),
+                }
+            }
+        }
+        r += 1;
+    }
+    out
+}
+
+async fn push_prometheus(port: u16, args: &Args, sender: usize, start_ms: i64) -> Outcome {
+    let per = args.components / args.senders;
+    let slice = sender * per..(sender + 1) * per;
+    let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
+    let url: hyper::Uri = format!("http://127.0.0.1:{port}/api/v1/write")
+        .parse()
+        .expect("url");
+    let mut out = Outcome {
+        latency_us: Some(histogram()),
+        ..Outcome::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let mut r = 0;
+    // `--seconds 0`: one round (the warm-up that registers every component).
+    while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
+        for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
+            let req = WriteRequest {
+                timeseries: batch
+                    .iter()
+                    .map(|&(c, m, ts, v)| TimeSeries {
+                        labels: vec![
+                            Label {
+                                name: "__name__".into(),
+                                value: format!("m{m}"),
+                            },
+                            Label {
+                                name: "component".into(),
+                                value: format!("c{c}"),
+                            },
+                        ],
+                        samples: vec![PromSample {
+                            value: v,
+                            timestamp: ts,
+                        }],
+                    })
+                    .collect(),
+            };
+            let body = Bytes::from(encode_remote_write(&req));
+            let n = batch.len() as u64;
+            let t = Instant::now();
+            let http = hyper::Request::post(url.clone())
+                .header("content-encoding", "snappy")
+                .header("content-type", "application/x-protobuf")
+                .header("x-prometheus-remote-write-version", "0.1.0")
+                .body(Full::new(body))
+                .expect("request");
+            let resp = client.request(http).await.expect("post to Prometheus");
+            let status = resp.status();
+            let _ = resp.into_body().collect().await;
+            out.latency_us
+                .as_mut()
+                .expect("set")
+                .record(t.elapsed().as_micros().max(1) as u64)
+                .ok();
+            out.pushes += 1;
+            if status.is_success() {
+                out.accepted += n;
+            } else {
+                out.rejected += n;
+            }
+        }
+        r += 1;
+    }
+    out
+}
+
+async fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_augur(args: &Args, dir: &std::path::Path) -> (Killed, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 1\n[node]\nid = 1\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
+             [cluster]\nbootstrap = true\nmembers = [{{ id = 1, addr = \"{addr}\" }}]\n\
+             [telemetry]\nauto_register = true\n",
+            dir.join("augur-data").display()
+        ),
+    )
+    .expect("write the node config");
+    let child = Command::new(&args.augur)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start augur");
+    wait_port(port, "augur").await;
+    (Killed(child), addr)
+}
+
+async fn start_prometheus(bin: &str, dir: &std::path::Path) -> (Killed, u16) {
+    let port = free_port();
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").expect("write prometheus.yml");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom-data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    wait_port(port, "prometheus").await;
+    (Killed(child), port)
+}
+
+async fn run<F, Fut>(args: &Args, push: F) -> Outcome
+where
+    F: Fn(usize, i64) -> Fut,
+    Fut: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 3_600_000;
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..args.senders)
+        .map(|s| tokio::spawn(push(s, start_ms)))
+        .collect();
+    let mut total = Outcome::default();
+    for task in tasks {
+        total.merge(task.await.expect("sender"));
+    }
+    total.elapsed = t.elapsed();
+    total
+}
+
+fn row(name: &str, o: &Outcome) -> String {
+    format!(
+        "| {name} | {:.0} | {:.1} | {:.1} | {} | {} | {} |",
+        o.rate(),
+        o.quantile_ms(0.5),
+        o.quantile_ms(0.99),
+        o.accepted,
+        o.rejected,
+        o.busy
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args: &'static Args = Box::leak(Box::new(parse_args()));
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    println!(
+        "load: {} components x {} metrics, {} senders, batches of {}, {} s per target; {} cores",
+        args.components,
+        args.metrics,
+        args.senders,
+        args.batch,
+        args.seconds,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let (augur, addr) = start_augur(args, dir.path()).await;
+    // The first round registers every component (auto-register): not timed.
+    let warm = Args {
+        seconds: 0,
+        prometheus: None,
+        augur: args.augur.clone(),
+        ..*args
+    };
+    let warm: &'static Args = Box::leak(Box::new(warm));
+    let a2 = addr.clone();
+    run(warm, move |s, t0| {
+        push_augur(a2.clone(), warm, s, t0 - 1000)
+    })
+    .await;
+    let a3 = addr.clone();
+    let augur_out = run(args, move |s, t0| push_augur(a3.clone(), args, s, t0)).await;
+    drop(augur);
+    println!("| target | samples/s | p50 push (ms) | p99 push (ms) | accepted | rejected | busy retries |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("{}", row("augur (gRPC Telemetry.Push)", &augur_out));
+    if let Some(bin) = &args.prometheus {
+        let (prom, port) = start_prometheus(bin, dir.path()).await;
+        let prom_out = run(args, move |s, t0| push_prometheus(port, args, s, t0)).await;
+        drop(prom);
+        println!("{}", row("prometheus (remote write)", &prom_out));
+        println!(
+            "ratio augur/prometheus (samples/s): {:.2}",
+            augur_out.rate() / prom_out.rate()
+        );
+    }
+}
