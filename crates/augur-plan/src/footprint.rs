@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use augur_types::{Component, ComponentId, ControlState, Host, Placement};
+use augur_types::{Component, ComponentId, ControlState, Host, Placement, ShadowState};
 use serde::Serialize;
 
 use crate::failover::ComponentRisk;
@@ -41,14 +41,22 @@ pub struct FootprintPlan {
     pub moves: Vec<Move>,
 }
 
-/// The footprint of every service (components grouped by `group`) with two or more
-/// instances. A service with a shadow in flight is left alone until it settles.
+/// The footprint of every service (components grouped by `group`, originals on standby
+/// after a promotion left out) with two or more instances. A service with a shadow in flight
+/// is left alone until it settles.
 pub fn plan_footprints(
     state: &ControlState,
     risks: &BTreeMap<ComponentId, ComponentRisk>,
 ) -> Vec<FootprintPlan> {
+    // Serving instances only: an original whose shadow was promoted is on standby.
+    let standby = |c: &Component| {
+        state
+            .shadows
+            .get(&c.id)
+            .is_some_and(|s| s.state == ShadowState::Promoted)
+    };
     let mut services: BTreeMap<&str, Vec<&Component>> = BTreeMap::new();
-    for c in state.components.values() {
+    for c in state.components.values().filter(|c| !standby(c)) {
         services.entry(c.group.as_str()).or_default().push(c);
     }
     let moving = |c: &Component| {
@@ -313,6 +321,26 @@ mod tests {
         assert!(p.moves[0]
             .reason
             .starts_with("footprint: a holds 6 of web's instances, 3 desired"));
+    }
+
+    #[test]
+    fn originals_on_standby_are_not_counted() {
+        let (mut s, risks) = fleet(50);
+        for i in 1..=3 {
+            s.shadows.insert(
+                ComponentId::new(format!("web-{i}")).unwrap(),
+                augur_types::ShadowRecord {
+                    shadow: ComponentId::new(format!("web-{i}.shadow-{i}")).unwrap(),
+                    placement: s.hosts["h2"].placement.clone(),
+                    state: ShadowState::Promoted,
+                    history: Vec::new(),
+                    shift: None,
+                },
+            );
+        }
+        let p = &plan_footprints(&s, &risks)[0];
+        assert_eq!(p.instances, 3);
+        assert_eq!(p.zones_now, BTreeMap::from([("a".into(), 3)]));
     }
 
     #[test]
