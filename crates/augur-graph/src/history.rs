@@ -131,45 +131,61 @@ impl MetricHistory {
         &self.shards[(self.hasher.hash_one(component) as usize) % SHARDS]
     }
 
-    /// Records samples `(component, metric, ts_ms, value)`.
+    /// Records samples `(component, metric, ts_ms, value)`. A run of samples of one
+    /// component (as batches usually come) takes its shard's lock and finds its series once,
+    /// and each metric is looked for first where the previous one was found plus one.
     pub fn record<'a>(
         &self,
         samples: impl IntoIterator<Item = (&'a str, &'a str, i64, f64)>,
     ) -> Recorded {
         let mut out = Recorded::default();
-        for (component, metric, ts_ms, value) in samples {
-            if !value.is_finite() {
-                out.skipped += 1;
-                continue;
-            }
-            let step = ts_ms.div_euclid(self.cfg.step_ms);
+        let mut newest = i64::MIN;
+        let mut samples = samples.into_iter().peekable();
+        while let Some(first) = samples.next() {
+            let component = first.0;
             let mut shard = self.shard(component).lock().expect("history lock");
             let series = match shard.get_mut(component) {
                 Some(s) => s,
                 None => shard.entry(component.to_owned()).or_default(),
             };
-            let i = match series.iter().position(|s| s.metric == metric) {
-                Some(i) => i,
-                None if series.len() < self.cfg.max_metrics => {
-                    series.push(Series {
-                        metric: metric.to_owned(),
-                        first: step,
-                        values: VecDeque::new(),
-                    });
-                    series.len() - 1
-                }
-                None => {
+            let mut hint = 0;
+            let run = std::iter::once(first)
+                .chain(std::iter::from_fn(|| samples.next_if(|s| s.0 == component)));
+            for (_, metric, ts_ms, value) in run {
+                if !value.is_finite() {
                     out.skipped += 1;
                     continue;
                 }
-            };
-            if series[i].put(step, value as f32, self.cfg.slots) {
-                out.kept += 1;
-                self.newest_ms.fetch_max(ts_ms, Ordering::Relaxed);
-            } else {
-                out.skipped += 1;
+                let step = ts_ms.div_euclid(self.cfg.step_ms);
+                let found = match series.get(hint) {
+                    Some(s) if s.metric == metric => Some(hint),
+                    _ => series.iter().position(|s| s.metric == metric),
+                };
+                let i = match found {
+                    Some(i) => i,
+                    None if series.len() < self.cfg.max_metrics => {
+                        series.push(Series {
+                            metric: metric.to_owned(),
+                            first: step,
+                            values: VecDeque::new(),
+                        });
+                        series.len() - 1
+                    }
+                    None => {
+                        out.skipped += 1;
+                        continue;
+                    }
+                };
+                hint = i + 1;
+                if series[i].put(step, value as f32, self.cfg.slots) {
+                    out.kept += 1;
+                    newest = newest.max(ts_ms);
+                } else {
+                    out.skipped += 1;
+                }
             }
         }
+        self.newest_ms.fetch_max(newest, Ordering::Relaxed);
         out
     }
 
@@ -308,6 +324,42 @@ mod tests {
     }
 
     proptest! {
+        /// A batch recorded at once leaves the history as recording its samples one by one
+        /// does, whatever the order of components and metrics in it.
+        #[test]
+        fn a_batch_is_recorded_as_its_samples_one_by_one(
+            samples in proptest::collection::vec((0usize..3, 0usize..3, 0i64..20_000), 1..60),
+        ) {
+            let (comps, metrics) = (["a", "b", "c"], ["cpu", "mem", "lat"]);
+            let batch: Vec<(&str, &str, i64, f64)> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, &(c, m, t))| (comps[c], metrics[m], t, i as f64))
+                .collect();
+            let (whole, one_by_one) = (history(1000, 30), history(1000, 30));
+            let r = whole.record(batch.iter().copied());
+            let mut kept = 0;
+            for s in &batch {
+                kept += one_by_one.record([*s]).kept;
+            }
+            prop_assert_eq!(r.kept, kept);
+            prop_assert_eq!(whole.newest_ms(), one_by_one.newest_ms());
+            let (fa, fb) = (whole.frame(0, 19_999), one_by_one.frame(0, 19_999));
+            match (fa, fb) {
+                (Ok(fa), Ok(fb)) => {
+                    prop_assert_eq!(fa.names(), fb.names());
+                    for n in fa.names() {
+                        let (x, y) = (fa.column(n).unwrap(), fb.column(n).unwrap());
+                        prop_assert_eq!(x.len(), y.len());
+                        for (u, v) in x.iter().zip(y) {
+                            prop_assert!(u == v || (u.is_nan() && v.is_nan()));
+                        }
+                    }
+                }
+                (a, b) => prop_assert_eq!(a.is_err(), b.is_err()),
+            }
+        }
+
         /// Samples in time order (the usual case): every step the ring still covers holds
         /// the last value recorded in it, and a step with none is NaN.
         #[test]

@@ -243,8 +243,8 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
 
 /// Makes a sample, or counts it as an unknown component when its id is not a valid id.
 pub fn sample(
-    component: &str,
-    metric: &str,
+    component: impl Into<String>,
+    metric: impl Into<String>,
     ts_ms: i64,
     value: f64,
     bad_ids: &mut u64,
@@ -252,7 +252,7 @@ pub fn sample(
     match ComponentId::new(component) {
         Ok(component) => Some(Sample {
             component,
-            metric: metric.to_string(),
+            metric: metric.into(),
             ts_ms,
             value,
         }),

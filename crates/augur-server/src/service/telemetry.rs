@@ -88,17 +88,12 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 return Err(status);
             };
             let mut bad_ids = 0u64;
+            // The decoded strings move into the samples: no copy per sample.
             let samples: Vec<_> = batch
                 .samples
-                .iter()
+                .into_iter()
                 .filter_map(|s| {
-                    sample(
-                        &s.component,
-                        &s.metric,
-                        s.timestamp_ms,
-                        s.value,
-                        &mut bad_ids,
-                    )
+                    sample(s.component, s.metric, s.timestamp_ms, s.value, &mut bad_ids)
                 })
                 .collect();
             let mut summary = self
