@@ -46,3 +46,4 @@ bench: deps
 	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client; }
 	$(CARGO) build --release -p augur-cli --bins --benches
 	benches/side-by-side/raft-vs-etcd.sh
+	benches/side-by-side/ingest-vs-prometheus.sh
