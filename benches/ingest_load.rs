@@ -136,128 +136,145 @@ fn round(
     all.chunks(batch).map(<[_]>::to_vec).collect()
 }
 
-async fn push_augur(addr: String, args: &Args, sender: usize, start_ms: i64) -> Outcome {
-    let per = args.components / args.senders;
-    let slice = sender * per..(sender + 1) * per;
-    let names: Vec<String> = (0..args.components).map(|c| format!("c{c}")).collect();
-    let metric_names: Vec<String> = (0..args.metrics).map(|m| format!("m{m}")).collect();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect to the node");
-    let mut client = TelemetryClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
-    let mut out = Outcome {
-        latency_us: Some(histogram()),
-        ..Outcome::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let mut r = 0;
-    // `--seconds 0`: one round (the warm-up that registers every component).
-    while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
-        for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
-            let samples: Vec<pb::Sample> = batch
-                .iter()
-                .map(|&(c, m, ts, v)| pb::Sample {
-                    component: names[c].clone(),
-                    metric: metric_names[m].clone(),
-                    timestamp_ms: ts,
-                    value: v,
-                })
-                .collect();
-            let n = samples.len() as u64;
-            let msg = pb::SampleBatch { samples };
-            loop {
-                let t = Instant::now();
-                let res = client.push(futures::stream::iter([msg.clone()])).await;
-                match res {
-                    Ok(s) => {
-                        let s = s.into_inner();
-                        out.latency_us
-                            .as_mut()
-                            .expect("set")
-                            .record(t.elapsed().as_micros().max(1) as u64)
-                            .ok();
-                        out.pushes += 1;
-                        out.accepted += s.accepted;
-                        out.rejected += n - s.accepted.min(n);
-                        break;
-                    }
-                    Err(e) if e.code() == tonic::Code::ResourceExhausted => {
-                        out.busy += 1;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
+/// Where a sender pushes (one per sender; its size does not matter).
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Augur(TelemetryClient<tonic::transport::Channel>),
+    Prometheus(
+        HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+        hyper::Uri,
+    ),
+}
+
+/// One batch, encoded for its target (not timed).
+enum Payload {
+    Augur(pb::SampleBatch),
+    Prometheus(Bytes),
+}
+
+impl Target {
+    async fn augur(addr: &str) -> Self {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect to the node");
+        Target::Augur(
+            TelemetryClient::new(channel)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+        )
+    }
+
+    fn prometheus(port: u16) -> Self {
+        let url = format!("http://127.0.0.1:{port}/api/v1/write")
+            .parse()
+            .expect("url");
+        Target::Prometheus(HttpClient::builder(TokioExecutor::new()).build_http(), url)
+    }
+
+    fn encode(&self, batch: &[(usize, usize, i64, f64)]) -> Payload {
+        match self {
+            Target::Augur(_) => Payload::Augur(pb::SampleBatch {
+                samples: batch
+                    .iter()
+                    .map(|&(c, m, ts, v)| pb::Sample {
+                        component: format!("c{c}"),
+                        metric: format!("m{m}"),
+                        timestamp_ms: ts,
+                        value: v,
+                    })
+                    .collect(),
+            }),
+            Target::Prometheus(..) => {
+                Payload::Prometheus(Bytes::from(encode_remote_write(&WriteRequest {
+                    timeseries: batch
+                        .iter()
+                        .map(|&(c, m, ts, v)| TimeSeries {
+                            labels: vec![
+                                Label {
+                                    name: "__name__".into(),
+                                    value: format!("m{m}"),
+                                },
+                                Label {
+                                    name: "component".into(),
+                                    value: format!("c{c}"),
+                                },
+                            ],
+                            samples: vec![PromSample {
+                                value: v,
+                                timestamp: ts,
+                            }],
+                        })
+                        .collect(),
+                })))
+            }
+        }
+    }
+
+    /// Pushes one batch of `n` samples: how many were accepted, or `None` when the server
+    /// said it is busy (retry).
+    async fn send(&mut self, payload: &Payload, n: u64) -> Option<u64> {
+        match (self, payload) {
+            (Target::Augur(client), Payload::Augur(batch)) => {
+                match client.push(futures::stream::iter([batch.clone()])).await {
+                    Ok(s) => Some(s.into_inner().accepted.min(n)),
+                    Err(e) if e.code() == tonic::Code::ResourceExhausted => None,
                     Err(e) => panic!("push failed: {e}"),
                 }
             }
+            (Target::Prometheus(client, url), Payload::Prometheus(body)) => {
+                let http = hyper::Request::post(url.clone())
+                    .header("content-encoding", "snappy")
+                    .header("content-type", "application/x-protobuf")
+                    .header("x-prometheus-remote-write-version", "0.1.0")
+                    .body(Full::new(body.clone()))
+                    .expect("request");
+                let resp = client.request(http).await.expect("post to Prometheus");
+                let ok = resp.status().is_success();
+                let _ = resp.into_body().collect().await;
+                Some(if ok { n } else { 0 })
+            }
+            _ => unreachable!("a payload is encoded for its own target"),
         }
-        r += 1;
     }
-    out
 }
 
-async fn push_prometheus(port: u16, args: &Args, sender: usize, start_ms: i64) -> Outcome {
+/// One sender: its slice of the components, round after round, until the time is up
+/// (`--seconds 0`: one round, the warm-up that registers every component). Each push is
+/// timed from its first attempt to its answer.
+async fn drive(mut target: Target, args: &Args, sender: usize, start_ms: i64) -> Outcome {
     let per = args.components / args.senders;
     let slice = sender * per..(sender + 1) * per;
-    let client: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
-    let url: hyper::Uri = format!("http://127.0.0.1:{port}/api/v1/write")
-        .parse()
-        .expect("url");
     let mut out = Outcome {
         latency_us: Some(histogram()),
         ..Outcome::default()
     };
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut r = 0;
-    // `--seconds 0`: one round (the warm-up that registers every component).
     while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
         for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
-            let req = WriteRequest {
-                timeseries: batch
-                    .iter()
-                    .map(|&(c, m, ts, v)| TimeSeries {
-                        labels: vec![
-                            Label {
-                                name: "__name__".into(),
-                                value: format!("m{m}"),
-                            },
-                            Label {
-                                name: "component".into(),
-                                value: format!("c{c}"),
-                            },
-                        ],
-                        samples: vec![PromSample {
-                            value: v,
-                            timestamp: ts,
-                        }],
-                    })
-                    .collect(),
-            };
-            let body = Bytes::from(encode_remote_write(&req));
+            let payload = target.encode(&batch);
             let n = batch.len() as u64;
             let t = Instant::now();
-            let http = hyper::Request::post(url.clone())
-                .header("content-encoding", "snappy")
-                .header("content-type", "application/x-protobuf")
-                .header("x-prometheus-remote-write-version", "0.1.0")
-                .body(Full::new(body))
-                .expect("request");
-            let resp = client.request(http).await.expect("post to Prometheus");
-            let status = resp.status();
-            let _ = resp.into_body().collect().await;
+            let accepted = loop {
+                match target.send(&payload, n).await {
+                    Some(a) => break a,
+                    None => {
+                        out.busy += 1;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            };
             out.latency_us
                 .as_mut()
                 .expect("set")
                 .record(t.elapsed().as_micros().max(1) as u64)
                 .ok();
             out.pushes += 1;
-            if status.is_success() {
-                out.accepted += n;
-            } else {
-                out.rejected += n;
-            }
+            out.accepted += accepted;
+            out.rejected += n - accepted;
         }
         r += 1;
     }
@@ -385,20 +402,24 @@ async fn main() {
         ..*args
     };
     let warm: &'static Args = Box::leak(Box::new(warm));
-    let a2 = addr.clone();
-    run(warm, move |s, t0| {
-        push_augur(a2.clone(), warm, s, t0 - 1000)
-    })
-    .await;
-    let a3 = addr.clone();
-    let augur_out = run(args, move |s, t0| push_augur(a3.clone(), args, s, t0)).await;
+    // Each sender its own connection.
+    let sender = |args: &'static Args, shift_ms: i64| {
+        let addr = addr.clone();
+        move |s, t0| {
+            let addr = addr.clone();
+            async move { drive(Target::augur(&addr).await, args, s, t0 + shift_ms).await }
+        }
+    };
+    run(warm, sender(warm, -1000)).await;
+    let augur_out = run(args, sender(args, 0)).await;
     drop(augur);
     println!("| target | samples/s | p50 push (ms) | p99 push (ms) | accepted | rejected | busy retries |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!("{}", row("augur (gRPC Telemetry.Push)", &augur_out));
     if let Some(bin) = &args.prometheus {
         let (prom, port) = start_prometheus(bin, dir.path()).await;
-        let prom_out = run(args, move |s, t0| push_prometheus(port, args, s, t0)).await;
+        let target = Target::prometheus(port);
+        let prom_out = run(args, move |s, t0| drive(target.clone(), args, s, t0)).await;
         drop(prom);
         println!("{}", row("prometheus (remote write)", &prom_out));
         println!(

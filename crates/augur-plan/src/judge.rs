@@ -71,6 +71,11 @@ pub struct Verdict {
 }
 
 /// Judges the shadow's window against the original's.
+/// Latencies each side needs before their p99s are compared: below 200, a p99 rests on one
+/// value, and one scheduling hiccup of a fresh process (on a busy machine) would fail a shadow
+/// that is as fast as the original. The rank test on the whole sample still applies.
+pub const MIN_P99_SAMPLES: usize = 200;
+
 pub fn judge(original: &Kpis, shadow: &Kpis, cfg: &GateConfig) -> Verdict {
     let mut reasons = Vec::new();
     if shadow.requests < cfg.min_requests {
@@ -103,8 +108,8 @@ pub fn judge(original: &Kpis, shadow: &Kpis, cfg: &GateConfig) -> Verdict {
         quantile(&original.latencies_ms, 0.99),
         quantile(&shadow.latencies_ms, 0.99),
     );
-    if shadow.latencies_ms.len() >= 20
-        && original.latencies_ms.len() >= 20
+    if shadow.latencies_ms.len() >= MIN_P99_SAMPLES
+        && original.latencies_ms.len() >= MIN_P99_SAMPLES
         && qs > qo * cfg.max_p99_ratio
         && qs - qo > cfg.p99_slack_ms
     {
@@ -298,6 +303,31 @@ mod tests {
             ..fast.clone()
         };
         assert!(judge(&fast, &cold, &cfg).pass);
+        // One hiccup in a hundred replays is not a slower shadow; a slow tail in enough
+        // samples is.
+        let hundred = Kpis {
+            requests: 100,
+            errors: 0,
+            latencies_ms: lat(100, 3.0, 0.1),
+        };
+        let mut hiccup = hundred.clone();
+        hiccup.latencies_ms[50] = 40.0;
+        hiccup.latencies_ms[51] = 40.0;
+        assert!(judge(&hundred, &hiccup, &cfg).pass);
+        let mut tail = Kpis {
+            requests: 300,
+            errors: 0,
+            latencies_ms: lat(300, 3.0, 0.1),
+        };
+        let steady = tail.clone();
+        for v in tail.latencies_ms.iter_mut().take(10) {
+            *v = 40.0;
+        }
+        let v = judge(&steady, &tail, &cfg);
+        assert!(
+            !v.pass && v.reasons.iter().any(|r| r.contains("p99")),
+            "{v:?}"
+        );
     }
 
     fn side(requests: u64, errors: u64, p99_ms: u64) -> augur_types::KpiSample {

@@ -66,6 +66,25 @@ fn build(caps: &[u32], comps: &[usize]) -> ControlState {
     s
 }
 
+/// The risks drawn for components `c0`, `c1`, … keyed by their ids.
+fn risk_map(risks: &[(f64, f64, f64)]) -> BTreeMap<ComponentId, ComponentRisk> {
+    risks
+        .iter()
+        .enumerate()
+        .map(|(i, &(p_fail, hps, blast_radius))| {
+            let id = ComponentId::new(format!("c{i}")).unwrap();
+            (
+                id,
+                ComponentRisk {
+                    p_fail,
+                    hps,
+                    blast_radius,
+                },
+            )
+        })
+        .collect()
+}
+
 proptest! {
     /// Footprints: every migration move lands on a host with room, goes from a zone holding
     /// more of the service than desired to one holding fewer, the most urgent first; the
@@ -75,13 +94,7 @@ proptest! {
         (caps, comps, risks) in arb_fleet(),
         tolerances in (0u8..=100, 0u8..=100),
     ) {
-        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
-            .iter()
-            .enumerate()
-            .map(|(i, &(p_fail, hps, blast_radius))| {
-                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
-            })
-            .collect();
+        let risks = risk_map(&risks);
         let (lo, hi) = (tolerances.0.min(tolerances.1), tolerances.0.max(tolerances.1));
         let mut counts = Vec::new();
         for tolerance in [lo, hi] {
@@ -134,13 +147,7 @@ proptest! {
             e.observe(&augur_graph::Observation::new(augur_graph::EdgeSource::Declared, strength, 1));
             state.edges.insert((format!("c{from}"), format!("c{to}")), e);
         }
-        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
-            .iter()
-            .enumerate()
-            .map(|(i, &(p_fail, hps, blast_radius))| {
-                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
-            })
-            .collect();
+        let risks = risk_map(&risks);
         let decisions = plan_failovers(&state, &risks, &PlannerConfig::default());
         let mut occ = Occupancy::of(&state);
         let mut seen = std::collections::BTreeSet::new();
@@ -167,13 +174,7 @@ proptest! {
     #[test]
     fn never_over_capacity_and_never_a_nearer_domain_than_needed((caps, comps, risks) in arb_fleet()) {
         let state = build(&caps, &comps);
-        let risks: BTreeMap<ComponentId, ComponentRisk> = risks
-            .iter()
-            .enumerate()
-            .map(|(i, &(p_fail, hps, blast_radius))| {
-                (ComponentId::new(format!("c{i}")).unwrap(), ComponentRisk { p_fail, hps, blast_radius })
-            })
-            .collect();
+        let risks = risk_map(&risks);
         let decisions = plan_failovers(&state, &risks, &PlannerConfig::default());
         let mut occ = Occupancy::of(&state);
         let mut last_hps = f64::NEG_INFINITY;
