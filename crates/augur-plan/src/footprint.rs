@@ -59,12 +59,13 @@ pub fn plan_footprints(
     for c in state.components.values().filter(|c| !standby(c)) {
         services.entry(c.group.as_str()).or_default().push(c);
     }
-    let moving = |c: &Component| {
-        state
-            .shadows
-            .iter()
-            .any(|(original, s)| s.state.in_flight() && (original == &c.id || s.shadow == c.id))
-    };
+    // Components in a failover under way, as the original or as the shadow.
+    let moving: std::collections::BTreeSet<&ComponentId> = state
+        .shadows
+        .iter()
+        .filter(|(_, s)| s.state.in_flight())
+        .flat_map(|(original, s)| [original, &s.shadow])
+        .collect();
     // A host is as risky as the riskiest thing running on it.
     let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
     for (id, r) in risks {
@@ -82,7 +83,7 @@ pub fn plan_footprints(
     let mut occupancy = Occupancy::of(state);
     let mut out = Vec::new();
     for (service, instances) in services {
-        if instances.len() < 2 || instances.iter().any(|c| moving(c)) {
+        if instances.len() < 2 || instances.iter().any(|c| moving.contains(&c.id)) {
             continue;
         }
         let n = instances.len();
@@ -130,15 +131,19 @@ fn desired_zones(
     risk_of: &impl Fn(&Host) -> f64,
 ) -> BTreeMap<String, u32> {
     // Room per host once this service's own instances are taken off.
+    let mut own: BTreeMap<&str, u32> = BTreeMap::new();
+    for c in instances {
+        *own.entry(c.placement.host.as_str()).or_default() += 1;
+    }
     let mut room: BTreeMap<&str, u32> = state
         .hosts
         .values()
         .map(|h| {
-            let own = instances
-                .iter()
-                .filter(|c| c.placement.host == h.placement.host)
-                .count() as u32;
-            (h.placement.host.as_str(), occupancy.room(h) + own)
+            let host = h.placement.host.as_str();
+            (
+                host,
+                occupancy.room(h) + own.get(host).copied().unwrap_or(0),
+            )
         })
         .collect();
     let mut zones: BTreeMap<String, u32> = BTreeMap::new();

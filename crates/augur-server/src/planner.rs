@@ -83,9 +83,11 @@ async fn risks(
             (id.clone(), r)
         })
         .collect();
+    // Only for those that can be due at all: no threshold is below `min_probability`.
+    let floor = PlannerConfig::default().min_probability;
     let why = forecasts
         .iter()
-        .filter(|(id, f)| risks.contains_key(id) && !f.why.is_empty())
+        .filter(|(id, f)| f.p_fail[1] >= floor && !f.why.is_empty() && risks.contains_key(id))
         .map(|(id, f)| {
             let named: Vec<String> = f.why.iter().map(|(n, w)| format!("{n} {w:.2}")).collect();
             (id.clone(), named.join(", "))

@@ -97,11 +97,8 @@ impl ControlState {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::command::Command;
-    use crate::topology::{Component, Placement};
 
     fn cid(s: &str) -> ComponentId {
         ComponentId::new(s).unwrap()
@@ -110,22 +107,8 @@ mod tests {
     fn state(ids: &[&str]) -> ControlState {
         let mut s = ControlState::default();
         for id in ids {
-            s.apply(
-                1,
-                &Command::UpsertComponent(Component {
-                    id: cid(id),
-                    class: "web".into(),
-                    group: "web".into(),
-                    criticality: 3,
-                    placement: Placement {
-                        host: "h1".into(),
-                        rack: "r1".into(),
-                        zone: "z1".into(),
-                    },
-                    labels: BTreeMap::new(),
-                }),
-            )
-            .unwrap();
+            let c = crate::fixtures::component(id, "web", "h1", "z1");
+            s.apply(1, &Command::UpsertComponent(c)).unwrap();
         }
         s
     }

@@ -174,7 +174,6 @@ mod tests {
     use crate::command::Command;
     use crate::ids::ComponentId;
     use crate::state::ActionKind;
-    use crate::topology::{Component, Placement};
 
     const POLICY: LeasePolicy = LeasePolicy {
         claim_within_ms: 1_000,
@@ -183,22 +182,8 @@ mod tests {
 
     fn state_with_action() -> (ControlState, ActionId) {
         let mut s = ControlState::default();
-        s.apply(
-            1,
-            &Command::UpsertComponent(Component {
-                id: ComponentId::new("db").unwrap(),
-                class: "db".into(),
-                group: "data".into(),
-                criticality: 3,
-                placement: Placement {
-                    host: "h1".into(),
-                    rack: "r1".into(),
-                    zone: "z1".into(),
-                },
-                labels: BTreeMap::new(),
-            }),
-        )
-        .unwrap();
+        let db = crate::fixtures::component("db", "data", "h1", "z1");
+        s.apply(1, &Command::UpsertComponent(db)).unwrap();
         let Ok(Applied::Action { id, .. }) = s.apply(
             1,
             &Command::AppendAction {

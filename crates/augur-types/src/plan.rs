@@ -374,11 +374,9 @@ fn illegal(plan: &PlanRecord, to: PlanStatus) -> Rejection {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::command::Command;
-    use crate::topology::{Component, Host};
+    use crate::topology::Host;
 
     fn cid(s: &str) -> ComponentId {
         ComponentId::new(s).unwrap()
@@ -404,18 +402,8 @@ mod tests {
             )
             .unwrap();
         }
-        s.apply(
-            1,
-            &Command::UpsertComponent(Component {
-                id: cid("db"),
-                class: "db".into(),
-                group: "data".into(),
-                criticality: 3,
-                placement: placement("h1", "z1"),
-                labels: BTreeMap::new(),
-            }),
-        )
-        .unwrap();
+        let db = crate::fixtures::component("db", "data", "h1", "z1");
+        s.apply(1, &Command::UpsertComponent(db)).unwrap();
         s
     }
 

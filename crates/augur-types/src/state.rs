@@ -961,18 +961,7 @@ mod tests {
     }
 
     fn component(id: &str, group: &str, host: &str) -> Component {
-        Component {
-            id: cid(id),
-            class: "web".into(),
-            group: group.into(),
-            criticality: 3,
-            placement: Placement {
-                host: host.into(),
-                rack: "r1".into(),
-                zone: "z1".into(),
-            },
-            labels: BTreeMap::new(),
-        }
+        crate::fixtures::component(id, group, host, "z1")
     }
 
     fn state_with(ids: &[&str]) -> ControlState {
