@@ -425,8 +425,8 @@ impl Agent {
         });
         let mut reload = tokio::time::interval(Duration::from_secs(1));
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        // Actions another orchestrator held and let lapse come back to the pool; they are
-        // behind the stream's position, so they are looked for.
+        // Actions nobody holds behind the stream's position (a lapsed lease, a claim that
+        // failed on the way) are looked for.
         let mut reoffered = tokio::time::interval(Duration::from_secs(2));
         reoffered.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tracing::info!(name = %self.cfg.name, from = last + 1, "agent watching actions");
@@ -499,9 +499,11 @@ impl Agent {
         if action.status != "pending" || !self.cfg.capabilities.iter().any(|c| c == name) {
             return;
         }
-        // Only the orchestrator holding the action carries it out.
+        // Only the orchestrator holding the action carries it out. A claim refused (another
+        // holds it, or it finished) leaves it; a claim that failed on the way (no leader
+        // yet, a lost connection) is tried again with the actions behind the stream.
         if let Err(e) = self.claim(&action.id).await {
-            tracing::info!(id = %action.id, kind = name, reason = %e.message(), "not claimed; left to its holder");
+            tracing::info!(id = %action.id, kind = name, code = ?e.code(), reason = %e.message(), "not claimed");
             return;
         }
         let renew = tokio::spawn(renew_claim(
@@ -563,8 +565,9 @@ impl Agent {
         claim(&mut self.client, id, &self.cfg.name, self.cfg.lease_ms).await
     }
 
-    /// Carries out the pending actions up to `last` that came back to the pool after another
-    /// orchestrator's lease on them lapsed.
+    /// Carries out the pending actions up to `last` that nobody holds: those that came back
+    /// to the pool after a lease on them lapsed, and those this agent could not claim when
+    /// the stream brought them (the claim call itself failed).
     async fn take_reoffered(&mut self, last: u64) {
         let listed = self
             .client
@@ -580,7 +583,7 @@ impl Agent {
             .await;
         let Ok(listed) = listed else { return };
         for a in listed.into_inner().actions {
-            if a.seq <= last && a.lapses > 0 {
+            if a.seq <= last {
                 self.handle(a).await;
             }
         }
