@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::rnn::{LSTMConfig, LSTMState, LSTM, RNN};
 use candle_nn::{Linear, Module, Optimizer, VarBuilder, VarMap};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::PredictError;
@@ -127,13 +128,6 @@ impl Fused {
     }
 }
 
-/// The machine's cores, read once: `available_parallelism` reads cgroup files on Linux, too
-/// slow for every step.
-fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -141,7 +135,7 @@ fn sigmoid(x: f32) -> f32 {
 /// tanh by a (7, 6) Padé approximant, clamped where it reaches ±1 (|error| < 1e-4, largest
 /// near |x| = 5):
 /// no branch, no libm call, so the gate loop vectorises.
-#[inline]
+#[inline(always)]
 fn fast_tanh(x: f32) -> f32 {
     let x = x.clamp(-9.0, 9.0);
     let x2 = x * x;
@@ -150,25 +144,53 @@ fn fast_tanh(x: f32) -> f32 {
     (p / q).clamp(-1.0, 1.0)
 }
 
-#[inline]
+#[inline(always)]
 fn fast_sigmoid(x: f32) -> f32 {
     0.5 + 0.5 * fast_tanh(0.5 * x)
 }
 
+/// Rows per chunk of a batched step (see [`LstmModel::step`]).
+const STEP_ROWS: usize = 512;
+
+/// Runs `f` on the f32 contents of a contiguous CPU tensor without copying them out.
+fn with_cpu_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R, PredictError> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(PredictError::param("step", "tensor is not on the CPU"));
+    };
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| PredictError::param("step", "tensor is not contiguous"))?;
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
+}
+
 /// The gate arithmetic of one step for the rows of `gates` (`rows × 4H`), updating `h` and `c`
-/// (`rows × H`) in place.
+/// (`rows × H`) in place. The loop has no branch and no libm call; it is compiled once per
+/// instruction set (SSE2, AVX2+FMA, AVX-512) and the widest the CPU has is picked at run time,
+/// since the release build targets baseline x86-64.
 fn apply_gates(gates: &[f32], bias: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+    pulp::Arch::new().dispatch(|| gate_rows(gates, bias, h, c, hidden));
+}
+
+#[inline(always)]
+fn gate_rows(gates: &[f32], bias: &[f32], h: &mut [f32], c: &mut [f32], hidden: usize) {
+    let (bi, rest) = bias.split_at(hidden);
+    let (bf, rest) = rest.split_at(hidden);
+    let (bg, bo) = rest.split_at(hidden);
     for ((g, hr), cr) in gates
         .chunks_exact(4 * hidden)
         .zip(h.chunks_exact_mut(hidden))
         .zip(c.chunks_exact_mut(hidden))
     {
+        let (gi, rest) = g.split_at(hidden);
+        let (gf, rest) = rest.split_at(hidden);
+        let (gg, go) = rest.split_at(hidden);
         for j in 0..hidden {
-            let i = fast_sigmoid(g[j] + bias[j]);
-            let f = fast_sigmoid(g[hidden + j] + bias[hidden + j]);
-            let gg = fast_tanh(g[2 * hidden + j] + bias[2 * hidden + j]);
-            let o = fast_sigmoid(g[3 * hidden + j] + bias[3 * hidden + j]);
-            let cn = f * cr[j] + i * gg;
+            let i = fast_sigmoid(gi[j] + bi[j]);
+            let f = fast_sigmoid(gf[j] + bf[j]);
+            let gt = fast_tanh(gg[j] + bg[j]);
+            let o = fast_sigmoid(go[j] + bo[j]);
+            let cn = f * cr[j] + i * gt;
             cr[j] = cn;
             hr[j] = o * fast_tanh(cn);
         }
@@ -417,44 +439,55 @@ impl LstmModel {
         if batch == 0 {
             return Ok(StepOut::default());
         }
+        let mut out = StepOut {
+            next: vec![0.0; batch * i],
+            p_fail: vec![0.0; batch],
+        };
+        // Rows go in chunks small enough that a chunk's gates stay in cache between the
+        // matmul that writes them and the loop that reads them, and that no buffer is large
+        // enough for the allocator to map and unmap it afresh every step; the chunks run on
+        // rayon's pool (the matmuls inside share it).
+        x.par_chunks(STEP_ROWS * i)
+            .zip(h.par_chunks_mut(STEP_ROWS * hd))
+            .zip(c.par_chunks_mut(STEP_ROWS * hd))
+            .zip(out.next.par_chunks_mut(STEP_ROWS * i))
+            .zip(out.p_fail.par_chunks_mut(STEP_ROWS))
+            .try_for_each(|((((x, h), c), next), p_fail)| self.step_rows(x, h, c, next, p_fail))?;
+        Ok(out)
+    }
+
+    /// [`LstmModel::step`] for one chunk of rows.
+    fn step_rows(
+        &self,
+        x: &[f32],
+        h: &mut [f32],
+        c: &mut [f32],
+        next: &mut [f32],
+        p_fail: &mut [f32],
+    ) -> Result<(), PredictError> {
+        let (i, hd) = (self.meta.inputs, self.meta.hidden);
+        let rows = p_fail.len();
         // [x | h] rows, one matmul for the four gates of every component.
-        let mut xh = Vec::with_capacity(batch * (i + hd));
+        let mut xh = Vec::with_capacity(rows * (i + hd));
         for (xr, hr) in x.chunks_exact(i).zip(h.chunks_exact(hd)) {
             xh.extend_from_slice(xr);
             xh.extend_from_slice(hr);
         }
-        let gates: Vec<f32> = Tensor::from_vec(xh, (batch, i + hd), &self.device)?
-            .matmul(&self.fused.w)?
-            .flatten_all()?
-            .to_vec1()?;
-        // The gate arithmetic is the larger cost at hidden 64: split it over the cores.
-        let threads = if batch >= 4096 { cores() } else { 1 };
-        let rows_per = batch.div_ceil(threads).max(1);
-        let bias = &self.fused.bias;
-        std::thread::scope(|s| {
-            for ((g, hc), cc) in gates
-                .chunks(rows_per * 4 * hd)
-                .zip(h.chunks_mut(rows_per * hd))
-                .zip(c.chunks_mut(rows_per * hd))
+        let gates = Tensor::from_vec(xh, (rows, i + hd), &self.device)?.matmul(&self.fused.w)?;
+        with_cpu_slice(&gates, |g| apply_gates(g, &self.fused.bias, h, c, hd))?;
+        let heads = Tensor::from_slice(h, (rows, hd), &self.device)?.matmul(&self.fused.head_w)?;
+        with_cpu_slice(&heads, |heads| {
+            for ((row, nx), p) in heads
+                .chunks_exact(i + 1)
+                .zip(next.chunks_exact_mut(i))
+                .zip(p_fail.iter_mut())
             {
-                s.spawn(move || apply_gates(g, bias, hc, cc, hd));
+                for ((n, v), b) in nx.iter_mut().zip(&row[..i]).zip(&self.fused.head_b) {
+                    *n = v + b;
+                }
+                *p = sigmoid(row[i] + self.fused.head_b[i]);
             }
-        });
-        let heads: Vec<f32> = Tensor::from_slice(h, (batch, hd), &self.device)?
-            .matmul(&self.fused.head_w)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mut out = StepOut {
-            next: Vec::with_capacity(batch * i),
-            p_fail: Vec::with_capacity(batch),
-        };
-        for row in heads.chunks_exact(i + 1) {
-            for (k, v) in row[..i].iter().enumerate() {
-                out.next.push(v + self.fused.head_b[k]);
-            }
-            out.p_fail.push(sigmoid(row[i] + self.fused.head_b[i]));
-        }
-        Ok(out)
+        })
     }
 
     /// Runs whole sequences from the zero state; returns per sequence and row the forecast
