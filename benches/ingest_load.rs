@@ -214,11 +214,12 @@ impl Target {
     }
 
     /// Pushes one batch of `n` samples: how many were accepted, or `None` when the server
-    /// said it is busy (retry).
-    async fn send(&mut self, payload: &Payload, n: u64) -> Option<u64> {
+    /// said it is busy (retry). The payload is consumed, as a client would: no copy of it is
+    /// made on the way (a busy answer makes the caller encode it again).
+    async fn send(&mut self, payload: Payload, n: u64) -> Option<u64> {
         match (self, payload) {
             (Target::Augur(client), Payload::Augur(batch)) => {
-                match client.push(futures::stream::iter([batch.clone()])).await {
+                match client.push(futures::stream::iter([batch])).await {
                     Ok(s) => Some(s.into_inner().accepted.min(n)),
                     Err(e) if e.code() == tonic::Code::ResourceExhausted => None,
                     Err(e) => panic!("push failed: {e}"),
@@ -229,7 +230,7 @@ impl Target {
                     .header("content-encoding", "snappy")
                     .header("content-type", "application/x-protobuf")
                     .header("x-prometheus-remote-write-version", "0.1.0")
-                    .body(Full::new(body.clone()))
+                    .body(Full::new(body))
                     .expect("request");
                 let resp = client.request(http).await.expect("post to Prometheus");
                 let ok = resp.status().is_success();
@@ -255,15 +256,16 @@ async fn drive(mut target: Target, args: &Args, sender: usize, start_ms: i64) ->
     let mut r = 0;
     while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
         for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
-            let payload = target.encode(&batch);
+            let mut payload = target.encode(&batch);
             let n = batch.len() as u64;
             let t = Instant::now();
             let accepted = loop {
-                match target.send(&payload, n).await {
+                match target.send(payload, n).await {
                     Some(a) => break a,
                     None => {
                         out.busy += 1;
                         tokio::time::sleep(Duration::from_millis(5)).await;
+                        payload = target.encode(&batch);
                     }
                 }
             };
