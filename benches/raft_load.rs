@@ -70,6 +70,13 @@ fn parse_args() -> Args {
     args
 }
 
+/// `AUGUR_BENCH_LOGS=DIR`: each Augur node's log goes to `DIR/augur-node<id>.log`.
+fn log_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from(std::env::var_os("AUGUR_BENCH_LOGS")?);
+    std::fs::create_dir_all(&dir).expect("AUGUR_BENCH_LOGS");
+    Some(dir)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -82,14 +89,27 @@ fn free_port() -> u16 {
 struct Proc {
     cmd: Vec<String>,
     child: Option<Child>,
+    /// Where its stdout and stderr go (appended across restarts); none: discarded.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Proc {
     fn start(&mut self) {
+        let (out, err) = match &self.log {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+                (Stdio::from(f.try_clone().expect("log")), Stdio::from(f))
+            }
+            None => (Stdio::null(), Stdio::null()),
+        };
         let child = Command::new(&self.cmd[0])
             .args(&self.cmd[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out)
+            .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.cmd[0]));
         self.child = Some(child);
@@ -153,8 +173,13 @@ impl Augur {
                 &cfg,
                 format!(
                     "version = 1\n[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
-                     [cluster]\nbootstrap = true\nmembers = [{members}]\n",
-                    dir.path().join(format!("data{id}")).display()
+                     [cluster]\nbootstrap = true\nmembers = [{members}]\n[raft]\n{}\n",
+                    dir.path().join(format!("data{id}")).display(),
+                    // `AUGUR_BENCH_RAFT="heartbeat_ms = 50; max_payload_entries = 64"`: settings
+                    // to try against the defaults.
+                    std::env::var("AUGUR_BENCH_RAFT")
+                        .unwrap_or_default()
+                        .replace(';', "\n"),
                 ),
             )
             .unwrap();
@@ -166,6 +191,7 @@ impl Augur {
                     cfg.display().to_string(),
                 ],
                 child: None,
+                log: log_dir().map(|d| d.join(format!("augur-node{id}.log"))),
             };
             p.start();
             procs.insert(*id, p);
@@ -331,6 +357,7 @@ impl Etcd {
                     "augur-bench".into(),
                 ],
                 child: None,
+                log: None,
             };
             p.start();
             procs.insert(i, p);
