@@ -113,11 +113,14 @@ impl Default for RaftSection {
     fn default() -> Self {
         Self {
             // openraft waits a leader lease (= election_timeout_max) plus an election timeout
-            // before standing for election: 150 + 100..150 ms, so a dead leader is replaced
-            // in about 300 ms. Heartbeats every 30 ms keep healthy followers well inside it.
-            heartbeat_ms: 30,
-            election_timeout_min_ms: 100,
-            election_timeout_max_ms: 150,
+            // before standing for election: 160 + 120..160 ms, so a dead leader is replaced
+            // in about 300 ms. The heartbeat is also openraft's deadline for every
+            // AppendEntries: at 30 ms, a loaded 2-core machine missed it on every append after
+            // a heavy write phase, and a new leader could not commit for 5-20 s; at 50 ms the
+            // same bench fails over in 0.5-0.7 s (docs/benchmarks.md).
+            heartbeat_ms: 50,
+            election_timeout_min_ms: 120,
+            election_timeout_max_ms: 160,
             snapshot_every_entries: 10_000,
             keep_after_snapshot: 5_000,
             install_snapshot_timeout_ms: 2_000,
