@@ -1,11 +1,14 @@
 //! The actors' ingest path end to end: samples per second through `PredictorSystem::ingest`
 //! for 10k components × 8 metrics (windows already full, so every sample runs the full
 //! detector update), one scoring tick over 10k due components, and the memory one component
-//! costs at 100k components.
+//! costs at 100k components with every window full.
 //!
-//! `cargo bench -p augur-actors --bench actors_ingest` (under a minute; set
-//! `AUGUR_BENCH_SHARDS` to change the shard count, default 2, and `AUGUR_BENCH_MEMORY=0` to
-//! skip the 100k-component memory figure).
+//! `cargo bench -p augur-actors --bench actors_ingest` (about a minute; set
+//! `AUGUR_BENCH_SHARDS` to change the shard count, default 2, `AUGUR_BENCH_MEMORY=0` to
+//! skip the memory figure, and `AUGUR_BENCH_MEMORY_COMPONENTS=1000000` to take it at 1 M
+//! components, about 5 minutes and 13 GB).
+//!
+//! The allocator is the `augur` binary's (mimalloc), so the memory is what a node pays.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +24,9 @@ const METRICS: [&str; 8] = [
     "cpu", "mem", "disk", "net_in", "net_out", "latency", "errors", "gc",
 ];
 const MEMORY_COMPONENTS: usize = 100_000;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// What STACK-NOTES measured for one idle actix actor (context, mailbox, task).
 const ACTIX_ACTOR_BYTES: usize = 847;
 
@@ -182,12 +188,19 @@ fn rss_bytes() -> usize {
 fn memory(rt: &tokio::runtime::Runtime) {
     let before = rss_bytes();
     let sys = start();
-    let ids = ids(MEMORY_COMPONENTS);
+    let n = std::env::var("AUGUR_BENCH_MEMORY_COMPONENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MEMORY_COMPONENTS);
+    let ids = ids(n);
     let started = Instant::now();
     rt.block_on(async {
         sys.register(ids.clone()).await.expect("register");
-        for chunk in ids.chunks(10_000) {
-            sys.ingest(batch(chunk, 1)).await.expect("ingest");
+        // Every window full (the default window, 64 samples a metric), then one score.
+        for step in 1..=64 {
+            for chunk in ids.chunks(10_000) {
+                sys.ingest(batch(chunk, step)).await.expect("ingest");
+            }
         }
         sys.tick().await.expect("tick");
     });
@@ -204,7 +217,6 @@ fn memory(rt: &tokio::runtime::Runtime) {
         sum
     });
     let after = rss_bytes();
-    let n = MEMORY_COMPONENTS;
     let slot = std::mem::size_of::<ComponentId>() + 48; // shard map entry: key + slot
     let estimate = heap / n + std::mem::size_of::<ComponentActor>() + ACTIX_ACTOR_BYTES + slot + 12;
     eprintln!(

@@ -132,18 +132,22 @@ pub fn median_in_place(v: &mut [f64]) -> f64 {
 
 /// Additive Holt-Winters (level, trend, season of `period` rows; no season when `period` < 2).
 /// The surprise is the one-step-ahead residual over an EW mean absolute residual.
+///
+/// This sits in every metric of every component, so it is kept small: one buffer serves as
+/// the first season's rows while warming up and then as the season itself (empty, and freed,
+/// without a season).
 #[derive(Debug, Clone)]
 pub struct HoltWinters {
     alpha: f64,
     beta: f64,
     gamma: f64,
-    period: usize,
     level: f64,
     trend: f64,
-    season: Vec<f64>,
-    warm: Vec<f64>,
-    idx: usize,
     abs_err: f64,
+    /// The rows seen so far while warming up; then the season (`period` values, or none).
+    season: Vec<f64>,
+    period: u32,
+    idx: u32,
     seen: u64,
 }
 
@@ -153,13 +157,16 @@ impl HoltWinters {
             alpha: 0.3,
             beta: 0.01,
             gamma: 0.1,
-            period: if period >= 2 { period } else { 0 },
             level: 0.0,
             trend: 0.0,
-            season: Vec::new(),
-            warm: Vec::new(),
-            idx: 0,
             abs_err: 0.0,
+            season: Vec::new(),
+            period: if period >= 2 {
+                u32::try_from(period).unwrap_or(u32::MAX)
+            } else {
+                0
+            },
+            idx: 0,
             seen: 0,
         }
     }
@@ -172,39 +179,52 @@ impl HoltWinters {
         self
     }
 
-    /// The forecast for the next row.
-    pub fn forecast(&self) -> f64 {
-        let s = if self.season.is_empty() {
+    /// Rows that only initialise the state: the first season, or the first row.
+    fn init_len(&self) -> u64 {
+        u64::from(self.period.max(1))
+    }
+
+    fn season_now(&self) -> f64 {
+        if self.period == 0 || self.seen < self.init_len() {
             0.0
         } else {
-            self.season[self.idx]
-        };
-        self.level + self.trend + s
+            self.season[self.idx as usize]
+        }
+    }
+
+    /// The forecast for the next row.
+    pub fn forecast(&self) -> f64 {
+        self.level + self.trend + self.season_now()
+    }
+
+    /// Heap bytes held (the season).
+    pub fn heap_bytes(&self) -> usize {
+        self.season.capacity() * std::mem::size_of::<f64>()
     }
 
     /// Folds `x` in; returns its signed residual over the scale of recent residuals.
     pub fn update(&mut self, x: f64) -> f64 {
-        self.seen += 1;
-        // The first season (or first row) only initialises the state.
-        let init_len = self.period.max(1);
-        if self.warm.len() < init_len {
-            self.warm.push(x);
-            if self.warm.len() == init_len {
-                let mean = self.warm.iter().sum::<f64>() / init_len as f64;
+        let init_len = self.init_len();
+        if self.seen < init_len {
+            self.seen += 1;
+            if init_len == 1 {
+                self.level = x;
+                return 0.0;
+            }
+            self.season.push(x);
+            if self.seen == init_len {
+                let mean = self.season.iter().sum::<f64>() / init_len as f64;
                 self.level = mean;
-                if self.period > 0 {
-                    self.season = self.warm.iter().map(|v| v - mean).collect();
-                }
                 self.abs_err =
-                    self.warm.iter().map(|v| (v - mean).abs()).sum::<f64>() / init_len as f64;
+                    self.season.iter().map(|v| (v - mean).abs()).sum::<f64>() / init_len as f64;
+                for v in &mut self.season {
+                    *v -= mean;
+                }
             }
             return 0.0;
         }
-        let s = if self.season.is_empty() {
-            0.0
-        } else {
-            self.season[self.idx]
-        };
+        let s = self.season_now();
+        self.seen += 1;
         let forecast = self.level + self.trend + s;
         let err = x - forecast;
         let scale = self.abs_err.max(1e-3 * self.level.abs()).max(1e-9);
@@ -212,8 +232,8 @@ impl HoltWinters {
         let prev_level = self.level;
         self.level = self.alpha * (x - s) + (1.0 - self.alpha) * (self.level + self.trend);
         self.trend = self.beta * (self.level - prev_level) + (1.0 - self.beta) * self.trend;
-        if !self.season.is_empty() {
-            self.season[self.idx] = self.gamma * (x - self.level) + (1.0 - self.gamma) * s;
+        if self.period > 0 {
+            self.season[self.idx as usize] = self.gamma * (x - self.level) + (1.0 - self.gamma) * s;
             self.idx = (self.idx + 1) % self.period;
         }
         self.abs_err = 0.98 * self.abs_err + 0.02 * err.abs();
@@ -237,17 +257,18 @@ pub const MAX_SHORT: usize = 8;
 pub struct Likelihood<S> {
     inner: S,
     /// The last `short_len` surprises, a ring in a fixed array (no heap: this sits in every
-    /// metric of every component).
-    short: [f64; MAX_SHORT],
-    short_pos: u8,
-    short_fill: u8,
+    /// metric of every component; f32 is ample for a surprise capped at 1e6).
+    short: [f32; MAX_SHORT],
     short_sum: f64,
-    short_len: u8,
     mean: f64,
     var: f64,
-    alpha: f64,
-    learn: usize,
-    seen: usize,
+    /// Rows of history the long-run distribution forgets over (its weight is `1 / long`).
+    long: u32,
+    learn: u32,
+    seen: u32,
+    short_pos: u8,
+    short_fill: u8,
+    short_len: u8,
 }
 
 impl<S: Surprise> Likelihood<S> {
@@ -257,18 +278,19 @@ impl<S: Surprise> Likelihood<S> {
 
     /// `short` rows averaged, about `long` rows of history, `learn` rows before any score.
     pub fn with_windows(inner: S, short: usize, long: usize, learn: usize) -> Self {
+        let count = |n: usize| u32::try_from(n.max(16)).unwrap_or(u32::MAX);
         Self {
             inner,
             short: [0.0; MAX_SHORT],
-            short_pos: 0,
-            short_fill: 0,
             short_sum: 0.0,
-            short_len: short.clamp(1, MAX_SHORT) as u8,
             mean: 0.0,
             var: 0.0,
-            alpha: 1.0 / long.max(16) as f64,
-            learn: learn.max(16),
+            long: count(long),
+            learn: count(learn),
             seen: 0,
+            short_pos: 0,
+            short_fill: 0,
+            short_len: short.clamp(1, MAX_SHORT) as u8,
         }
     }
 
@@ -288,16 +310,16 @@ impl<S: Surprise> Likelihood<S> {
 
     /// Feeds an already computed surprise.
     pub fn push_surprise(&mut self, raw: f64) -> f64 {
-        let raw = if raw.is_finite() { raw.min(1e6) } else { 1e6 };
-        self.seen += 1;
+        let raw = if raw.is_finite() { raw.min(1e6) } else { 1e6 } as f32;
+        self.seen = self.seen.saturating_add(1);
         let slot = usize::from(self.short_pos);
         if self.short_fill == self.short_len {
-            self.short_sum -= self.short[slot];
+            self.short_sum -= f64::from(self.short[slot]);
         } else {
             self.short_fill += 1;
         }
         self.short[slot] = raw;
-        self.short_sum += raw;
+        self.short_sum += f64::from(raw);
         self.short_pos = (self.short_pos + 1) % self.short_len;
         let avg = self.short_sum / f64::from(self.short_fill);
         let score = if self.seen > self.learn {
@@ -307,7 +329,7 @@ impl<S: Surprise> Likelihood<S> {
             0.5
         };
         // Learn fast at first (a plain mean), then forget slowly.
-        let a = self.alpha.max(1.0 / self.seen as f64);
+        let a = (1.0 / f64::from(self.long)).max(1.0 / f64::from(self.seen));
         let d = avg - self.mean;
         self.mean += a * d;
         self.var = (1.0 - a) * (self.var + a * d * d);

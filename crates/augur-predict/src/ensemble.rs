@@ -139,6 +139,11 @@ impl MetricDetector {
         }
     }
 
+    /// Heap bytes held outside the struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        self.hw.inner().heap_bytes()
+    }
+
     /// Folds `value` in; returns its anomaly score.
     pub fn update(&mut self, value: f64) -> f64 {
         self.anomaly = self.hw.update(value).max(self.ew.update(value));

@@ -359,7 +359,7 @@ impl ComponentPredictor {
                 .map(|m| {
                     m.name.capacity()
                         + m.ring.capacity() * std::mem::size_of::<(u32, f32)>()
-                        + 5 * 8 * 3
+                        + m.detector.heap_bytes()
                 })
                 .sum::<usize>()
             + (self.h.capacity() + self.c.capacity()) * 4
