@@ -414,6 +414,22 @@ mod tests {
     }
 
     #[test]
+    fn holt_winters_holds_no_heap_without_a_season_and_one_season_with() {
+        let mut flat = HoltWinters::new(0);
+        let mut seasonal = HoltWinters::new(24);
+        for i in 0..100 {
+            flat.update(i as f64);
+            seasonal.update(i as f64);
+        }
+        assert_eq!(flat.heap_bytes(), 0);
+        assert!(seasonal.heap_bytes() >= 24 * 8 && seasonal.heap_bytes() <= 32 * 8);
+        // The first row only initialises: the forecast after it is that row.
+        let mut one = HoltWinters::new(0);
+        assert_eq!(one.update(7.0), 0.0);
+        assert_eq!(one.forecast(), 7.0);
+    }
+
+    #[test]
     fn holt_winters_learns_a_season() {
         let mut hw = HoltWinters::new(24);
         let f = |i: usize| 10.0 + 3.0 * ((i % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
