@@ -504,6 +504,10 @@ struct FootprintView {
     instances: u32,
     zones_now: BTreeMap<String, u32>,
     zones_desired: BTreeMap<String, u32>,
+    max_per_rack_now: u32,
+    max_per_rack_desired: u32,
+    max_per_host_now: u32,
+    max_per_host_desired: u32,
     divergence: f64,
     threshold: f64,
     moves: Vec<MigrationView>,
@@ -519,8 +523,8 @@ struct MigrationView {
     reason: String,
 }
 
-/// `ctl plan footprint`: each service's spread over zones and the migrations towards the
-/// desired one.
+/// `ctl plan footprint`: each service's spread over zones, racks and hosts, and the
+/// migrations towards the desired one.
 async fn footprint(client: &mut Client, output: Output) -> Result<(), Status> {
     let req = pb::PlanFootprintsRequest {
         consistency: pb::ReadConsistency::Linearizable as i32,
@@ -537,6 +541,10 @@ async fn footprint(client: &mut Client, output: Output) -> Result<(), Status> {
             instances: f.instances,
             zones_now: f.zones_now.into_iter().collect(),
             zones_desired: f.zones_desired.into_iter().collect(),
+            max_per_rack_now: f.max_per_rack_now,
+            max_per_rack_desired: f.max_per_rack_desired,
+            max_per_host_now: f.max_per_host_now,
+            max_per_host_desired: f.max_per_host_desired,
             divergence: f.divergence,
             threshold: f.threshold,
             moves: f
@@ -566,11 +574,16 @@ async fn footprint(client: &mut Client, output: Output) -> Result<(), Status> {
         let mut lines = Vec::new();
         for f in v {
             lines.push(format!(
-                "{}: {} instances; now [{}], desired [{}]; {:.0} % out of place (tolerance {:.0} %)",
+                "{}: {} instances; now [{}], desired [{}]; most on a rack {} (desired {}), \
+                 on a host {} (desired {}); {:.0} % out of place (tolerance {:.0} %)",
                 f.service,
                 f.instances,
                 zones(&f.zones_now),
                 zones(&f.zones_desired),
+                f.max_per_rack_now,
+                f.max_per_rack_desired,
+                f.max_per_host_now,
+                f.max_per_host_desired,
                 100.0 * f.divergence,
                 100.0 * f.threshold
             ));

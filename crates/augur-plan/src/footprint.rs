@@ -3,7 +3,10 @@
 //! the zones with room as evenly as capacity allows (the least risky hosts first); when the
 //! current footprint differs from it by more than the group's tolerance allows, a migration
 //! plan moves instances out of the over-full zones, lowest HPS and largest blast radius
-//! first. Migrations are never urgent: the node proposes them for an operator's approval.
+//! first. Within a zone the same holds for racks and hosts: when more of a service's
+//! instances share one rack or one host than the desired footprint puts on any, the extra
+//! ones move to another rack or host of the same zone with room. Migrations are never
+//! urgent: the node proposes them for an operator's approval.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +35,13 @@ pub struct FootprintPlan {
     /// Instances per zone, now and as desired.
     pub zones_now: BTreeMap<String, u32>,
     pub zones_desired: BTreeMap<String, u32>,
-    /// Share of the instances out of place (0..=1).
+    /// The most instances on one rack and on one host, now and as desired.
+    pub max_per_rack_now: u32,
+    pub max_per_rack_desired: u32,
+    pub max_per_host_now: u32,
+    pub max_per_host_desired: u32,
+    /// Share of the instances out of place (0..=1): above the desired count in their zone,
+    /// or above the desired most per rack or per host, whichever is more.
     pub divergence: f64,
     /// The share above which a migration is planned: half the group's risk tolerance, so a
     /// tolerant group moves less.
@@ -90,21 +99,38 @@ pub fn plan_footprints(
         let tolerance = f64::from(state.policy_for(service).risk_tolerance) / 100.0;
         let threshold = tolerance / 2.0;
         let zones_now = count_zones(instances.iter().map(|c| &c.placement));
-        let desired = desired_zones(state, &occupancy, &instances, &risk_of);
-        let out_of_place: u32 = zones_now
+        let Desired {
+            zones: desired,
+            max_per_rack,
+            max_per_host,
+        } = desired_footprint(state, &occupancy, &instances, &risk_of);
+        let zone_out: u32 = zones_now
             .iter()
             .map(|(z, &k)| k.saturating_sub(desired.get(z).copied().unwrap_or(0)))
             .sum();
+        let racks_now = count_by(instances.iter().map(|c| rack_of(&c.placement)));
+        let hosts_now = count_by(instances.iter().map(|c| c.placement.host.as_str()));
+        let out_of_place = zone_out
+            .max(over(&racks_now, max_per_rack))
+            .max(over(&hosts_now, max_per_host));
         let divergence = f64::from(out_of_place) / n as f64;
         let mut moves = Vec::new();
         if divergence > threshold {
             moves = migrate(state, &mut occupancy, &instances, &desired, risks, &risk_of);
+            if moves.is_empty() && zone_out == 0 {
+                let limits = (max_per_rack, max_per_host);
+                moves = spread_in_zones(state, &mut occupancy, &instances, limits, risks, &risk_of);
+            }
         }
         out.push(FootprintPlan {
             service: service.to_owned(),
             instances: n,
             zones_now,
             zones_desired: desired,
+            max_per_rack_now: racks_now.values().copied().max().unwrap_or(0),
+            max_per_rack_desired: max_per_rack,
+            max_per_host_now: hosts_now.values().copied().max().unwrap_or(0),
+            max_per_host_desired: max_per_host,
             divergence,
             threshold,
             moves,
@@ -121,15 +147,41 @@ fn count_zones<'a>(placements: impl Iterator<Item = &'a Placement>) -> BTreeMap<
     zones
 }
 
+fn count_by<K: Ord>(keys: impl Iterator<Item = K>) -> BTreeMap<K, u32> {
+    let mut out = BTreeMap::new();
+    for k in keys {
+        *out.entry(k).or_default() += 1;
+    }
+    out
+}
+
+/// Instances above `max` in each place, summed.
+fn over<K>(counts: &BTreeMap<K, u32>, max: u32) -> u32 {
+    counts.values().map(|&k| k.saturating_sub(max)).sum()
+}
+
+/// A rack named within its zone (two zones may both have a `rack-1`).
+fn rack_of(p: &Placement) -> (&str, &str) {
+    (p.zone.as_str(), p.rack.as_str())
+}
+
+/// The desired footprint of a service: instances per zone, and the most on one rack and on
+/// one host.
+struct Desired {
+    zones: BTreeMap<String, u32>,
+    max_per_rack: u32,
+    max_per_host: u32,
+}
+
 /// The service's instances placed one by one, as if none ran yet: each on the host with room
 /// in the zone holding fewest of them so far (then the rack, then the host), the least risky
-/// host first. Returns instances per zone.
-fn desired_zones(
+/// host first.
+fn desired_footprint(
     state: &ControlState,
     occupancy: &Occupancy,
     instances: &[&Component],
     risk_of: &impl Fn(&Host) -> f64,
-) -> BTreeMap<String, u32> {
+) -> Desired {
     // Room per host once this service's own instances are taken off.
     let mut own: BTreeMap<&str, u32> = BTreeMap::new();
     for c in instances {
@@ -180,7 +232,11 @@ fn desired_zones(
         *racks.entry((p.zone.as_str(), p.rack.as_str())).or_default() += 1;
         *hosts.entry(p.host.as_str()).or_default() += 1;
     }
-    zones
+    Desired {
+        zones,
+        max_per_rack: racks.values().copied().max().unwrap_or(0),
+        max_per_host: hosts.values().copied().max().unwrap_or(0),
+    }
 }
 
 /// Moves instances out of the zones holding more than desired, most urgent first (lowest
@@ -198,18 +254,8 @@ fn migrate(
     let mut now = count_zones(instances.iter().map(|c| &c.placement));
     let want = |z: &str| desired.get(z).copied().unwrap_or(0);
     let risk = |c: &Component| risks.get(&c.id).copied();
-    let mut order: Vec<&Component> = instances.to_vec();
-    order.sort_by(|a, b| {
-        let (ra, rb) = (risk(a), risk(b));
-        let hps = |r: Option<ComponentRisk>| r.map_or(100.0, |r| r.hps);
-        let blast = |r: Option<ComponentRisk>| r.map_or(0.0, |r| r.blast_radius);
-        hps(ra)
-            .total_cmp(&hps(rb))
-            .then(blast(rb).total_cmp(&blast(ra)))
-            .then_with(|| a.id.cmp(&b.id))
-    });
     let mut moves = Vec::new();
-    for c in order {
+    for c in by_urgency(instances, risks) {
         let zone = c.placement.zone.as_str();
         if now.get(zone).copied().unwrap_or(0) <= want(zone) {
             continue;
@@ -246,6 +292,110 @@ fn migrate(
                 c.id,
                 to.zone,
                 to.host
+            ),
+            from: c.placement.clone(),
+            to,
+            hps: r.map_or(100.0, |r| r.hps),
+            blast_radius: r.map_or(0.0, |r| r.blast_radius),
+        });
+    }
+    moves
+}
+
+/// Lowest HPS first, then largest blast radius, then by id.
+fn by_urgency<'a>(
+    instances: &[&'a Component],
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+) -> Vec<&'a Component> {
+    let risk = |c: &Component| risks.get(&c.id).copied();
+    let hps = |r: Option<ComponentRisk>| r.map_or(100.0, |r| r.hps);
+    let blast = |r: Option<ComponentRisk>| r.map_or(0.0, |r| r.blast_radius);
+    let mut order: Vec<&Component> = instances.to_vec();
+    order.sort_by(|a, b| {
+        let (ra, rb) = (risk(a), risk(b));
+        hps(ra)
+            .total_cmp(&hps(rb))
+            .then(blast(rb).total_cmp(&blast(ra)))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    order
+}
+
+/// Moves instances off racks and hosts holding more of the service than the desired
+/// footprint puts on any (`limits`: most per rack, most per host), most urgent first, each to
+/// the host with room in its own zone whose rack and host hold fewest of the service (the
+/// least risky such host): zone counts stay as they are. A move takes a slot on its target
+/// at once.
+fn spread_in_zones(
+    state: &ControlState,
+    occupancy: &mut Occupancy,
+    instances: &[&Component],
+    (max_rack, max_host): (u32, u32),
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    risk_of: &impl Fn(&Host) -> f64,
+) -> Vec<Move> {
+    let mut racks = count_by(instances.iter().map(|c| rack_of(&c.placement)));
+    let mut hosts = count_by(instances.iter().map(|c| c.placement.host.as_str()));
+    let mut moves = Vec::new();
+    for c in by_urgency(instances, risks) {
+        let (rack, host) = (rack_of(&c.placement), c.placement.host.as_str());
+        let (in_rack, on_host) = (racks[&rack], hosts[host]);
+        let rack_over = in_rack > max_rack;
+        if !rack_over && on_host <= max_host {
+            continue;
+        }
+        let count = |h: &Host| {
+            (
+                racks.get(&rack_of(&h.placement)).copied().unwrap_or(0),
+                hosts.get(h.placement.host.as_str()).copied().unwrap_or(0),
+            )
+        };
+        let target = state
+            .hosts
+            .values()
+            .filter(|h| h.placement.zone == c.placement.zone && h.placement.host != host)
+            .filter(|h| occupancy.room(h) > 0)
+            .filter(|h| {
+                let (r, k) = count(h);
+                // Better off there: below the most per host, and on a rack below its most
+                // (or the same rack, when only the host was too full).
+                k < max_host
+                    && if rack_of(&h.placement) == rack {
+                        !rack_over
+                    } else {
+                        r < max_rack
+                    }
+            })
+            .min_by(|a, b| {
+                count(a)
+                    .cmp(&count(b))
+                    .then_with(|| risk_of(a).total_cmp(&risk_of(b)))
+                    .then_with(|| a.placement.host.cmp(&b.placement.host))
+            });
+        let Some(target) = target else { continue };
+        let to = target.placement.clone();
+        occupancy.take(&to.host);
+        *racks.get_mut(&rack).expect("counted") -= 1;
+        *racks.entry(rack_of(&target.placement)).or_default() += 1;
+        *hosts.get_mut(host).expect("counted") -= 1;
+        *hosts.entry(target.placement.host.as_str()).or_default() += 1;
+        let crowded = if rack_over {
+            format!(
+                "rack {} in {} holds {in_rack} of {}'s instances, at most {max_rack} desired",
+                rack.1, rack.0, c.group
+            )
+        } else {
+            format!(
+                "host {host} holds {on_host} of {}'s instances, at most {max_host} desired",
+                c.group
+            )
+        };
+        let r = risks.get(&c.id).copied();
+        moves.push(Move {
+            component: c.id.clone(),
+            reason: format!(
+                "footprint: {crowded}; {} to {} (rack {})",
+                c.id, to.host, to.rack
             ),
             from: c.placement.clone(),
             to,
@@ -326,6 +476,69 @@ mod tests {
         assert!(p.moves[0]
             .reason
             .starts_with("footprint: a holds 6 of web's instances, 3 desired"));
+    }
+
+    /// One zone, hosts h1 and h2 on rack r1 and h3 on rack r2; web-1..3 all on h1.
+    fn one_zone(capacity: u32) -> (ControlState, BTreeMap<ComponentId, ComponentRisk>) {
+        let (mut s, mut risks) = fleet(50);
+        s.hosts.clear();
+        for (h, rack) in [("h1", "r1"), ("h2", "r1"), ("h3", "r2")] {
+            let placement = Placement {
+                host: h.into(),
+                rack: rack.into(),
+                zone: "a".into(),
+            };
+            let capacity = if h == "h1" { 8 } else { capacity };
+            s.hosts.insert(
+                h.into(),
+                Host {
+                    placement,
+                    capacity,
+                },
+            );
+        }
+        for i in 4..=6 {
+            let id = ComponentId::new(format!("web-{i}")).unwrap();
+            s.components.remove(&id);
+            risks.remove(&id);
+        }
+        for c in s.components.values_mut() {
+            c.placement = s.hosts["h1"].placement.clone();
+        }
+        (s, risks)
+    }
+
+    #[test]
+    fn instances_crowded_on_one_host_and_rack_spread_within_their_zone() {
+        let (s, risks) = one_zone(8);
+        let p = &plan_footprints(&s, &risks)[0];
+        assert_eq!(p.zones_now, p.zones_desired);
+        assert_eq!((p.max_per_rack_now, p.max_per_rack_desired), (3, 2));
+        assert_eq!((p.max_per_host_now, p.max_per_host_desired), (3, 1));
+        assert!((p.divergence - 2.0 / 3.0).abs() < 1e-9);
+        let moved: Vec<(&str, &str)> = p
+            .moves
+            .iter()
+            .map(|m| (m.component.as_str(), m.to.host.as_str()))
+            .collect();
+        // Lowest HPS first: web-1 leaves the crowded rack, web-2 the crowded host.
+        assert_eq!(moved, [("web-1", "h3"), ("web-2", "h2")]);
+        assert!(p.moves.iter().all(|m| m.to.zone == "a"));
+        assert!(p.moves[0].reason.starts_with(
+            "footprint: rack r1 in a holds 3 of web's instances, at most 2 desired; web-1 to h3"
+        ));
+        assert!(p.moves[1]
+            .reason
+            .starts_with("footprint: host h1 holds 2 of web's instances, at most 1 desired"));
+    }
+
+    #[test]
+    fn no_room_elsewhere_in_the_zone_means_no_move() {
+        let (s, risks) = one_zone(0);
+        let p = &plan_footprints(&s, &risks)[0];
+        assert_eq!((p.max_per_host_now, p.max_per_host_desired), (3, 3));
+        assert_eq!(p.divergence, 0.0);
+        assert!(p.moves.is_empty());
     }
 
     #[test]

@@ -86,9 +86,11 @@ fn risk_map(risks: &[(f64, f64, f64)]) -> BTreeMap<ComponentId, ComponentRisk> {
 }
 
 proptest! {
-    /// Footprints: every migration move lands on a host with room, goes from a zone holding
-    /// more of the service than desired to one holding fewer, the most urgent first; the
-    /// moves never leave the service less spread; a more tolerant group never moves more.
+    /// Footprints: every migration move lands on a host with room, the most urgent first, and
+    /// either goes from a zone holding more of the service than desired to one holding fewer,
+    /// or stays in its zone and leaves a rack or host holding more than the desired most for
+    /// a host holding fewer; the moves never leave the service less spread over zones; a more
+    /// tolerant group never moves more.
     #[test]
     fn migrations_spread_within_capacity_and_tolerance_only_holds_them_back(
         (caps, comps, risks) in arb_fleet(),
@@ -112,16 +114,38 @@ proptest! {
                 now.iter().map(|(z, &k)| k.saturating_sub(want(z))).sum()
             };
             let before = excess(&now);
+            let mut racks: BTreeMap<(String, String), u32> = BTreeMap::new();
+            let mut hosts: BTreeMap<String, u32> = BTreeMap::new();
+            for c in state.components.values().filter(|c| c.group == plan.service) {
+                *racks.entry((c.placement.zone.clone(), c.placement.rack.clone())).or_default() += 1;
+                *hosts.entry(c.placement.host.clone()).or_default() += 1;
+            }
             let mut last = f64::NEG_INFINITY;
             for m in &moves {
                 prop_assert!(m.hps >= last, "most urgent first");
                 last = m.hps;
                 prop_assert!(occ.room(&state.hosts[&m.to.host]) > 0, "{} over capacity", m.to.host);
                 occ.take(&m.to.host);
-                prop_assert!(now[&m.from.zone] > want(&m.from.zone), "moved out of a zone not over");
-                prop_assert!(now.get(&m.to.zone).copied().unwrap_or(0) < want(&m.to.zone), "moved into a zone not under");
-                *now.get_mut(&m.from.zone).unwrap() -= 1;
-                *now.entry(m.to.zone.clone()).or_default() += 1;
+                let rack = |p: &augur_types::Placement| (p.zone.clone(), p.rack.clone());
+                if m.from.zone == m.to.zone {
+                    // Within a zone: off a rack or host holding more than desired, onto a
+                    // host holding fewer than the most desired on one.
+                    prop_assert!(
+                        racks[&rack(&m.from)] > plan.max_per_rack_desired
+                            || hosts[&m.from.host] > plan.max_per_host_desired,
+                        "moved within a zone off a rack and a host not over"
+                    );
+                    prop_assert!(hosts.get(&m.to.host).copied().unwrap_or(0) < plan.max_per_host_desired);
+                } else {
+                    prop_assert!(now[&m.from.zone] > want(&m.from.zone), "moved out of a zone not over");
+                    prop_assert!(now.get(&m.to.zone).copied().unwrap_or(0) < want(&m.to.zone), "moved into a zone not under");
+                    *now.get_mut(&m.from.zone).unwrap() -= 1;
+                    *now.entry(m.to.zone.clone()).or_default() += 1;
+                }
+                *racks.get_mut(&rack(&m.from)).unwrap() -= 1;
+                *racks.entry(rack(&m.to)).or_default() += 1;
+                *hosts.get_mut(&m.from.host).unwrap() -= 1;
+                *hosts.entry(m.to.host.clone()).or_default() += 1;
             }
             prop_assert!(excess(&now) <= before);
             // The desired footprint places every instance.

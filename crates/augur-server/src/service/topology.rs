@@ -512,6 +512,10 @@ impl pb::topology_server::Topology for TopologyService {
                 instances: f.instances as u32,
                 zones_now: f.zones_now.into_iter().collect(),
                 zones_desired: f.zones_desired.into_iter().collect(),
+                max_per_rack_now: f.max_per_rack_now,
+                max_per_rack_desired: f.max_per_rack_desired,
+                max_per_host_now: f.max_per_host_now,
+                max_per_host_desired: f.max_per_host_desired,
                 divergence: f.divergence,
                 threshold: f.threshold,
                 moves: f
