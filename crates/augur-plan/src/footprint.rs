@@ -160,6 +160,38 @@ fn over<K>(counts: &BTreeMap<K, u32>, max: u32) -> u32 {
     counts.values().map(|&k| k.saturating_sub(max)).sum()
 }
 
+/// Of `hosts`, the one with the smallest `key`, then the least risky, then by name.
+fn best_host<'a, K: Ord>(
+    hosts: impl Iterator<Item = &'a Host>,
+    key: impl Fn(&Host) -> K,
+    risk_of: &impl Fn(&Host) -> f64,
+) -> Option<&'a Host> {
+    hosts.min_by(|a, b| {
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| risk_of(a).total_cmp(&risk_of(b)))
+            .then_with(|| a.placement.host.cmp(&b.placement.host))
+    })
+}
+
+/// `c` moved to `to`, with its risk figures.
+fn move_of(
+    c: &Component,
+    to: Placement,
+    reason: String,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+) -> Move {
+    let r = risks.get(&c.id);
+    Move {
+        component: c.id.clone(),
+        from: c.placement.clone(),
+        to,
+        hps: r.map_or(100.0, |r| r.hps),
+        blast_radius: r.map_or(0.0, |r| r.blast_radius),
+        reason,
+    }
+}
+
 /// A rack named within its zone (two zones may both have a `rack-1`).
 fn rack_of(p: &Placement) -> (&str, &str) {
     (p.zone.as_str(), p.rack.as_str())
@@ -202,27 +234,21 @@ fn desired_footprint(
     let mut racks: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     let mut hosts: BTreeMap<&str, u32> = BTreeMap::new();
     for c in instances {
-        let best = state
-            .hosts
-            .values()
-            .filter(|h| room[h.placement.host.as_str()] > 0)
-            .min_by(|a, b| {
-                let key = |h: &Host| {
-                    let p = &h.placement;
-                    (
-                        zones.get(&p.zone).copied().unwrap_or(0),
-                        racks
-                            .get(&(p.zone.as_str(), p.rack.as_str()))
-                            .copied()
-                            .unwrap_or(0),
-                        hosts.get(p.host.as_str()).copied().unwrap_or(0),
-                    )
-                };
-                key(a)
-                    .cmp(&key(b))
-                    .then_with(|| risk_of(a).total_cmp(&risk_of(b)))
-                    .then_with(|| a.placement.host.cmp(&b.placement.host))
-            });
+        let best = best_host(
+            state
+                .hosts
+                .values()
+                .filter(|h| room[h.placement.host.as_str()] > 0),
+            |h| {
+                let p = &h.placement;
+                (
+                    zones.get(&p.zone).copied().unwrap_or(0),
+                    racks.get(&rack_of(p)).copied().unwrap_or(0),
+                    hosts.get(p.host.as_str()).copied().unwrap_or(0),
+                )
+            },
+            risk_of,
+        );
         // No room anywhere (hosts not registered): it stays where it is.
         let p = best.map_or(&c.placement, |h| &h.placement);
         if let Some(r) = room.get_mut(p.host.as_str()) {
@@ -253,51 +279,43 @@ fn migrate(
 ) -> Vec<Move> {
     let mut now = count_zones(instances.iter().map(|c| &c.placement));
     let want = |z: &str| desired.get(z).copied().unwrap_or(0);
-    let risk = |c: &Component| risks.get(&c.id).copied();
     let mut moves = Vec::new();
     for c in by_urgency(instances, risks) {
         let zone = c.placement.zone.as_str();
         if now.get(zone).copied().unwrap_or(0) <= want(zone) {
             continue;
         }
-        let target = state
-            .hosts
-            .values()
-            .filter(|h| occupancy.room(h) > 0)
-            .filter(|h| now.get(&h.placement.zone).copied().unwrap_or(0) < want(&h.placement.zone))
-            .min_by(|a, b| {
-                let deficit = |h: &Host| {
-                    let z = &h.placement.zone;
-                    i64::from(now.get(z).copied().unwrap_or(0)) - i64::from(want(z))
-                };
-                deficit(a)
-                    .cmp(&deficit(b))
-                    .then_with(|| risk_of(a).total_cmp(&risk_of(b)))
-                    .then_with(|| a.placement.host.cmp(&b.placement.host))
-            });
+        let deficit = |h: &Host| {
+            let z = &h.placement.zone;
+            i64::from(now.get(z).copied().unwrap_or(0)) - i64::from(want(z))
+        };
+        let target = best_host(
+            state
+                .hosts
+                .values()
+                .filter(|h| occupancy.room(h) > 0)
+                .filter(|h| {
+                    now.get(&h.placement.zone).copied().unwrap_or(0) < want(&h.placement.zone)
+                }),
+            deficit,
+            risk_of,
+        );
         let Some(target) = target else { continue };
         let to = target.placement.clone();
         occupancy.take(&to.host);
         *now.get_mut(zone).expect("counted") -= 1;
         *now.entry(to.zone.clone()).or_default() += 1;
-        let r = risk(c);
-        moves.push(Move {
-            component: c.id.clone(),
-            reason: format!(
-                "footprint: {} holds {} of {}'s instances, {} desired; {} to {} ({})",
-                zone,
-                now[zone] + 1,
-                c.group,
-                want(zone),
-                c.id,
-                to.zone,
-                to.host
-            ),
-            from: c.placement.clone(),
-            to,
-            hps: r.map_or(100.0, |r| r.hps),
-            blast_radius: r.map_or(0.0, |r| r.blast_radius),
-        });
+        let reason = format!(
+            "footprint: {} holds {} of {}'s instances, {} desired; {} to {} ({})",
+            zone,
+            now[zone] + 1,
+            c.group,
+            want(zone),
+            c.id,
+            to.zone,
+            to.host
+        );
+        moves.push(move_of(c, to, reason, risks));
     }
     moves
 }
@@ -350,28 +368,26 @@ fn spread_in_zones(
                 hosts.get(h.placement.host.as_str()).copied().unwrap_or(0),
             )
         };
-        let target = state
-            .hosts
-            .values()
-            .filter(|h| h.placement.zone == c.placement.zone && h.placement.host != host)
-            .filter(|h| occupancy.room(h) > 0)
-            .filter(|h| {
-                let (r, k) = count(h);
-                // Better off there: below the most per host, and on a rack below its most
-                // (or the same rack, when only the host was too full).
-                k < max_host
-                    && if rack_of(&h.placement) == rack {
-                        !rack_over
-                    } else {
-                        r < max_rack
-                    }
-            })
-            .min_by(|a, b| {
-                count(a)
-                    .cmp(&count(b))
-                    .then_with(|| risk_of(a).total_cmp(&risk_of(b)))
-                    .then_with(|| a.placement.host.cmp(&b.placement.host))
-            });
+        let target = best_host(
+            state
+                .hosts
+                .values()
+                .filter(|h| h.placement.zone == c.placement.zone && h.placement.host != host)
+                .filter(|h| occupancy.room(h) > 0)
+                .filter(|h| {
+                    let (r, k) = count(h);
+                    // Better off there: below the most per host, and on a rack below its most
+                    // (or the same rack, when only the host was too full).
+                    k < max_host
+                        && if rack_of(&h.placement) == rack {
+                            !rack_over
+                        } else {
+                            r < max_rack
+                        }
+                }),
+            count,
+            risk_of,
+        );
         let Some(target) = target else { continue };
         let to = target.placement.clone();
         occupancy.take(&to.host);
@@ -390,18 +406,11 @@ fn spread_in_zones(
                 c.group
             )
         };
-        let r = risks.get(&c.id).copied();
-        moves.push(Move {
-            component: c.id.clone(),
-            reason: format!(
-                "footprint: {crowded}; {} to {} (rack {})",
-                c.id, to.host, to.rack
-            ),
-            from: c.placement.clone(),
-            to,
-            hps: r.map_or(100.0, |r| r.hps),
-            blast_radius: r.map_or(0.0, |r| r.blast_radius),
-        });
+        let reason = format!(
+            "footprint: {crowded}; {} to {} (rack {})",
+            c.id, to.host, to.rack
+        );
+        moves.push(move_of(c, to, reason, risks));
     }
     moves
 }
