@@ -19,14 +19,14 @@ use augur_types::ComponentId;
 use criterion::{Criterion, Throughput};
 use futures::future::join_all;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const COMPONENTS: usize = 10_000;
 const METRICS: [&str; 8] = [
     "cpu", "mem", "disk", "net_in", "net_out", "latency", "errors", "gc",
 ];
 const MEMORY_COMPONENTS: usize = 100_000;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// What STACK-NOTES measured for one idle actix actor (context, mailbox, task).
 const ACTIX_ACTOR_BYTES: usize = 847;
 

@@ -98,7 +98,7 @@ pub fn plan_footprints(
         let n = instances.len();
         let tolerance = f64::from(state.policy_for(service).risk_tolerance) / 100.0;
         let threshold = tolerance / 2.0;
-        let zones_now = count_zones(instances.iter().map(|c| &c.placement));
+        let zones_now = count_by(instances.iter().map(|c| c.placement.zone.clone()));
         let Desired {
             zones: desired,
             max_per_rack,
@@ -114,22 +114,42 @@ pub fn plan_footprints(
             .max(over(&racks_now, max_per_rack))
             .max(over(&hosts_now, max_per_host));
         let divergence = f64::from(out_of_place) / n as f64;
-        let mut moves = Vec::new();
-        if divergence > threshold {
-            moves = migrate(state, &mut occupancy, &instances, &desired, risks, &risk_of);
-            if moves.is_empty() && zone_out == 0 {
-                let limits = (max_per_rack, max_per_host);
-                moves = spread_in_zones(state, &mut occupancy, &instances, limits, risks, &risk_of);
-            }
-        }
+        let max_per_rack_now = racks_now.values().copied().max().unwrap_or(0);
+        let max_per_host_now = hosts_now.values().copied().max().unwrap_or(0);
+        let moves = if divergence <= threshold {
+            Vec::new()
+        } else if zone_out > 0 {
+            let now = zones_now.clone();
+            migrate(
+                state,
+                &mut occupancy,
+                &instances,
+                now,
+                &desired,
+                risks,
+                &risk_of,
+            )
+        } else {
+            // The zones are as desired: spread within them.
+            let (now, limits) = ((racks_now, hosts_now), (max_per_rack, max_per_host));
+            spread_in_zones(
+                state,
+                &mut occupancy,
+                &instances,
+                now,
+                limits,
+                risks,
+                &risk_of,
+            )
+        };
         out.push(FootprintPlan {
             service: service.to_owned(),
             instances: n,
             zones_now,
             zones_desired: desired,
-            max_per_rack_now: racks_now.values().copied().max().unwrap_or(0),
+            max_per_rack_now,
             max_per_rack_desired: max_per_rack,
-            max_per_host_now: hosts_now.values().copied().max().unwrap_or(0),
+            max_per_host_now,
             max_per_host_desired: max_per_host,
             divergence,
             threshold,
@@ -139,14 +159,7 @@ pub fn plan_footprints(
     out
 }
 
-fn count_zones<'a>(placements: impl Iterator<Item = &'a Placement>) -> BTreeMap<String, u32> {
-    let mut zones = BTreeMap::new();
-    for p in placements {
-        *zones.entry(p.zone.clone()).or_default() += 1;
-    }
-    zones
-}
-
+/// How many of each key (zone, rack or host).
 fn count_by<K: Ord>(keys: impl Iterator<Item = K>) -> BTreeMap<K, u32> {
     let mut out = BTreeMap::new();
     for k in keys {
@@ -192,6 +205,9 @@ fn move_of(
     }
 }
 
+/// Instances per rack, the rack named by [`rack_of`].
+type PerRack<'a> = BTreeMap<(&'a str, &'a str), u32>;
+
 /// A rack named within its zone (two zones may both have a `rack-1`).
 fn rack_of(p: &Placement) -> (&str, &str) {
     (p.zone.as_str(), p.rack.as_str())
@@ -231,7 +247,7 @@ fn desired_footprint(
         })
         .collect();
     let mut zones: BTreeMap<String, u32> = BTreeMap::new();
-    let mut racks: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    let mut racks: PerRack = BTreeMap::new();
     let mut hosts: BTreeMap<&str, u32> = BTreeMap::new();
     for c in instances {
         let best = best_host(
@@ -255,7 +271,7 @@ fn desired_footprint(
             *r = r.saturating_sub(1);
         }
         *zones.entry(p.zone.clone()).or_default() += 1;
-        *racks.entry((p.zone.as_str(), p.rack.as_str())).or_default() += 1;
+        *racks.entry(rack_of(p)).or_default() += 1;
         *hosts.entry(p.host.as_str()).or_default() += 1;
     }
     Desired {
@@ -273,11 +289,11 @@ fn migrate(
     state: &ControlState,
     occupancy: &mut Occupancy,
     instances: &[&Component],
+    mut now: BTreeMap<String, u32>,
     desired: &BTreeMap<String, u32>,
     risks: &BTreeMap<ComponentId, ComponentRisk>,
     risk_of: &impl Fn(&Host) -> f64,
 ) -> Vec<Move> {
-    let mut now = count_zones(instances.iter().map(|c| &c.placement));
     let want = |z: &str| desired.get(z).copied().unwrap_or(0);
     let mut moves = Vec::new();
     for c in by_urgency(instances, risks) {
@@ -340,20 +356,20 @@ fn by_urgency<'a>(
 }
 
 /// Moves instances off racks and hosts holding more of the service than the desired
-/// footprint puts on any (`limits`: most per rack, most per host), most urgent first, each to
+/// footprint puts on any (`now`: instances per rack and per host; `limits`: most per rack,
+/// most per host), most urgent first, each to
 /// the host with room in its own zone whose rack and host hold fewest of the service (the
 /// least risky such host): zone counts stay as they are. A move takes a slot on its target
 /// at once.
-fn spread_in_zones(
-    state: &ControlState,
+fn spread_in_zones<'a>(
+    state: &'a ControlState,
     occupancy: &mut Occupancy,
-    instances: &[&Component],
+    instances: &[&'a Component],
+    (mut racks, mut hosts): (PerRack<'a>, BTreeMap<&'a str, u32>),
     (max_rack, max_host): (u32, u32),
     risks: &BTreeMap<ComponentId, ComponentRisk>,
     risk_of: &impl Fn(&Host) -> f64,
 ) -> Vec<Move> {
-    let mut racks = count_by(instances.iter().map(|c| rack_of(&c.placement)));
-    let mut hosts = count_by(instances.iter().map(|c| c.placement.host.as_str()));
     let mut moves = Vec::new();
     for c in by_urgency(instances, risks) {
         let (rack, host) = (rack_of(&c.placement), c.placement.host.as_str());
