@@ -51,21 +51,14 @@ fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
     }
 }
 
-/// Registers api, db, cache and queue on h1 (zone z1) with hosts h1, h2 (another zone) and h3
-/// (another rack of z1), and answers 400 samples a component of latency around 100 ms, db's
-/// stepping up fivefold for the last 5 (the detectors learn for the first 300).
-async fn four_components_db_stepping(cluster: &Cluster) -> Vec<pb::Sample> {
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ["api", "db", "cache", "queue"] {
-        assert!(register(&mut client, id).await, "register {id}");
-    }
-    // The components run on h1 (zone z1); h2 is in another zone, h3 in another rack of z1.
-    for (host, rack, zone) in [("h1", "r1", "z1"), ("h2", "r2", "z2"), ("h3", "r3", "z1")] {
+/// Registers hosts `(host, rack, zone)` with 8 slots each.
+async fn upsert_hosts(client: &mut augur_cli::Client, hosts: &[(&str, &str, &str)]) {
+    for (host, rack, zone) in hosts {
         let req = pb::UpsertHostRequest {
             placement: Some(pb::Placement {
-                host: host.into(),
-                rack: rack.into(),
-                zone: zone.into(),
+                host: (*host).into(),
+                rack: (*rack).into(),
+                zone: (*zone).into(),
             }),
             capacity: 8,
         };
@@ -81,6 +74,22 @@ async fn four_components_db_stepping(cluster: &Cluster) -> Vec<pb::Sample> {
             .await
             .expect("upsert host");
     }
+}
+
+/// Registers api, db, cache and queue on h1 (zone z1) with hosts h1, h2 (another zone) and h3
+/// (another rack of z1), and answers 400 samples a component of latency around 100 ms, db's
+/// stepping up fivefold for the last 5 (the detectors learn for the first 300).
+async fn four_components_db_stepping(cluster: &Cluster) -> Vec<pb::Sample> {
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ["api", "db", "cache", "queue"] {
+        assert!(register(&mut client, id).await, "register {id}");
+    }
+    // The components run on h1 (zone z1); h2 is in another zone, h3 in another rack of z1.
+    upsert_hosts(
+        &mut client,
+        &[("h1", "r1", "z1"), ("h2", "r2", "z2"), ("h3", "r3", "z1")],
+    )
+    .await;
 
     // 400 samples per component (the detectors learn for 300); db's latency steps up fivefold
     // for the last 5.
@@ -848,4 +857,180 @@ async fn a_lapsed_lease_goes_to_another_orchestrator_and_an_unclaimed_action_fai
             .contains("no orchestrator claimed it"),
         "{shadow}"
     );
+}
+
+/// The plans recorded, newest first, as `ctl plan list` prints them.
+fn plans(ep: &str) -> Vec<Value> {
+    let (code, out, err) = ctl(ep, &["--output", "json", "plan", "list"]);
+    assert_eq!(code, 0, "{err}");
+    json(&out).as_array().cloned().unwrap_or_default()
+}
+
+/// Predictive scaling end to end: a group whose policy scales, with its load rising, gets
+/// scale plans ahead of the peak; each registers its instance where the group has fewest and
+/// asks orchestrators to provision it; a provisioned one takes an equal share of the traffic
+/// (the weights reach orchestrators), a failed one is forgotten, and a new plan replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rising_load_scales_the_group_out_ahead_of_its_peak() {
+    let (cluster, ep) =
+        single_node("[telemetry]\ntick_ms = 50\n[planner]\nact = true\nevery_ms = 100\n").await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ["web-1", "web-2"] {
+        assert!(register(&mut client, id).await, "register {id}");
+    }
+    upsert_hosts(
+        &mut client,
+        &[("h1", "r1", "z1"), ("h2", "r2", "z2"), ("h3", "r3", "z3")],
+    )
+    .await;
+    let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+    assert_eq!(code, 0, "{err}");
+    // Bad input names what is wrong and changes nothing.
+    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--scale-rps", "0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("at least 1"), "{err}");
+    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--scale-rps", "100"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&ep, &["--output", "json", "policy", "get", "web"]);
+    assert_eq!(json(&out)["scaling"]["per_instance_rps"], 100, "{out}");
+
+    // 20 samples each (fewer than the planner's min_samples: no failover risk counts), 80
+    // req/s rising by 0.5 a second: 179 req/s heading to 299 in 120 s, 359 with 20 %
+    // headroom, so 4 instances at 100 req/s: 2 more.
+    let batch: Vec<pb::Sample> = ["web-1", "web-2"]
+        .iter()
+        .flat_map(|id| {
+            (0..20).map(move |i| sample(id, "requests_per_s", i * 1000, 80.0 + 0.5 * i as f64))
+        })
+        .collect();
+    assert_eq!(push(&cluster, batch, 1000).await.accepted, 40);
+    // The next tick's forecast carries the load's level and trend.
+    let load = eventually("web-1's load forecast", Duration::from_secs(20), || {
+        let ep = ep.clone();
+        async move {
+            let (_, out, _) = ctl(&ep, &["--output", "json", "forecast", "web-1"]);
+            let f: Value = serde_json::from_str(&out).ok()?;
+            let l = f.get("load")?.as_array()?;
+            let (level, per_s) = (l.first()?.as_f64()?, l.get(1)?.as_f64()?);
+            // (A tick during the push may have scored part of it.)
+            ((level - 89.5).abs() < 0.01).then_some(per_s)
+        }
+    })
+    .await;
+    assert!((load - 0.5).abs() < 0.01, "{load}");
+
+    let scale_plans = |ep: String, want: usize| async move {
+        eventually("scale plans started", Duration::from_secs(20), || {
+            let ep = ep.clone();
+            async move {
+                let ps: Vec<Value> = plans(&ep)
+                    .into_iter()
+                    .filter(|p| p["kind"] == "scale")
+                    .collect();
+                (ps.len() == want && ps.iter().all(|p| p["status"] != "approved")).then_some(ps)
+            }
+        })
+        .await
+    };
+    let ps = scale_plans(ep.clone(), 2).await;
+    let mut zones: Vec<&str> = ps
+        .iter()
+        .map(|p| p["to"]["zone"].as_str().unwrap())
+        .collect();
+    zones.sort_unstable();
+    assert_eq!(zones, ["z2", "z3"], "where the group has none yet");
+    for p in &ps {
+        assert_eq!(p["status"], "started", "{p}");
+        assert!(p["template"].as_str().unwrap().starts_with("web-"), "{p}");
+        assert!(
+            p["reason"].as_str().unwrap().contains("heading to 299"),
+            "{p}"
+        );
+    }
+    // Each new instance is registered and its provision action is in the log, once.
+    let (_, out, _) = ctl(&ep, &["--output", "json", "actions"]);
+    let actions = json(&out);
+    let provisions: Vec<&Value> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "provision")
+        .collect();
+    assert_eq!(provisions.len(), 2, "{out}");
+    let provision_of = |instance: &str| -> String {
+        let a = provisions
+            .iter()
+            .find(|a| a["params"]["shadow"] == instance)
+            .unwrap_or_else(|| panic!("no provision for {instance}: {out}"));
+        assert_eq!(a["target"], instance, "{a}");
+        a["id"].as_str().unwrap().to_owned()
+    };
+    let ids = component_ids(&cluster.addr(1), false).await.unwrap();
+    assert!(ids.contains(&"web.scale-1".to_owned()) && ids.contains(&"web.scale-2".to_owned()));
+
+    // This test is the orchestrator: one comes up, the other does not.
+    let ok = provision_of("web.scale-1");
+    let failed = provision_of("web.scale-2");
+    let (code, _, err) = ctl(
+        &ep,
+        &["action", "report", &ok, "--orchestrator", "test-orch"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let args = [
+        "action",
+        "report",
+        &failed,
+        "--orchestrator",
+        "test-orch",
+        "--failed",
+        "no port left",
+    ];
+    let (code, _, err) = ctl(&ep, &args);
+    assert_eq!(code, 0, "{err}");
+
+    let weights = eventually(
+        "web.scale-1 in the weights",
+        Duration::from_secs(20),
+        || {
+            let ep = ep.clone();
+            async move {
+                let (_, out, _) = ctl(&ep, &["--output", "json", "weights", "get", "web"]);
+                let w: Value = serde_json::from_str(&out).ok()?;
+                w.get("web.scale-1").is_some().then_some(w)
+            }
+        },
+    )
+    .await;
+    assert_eq!(weights["web.scale-1"], 33, "{weights}");
+    let sum: u64 = weights
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, 100, "{weights}");
+    let set = first_action(&ep, "set_weights").await;
+    assert!(
+        set["params"]["weights"]
+            .as_str()
+            .unwrap()
+            .contains("web.scale-1=33"),
+        "{set}"
+    );
+    // The failed one is forgotten, its plan expired with the reason, and a new plan (a new
+    // name) takes its place: the load still wants four.
+    let ps = scale_plans(ep.clone(), 3).await;
+    let expired = ps.iter().find(|p| p["component"] == "web.scale-2").unwrap();
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert!(
+        expired["history"].as_array().unwrap().last().unwrap()["note"]
+            .as_str()
+            .unwrap()
+            .contains("no port left"),
+        "{expired}"
+    );
+    assert!(ps.iter().any(|p| p["component"] == "web.scale-3"), "{ps:?}");
+    let ids = component_ids(&cluster.addr(1), false).await.unwrap();
+    assert!(!ids.contains(&"web.scale-2".to_owned()), "{ids:?}");
+    drop(cluster);
 }

@@ -349,3 +349,143 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
     drop(haproxy);
     drop(cluster);
 }
+
+/// Predictive scaling for real: the agent pushes each instance's request rate, the leader
+/// sizes the group on it, and the scale plan it records is carried out by the agent: a new
+/// sample-service process, added to HAProxy, then given an equal share of the traffic. It
+/// serves real requests, and not one request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic() {
+    let (cluster, ep) =
+        single_node("[telemetry]\ntick_ms = 100\n[planner]\nact = true\nevery_ms = 200\n").await;
+    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+    let mut client = augur_cli::Client::new(endpoints.clone());
+    let dir = tempfile::tempdir().unwrap();
+    for (host, zone) in [("h1", "z1"), ("h2", "z2")] {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: host.into(),
+                rack: "r1".into(),
+                zone: zone.into(),
+            }),
+            capacity: 8,
+        };
+        client
+            .call(|c| {
+                let req = req.clone();
+                async move { TopologyClient::new(c).upsert_host(req).await }
+            })
+            .await
+            .expect("host");
+    }
+    // 100 req/s at 40 an instance wants 3 instances; no failover (tolerance 100) muddles it.
+    let args = [
+        "policy",
+        "set",
+        "web",
+        "--risk-tolerance",
+        "100",
+        "--scale-rps",
+        "40",
+        "--scale-headroom",
+        "0",
+        "--scale-max",
+        "3",
+    ];
+    let (code, _, err) = ctl(&ep, &args);
+    assert_eq!(code, 0, "{err}");
+
+    let ports = free_ports(1);
+    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
+    cfg.backend = "web".into();
+    let haproxy = HaproxyProcess::start(cfg, dir.path())
+        .await
+        .expect("haproxy");
+    let hap = haproxy.client();
+    let config = agent_config(dir.path(), &endpoints, hap.socket_path(), 24_200);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(Agent::new(config).run(async {
+        let _ = stop_rx.await;
+    }));
+    eventually(
+        "the agent's instances registered",
+        Duration::from_secs(20),
+        || async {
+            let ids = common::linearizable_ids(endpoints.clone()).await;
+            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
+        },
+    )
+    .await;
+    let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+    assert_eq!(code, 0, "{err}");
+    let load = loadgen::start(loadgen::LoadConfig::new(
+        haproxy.frontend_addr(),
+        100,
+        Duration::from_secs(120),
+    ))
+    .expect("load");
+
+    // The new instance in HAProxy with its share, serving.
+    let served = eventually(
+        "web.scale-1 serving its share",
+        Duration::from_secs(90),
+        || async {
+            let stats = hap.show_stat().await.ok()?;
+            let s = stats
+                .iter()
+                .find(|s| s.is_server() && s.pxname == "web" && s.svname == "web.scale-1")?;
+            (s.status.starts_with("UP") && s.weight == 33 && s.stot >= 50).then_some(s.stot)
+        },
+    )
+    .await;
+    let report = load.stop().await;
+    assert_eq!(
+        report.failed, 0,
+        "failed requests: {:?}",
+        report.failed_by_kind
+    );
+    assert!(served >= 50);
+
+    // Recorded: one scale plan, started, placed in the zone the group lacked, its actions
+    // carried out by the agent once each.
+    let (code, out, err) = ctl(&ep, &["--output", "json", "plan", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let plans: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let scale: Vec<&serde_json::Value> = plans
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "scale")
+        .collect();
+    assert_eq!(scale.len(), 1, "{out}");
+    assert_eq!(scale[0]["component"], "web.scale-1", "{out}");
+    assert_eq!(scale[0]["status"], "started", "{out}");
+    assert_eq!(scale[0]["to"]["zone"], "z2", "{out}");
+    let a = actions(&mut client).await;
+    let mine: Vec<&pb::Action> = a
+        .iter()
+        .filter(|a| a.params.get("shadow").map(String::as_str) == Some("web.scale-1"))
+        .collect();
+    let kinds: Vec<&str> = mine.iter().map(|a| a.kind().as_str_name()).collect();
+    assert_eq!(kinds.len(), 2, "{mine:?}");
+    for action in mine {
+        assert_eq!(action.status, "succeeded", "{action:?}");
+    }
+    let weights: BTreeMap<String, u16> = hap
+        .servers("web")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name.clone(), s.weight))
+        .collect();
+    assert_eq!(
+        weights.values().map(|&w| u32::from(w)).sum::<u32>(),
+        100,
+        "{weights:?}"
+    );
+
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    drop(haproxy);
+    drop(cluster);
+}

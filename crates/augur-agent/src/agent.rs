@@ -1,8 +1,9 @@
 //! The reference orchestrator (`augur agent --config FILE`): it watches the controller
 //! cluster's action log and carries actions out on this machine, for real.
 //!
-//! - `provision`: starts the shadow as a process from the instance spec and adds it to the
-//!   HAProxy backend with weight 0 (ready, but no traffic yet);
+//! - `provision`: starts the shadow (or a scale plan's new instance) as a process from the
+//!   instance spec and adds it to the HAProxy backend with weight 0 (ready, but no traffic
+//!   yet);
 //! - `sync`: copies the original's state snapshot (`GET /state`) to the shadow
 //!   (`POST /state`);
 //! - `validate`: replays requests against both, compares status and body (a body that
@@ -18,7 +19,8 @@
 //!   in its environment, so Terraform, Ansible or kubectl can be plugged in.
 //!
 //! It also registers the instances it runs as components and pushes their metrics as
-//! telemetry, which is what the predictor forecasts from.
+//! telemetry, which is what the predictor forecasts from: `latency_p99_ms`, `memory_mb`,
+//! `error_ratio`, and `requests_per_s`, the load metric predictive scaling sizes groups on.
 //!
 //! Resuming: the last handled sequence number is saved after every outcome, and the watch
 //! resumes after it (through a leader change, the client follows the redirect). An action
@@ -1054,7 +1056,7 @@ async fn renew_claim(mut client: Client, id: String, orchestrator: String, lease
 async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut prev: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut prev: HashMap<String, (f64, f64, i64)> = HashMap::new();
     loop {
         tick.tick().await;
         let now_ms = std::time::SystemTime::now()
@@ -1099,15 +1101,20 @@ async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
                 m.get("requests_total").copied().unwrap_or(0.0),
                 m.get("errors_total").copied().unwrap_or(0.0),
             );
-            // Health signals only: an instance's request rate changes whenever traffic is
-            // routed anew (a neighbour marked down, a shift, Augur's own), which says nothing
-            // of whether the instance is about to fail.
-            if let Some((r0, e0)) = prev.insert(name.clone(), (req, err)) {
+            // The request rate goes out as the load metric (`requests_per_s`), which the
+            // node sizes groups on but does not score for anomalies: it changes whenever
+            // traffic is routed anew (a neighbour marked down, a shift, Augur's own), which
+            // says nothing of whether the instance is about to fail.
+            if let Some((r0, e0, t0)) = prev.insert(name.clone(), (req, err, now_ms)) {
                 let errs = (err - e0).max(0.0);
                 push(
                     "error_ratio",
                     if req > r0 { errs / (req - r0) } else { 0.0 },
                 );
+                if now_ms > t0 {
+                    let per_s = (req - r0).max(0.0) * 1000.0 / (now_ms - t0) as f64;
+                    push("requests_per_s", per_s);
+                }
             }
         }
         if samples.is_empty() {

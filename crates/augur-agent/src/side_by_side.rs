@@ -156,6 +156,7 @@ impl AugurHook {
                 risk_tolerance: 50,
                 approval: "act".into(),
                 canary_steps: vec![25, 100],
+                scaling: None,
             }),
         };
         client

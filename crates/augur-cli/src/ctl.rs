@@ -211,6 +211,20 @@ enum PolicyCommand {
         /// Canary steps in percent, strictly rising, ending at 100.
         #[arg(long, value_delimiter = ',', default_value = "1,5,25,50,100")]
         steps: Vec<u32>,
+        /// Scale the group ahead of its forecast load: requests per second one instance
+        /// serves. Without it the group is never scaled.
+        #[arg(long)]
+        scale_rps: Option<u32>,
+        /// Spare capacity kept above the forecast peak, in percent.
+        #[arg(long, default_value_t = 20, requires = "scale_rps")]
+        scale_headroom: u32,
+        /// Most instances the group may run.
+        #[arg(long, default_value_t = 20, requires = "scale_rps")]
+        scale_max: u32,
+        /// How far ahead the load is projected, in seconds: about the time a new instance
+        /// takes to start serving.
+        #[arg(long, default_value_t = 120, requires = "scale_rps")]
+        scale_horizon: u32,
     },
     /// The policy in force for GROUP.
     Get { group: String },
@@ -222,6 +236,15 @@ struct PolicyView {
     risk_tolerance: u32,
     approval: String,
     canary_steps: Vec<u32>,
+    scaling: Option<ScalingView>,
+}
+
+#[derive(Serialize)]
+struct ScalingView {
+    per_instance_rps: u32,
+    headroom_percent: u32,
+    max_instances: u32,
+    horizon_s: u32,
 }
 
 #[derive(Subcommand)]
@@ -416,6 +439,10 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             risk_tolerance,
             approval,
             steps,
+            scale_rps,
+            scale_headroom,
+            scale_max,
+            scale_horizon,
         }) => {
             let req = pb::SetPolicyRequest {
                 group: group.clone(),
@@ -423,6 +450,12 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
                     risk_tolerance,
                     approval,
                     canary_steps: steps,
+                    scaling: scale_rps.map(|per_instance_rps| pb::ScalingPolicy {
+                        per_instance_rps,
+                        headroom_percent: scale_headroom,
+                        max_instances: scale_max,
+                        horizon_s: scale_horizon,
+                    }),
                 }),
             };
             let r = client
@@ -453,10 +486,22 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
                 risk_tolerance: p.risk_tolerance,
                 approval: p.approval,
                 canary_steps: p.canary_steps,
+                scaling: p.scaling.map(|s| ScalingView {
+                    per_instance_rps: s.per_instance_rps,
+                    headroom_percent: s.headroom_percent,
+                    max_instances: s.max_instances,
+                    horizon_s: s.horizon_s,
+                }),
             };
             print(output, &view, |v| {
+                let scaling = v.scaling.as_ref().map_or("never scaled".to_owned(), |s| {
+                    format!(
+                        "scaled at {} req/s an instance, {} % headroom, at most {} instances, {} s ahead",
+                        s.per_instance_rps, s.headroom_percent, s.max_instances, s.horizon_s
+                    )
+                });
                 format!(
-                    "{}: risk tolerance {}, approval {}, canary steps {:?}",
+                    "{}: risk tolerance {}, approval {}, canary steps {:?}, {scaling}",
                     v.group, v.risk_tolerance, v.approval, v.canary_steps
                 )
             });

@@ -21,6 +21,8 @@ pub struct ForecastView {
     p_fail_1h: f64,
     p_fail_24h: f64,
     lead_time_s: Option<f64>,
+    /// Requests per second now and their change per second.
+    load: Option<(f64, f64)>,
     why: Vec<(String, f64)>,
     model_version: String,
 }
@@ -36,6 +38,7 @@ impl From<pb::Forecast> for ForecastView {
             p_fail_1h: f.p_fail_1h,
             p_fail_24h: f.p_fail_24h,
             lead_time_s: f.lead_time_s,
+            load: f.load.map(|l| (l.level, l.per_s)),
             why: f.why.into_iter().map(|i| (i.name, i.weight)).collect(),
             model_version: f.model_version,
         }
@@ -44,13 +47,13 @@ impl From<pb::Forecast> for ForecastView {
 
 fn table(rows: &[ForecastView]) -> String {
     let mut lines = vec![format!(
-        "{:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10}  WHY",
-        "COMPONENT", "HPS", "ANOMALY", "P(5M)", "P(1H)", "P(24H)", "LEAD (S)"
+        "{:<24} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}  WHY",
+        "COMPONENT", "HPS", "ANOMALY", "P(5M)", "P(1H)", "P(24H)", "LEAD (S)", "LOAD"
     )];
     for f in rows {
         let why: Vec<String> = f.why.iter().map(|(n, w)| format!("{n} {w:.2}")).collect();
         lines.push(format!(
-            "{:<24} {:>6.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>10}  {}",
+            "{:<24} {:>6.1} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>10}  {}",
             f.component,
             f.hps,
             f.anomaly,
@@ -58,6 +61,8 @@ fn table(rows: &[ForecastView]) -> String {
             f.p_fail_1h,
             f.p_fail_24h,
             f.lead_time_s.map_or("-".into(), |l| format!("{l:.0}")),
+            f.load
+                .map_or("-".into(), |(l, d)| format!("{l:.0}{d:+.1}/s")),
             why.join(", ")
         ));
     }

@@ -83,6 +83,9 @@ struct PlanView {
     /// Set once started.
     #[serde(skip_serializing_if = "Option::is_none")]
     shadow: Option<String>,
+    /// Scale plans: the instance the new one is made like.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<String>,
     history: Vec<PlanEventView>,
 }
 
@@ -106,6 +109,7 @@ impl From<pb::Plan> for PlanView {
             created_ms: p.created_ms,
             status: p.status,
             shadow: (!p.shadow.is_empty()).then_some(p.shadow),
+            template: (!p.template.is_empty()).then_some(p.template),
             history: p
                 .history
                 .into_iter()
@@ -126,9 +130,10 @@ impl PlanView {
             format!("{} ({}/{})", p.host, p.zone, p.rack)
         });
         format!(
-            "{:<8} {:<9} {:<20} {:<9} {:<24} {}",
+            "{:<8} {:<9} {:<9} {:<20} {:<9} {:<24} {}",
             self.id,
             self.status,
+            self.kind,
             self.component,
             self.severity,
             to,
@@ -138,6 +143,9 @@ impl PlanView {
 
     fn details(&self) -> Vec<String> {
         let mut lines = vec![self.line(), format!("    reason: {}", self.reason)];
+        if let Some(t) = &self.template {
+            lines.push(format!("    made like: {t}"));
+        }
         for e in &self.history {
             let note = if e.note.is_empty() {
                 String::new()
@@ -151,7 +159,7 @@ impl PlanView {
 }
 
 const PLAN_HEADER: &str =
-    "PLAN     STATUS    COMPONENT            SEVERITY  SHADOW ON                SHADOW";
+    "PLAN     STATUS    KIND      COMPONENT            SEVERITY  TO                       SHADOW";
 
 async fn list(client: &mut Client, output: Output, open_only: bool) -> Result<(), Status> {
     let r = client

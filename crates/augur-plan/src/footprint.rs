@@ -160,7 +160,7 @@ pub fn plan_footprints(
 }
 
 /// How many of each key (zone, rack or host).
-fn count_by<K: Ord>(keys: impl Iterator<Item = K>) -> BTreeMap<K, u32> {
+pub(crate) fn count_by<K: Ord>(keys: impl Iterator<Item = K>) -> BTreeMap<K, u32> {
     let mut out = BTreeMap::new();
     for k in keys {
         *out.entry(k).or_default() += 1;
@@ -174,7 +174,7 @@ fn over<K>(counts: &BTreeMap<K, u32>, max: u32) -> u32 {
 }
 
 /// Of `hosts`, the one with the smallest `key`, then the least risky, then by name.
-fn best_host<'a, K: Ord>(
+pub(crate) fn best_host<'a, K: Ord>(
     hosts: impl Iterator<Item = &'a Host>,
     key: impl Fn(&Host) -> K,
     risk_of: &impl Fn(&Host) -> f64,
@@ -209,7 +209,7 @@ fn move_of(
 type PerRack<'a> = BTreeMap<(&'a str, &'a str), u32>;
 
 /// A rack named within its zone (two zones may both have a `rack-1`).
-fn rack_of(p: &Placement) -> (&str, &str) {
+pub(crate) fn rack_of(p: &Placement) -> (&str, &str) {
     (p.zone.as_str(), p.rack.as_str())
 }
 

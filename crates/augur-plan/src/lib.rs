@@ -10,7 +10,8 @@
 //! - [`judge`]: the gate itself: error rate and a rank test on latency, shadow against
 //!   original.
 //! - [`footprint`]: each service's desired spread over zones, and the migrations towards it.
-//! - [`scaling`]: predictive scale-up ahead of load; never down on a forecast alone.
+//! - [`scaling`]: predictive scale-out ahead of load and risk, one scale plan per new
+//!   instance; never down on a forecast alone.
 //! - [`lifecycle`]: what to commit next for each shadow in flight, from the action log's
 //!   outcomes.
 
@@ -29,5 +30,5 @@ pub use footprint::{plan_footprints, FootprintPlan};
 pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
 pub use lifecycle::{encode_weights, next_steps, provision, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};
-pub use scaling::{scale_up, ScalingConfig};
+pub use scaling::{plan_scaling, scale_steps, scale_up, Load, ScaleDecision, ScaleStep};
 pub use shift::{GateOutcome, Shift, ShiftError, ShiftStep};

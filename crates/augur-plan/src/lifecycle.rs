@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use augur_types::{
     Action, ActionKind, ActionOutcome, ActionStatus, Command, Component, ComponentId, ControlState,
-    ShadowRecord, ShadowState, TrafficWeights,
+    Placement, ShadowRecord, ShadowState, TrafficWeights,
 };
 use serde::Serialize;
 
@@ -114,7 +114,7 @@ impl LifecycleStep {
 }
 
 /// How the latest action of `kind` for `shadow` ended, if it has.
-fn outcome(
+pub(crate) fn outcome(
     state: &ControlState,
     shadow: &ComponentId,
     kind: ActionKind,
@@ -270,18 +270,28 @@ fn provision_request(shadow: &ComponentId) -> String {
 /// history).
 pub fn provision(component: &ComponentId, rec: &ShadowRecord) -> LifecycleStep {
     let reason = rec.history.first().map(|h| h.1.clone()).unwrap_or_default();
+    provision_action(component, &rec.shadow, &rec.placement, reason)
+}
+
+/// A `provision` action for `instance` at `at`, on behalf of `component`.
+pub(crate) fn provision_action(
+    component: &ComponentId,
+    instance: &ComponentId,
+    at: &Placement,
+    reason: String,
+) -> LifecycleStep {
     let params = [
-        ("shadow", rec.shadow.to_string()),
-        ("host", rec.placement.host.clone()),
-        ("rack", rec.placement.rack.clone()),
-        ("zone", rec.placement.zone.clone()),
+        ("shadow", instance.to_string()),
+        ("host", at.host.clone()),
+        ("rack", at.rack.clone()),
+        ("zone", at.zone.clone()),
         ("reason", reason),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     LifecycleStep::Append {
-        request_id: provision_request(&rec.shadow),
+        request_id: provision_request(instance),
         kind: ActionKind::Provision,
         component: component.clone(),
         params,

@@ -1,31 +1,439 @@
 //! Predictive scaling: add instances ahead of a forecast peak (load or risk), never remove
-//! them on a forecast alone: scaling down waits for observed load, which is not this
-//! module's call.
+//! them on a forecast alone: scaling down waits for observed load, which is an operator's
+//! call.
+//!
+//! [`plan_scaling`] sizes every group whose policy scales: the group's load (the sum of its
+//! serving instances' load levels) projected `horizon_s` ahead on the sum of their trends
+//! (so traffic moving from one instance to another cancels out), plus headroom, over what
+//! one instance serves; plus a spare for every instance at risk that no failover is taking
+//! care of. Instances still coming (scale plans not yet serving) count as running. Each
+//! instance to add is one scale plan, made like the group's healthiest instance and placed
+//! where the group has fewest instances (zone, then rack, then host) on a host with room.
+//!
+//! A started scale plan registers its instance and asks orchestrators to provision it; when
+//! that succeeds [`scale_steps`] gives it an equal share of the group's traffic (the others'
+//! weights shrink in proportion, still summing to 100), and when it fails the instance is
+//! forgotten and the plan expires.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use augur_types::{
+    ActionKind, ActionOutcome, Command, ComponentId, ControlState, PlanDecision, PlanKind,
+    PlanStatus, ScalingPolicy, TrafficWeights, WEIGHT_TOTAL,
+};
+use augur_types::{Placement, ShadowState};
 use serde::Serialize;
 
-/// Scaling settings of a service.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ScalingConfig {
-    /// Requests per second one instance serves at its target utilisation.
-    pub per_instance_rps: f64,
-    /// Spare share kept above the forecast (0.2: 20 % headroom).
-    pub headroom: f64,
-    pub max_instances: u32,
-}
+use crate::failover::{threshold, ComponentRisk, PlannerConfig};
+use crate::footprint::{best_host, count_by, rack_of};
+use crate::lifecycle::{encode_weights, outcome, provision_action, LifecycleStep};
+use crate::placement::Occupancy;
 
 /// Instances to add so that `forecast_peak_rps` (plus headroom) fits, given `running`
 /// instances of which `at_risk` are expected to fail within the horizon. `0` when the
 /// service already has enough; never negative: a forecast never removes an instance.
-pub fn scale_up(running: u32, at_risk: u32, forecast_peak_rps: f64, cfg: &ScalingConfig) -> u32 {
-    if !(forecast_peak_rps.is_finite() && cfg.per_instance_rps > 0.0) {
+pub fn scale_up(running: u32, at_risk: u32, forecast_peak_rps: f64, cfg: &ScalingPolicy) -> u32 {
+    if !(forecast_peak_rps.is_finite() && cfg.per_instance_rps > 0) {
         return 0;
     }
-    let needed = (forecast_peak_rps.max(0.0) * (1.0 + cfg.headroom.max(0.0)) / cfg.per_instance_rps)
-        .ceil() as u32;
+    let headroom = 1.0 + f64::from(cfg.headroom_percent) / 100.0;
+    let needed = (forecast_peak_rps.max(0.0) * headroom / f64::from(cfg.per_instance_rps))
+        .ceil()
+        .min(f64::from(u32::MAX)) as u32;
     // Spares for the instances expected to fail.
-    let target = (needed.max(1) + at_risk.min(running)).min(cfg.max_instances.max(running));
+    let target =
+        (needed.max(1).saturating_add(at_risk.min(running))).min(cfg.max_instances.max(running));
     target.saturating_sub(running)
+}
+
+/// A component's load as the planner reads it: requests per second now and their trend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Load {
+    pub level: f64,
+    pub per_s: f64,
+}
+
+/// One group to scale out.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScaleDecision {
+    pub group: String,
+    /// The instance the new ones are made like: the group's healthiest.
+    pub template: ComponentId,
+    /// The new instances, named `<group>.scale-<n>`, and where each goes.
+    pub add: Vec<(ComponentId, Placement)>,
+    /// The group's load projected `horizon_s` ahead.
+    pub peak_rps: f64,
+    /// Serving instances and those still coming.
+    pub running: u32,
+    /// Instances over their risk threshold that no failover takes care of.
+    pub at_risk: u32,
+    pub reason: String,
+}
+
+/// The scale-outs due now, by group name. See the module docs.
+pub fn plan_scaling(
+    state: &ControlState,
+    loads: &BTreeMap<ComponentId, Load>,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    cfg: &PlannerConfig,
+) -> Vec<ScaleDecision> {
+    let mut occupancy = Occupancy::of(state);
+    // Instances of scale plans not yet registered take their host's slot all the same.
+    for p in state.plans.values() {
+        if p.kind == PlanKind::Scale && p.status.open() {
+            occupancy.take(&p.to.host);
+        }
+    }
+    let mut out = Vec::new();
+    for (group, policy) in &state.policies {
+        let Some(scaling) = policy.scaling else {
+            continue;
+        };
+        let serving = serving(state, group);
+        if serving.is_empty() {
+            continue;
+        }
+        let coming = coming(state, group, &serving);
+        let with_load: Vec<Load> = serving
+            .iter()
+            .filter_map(|c| loads.get(*c))
+            .copied()
+            .collect();
+        if with_load.is_empty() {
+            continue;
+        }
+        let level: f64 = with_load.iter().map(|l| l.level).sum();
+        let trend: f64 = with_load.iter().map(|l| l.per_s).sum();
+        let peak = level + trend.max(0.0) * f64::from(scaling.horizon_s);
+        let at_risk = serving
+            .iter()
+            .filter(|c| unattended_risk(state, risks, c, cfg))
+            .count() as u32;
+        let running = serving.len() as u32 + coming;
+        let n = scale_up(running, at_risk, peak, &scaling);
+        if n == 0 {
+            continue;
+        }
+        // The healthiest serving instance, by HPS then name.
+        let hps = |c: &ComponentId| risks.get(c).map_or(100.0, |r| r.hps);
+        let Some(template) = serving
+            .iter()
+            .max_by(|a, b| hps(a).total_cmp(&hps(b)).then_with(|| b.cmp(a)))
+            .map(|c| (*c).clone())
+        else {
+            continue;
+        };
+        let add = place(state, group, &serving, n, risks, &mut occupancy);
+        if add.is_empty() {
+            continue;
+        }
+        let reason = format!(
+            "load {level:.0} req/s heading to {peak:.0} in {} s (+{} % headroom at {} req/s an \
+             instance), {at_risk} at risk: {} instances wanted, {running} running or coming",
+            scaling.horizon_s,
+            scaling.headroom_percent,
+            scaling.per_instance_rps,
+            running + n
+        );
+        out.push(ScaleDecision {
+            group: group.clone(),
+            template,
+            add,
+            peak_rps: peak,
+            running,
+            at_risk,
+            reason,
+        });
+    }
+    out
+}
+
+/// The group's instances that serve: those its traffic weights route to, or, for a group
+/// without weights, its components other than shadows and promoted shadows' originals.
+fn serving<'s>(state: &'s ControlState, group: &str) -> Vec<&'s ComponentId> {
+    if let Some(w) = state.weights.get(group).filter(|w| !w.is_empty()) {
+        return w
+            .iter()
+            .filter(|(_, &v)| v > 0)
+            .map(|(c, _)| c)
+            .filter(|c| state.components.contains_key(*c))
+            .collect();
+    }
+    let shadows: BTreeSet<&ComponentId> = state.shadows.values().map(|s| &s.shadow).collect();
+    state
+        .components
+        .values()
+        .filter(|c| c.group == group && !shadows.contains(&c.id))
+        .filter(|c| {
+            !state
+                .shadows
+                .get(&c.id)
+                .is_some_and(|s| s.state == ShadowState::Promoted)
+        })
+        .map(|c| &c.id)
+        .collect()
+}
+
+/// The group's scale plans whose instance is not serving yet: proposed, approved, or started
+/// and not yet given traffic.
+fn coming(state: &ControlState, group: &str, serving: &[&ComponentId]) -> u32 {
+    state
+        .plans
+        .values()
+        .filter(|p| p.kind == PlanKind::Scale && plan_group(state, p) == Some(group))
+        .filter(|p| p.status.open() || p.status == PlanStatus::Started)
+        .filter(|p| !serving.contains(&&p.component))
+        .count() as u32
+}
+
+/// The group a scale plan adds to: its template's (or, once registered, its instance's).
+fn plan_group<'s>(state: &'s ControlState, p: &augur_types::PlanRecord) -> Option<&'s str> {
+    state
+        .components
+        .get(&p.component)
+        .or_else(|| state.components.get(p.template.as_ref()?))
+        .map(|c| c.group.as_str())
+}
+
+/// Over its risk threshold, with no failover open or in flight for it.
+fn unattended_risk(
+    state: &ControlState,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    c: &ComponentId,
+    cfg: &PlannerConfig,
+) -> bool {
+    let Some(r) = risks.get(c) else {
+        return false;
+    };
+    let Some(comp) = state.components.get(c) else {
+        return false;
+    };
+    let attended = state.open_plan(c).is_some()
+        || state
+            .shadows
+            .get(c)
+            .is_some_and(|s| s.state != ShadowState::Retired);
+    !attended && r.p_fail >= threshold(r.blast_radius, &state.policy_for(&comp.group), cfg)
+}
+
+/// Up to `n` new instances of `group`, each where the group has fewest instances (zone, rack,
+/// host), then on the least risky host. Fewer when hosts run out of room.
+fn place(
+    state: &ControlState,
+    group: &str,
+    serving: &[&ComponentId],
+    n: u32,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    occupancy: &mut Occupancy,
+) -> Vec<(ComponentId, Placement)> {
+    let mut placed: Vec<Placement> = serving
+        .iter()
+        .filter_map(|c| state.components.get(*c))
+        .map(|c| c.placement.clone())
+        .collect();
+    let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
+    for (id, r) in risks {
+        if let Some(c) = state.components.get(id) {
+            let e = host_risk.entry(c.placement.host.as_str()).or_default();
+            *e = e.max(r.p_fail);
+        }
+    }
+    let risk_of = |h: &augur_types::Host| {
+        host_risk
+            .get(h.placement.host.as_str())
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let mut next = 1u64;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let zones = count_by(placed.iter().map(|p| p.zone.as_str()));
+        let racks = count_by(placed.iter().map(rack_of));
+        let hosts = count_by(placed.iter().map(|p| p.host.as_str()));
+        let key = |h: &augur_types::Host| {
+            let p = &h.placement;
+            (
+                zones.get(p.zone.as_str()).copied().unwrap_or(0),
+                racks.get(&rack_of(p)).copied().unwrap_or(0),
+                hosts.get(p.host.as_str()).copied().unwrap_or(0),
+            )
+        };
+        let room = state.hosts.values().filter(|h| occupancy.room(h) > 0);
+        let Some(host) = best_host(room, key, &risk_of) else {
+            break;
+        };
+        let to = host.placement.clone();
+        occupancy.take(&to.host);
+        placed.push(to.clone());
+        let id = loop {
+            let id = ComponentId::new(format!("{group}.scale-{next}"))
+                .expect("a group name with a numeric suffix is an id");
+            next += 1;
+            let taken = state.components.contains_key(&id)
+                || state.plans.values().any(|p| p.component == id);
+            if !taken {
+                break id;
+            }
+        };
+        out.push((id, to));
+    }
+    out
+}
+
+/// What to commit for one started scale plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ScaleStep {
+    /// Its instance was provisioned: it takes an equal share of the group's traffic.
+    Admit {
+        plan: String,
+        component: ComponentId,
+        group: String,
+        weights: TrafficWeights,
+    },
+    /// Its instance could not be provisioned: it is forgotten and the plan expires.
+    Abandon {
+        plan: String,
+        component: ComponentId,
+        reason: String,
+    },
+}
+
+impl ScaleStep {
+    /// The commands that carry the step out, in order (`at_ms` stamps them).
+    pub fn into_commands(self, at_ms: u64) -> Vec<Command> {
+        match self {
+            ScaleStep::Admit {
+                plan,
+                component,
+                group,
+                weights,
+            } => {
+                let params = [
+                    ("shadow", component.to_string()),
+                    ("service", group.clone()),
+                    ("weights", encode_weights(&weights)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                vec![
+                    Command::SetWeights {
+                        service: group,
+                        weights,
+                    },
+                    LifecycleStep::Append {
+                        request_id: format!("scale:{plan}:{component}"),
+                        kind: ActionKind::SetWeights,
+                        component,
+                        params,
+                    }
+                    .into_command(at_ms),
+                ]
+            }
+            ScaleStep::Abandon {
+                plan,
+                component,
+                reason,
+            } => vec![
+                Command::RemoveComponent { id: component },
+                Command::DecidePlan {
+                    id: plan,
+                    decision: PlanDecision::Expire,
+                    by: "leader".to_owned(),
+                    note: reason,
+                    at_ms,
+                },
+            ],
+        }
+    }
+}
+
+/// The steps due for every started scale plan, from the outcomes of their `provision`
+/// actions. A group with a traffic shift under way is left alone until it ends: its weights
+/// are the shift's to change.
+pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
+    let mut out = Vec::new();
+    for p in state.plans.values() {
+        if p.kind != PlanKind::Scale || p.status != PlanStatus::Started {
+            continue;
+        }
+        let Some(c) = state.components.get(&p.component) else {
+            continue;
+        };
+        match outcome(state, &p.component, ActionKind::Provision) {
+            Some((by, ActionOutcome::Failed { reason })) => out.push(ScaleStep::Abandon {
+                plan: p.id.clone(),
+                component: p.component.clone(),
+                reason: format!("provisioning failed ({by}): {reason}"),
+            }),
+            Some((_, ActionOutcome::Succeeded)) => {
+                let Some(w) = state.weights.get(&c.group).filter(|w| !w.is_empty()) else {
+                    continue; // no traffic weights: serving as soon as it runs
+                };
+                if w.contains_key(&p.component) || shifting(state, w) {
+                    continue;
+                }
+                out.push(ScaleStep::Admit {
+                    plan: p.id.clone(),
+                    component: p.component.clone(),
+                    group: c.group.clone(),
+                    weights: with_equal_share(w, &p.component),
+                });
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Whether a shadow of one of these components is moving traffic.
+fn shifting(state: &ControlState, w: &TrafficWeights) -> bool {
+    w.keys().any(|c| {
+        state
+            .shadows
+            .get(c)
+            .is_some_and(|s| matches!(s.state, ShadowState::Shifting { .. }))
+    })
+}
+
+/// `weights` with `new` taking an equal share (100 over the serving instances plus one,
+/// rounded down) and the others shrunk in proportion, largest remainders first, so the sum
+/// stays 100.
+pub fn with_equal_share(weights: &TrafficWeights, new: &ComponentId) -> TrafficWeights {
+    let total = WEIGHT_TOTAL as u32;
+    let serving = weights.values().filter(|&&v| v > 0).count() as u32;
+    let share = total / (serving + 1);
+    let rest = total - share;
+    let sum: u32 = weights.values().sum::<u32>().max(1);
+    let mut out: TrafficWeights = weights
+        .iter()
+        .map(|(c, &v)| (c.clone(), v * rest / sum))
+        .collect();
+    let mut left = rest - out.values().sum::<u32>();
+    let mut by_remainder: Vec<(&ComponentId, u32)> = weights
+        .iter()
+        .map(|(c, &v)| (c, (v * rest) % sum))
+        .collect();
+    by_remainder.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (c, _) in by_remainder {
+        if left == 0 {
+            break;
+        }
+        *out.get_mut(c).expect("same keys") += 1;
+        left -= 1;
+    }
+    out.insert(new.clone(), share);
+    out
+}
+
+/// The `provision` action of a started scale plan's instance.
+pub fn provision_instance(plan: &augur_types::PlanRecord) -> LifecycleStep {
+    provision_action(
+        &plan.component,
+        &plan.component,
+        &plan.to,
+        format!("{}: {}", plan.id, plan.reason),
+    )
 }
 
 #[cfg(test)]
@@ -33,10 +441,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const CFG: ScalingConfig = ScalingConfig {
-        per_instance_rps: 100.0,
-        headroom: 0.2,
+    const CFG: ScalingPolicy = ScalingPolicy {
+        per_instance_rps: 100,
+        headroom_percent: 20,
         max_instances: 20,
+        horizon_s: 120,
     };
 
     #[test]
@@ -48,6 +457,239 @@ mod tests {
         assert_eq!(scale_up(3, 0, f64::NAN, &CFG), 0);
     }
 
+    fn cid(s: &str) -> ComponentId {
+        ComponentId::new(s).unwrap()
+    }
+
+    /// Hosts h1 (zone a), h2 (b), h3 (c), 4 slots each; web-1 and web-2 on h1, 50/50, and a
+    /// policy that scales at 100 req/s an instance.
+    fn fleet() -> ControlState {
+        use augur_types::{Component, Host, Policy};
+        let mut s = ControlState::default();
+        for (h, zone) in [("h1", "a"), ("h2", "b"), ("h3", "c")] {
+            let placement = Placement {
+                host: h.into(),
+                rack: format!("r-{zone}"),
+                zone: zone.into(),
+            };
+            s.apply(
+                1,
+                &Command::UpsertHost(Host {
+                    placement,
+                    capacity: 4,
+                }),
+            )
+            .unwrap();
+        }
+        for i in 1..=2 {
+            let c = Component {
+                id: cid(&format!("web-{i}")),
+                class: "web".into(),
+                group: "web".into(),
+                criticality: 3,
+                placement: s.hosts["h1"].placement.clone(),
+                labels: BTreeMap::new(),
+            };
+            s.apply(1, &Command::UpsertComponent(c)).unwrap();
+        }
+        let weights = [(cid("web-1"), 50), (cid("web-2"), 50)].into();
+        s.apply(
+            1,
+            &Command::SetWeights {
+                service: "web".into(),
+                weights,
+            },
+        )
+        .unwrap();
+        let policy = Policy {
+            scaling: Some(CFG),
+            ..Policy::default()
+        };
+        s.apply(
+            1,
+            &Command::SetPolicy {
+                group: "web".into(),
+                policy,
+            },
+        )
+        .unwrap();
+        s
+    }
+
+    fn loads(level: f64, per_s: f64) -> BTreeMap<ComponentId, Load> {
+        ["web-1", "web-2"]
+            .into_iter()
+            .map(|c| (cid(c), Load { level, per_s }))
+            .collect()
+    }
+
+    fn risks(p_fail_web_1: f64) -> BTreeMap<ComponentId, ComponentRisk> {
+        [("web-1", p_fail_web_1), ("web-2", 0.01)]
+            .into_iter()
+            .map(|(c, p_fail)| {
+                let r = ComponentRisk {
+                    p_fail,
+                    hps: 100.0 * (1.0 - p_fail),
+                    blast_radius: 0.1,
+                };
+                (cid(c), r)
+            })
+            .collect()
+    }
+
+    fn propose(s: &mut ControlState, d: &ScaleDecision) {
+        for (id, to) in &d.add {
+            let cmd = Command::ProposePlan {
+                component: id.clone(),
+                kind: PlanKind::Scale,
+                template: Some(d.template.clone()),
+                to: to.clone(),
+                severity: augur_types::Severity::Elevated,
+                reason: d.reason.clone(),
+                approved_by: Some("policy".into()),
+                at_ms: 1,
+            };
+            s.apply(1, &cmd).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_rising_load_adds_instances_where_the_group_has_fewest() {
+        let mut s = fleet();
+        let cfg = PlannerConfig::default();
+        // 2 × 80 req/s, flat: 192 with headroom, 2 instances serve it.
+        assert!(plan_scaling(&s, &loads(80.0, 0.0), &risks(0.01), &cfg).is_empty());
+        // Rising by 0.5 req/s each: 160 + 1 × 120 = 280 in 120 s, 336 with headroom: 4.
+        let d = plan_scaling(&s, &loads(80.0, 0.5), &risks(0.01), &cfg);
+        assert_eq!(d.len(), 1, "{d:?}");
+        let d = &d[0];
+        assert_eq!((d.group.as_str(), d.running, d.at_risk), ("web", 2, 0));
+        assert!((d.peak_rps - 280.0).abs() < 1e-9);
+        let zones: Vec<&str> = d.add.iter().map(|(_, p)| p.zone.as_str()).collect();
+        assert_eq!(zones, ["b", "c"]);
+        assert_eq!(d.add[0].0, cid("web.scale-1"));
+        assert_eq!(d.add[1].0, cid("web.scale-2"));
+        // Once proposed they count as coming: nothing more is due.
+        propose(&mut s, d);
+        assert!(plan_scaling(&s, &loads(80.0, 0.5), &risks(0.01), &cfg).is_empty());
+        // Traffic moving between instances cancels out: one falls as the other rises.
+        let mut moving = loads(80.0, 0.0);
+        moving.get_mut(&cid("web-1")).unwrap().per_s = -1.0;
+        moving.get_mut(&cid("web-2")).unwrap().per_s = 1.0;
+        assert!(plan_scaling(&fleet(), &moving, &risks(0.01), &cfg).is_empty());
+    }
+
+    #[test]
+    fn an_instance_at_risk_gets_a_spare_unless_a_failover_has_it() {
+        let s = fleet();
+        let cfg = PlannerConfig::default();
+        let d = plan_scaling(&s, &loads(80.0, 0.0), &risks(0.95), &cfg);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].at_risk, d[0].add.len()), (1, 1));
+        // The template is the healthy one.
+        assert_eq!(d[0].template, cid("web-2"));
+        // A failover plan for web-1 takes care of it.
+        let mut s = fleet();
+        let failover = Command::ProposePlan {
+            component: cid("web-1"),
+            kind: PlanKind::Failover,
+            template: None,
+            to: s.hosts["h2"].placement.clone(),
+            severity: augur_types::Severity::Critical,
+            reason: "P(fail) 0.95".into(),
+            approved_by: None,
+            at_ms: 1,
+        };
+        s.apply(1, &failover).unwrap();
+        assert!(plan_scaling(&s, &loads(80.0, 0.0), &risks(0.95), &cfg).is_empty());
+        // No scaling policy, no scaling.
+        let mut s = fleet();
+        s.policies.clear();
+        assert!(plan_scaling(&s, &loads(500.0, 5.0), &risks(0.95), &cfg).is_empty());
+    }
+
+    #[test]
+    fn a_provisioned_instance_takes_an_equal_share_and_a_failed_one_is_forgotten() {
+        let mut s = fleet();
+        let d = plan_scaling(
+            &s,
+            &loads(80.0, 0.5),
+            &risks(0.01),
+            &PlannerConfig::default(),
+        );
+        propose(&mut s, &d[0]);
+        // Start both: register, provision, mark started (as the leader does).
+        for plan in ["plan-1", "plan-2"] {
+            let p = s.plan(plan).unwrap().clone();
+            let template = s.components[p.template.as_ref().unwrap()].clone();
+            let c = augur_types::Component {
+                id: p.component.clone(),
+                placement: p.to.clone(),
+                ..template
+            };
+            s.apply(1, &Command::UpsertComponent(c)).unwrap();
+            s.apply(1, &provision_instance(&p).into_command(1)).unwrap();
+            let start = PlanDecision::Start {
+                shadow: p.component.clone(),
+            };
+            let cmd = Command::DecidePlan {
+                id: plan.into(),
+                decision: start,
+                by: "leader".into(),
+                note: String::new(),
+                at_ms: 1,
+            };
+            s.apply(1, &cmd).unwrap();
+        }
+        assert!(scale_steps(&s).is_empty(), "nothing before an outcome");
+        let report = |s: &mut ControlState, instance: &str, outcome: ActionOutcome| {
+            let id = s.action_by_request(&format!("plan:{instance}")).unwrap().id;
+            let cmd = Command::ReportOutcome {
+                id,
+                orchestrator: "agent-1".into(),
+                outcome,
+                kpis: None,
+                at_ms: 2,
+            };
+            s.apply(1, &cmd).unwrap();
+        };
+        report(&mut s, "web.scale-1", ActionOutcome::Succeeded);
+        let failed = ActionOutcome::Failed {
+            reason: "port range exhausted".into(),
+        };
+        report(&mut s, "web.scale-2", failed);
+        let steps = scale_steps(&s);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        for step in steps {
+            for cmd in step.into_commands(3) {
+                s.apply(1, &cmd).unwrap();
+            }
+        }
+        let w = &s.weights["web"];
+        assert_eq!(w[&cid("web.scale-1")], 33);
+        assert_eq!(w.values().sum::<u32>(), 100);
+        assert!(!s.components.contains_key(&cid("web.scale-2")));
+        assert_eq!(s.plan("plan-2").unwrap().status, PlanStatus::Expired);
+        // The weights went out to orchestrators too, once.
+        assert!(s.action_by_request("scale:plan-1:web.scale-1").is_some());
+        assert!(scale_steps(&s).is_empty());
+    }
+
+    #[test]
+    fn an_equal_share_keeps_the_sum_and_the_proportions() {
+        let w = |pairs: &[(&str, u32)]| -> TrafficWeights {
+            pairs
+                .iter()
+                .map(|(c, v)| (ComponentId::new(*c).unwrap(), *v))
+                .collect()
+        };
+        let new = ComponentId::new("web.scale-1").unwrap();
+        let out = with_equal_share(&w(&[("a", 50), ("b", 50)]), &new);
+        assert_eq!(out, w(&[("a", 34), ("b", 33), ("web.scale-1", 33)]));
+        let out = with_equal_share(&w(&[("a", 100), ("b", 0)]), &new);
+        assert_eq!(out, w(&[("a", 50), ("b", 0), ("web.scale-1", 50)]));
+    }
+
     proptest! {
         /// Never below what runs, never above the cap unless already there.
         #[test]
@@ -56,6 +698,29 @@ mod tests {
         ) {
             let add = scale_up(running, at_risk, load, &CFG);
             prop_assert!(running + add <= CFG.max_instances.max(running));
+        }
+
+        /// The new share and the rest always sum to 100, and nobody's weight grows.
+        #[test]
+        fn an_equal_share_sums_to_100(raw in proptest::collection::vec(0u32..50, 1..12)) {
+            let sum: u32 = raw.iter().sum();
+            prop_assume!(sum > 0);
+            // Scale to 100 exactly: the rest on the first.
+            let mut w: TrafficWeights = BTreeMap::new();
+            let mut given = 0;
+            for (i, v) in raw.iter().enumerate() {
+                let v = v * 100 / sum;
+                given += v;
+                w.insert(ComponentId::new(format!("c{i}")).unwrap(), v);
+            }
+            *w.get_mut(&ComponentId::new("c0").unwrap()).unwrap() += 100 - given;
+            let new = ComponentId::new("n").unwrap();
+            let out = with_equal_share(&w, &new);
+            prop_assert_eq!(out.values().sum::<u32>(), 100);
+            for (c, v) in &w {
+                prop_assert!(out[c] <= *v);
+            }
+            prop_assert!(out[&new] > 0);
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ensemble::MetricDetector;
 use crate::hazard::HazardModel;
 use crate::hps::{health_projection_score, HpsInputs};
-use crate::threshold::{time_to_threshold, Limit};
+use crate::threshold::{level_and_trend, time_to_threshold, Limit};
 
 /// The anomaly score at which a metric counts as alarming.
 pub const ALARM: f64 = 0.99;
@@ -35,6 +35,14 @@ pub struct PredictorConfig {
     pub limits: Vec<(String, Limit)>,
     /// Season length in samples for Holt-Winters; 0: none (no memory per season slot).
     pub season: usize,
+    /// The metric that measures a component's load (requests per second), whose level and
+    /// trend each forecast carries for predictive scaling.
+    #[serde(default = "default_load_metric")]
+    pub load_metric: String,
+}
+
+fn default_load_metric() -> String {
+    "requests_per_s".to_owned()
 }
 
 impl Default for PredictorConfig {
@@ -45,6 +53,7 @@ impl Default for PredictorConfig {
             out_of_order_tolerance_ms: 0,
             limits: Vec::new(),
             season: 0,
+            load_metric: default_load_metric(),
         }
     }
 }
@@ -80,6 +89,9 @@ struct MetricState {
     detector: MetricDetector,
     limit: Option<Limit>,
     lead_time_s: Option<f64>,
+    /// The load metric: its window gives the load's trend; it is not scored for anomalies
+    /// (routing changes it, not health).
+    is_load: bool,
 }
 
 impl MetricState {
@@ -119,7 +131,9 @@ impl MetricState {
         }
     }
 
-    fn points(&self) -> impl Iterator<Item = (i64, f32)> + '_ {
+    fn points(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (i64, f32)> + ExactSizeIterator + Clone + '_ {
         self.ring
             .iter()
             .map(|&(d, v)| (self.base_ms + i64::from(d), v))
@@ -143,6 +157,19 @@ pub struct Forecast {
     /// Samples per metric seen so far: how much history the detectors had.
     #[serde(default)]
     pub samples: u64,
+    /// Where the load metric ([`PredictorConfig::load_metric`]) stands and heads; `None`
+    /// when the component reports none.
+    #[serde(default)]
+    pub load: Option<LoadTrend>,
+}
+
+/// A component's load: the recency-weighted trend's level at the newest sample and its slope.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoadTrend {
+    /// Requests per second now.
+    pub level: f64,
+    /// Change per second.
+    pub per_s: f64,
 }
 
 /// A component's predictor.
@@ -155,6 +182,8 @@ pub struct ComponentPredictor {
     last_ms: i64,
     /// In-order samples taken, every metric together.
     samples: u64,
+    /// The load metric's level and trend (per second), as of its newest sample.
+    load: Option<(f32, f32)>,
     forecast: Option<Forecast>,
 }
 
@@ -167,6 +196,7 @@ impl ComponentPredictor {
             dirty: false,
             last_ms: 0,
             samples: 0,
+            load: None,
             forecast: None,
         }
     }
@@ -200,6 +230,7 @@ impl ComponentPredictor {
                     detector: MetricDetector::new(cfg.season),
                     limit,
                     lead_time_s: None,
+                    is_load: metric == cfg.load_metric,
                 });
                 self.metrics.len() - 1
             }
@@ -220,13 +251,19 @@ impl ComponentPredictor {
             }
         }
         m.insert(ts_ms, value as f32, cap);
-        m.detector.update(value);
+        if !m.is_load {
+            m.detector.update(value);
+        }
         if let Some(limit) = m.limit {
             let pts: Vec<(f64, f64)> = m
                 .points()
                 .map(|(t, x)| (t as f64 / 1000.0, f64::from(x)))
                 .collect();
             m.lead_time_s = time_to_threshold(&pts, limit);
+        }
+        if m.is_load {
+            let pts = m.points().map(|(t, x)| (t as f64 / 1000.0, f64::from(x)));
+            self.load = level_and_trend(pts).map(|(l, s)| (l as f32, s as f32));
         }
         self.dirty = true;
         self.last_ms = self.last_ms.max(ts_ms);
@@ -243,7 +280,7 @@ impl ComponentPredictor {
     /// in the order they were first seen; slots beyond the metrics stay 0.
     pub fn lstm_input(&self, out: &mut [f32]) {
         out.iter_mut().for_each(|v| *v = 0.0);
-        for (slot, m) in out.iter_mut().zip(&self.metrics) {
+        for (slot, m) in out.iter_mut().zip(self.scored()) {
             *slot = m.detector.scaled();
         }
     }
@@ -262,13 +299,12 @@ impl ComponentPredictor {
         hazard: &HazardModel,
         model_version: &str,
     ) -> &Forecast {
-        for (m, p) in self.metrics.iter_mut().zip(next) {
+        for (m, p) in self.metrics.iter_mut().filter(|m| !m.is_load).zip(next) {
             m.detector.set_prediction(*p);
         }
         self.dirty = false;
         let anomaly = self
-            .metrics
-            .iter()
+            .scored()
             .map(|m| m.detector.anomaly())
             .fold(0.0, f64::max);
         let lead = self
@@ -286,8 +322,7 @@ impl ComponentPredictor {
         // Alarming metrics by their detectors, and by the LSTM's residual (named
         // `<metric>:lstm_residual`); names are cloned only for those that make the list.
         let mut why: Vec<(String, f64)> = self
-            .metrics
-            .iter()
+            .scored()
             .flat_map(|m| {
                 let by_detectors = (m.detector.anomaly() > WHY_MIN_ANOMALY)
                     .then(|| (m.name.clone(), m.detector.anomaly()));
@@ -321,12 +356,22 @@ impl ComponentPredictor {
             why,
             model_version: model_version.to_string(),
             samples: self.samples / self.metrics.len().max(1) as u64,
+            load: self.load.map(|(level, per_s)| LoadTrend {
+                level: f64::from(level),
+                per_s: f64::from(per_s),
+            }),
         });
         self.forecast.as_ref().expect("just set")
     }
 
     pub fn forecast(&self) -> Option<&Forecast> {
         self.forecast.as_ref()
+    }
+
+    /// The metrics scored for anomalies (all but the load metric), in the order first seen:
+    /// the LSTM's input slots.
+    fn scored(&self) -> impl Iterator<Item = &MetricState> {
+        self.metrics.iter().filter(|m| !m.is_load)
     }
 
     /// The newest `(ts_ms, value)` of each metric: what `Observe` shows.
@@ -397,6 +442,39 @@ mod tests {
             out.push(f.anomaly);
         }
         out
+    }
+
+    #[test]
+    fn a_forecast_carries_the_load_metrics_level_and_trend() {
+        let cfg = PredictorConfig::default();
+        let hz = default_hazard();
+        let mut p = ComponentPredictor::new(4);
+        p.ingest(&cfg, "latency", 0, 5.0).unwrap();
+        assert_eq!(p.apply_step(&[0.0], 0.0, &hz, "test").load, None);
+        // 100 req/s rising by 2 a second.
+        for i in 0..30 {
+            let ts = i * 1000;
+            p.ingest(&cfg, "requests_per_s", ts, 100.0 + 2.0 * i as f64)
+                .unwrap();
+        }
+        let f = p.apply_step(&[0.0], 0.0, &hz, "test");
+        let load = f.load.unwrap();
+        assert!((load.level - 158.0).abs() < 1e-3, "{load:?}");
+        assert!((load.per_s - 2.0).abs() < 1e-4, "{load:?}");
+        // Load is not health: a jump in it (traffic routed anew) is not scored.
+        p.ingest(&cfg, "requests_per_s", 30_000, 1000.0).unwrap();
+        let f = p.apply_step(&[0.0], 0.0, &hz, "test");
+        assert!(f.anomaly <= 0.5 + 1e-9 && f.why.is_empty(), "{f:?}");
+        let mut slots = [9.0; 2];
+        p.lstm_input(&mut slots);
+        assert_eq!(slots[1], 0.0, "the load metric takes no LSTM input slot");
+        let other = PredictorConfig {
+            load_metric: "rps".into(),
+            ..cfg
+        };
+        let mut q = ComponentPredictor::new(4);
+        q.ingest(&other, "requests_per_s", 0, 100.0).unwrap();
+        assert_eq!(q.apply_step(&[0.0], 0.0, &hz, "test").load, None);
     }
 
     #[test]

@@ -30,17 +30,39 @@ pub fn time_to_threshold(points: &[(f64, f64)], limit: Limit) -> Option<f64> {
         Direction::Rising => 1.0,
         Direction::Falling => -1.0,
     };
-    let (t_last, x_last) = *points.last()?;
+    let (_, x_last) = *points.last()?;
     if sign * (x_last - limit.value) >= 0.0 {
         return Some(0.0);
     }
-    let n = points.len() as f64;
-    let half = (n / 2.0).max(1.0);
+    let (fitted_now, slope) = weighted_trend(points.iter().copied())?;
+    if sign * slope <= 1e-12 {
+        return None;
+    }
+    let gap = limit.value - fitted_now;
+    if sign * gap <= 0.0 {
+        return Some(0.0);
+    }
+    Some(gap / slope)
+}
+
+/// The recency-weighted least-squares line through `points` (`(t_seconds, value)`, oldest
+/// first; half weight at the window's middle): its value at the newest point and its slope
+/// per second. `None` for fewer than 3 points or all at one time.
+pub fn weighted_trend<I>(points: I) -> Option<(f64, f64)>
+where
+    I: DoubleEndedIterator<Item = (f64, f64)> + ExactSizeIterator,
+{
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let half = (n as f64 / 2.0).max(1.0);
     let decay = 0.5f64.powf(1.0 / half);
     let (mut sw, mut st, mut sx, mut stt, mut stx) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut w = 1.0;
-    for &(t, x) in points.iter().rev() {
-        let t = t - t_last;
+    let mut t_last = None;
+    for (t, x) in points.rev() {
+        let t = t - *t_last.get_or_insert(t);
         sw += w;
         st += w * t;
         sx += w * x;
@@ -53,15 +75,18 @@ pub fn time_to_threshold(points: &[(f64, f64)], limit: Limit) -> Option<f64> {
         return None;
     }
     let slope = (sw * stx - st * sx) / denom;
-    let fitted_now = (sx - slope * st) / sw;
-    if sign * slope <= 1e-12 {
-        return None;
-    }
-    let gap = limit.value - fitted_now;
-    if sign * gap <= 0.0 {
-        return Some(0.0);
-    }
-    Some(gap / slope)
+    Some(((sx - slope * st) / sw, slope))
+}
+
+/// Where `points` (`(t_seconds, value)`, oldest first) stand and head: the recency-weighted
+/// trend's value at the newest point and its slope per second; with fewer than 3 points the
+/// newest value and no slope. `None` without points.
+pub fn level_and_trend<I>(points: I) -> Option<(f64, f64)>
+where
+    I: DoubleEndedIterator<Item = (f64, f64)> + ExactSizeIterator + Clone,
+{
+    let (_, last) = points.clone().next_back()?;
+    Some(weighted_trend(points).unwrap_or((last, 0.0)))
 }
 
 #[cfg(test)]
@@ -116,5 +141,15 @@ mod tests {
             direction: Direction::Falling,
         };
         assert!(time_to_threshold(&falling, falling_limit).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn level_and_trend_follow_a_line_and_need_three_points_for_a_slope() {
+        let rising: Vec<(f64, f64)> = (0..60).map(|i| (i as f64, 100.0 + i as f64)).collect();
+        let (level, slope) = level_and_trend(rising.iter().copied()).unwrap();
+        assert!((level - 159.0).abs() < 1e-6 && (slope - 1.0).abs() < 1e-9);
+        let two = [(0.0, 5.0), (1.0, 7.0)];
+        assert_eq!(level_and_trend(two.iter().copied()), Some((7.0, 0.0)));
+        assert_eq!(level_and_trend(std::iter::empty::<(f64, f64)>()), None);
     }
 }

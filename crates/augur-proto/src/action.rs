@@ -153,6 +153,11 @@ pub fn plan_to_wire(p: &PlanRecord) -> pb::Plan {
         created_ms: p.created_ms,
         status: p.status.to_string(),
         shadow: p.shadow.as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        template: p
+            .template
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         history: p
             .history
             .iter()

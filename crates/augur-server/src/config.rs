@@ -188,6 +188,9 @@ pub struct TelemetrySection {
     /// Holt-Winters season length in samples (e.g. 8640 for daily at 10 s); 0: none. Each
     /// slot costs 8 bytes per metric.
     pub season: usize,
+    /// The metric that measures a component's load (requests per second); groups whose
+    /// policy scales are sized on it.
+    pub load_metric: String,
     /// How far behind a metric's newest sample one may arrive and still be taken.
     pub out_of_order_tolerance_ms: i64,
     /// Take samples of components that are not registered (registering them); off by default.
@@ -224,6 +227,7 @@ impl Default for TelemetrySection {
             window: 64,
             max_metrics: 8,
             season: 0,
+            load_metric: "requests_per_s".into(),
             out_of_order_tolerance_ms: 0,
             auto_register: false,
             max_inflight_batches: 64,

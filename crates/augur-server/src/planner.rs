@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use augur_plan::footprint::Move;
-use augur_plan::{ComponentRisk, Decision, FootprintPlan, LifecycleStep, Mode, PlannerConfig};
+use augur_plan::{
+    ComponentRisk, Decision, FootprintPlan, LifecycleStep, Load, Mode, PlannerConfig, ScaleDecision,
+};
 use augur_types::{
     Applied, Command, ComponentId, ControlState, LeasePolicy, Placement, PlanDecision, PlanKind,
     PlanRecord, PlanStatus, Severity,
@@ -31,10 +33,10 @@ pub async fn decisions(
     cache: &Arc<RiskCache>,
     min_samples: u64,
 ) -> Result<Vec<Decision>, Status> {
-    let (risks, _) = risks(node, predictors, cache, min_samples).await?;
+    let inputs = inputs(node, predictors, cache, min_samples).await?;
     Ok(node
         .state
-        .read(|s| augur_plan::plan_failovers(s, &risks, &PlannerConfig::default())))
+        .read(|s| augur_plan::plan_failovers(s, &inputs.risks, &PlannerConfig::default())))
 }
 
 /// Every service's footprint now and as desired, with the migrations towards it.
@@ -44,18 +46,30 @@ pub async fn footprints(
     cache: &Arc<RiskCache>,
     min_samples: u64,
 ) -> Result<Vec<FootprintPlan>, Status> {
-    let (risks, _) = risks(node, predictors, cache, min_samples).await?;
-    Ok(node.state.read(|s| augur_plan::plan_footprints(s, &risks)))
+    let inputs = inputs(node, predictors, cache, min_samples).await?;
+    Ok(node
+        .state
+        .read(|s| augur_plan::plan_footprints(s, &inputs.risks)))
 }
 
-/// What the planner knows of each component's future: P(fail within 1 h) and HPS from this
-/// node's forecasts (components still warming up left out), blast radius from the graph.
-async fn risks(
+/// What the planner knows of the components' future.
+struct Inputs {
+    /// P(fail within 1 h) and HPS from this node's forecasts (components still warming up
+    /// left out), blast radius from the graph.
+    risks: BTreeMap<ComponentId, ComponentRisk>,
+    /// The indicators behind each component's forecast, for the reasons the planner records.
+    why: HashMap<ComponentId, String>,
+    /// Load level and trend of every component that reports its load.
+    loads: BTreeMap<ComponentId, Load>,
+}
+
+/// Reads this node's forecasts and the graph's blast radii (see [`Inputs`]).
+async fn inputs(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
     min_samples: u64,
-) -> Result<(BTreeMap<ComponentId, ComponentRisk>, Why), Status> {
+) -> Result<Inputs, Status> {
     let forecasts = predictors
         .system()
         .list_at_risk(usize::MAX, 0.0)
@@ -93,11 +107,21 @@ async fn risks(
             (id.clone(), named.join(", "))
         })
         .collect();
-    Ok((risks, why))
+    let loads = forecasts
+        .iter()
+        .filter_map(|(id, f)| {
+            let l = f.load?;
+            Some((
+                id.clone(),
+                Load {
+                    level: l.level,
+                    per_s: l.per_s,
+                },
+            ))
+        })
+        .collect();
+    Ok(Inputs { risks, why, loads })
 }
-
-/// The indicators behind each component's forecast, for the reasons the planner records.
-type Why = HashMap<ComponentId, String>;
 
 /// On the leader. Every `planner.every_ms`: expires action leases (see [`expire_leases`]),
 /// then, with `planner.act`, records each decision as a plan (see [`propose`]) and expires
@@ -137,16 +161,14 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 // below.
                 expire_leases(&node, &leases).await;
                 if act {
-                    match risks(&node, &predictors, &cache, min_samples).await {
-                        Ok((risks, why)) => {
-                            let (found, footprints) = node.state.read(|s| {
+                    match inputs(&node, &predictors, &cache, min_samples).await {
+                        Ok(Inputs { risks, why, loads }) => {
+                            let cfg = PlannerConfig::default();
+                            let (found, footprints, scale) = node.state.read(|s| {
                                 (
-                                    augur_plan::plan_failovers(
-                                        s,
-                                        &risks,
-                                        &PlannerConfig::default(),
-                                    ),
+                                    augur_plan::plan_failovers(s, &risks, &cfg),
                                     augur_plan::plan_footprints(s, &risks),
+                                    augur_plan::plan_scaling(s, &loads, &risks, &cfg),
                                 )
                             });
                             let now = now_ms();
@@ -171,6 +193,12 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                                 }
                                 due.push(m.component.clone());
                             }
+                            for d in &scale {
+                                if let Err(e) = propose_scale(&node, d, now).await {
+                                    tracing::warn!(group = %d.group, error = %e, "scale-out not proposed");
+                                }
+                                due.extend(d.add.iter().map(|(c, _)| c.clone()));
+                            }
                             expire_stale(&node, &due, now).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "no plan this round"),
@@ -182,6 +210,18 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
             for step in steps {
                 if let Err(e) = commit_step(&node, step).await {
                     tracing::warn!(error = %e, "shadow step not committed");
+                    break;
+                }
+            }
+            // New instances of scale plans: traffic once provisioned, forgotten if not.
+            let steps = node.state.read(augur_plan::scale_steps);
+            for step in steps {
+                tracing::info!(?step, "scale-out step");
+                if let Err(e) = node
+                    .write(Command::Batch(step.into_commands(now_ms())))
+                    .await
+                {
+                    tracing::warn!(error = %e, "scale-out step not committed");
                     break;
                 }
             }
@@ -242,6 +282,7 @@ async fn propose(node: &Node, d: &Decision, why: Option<&String>, now: u64) -> R
         .write(Command::ProposePlan {
             component: d.component.clone(),
             kind: PlanKind::Failover,
+            template: None,
             to: to.clone(),
             severity: d.severity,
             reason: match why {
@@ -270,6 +311,7 @@ async fn propose_migration(node: &Node, m: &Move, now: u64) -> Result<(), Status
     node.write(Command::ProposePlan {
         component: m.component.clone(),
         kind: PlanKind::Migration,
+        template: None,
         to: m.to.clone(),
         severity: Severity::Elevated,
         reason: m.reason.clone(),
@@ -278,6 +320,30 @@ async fn propose_migration(node: &Node, m: &Move, now: u64) -> Result<(), Status
     })
     .await?;
     metrics::counter!("augur_planner_migrations_proposed_total").increment(1);
+    Ok(())
+}
+
+/// Records a scale-out: one scale plan per new instance, approved at once when the group's
+/// policy acts. A proposal already open answers with itself.
+async fn propose_scale(node: &Node, d: &ScaleDecision, now: u64) -> Result<(), Status> {
+    let approve =
+        node.state.read(|s| s.policy_for(&d.group).approval) == augur_types::ApprovalMode::Act;
+    for (component, to) in &d.add {
+        let (_, applied) = node
+            .write(Command::ProposePlan {
+                component: component.clone(),
+                kind: PlanKind::Scale,
+                template: Some(d.template.clone()),
+                to: to.clone(),
+                severity: Severity::Elevated,
+                reason: d.reason.clone(),
+                approved_by: approve.then(|| "policy".to_owned()),
+                at_ms: now,
+            })
+            .await?;
+        metrics::counter!("augur_planner_scale_outs_total").increment(1);
+        tracing::info!(group = %d.group, %component, host = %to.host, ?applied, reason = %d.reason, "scale-out recorded");
+    }
     Ok(())
 }
 
@@ -349,6 +415,7 @@ pub async fn failover_now(
         .write(Command::ProposePlan {
             component: component.clone(),
             kind: PlanKind::Failover,
+            template: None,
             to: to.clone(),
             severity,
             reason: reason.to_owned(),
@@ -375,6 +442,9 @@ pub async fn failover_now(
 /// marked started. A plan whose shadow cannot be requested (its host filled up, say) expires
 /// with the reason. The lifecycle takes the shadow on from there.
 pub async fn start_plan(node: &Node, plan: &PlanRecord) -> Result<ComponentId, Status> {
+    if plan.kind == PlanKind::Scale {
+        return start_scale(node, plan).await;
+    }
     let shadow = plan.shadow_id();
     let current = node
         .state
@@ -424,6 +494,48 @@ pub async fn start_plan(node: &Node, plan: &PlanRecord) -> Result<ComponentId, S
     )
     .await?;
     Ok(shadow)
+}
+
+/// Starts an approved scale plan: its instance registered (made like the template, at the
+/// plan's placement), then its `provision` action, then the plan marked started. Said again
+/// after a leader change, each part answers as already done. A plan whose template is gone,
+/// or whose instance cannot be registered, expires.
+async fn start_scale(node: &Node, plan: &PlanRecord) -> Result<ComponentId, Status> {
+    let template = node.state.read(|s| {
+        let t = plan.template.as_ref()?;
+        s.components.get(t).cloned()
+    });
+    let Some(template) = template else {
+        let note = "could not be started: its template instance is gone";
+        decide(node, &plan.id, PlanDecision::Expire, note).await?;
+        return Err(Status::failed_precondition(format!("{}: {note}", plan.id)));
+    };
+    let instance = augur_types::Component {
+        id: plan.component.clone(),
+        placement: plan.to.clone(),
+        ..template
+    };
+    let now = now_ms();
+    let start = Command::DecidePlan {
+        id: plan.id.clone(),
+        decision: PlanDecision::Start {
+            shadow: plan.component.clone(),
+        },
+        by: "leader".to_owned(),
+        note: String::new(),
+        at_ms: now,
+    };
+    if let Err(e) = node.write(Command::UpsertComponent(instance)).await {
+        if e.code() != tonic::Code::Unavailable {
+            let note = format!("could not be started: {}", e.message());
+            decide(node, &plan.id, PlanDecision::Expire, &note).await?;
+        }
+        return Err(e);
+    }
+    let provision = augur_plan::scaling::provision_instance(plan).into_command(now);
+    node.write(provision).await?;
+    node.write(start).await?;
+    Ok(plan.component.clone())
 }
 
 /// Commits one step of a shadow's lifecycle.

@@ -60,6 +60,7 @@ impl Predictors {
                 out_of_order_tolerance_ms: cfg.out_of_order_tolerance_ms,
                 limits: Vec::new(),
                 season: cfg.season,
+                load_metric: cfg.load_metric.clone(),
             },
             auto_register: cfg.auto_register,
             ..ActorsConfig::default()

@@ -113,10 +113,14 @@ pub enum Command {
     /// once when `approved_by` names who let it go ahead (a policy that acts, an operator);
     /// otherwise proposed, waiting for approval. A component has at most one open plan: a
     /// second proposal answers with it (and approves it, if this one carries an approval).
+    /// A scale plan names a component still to be registered, made like `template`.
     ProposePlan {
         component: ComponentId,
         #[serde(default)]
         kind: crate::PlanKind,
+        /// Scale plans only: the registered instance the new one is made like.
+        #[serde(default)]
+        template: Option<ComponentId>,
         to: crate::Placement,
         severity: Severity,
         reason: String,

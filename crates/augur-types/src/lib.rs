@@ -25,7 +25,7 @@ pub use plan::{
 };
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, KpiSample, Kpis,
-    ModelRecord, Policy, ShadowRecord, ShadowState, ShiftRecord, TrafficWeights, MAX_ACTION_PARAMS,
-    MAX_FADE_LOG, MAX_MODEL_BYTES, WEIGHT_TOTAL,
+    ModelRecord, Policy, ScalingPolicy, ShadowRecord, ShadowState, ShiftRecord, TrafficWeights,
+    MAX_ACTION_PARAMS, MAX_FADE_LOG, MAX_MODEL_BYTES, WEIGHT_TOTAL,
 };
 pub use topology::{Component, Host, Placement};

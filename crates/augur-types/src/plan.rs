@@ -56,6 +56,9 @@ pub enum PlanKind {
     Failover,
     /// Towards the service's desired footprint: nothing is failing.
     Migration,
+    /// A new instance of a service, ahead of its forecast load or of its instances at risk.
+    /// Its component is registered (made like the plan's template) when it starts.
+    Scale,
 }
 
 impl PlanKind {
@@ -63,6 +66,7 @@ impl PlanKind {
         match self {
             PlanKind::Failover => "failover",
             PlanKind::Migration => "migration",
+            PlanKind::Scale => "scale",
         }
     }
 }
@@ -112,7 +116,8 @@ pub enum PlanDecision {
     Approve,
     Reject,
     Expire,
-    /// The leader requested the plan's shadow (it must be the component's current one).
+    /// The leader requested the plan's shadow (it must be the component's current one), or,
+    /// for a scale plan, registered its new instance (named here, the plan's component).
     Start {
         shadow: ComponentId,
     },
@@ -146,14 +151,17 @@ pub struct PlanRecord {
     pub component: ComponentId,
     #[serde(default)]
     pub kind: PlanKind,
-    /// Where its shadow goes.
+    /// Scale plans: the instance the new one is made like (class, group, criticality).
+    #[serde(default)]
+    pub template: Option<ComponentId>,
+    /// Where its shadow (a scale plan: its new instance) goes.
     pub to: Placement,
     pub severity: Severity,
     /// Why (the planner's figures, or the operator's words).
     pub reason: String,
     pub created_ms: u64,
     pub status: PlanStatus,
-    /// The shadow it started, once started.
+    /// The shadow it started (a scale plan: its new instance), once started.
     pub shadow: Option<ComponentId>,
     /// Every status it went through, the first being its proposal.
     pub history: Vec<PlanEvent>,
@@ -195,16 +203,43 @@ impl ControlState {
         &mut self,
         component: &ComponentId,
         kind: PlanKind,
+        template: Option<&ComponentId>,
         to: &Placement,
         severity: Severity,
         reason: &str,
         approved_by: Option<&str>,
         at_ms: u64,
     ) -> Result<Applied, Rejection> {
-        if !self.components.contains_key(component) {
-            return Err(Rejection::UnknownComponent {
-                id: component.to_string(),
-            });
+        let invalid = |reason: String| Rejection::InvalidInput { reason };
+        match (kind, template) {
+            (PlanKind::Scale, None) => {
+                return Err(invalid(format!(
+                    "scale plan for {component} names no template instance"
+                )))
+            }
+            (PlanKind::Scale, Some(t)) => {
+                if !self.components.contains_key(t) {
+                    return Err(Rejection::UnknownComponent { id: t.to_string() });
+                }
+                if self.components.contains_key(component) && self.open_plan(component).is_none() {
+                    return Err(invalid(format!(
+                        "scale plan for {component}: a component of that name is registered"
+                    )));
+                }
+            }
+            (_, Some(t)) => {
+                return Err(invalid(format!(
+                    "{} plan for {component} names template {t}: only scale plans have one",
+                    kind.as_str()
+                )))
+            }
+            (_, None) => {
+                if !self.components.contains_key(component) {
+                    return Err(Rejection::UnknownComponent {
+                        id: component.to_string(),
+                    });
+                }
+            }
         }
         to.validate()?;
         if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
@@ -273,6 +308,7 @@ impl ControlState {
                 id: id.clone(),
                 component: component.clone(),
                 kind,
+                template: template.cloned(),
                 to: to.clone(),
                 severity,
                 reason: reason.to_owned(),
@@ -319,20 +355,34 @@ impl ControlState {
                 PlanStatus::Approved,
                 PlanStatus::Started | PlanStatus::Rejected | PlanStatus::Expired
             )
-        );
+        ) || (plan.kind == PlanKind::Scale
+            && plan.status == PlanStatus::Started
+            && to == PlanStatus::Expired);
         if !allowed {
             return Err(illegal(plan, to));
         }
         if let PlanDecision::Start { shadow } = decision {
-            let current = self.shadows.get(&plan.component).map(|s| &s.shadow);
-            if current != Some(shadow) {
-                return Err(Rejection::InvalidInput {
-                    reason: format!(
-                        "{id} cannot start with shadow {shadow}: {}'s current shadow is {}",
-                        plan.component,
-                        current.map_or("none".to_owned(), |s| s.to_string())
-                    ),
-                });
+            if plan.kind == PlanKind::Scale {
+                // A scale plan starts once its new instance is registered.
+                if shadow != &plan.component || !self.components.contains_key(shadow) {
+                    return Err(Rejection::InvalidInput {
+                        reason: format!(
+                            "{id} cannot start with {shadow}: it starts once {} is registered",
+                            plan.component
+                        ),
+                    });
+                }
+            } else {
+                let current = self.shadows.get(&plan.component).map(|s| &s.shadow);
+                if current != Some(shadow) {
+                    return Err(Rejection::InvalidInput {
+                        reason: format!(
+                            "{id} cannot start with shadow {shadow}: {}'s current shadow is {}",
+                            plan.component,
+                            current.map_or("none".to_owned(), |s| s.to_string())
+                        ),
+                    });
+                }
             }
         }
         let plan = self.plans.get_mut(&n).expect("found above");
@@ -411,6 +461,7 @@ mod tests {
         Command::ProposePlan {
             component: cid("db"),
             kind: PlanKind::Failover,
+            template: None,
             to: placement("h2", "z2"),
             severity: Severity::High,
             reason: "P(fail) 0.8".into(),
@@ -616,5 +667,65 @@ mod tests {
         assert_eq!(plan_number("12"), None);
         assert_eq!(Severity::parse("high"), Some(Severity::High));
         assert_eq!(Severity::parse("HIGH"), None);
+    }
+
+    #[test]
+    fn a_scale_plan_names_a_new_instance_made_like_a_registered_one() {
+        let mut s = state();
+        let scale = |component: &str, template: Option<&str>| Command::ProposePlan {
+            component: cid(component),
+            kind: PlanKind::Scale,
+            template: template.map(cid),
+            to: placement("h2", "z2"),
+            severity: Severity::Elevated,
+            reason: "forecast 480 req/s".into(),
+            approved_by: Some("policy".into()),
+            at_ms: 10,
+        };
+        let invalid =
+            |r: Result<Applied, Rejection>| matches!(r, Err(Rejection::InvalidInput { .. }));
+        assert!(invalid(s.apply(1, &scale("db.scale-1", None))));
+        assert!(matches!(
+            s.apply(1, &scale("db.scale-1", Some("nope"))),
+            Err(Rejection::UnknownComponent { .. })
+        ));
+        assert!(invalid(s.apply(1, &scale("db", Some("db")))));
+        let mut failover_with_template = propose(None);
+        if let Command::ProposePlan { template, .. } = &mut failover_with_template {
+            *template = Some(cid("db"));
+        }
+        assert!(invalid(s.apply(1, &failover_with_template)));
+        assert!(s.plans.is_empty(), "rejected proposals change nothing");
+
+        s.apply(1, &scale("db.scale-1", Some("db"))).unwrap();
+        let plan = s.plan("plan-1").unwrap();
+        assert_eq!(
+            (plan.kind, plan.status),
+            (PlanKind::Scale, PlanStatus::Approved)
+        );
+        assert_eq!(plan.template, Some(cid("db")));
+        // It starts once its instance is registered, under its own name only.
+        let start = |shadow: &str| {
+            decide(
+                "plan-1",
+                PlanDecision::Start {
+                    shadow: cid(shadow),
+                },
+            )
+        };
+        assert!(invalid(s.apply(1, &start("db.scale-1"))));
+        let mut new = crate::fixtures::component("db.scale-1", "data", "h2", "z2");
+        new.placement = placement("h2", "z2");
+        s.apply(1, &Command::UpsertComponent(new)).unwrap();
+        assert!(invalid(s.apply(1, &start("db"))));
+        s.apply(1, &start("db.scale-1")).unwrap();
+        let plan = s.plan("plan-1").unwrap();
+        assert_eq!(plan.status, PlanStatus::Started);
+        assert_eq!(plan.shadow, Some(cid("db.scale-1")));
+        // The name is taken now; a started scale plan may still expire (its instance never
+        // came up), a started failover may not.
+        assert!(invalid(s.apply(1, &scale("db.scale-1", Some("db")))));
+        s.apply(1, &decide("plan-1", PlanDecision::Expire)).unwrap();
+        assert_eq!(s.plan("plan-1").unwrap().status, PlanStatus::Expired);
     }
 }

@@ -29,6 +29,54 @@ pub struct Policy {
     pub approval: ApprovalMode,
     /// Traffic steps of a canary shift, in percent, strictly rising and ending at 100.
     pub canary_steps: Vec<u8>,
+    /// Predictive scaling of the group's services; `None`: never scaled.
+    #[serde(default)]
+    pub scaling: Option<ScalingPolicy>,
+}
+
+/// How a service group scales ahead of its forecast load and risk. Instances are only ever
+/// added on a forecast: removing them waits for observed load, which is an operator's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalingPolicy {
+    /// Requests per second one instance serves at its target utilisation (≥ 1).
+    pub per_instance_rps: u32,
+    /// Spare capacity kept above the forecast peak, in percent (0 ..= 1000).
+    pub headroom_percent: u32,
+    /// Most instances the group may run (1 ..= 1000).
+    pub max_instances: u32,
+    /// How far ahead the load is projected, in seconds (1 ..= 86 400): about the time a new
+    /// instance takes to start serving.
+    pub horizon_s: u32,
+}
+
+impl ScalingPolicy {
+    fn validate(&self) -> Result<(), Rejection> {
+        let invalid = |reason: String| Err(Rejection::InvalidInput { reason });
+        if self.per_instance_rps == 0 {
+            return invalid(
+                "scaling: requests per second an instance serves must be at least 1".into(),
+            );
+        }
+        if self.headroom_percent > 1000 {
+            return invalid(format!(
+                "scaling: headroom {} % is above 1000 %",
+                self.headroom_percent
+            ));
+        }
+        if !(1..=1000).contains(&self.max_instances) {
+            return invalid(format!(
+                "scaling: most instances {} is outside 1..=1000",
+                self.max_instances
+            ));
+        }
+        if !(1..=86_400).contains(&self.horizon_s) {
+            return invalid(format!(
+                "scaling: horizon {} s is outside 1..=86400",
+                self.horizon_s
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Policy {
@@ -37,6 +85,7 @@ impl Default for Policy {
             risk_tolerance: 50,
             approval: ApprovalMode::Act,
             canary_steps: vec![1, 5, 25, 50, 100],
+            scaling: None,
         }
     }
 }
@@ -56,6 +105,9 @@ impl Policy {
                 "canary steps {:?} must rise strictly from above 0 and end at 100",
                 self.canary_steps
             )));
+        }
+        if let Some(scaling) = &self.scaling {
+            scaling.validate()?;
         }
         Ok(())
     }
@@ -428,6 +480,7 @@ impl ControlState {
             Command::ProposePlan {
                 component,
                 kind,
+                template,
                 to,
                 severity,
                 reason,
@@ -436,6 +489,7 @@ impl ControlState {
             } => self.propose_plan(
                 component,
                 *kind,
+                template.as_ref(),
                 to,
                 *severity,
                 reason,

@@ -54,6 +54,10 @@ pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
             .collect(),
         model_version: f.model_version.clone(),
         samples: f.samples,
+        load: f.load.map(|l| pb::Load {
+            level: l.level,
+            per_s: l.per_s,
+        }),
     }
 }
 

@@ -207,6 +207,12 @@ impl pb::topology_server::Topology for TopologyService {
                 risk_tolerance,
                 approval,
                 canary_steps,
+                scaling: p.scaling.map(|s| augur_types::ScalingPolicy {
+                    per_instance_rps: s.per_instance_rps,
+                    headroom_percent: s.headroom_percent,
+                    max_instances: s.max_instances,
+                    horizon_s: if s.horizon_s == 0 { 120 } else { s.horizon_s },
+                }),
             },
         })
         .await
@@ -227,6 +233,12 @@ impl pb::topology_server::Topology for TopologyService {
                 augur_types::ApprovalMode::Recommend => "recommend".into(),
             },
             canary_steps: p.canary_steps.iter().map(|&s| u32::from(s)).collect(),
+            scaling: p.scaling.map(|s| pb::ScalingPolicy {
+                per_instance_rps: s.per_instance_rps,
+                headroom_percent: s.headroom_percent,
+                max_instances: s.max_instances,
+                horizon_s: s.horizon_s,
+            }),
         }))
     }
 
