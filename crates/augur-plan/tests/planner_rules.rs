@@ -1,6 +1,7 @@
 //! The planner's rules, as properties over random fleets: never over capacity; never a shadow
 //! in the original's failure domain while another domain has room; most urgent first; a
-//! shift's weights always sum to 100 and a rollback restores the last verified weights.
+//! shift's weights always sum to 100 and a rollback restores the last verified weights; a
+//! scale-out never over capacity or the group's most instances.
 
 use std::collections::BTreeMap;
 
@@ -86,6 +87,56 @@ fn risk_map(risks: &[(f64, f64, f64)]) -> BTreeMap<ComponentId, ComponentRisk> {
 }
 
 proptest! {
+    /// Scaling: every new instance lands on a host with room (counting the others placed in
+    /// the round), is a new name, and the group never goes above its most instances; a higher
+    /// load never wants fewer instances.
+    #[test]
+    fn scale_outs_stay_within_capacity_and_the_groups_cap(
+        (caps, comps, risks) in arb_fleet(),
+        level in 0.0f64..2_000.0,
+        per_s in -5.0f64..5.0,
+        max_instances in 1u32..24,
+    ) {
+        let risks = risk_map(&risks);
+        let mut state = build(&caps, &comps);
+        let scaling = augur_types::ScalingPolicy {
+            per_instance_rps: 100,
+            headroom_percent: 20,
+            max_instances,
+            horizon_s: 60,
+        };
+        state.policies.insert(
+            "g".into(),
+            augur_types::Policy { scaling: Some(scaling), ..Default::default() },
+        );
+        let cfg = PlannerConfig::default();
+        let mut wanted = Vec::new();
+        for scale in [1.0, 2.0] {
+            let loads: BTreeMap<ComponentId, augur_plan::Load> = state
+                .components
+                .keys()
+                .map(|c| (c.clone(), augur_plan::Load { level: level * scale, per_s }))
+                .collect();
+            let decisions = augur_plan::plan_scaling(&state, &loads, &risks, &cfg);
+            prop_assert!(decisions.len() <= 1);
+            let Some(d) = decisions.first() else {
+                wanted.push(0);
+                continue;
+            };
+            wanted.push(d.add.len());
+            prop_assert!(d.running + d.add.len() as u32 <= max_instances.max(d.running));
+            let mut occ = Occupancy::of(&state);
+            let mut names = std::collections::BTreeSet::new();
+            for (id, to) in &d.add {
+                prop_assert!(occ.room(&state.hosts[&to.host]) > 0, "{} over capacity", to.host);
+                occ.take(&to.host);
+                prop_assert!(!state.components.contains_key(id) && names.insert(id.clone()));
+            }
+        }
+        // (Fewer hosts with room can cut both to the same number, never the higher below.)
+        prop_assert!(wanted[1] >= wanted[0], "{wanted:?}");
+    }
+
     /// Footprints: every migration move lands on a host with room, the most urgent first, and
     /// either goes from a zone holding more of the service than desired to one holding fewer,
     /// or stays in its zone and leaves a rack or host holding more than the desired most for
