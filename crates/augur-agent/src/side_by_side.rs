@@ -49,7 +49,7 @@ impl AugurHook {
             format!(
                 "version = 1\n[node]\nid = 1\nlisten = \"{ep}\"\ndata_dir = \"{data}\"\n\
                  [cluster]\nbootstrap = true\nmembers = [{{ id = 1, addr = \"{ep}\" }}]\n\
-                 [planner]\nact = true\nevery_ms = 1000\n",
+                 [telemetry]\ntick_ms = 500\n[planner]\nact = true\nevery_ms = 500\n",
                 ep = self.endpoint,
                 data = dir.join("data").display()
             ),
@@ -149,13 +149,14 @@ impl AugurHook {
         self.agent = Some(tokio::spawn(crate::Agent::new(cfg).run(async {
             let _ = rx.await;
         })));
-        // A failing original is better left quickly: two canary steps, not five.
+        // A failing original is better left quickly: two canary steps, not five, the first
+        // half its share (a smaller one takes longer to serve the requests its gate needs).
         let policy = pb::SetPolicyRequest {
             group: env.backend.clone(),
             policy: Some(pb::Policy {
                 risk_tolerance: 50,
                 approval: "act".into(),
-                canary_steps: vec![25, 100],
+                canary_steps: vec![50, 100],
                 scaling: None,
             }),
         };
