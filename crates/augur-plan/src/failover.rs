@@ -205,7 +205,8 @@ pub fn plan_failovers(
 /// its own under way and not being moved already. It goes to the moved component's new host
 /// if that has room, else to the host with room nearest to it (same rack, then same zone),
 /// never back onto its own host; with no room near, it stays. One level: a follower's own
-/// dependents do not follow it.
+/// dependents do not follow it. An instance of the moved component's own group never follows
+/// it.
 fn followers(
     state: &ControlState,
     risks: &BTreeMap<ComponentId, ComponentRisk>,
@@ -232,7 +233,11 @@ fn followers(
                 .get(&dep.id)
                 .is_some_and(|s| s.state != ShadowState::Retired);
             let planned = moved.iter().chain(&out).any(|x| x.component == dep.id);
-            if dep.placement.host != leader.placement.host || busy || planned {
+            // Instances of one group never follow each other: replicas are spread on purpose,
+            // and an edge between two of them is shared load (causal inference over live
+            // metrics finds one between siblings whose traffic moves together).
+            let sibling = dep.group == leader.group;
+            if dep.placement.host != leader.placement.host || busy || planned || sibling {
                 continue;
             }
             let host = state

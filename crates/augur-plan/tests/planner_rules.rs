@@ -206,14 +206,19 @@ proptest! {
     }
 
     /// With dependencies: a follower is co-located with and strongly dependent on a component
-    /// being moved, lands near that component's new host (never another zone, never its own
-    /// host), and nothing goes over capacity.
+    /// being moved, of another group (replicas never follow each other), lands near that
+    /// component's new host (never another zone, never its own host), and nothing goes over
+    /// capacity.
     #[test]
     fn followers_stay_near_what_they_follow_and_within_capacity(
         (caps, comps, risks) in arb_fleet(),
         edges in prop::collection::vec((0usize..16, 0usize..16, 0.0f64..=1.0), 0..24),
     ) {
         let mut state = build(&caps, &comps);
+        // Three groups, so that some dependents are siblings and some are not.
+        for (i, c) in state.components.values_mut().enumerate() {
+            c.group = format!("g{}", i % 3);
+        }
         for &(from, to, strength) in &edges {
             if from == to || from >= comps.len() || to >= comps.len() {
                 continue;
@@ -238,6 +243,7 @@ proptest! {
             let lead = decisions.iter().find(|x| x.component.as_str() == leader).expect("its leader is planned");
             let (me, them) = (&state.components[&d.component], &state.components[&lead.component]);
             prop_assert_eq!(&me.placement.host, &them.placement.host, "co-located");
+            prop_assert_ne!(&me.group, &them.group, "a sibling followed");
             let strength = state.edges[&(d.component.to_string(), leader.to_owned())].strength();
             prop_assert!(strength >= augur_plan::FOLLOW_STRENGTH);
             let (to, target) = (d.to.as_ref().unwrap(), lead.to.as_ref().unwrap());
