@@ -548,5 +548,14 @@ async fn commit_step(node: &Node, step: LifecycleStep) -> Result<(), Status> {
     {
         tracing::info!(%component, state = %to, %reason, "shadow advanced");
     }
+    if let LifecycleStep::Shift {
+        component,
+        percent,
+        reason,
+        ..
+    } = &step
+    {
+        tracing::info!(%component, percent, %reason, "traffic step");
+    }
     node.write(step.into_command(now_ms())).await.map(|_| ())
 }
