@@ -59,6 +59,17 @@ async fn actions(client: &mut augur_cli::Client) -> Vec<pb::Action> {
 }
 
 fn agent_config(dir: &Path, endpoints: &[String], socket: &Path, port_lo: u16) -> AgentConfig {
+    agent_config_with(dir, endpoints, socket, port_lo, "")
+}
+
+/// [`agent_config`] with `extra` TOML sections.
+fn agent_config_with(
+    dir: &Path,
+    endpoints: &[String],
+    socket: &Path,
+    port_lo: u16,
+    extra: &str,
+) -> AgentConfig {
     let endpoints = endpoints
         .iter()
         .map(|e| format!("{e:?}"))
@@ -89,6 +100,7 @@ requests = 40
 max_mismatch = 0.0
 [telemetry]
 every_ms = 500
+{extra}
 "#,
         state = dir.join("agent.seq").display(),
         socket = socket.display(),
@@ -484,6 +496,64 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
         "{weights:?}"
     );
 
+    let _ = stop_tx.send(());
+    agent.await.unwrap().unwrap();
+    drop(haproxy);
+    drop(cluster);
+}
+
+/// The agent carries out actions on different components at once: the hook for web-1 waits
+/// until the one for web-2 has run, which a one-at-a-time agent would only start after
+/// web-1's hook gave up (its 30 s timeout). Both succeed, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_actions_on_different_components_run_at_once() {
+    let (cluster, ep) = single_node("").await;
+    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(1);
+    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
+    cfg.backend = "web".into();
+    let haproxy = HaproxyProcess::start(cfg, dir.path())
+        .await
+        .expect("haproxy");
+    let hap = haproxy.client();
+    let flag = dir.path().join("web-2-ran");
+    let hook = format!(
+        "if [ \"$AUGUR_ACTION_TARGET\" = web-1 ]; then \
+         while [ ! -e {f} ]; do sleep 0.05; done; else touch {f}; fi",
+        f = flag.display()
+    );
+    let extra = format!("[exec]\ncommand = [\"sh\", \"-c\", {hook:?}]\ntimeout_ms = 30000\n");
+    let config = agent_config_with(dir.path(), &endpoints, hap.socket_path(), 24_300, &extra);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(Agent::new(config).run(async {
+        let _ = stop_rx.await;
+    }));
+    eventually(
+        "the agent's instances registered",
+        Duration::from_secs(20),
+        || async {
+            let ids = common::linearizable_ids(endpoints.clone()).await;
+            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
+        },
+    )
+    .await;
+    for target in ["web-1", "web-2"] {
+        let (code, _, err) = ctl(
+            &ep,
+            &["action", "append", "--kind", "exec", "--target", target],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    let done = eventually("both hooks done", Duration::from_secs(25), || async {
+        let a = actions(&mut augur_cli::Client::new(endpoints.clone())).await;
+        (a.len() == 2 && a.iter().all(|a| a.status != "pending")).then_some(a)
+    })
+    .await;
+    for a in &done {
+        assert_eq!(a.status, "succeeded", "{a:?}");
+        assert_eq!(a.orchestrator, "agent-1", "{a:?}");
+    }
     let _ = stop_tx.send(());
     agent.await.unwrap().unwrap();
     drop(haproxy);

@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use augur_proto::client::Client;
@@ -366,14 +367,21 @@ impl AgentConfig {
 type Outcome = Result<Option<pb::Kpis>, String>;
 
 /// The running agent: its processes, what it wants HAProxy to look like, its cluster client.
+///
+/// Actions on different components are carried out at once (one component's in order): a
+/// shift's gate or a validation on one does not hold up another's failover.
 pub struct Agent {
     cfg: AgentConfig,
-    instances: Instances,
-    desired: Desired,
+    instances: tokio::sync::Mutex<Instances>,
+    /// What HAProxy should look like; held while it is made so (one reconcile at a time).
+    desired: tokio::sync::Mutex<Desired>,
+    /// The sequence number of the action that last set each server's weight: an older
+    /// action finishing later does not put back a weight a newer one replaced.
+    weight_seq: std::sync::Mutex<HashMap<String, u64>>,
     haproxy: HaproxyClient,
-    client: Client,
+    client: tokio::sync::Mutex<Client>,
     /// The HAProxy pid last seen: a new one means a reload, so the desired state is re-applied.
-    haproxy_pid: Option<u32>,
+    haproxy_pid: std::sync::Mutex<Option<u32>>,
     /// The running instances (started or adopted), for the handlers and the telemetry task.
     targets: Targets,
 }
@@ -391,11 +399,12 @@ impl Agent {
             desired = desired.with_health_check(Default::default());
         }
         Self {
-            instances: Instances::new(spec),
-            desired,
+            instances: tokio::sync::Mutex::new(Instances::new(spec)),
+            desired: tokio::sync::Mutex::new(desired),
+            weight_seq: Default::default(),
             haproxy: HaproxyClient::new(cfg.haproxy.socket.clone()),
-            client: Client::new(cfg.endpoints.clone()),
-            haproxy_pid: None,
+            client: tokio::sync::Mutex::new(Client::new(cfg.endpoints.clone())),
+            haproxy_pid: Default::default(),
             targets: Default::default(),
             cfg,
         }
@@ -403,7 +412,7 @@ impl Agent {
 
     /// Starts the configured instances, registers them and puts them behind HAProxy, then
     /// carries out actions until `stop` resolves.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
         for name in self.cfg.instances.start.clone() {
             self.start_instance(&name, self.cfg.instances.initial_weight)
                 .await
@@ -411,13 +420,13 @@ impl Agent {
             self.register(&name).await?;
         }
         for a in self.cfg.instances.adopt.clone() {
-            self.manage(&a.name, a.addr, a.weight);
+            self.manage(&a.name, a.addr, a.weight).await;
             self.register(&a.name).await?;
         }
         // HAProxy gets them all at once.
         self.reconcile().await.map_err(|e| anyhow::anyhow!(e))?;
         tokio::pin!(stop);
-        let mut last = read_last_seq(&self.cfg.state_file)?;
+        let last = read_last_seq(&self.cfg.state_file)?;
         let telemetry = (self.cfg.telemetry.every_ms > 0).then(|| {
             tokio::spawn(push_telemetry(
                 Client::new(self.cfg.endpoints.clone()),
@@ -432,56 +441,73 @@ impl Agent {
         let mut reoffered = tokio::time::interval(Duration::from_secs(2));
         reoffered.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tracing::info!(name = %self.cfg.name, from = last + 1, "agent watching actions");
-        loop {
-            let mut stream = match self.watch(last + 1).await {
+        let this = Arc::new(self);
+        let mut work = Lanes::new(last);
+        let state_file = this.cfg.state_file.clone();
+        let result = loop {
+            let mut stream = match this.watch(work.progress.position() + 1).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch actions; retrying");
                     tokio::select! {
-                        _ = &mut stop => break,
+                        _ = &mut stop => break Ok(()),
                         _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
                     }
                 }
             };
-            loop {
+            let ended = loop {
                 tokio::select! {
-                    _ = &mut stop => {
-                        telemetry.inspect(|t| t.abort());
-                        self.shutdown().await;
-                        return Ok(());
+                    _ = &mut stop => break Some(Ok(())),
+                    _ = reload.tick() => this.follow_reload().await,
+                    _ = reoffered.tick() => {
+                        for a in this.reoffered(work.progress.position()).await {
+                            work.dispatch(&this, a, false);
+                        }
                     }
-                    _ = reload.tick() => self.follow_reload().await,
-                    _ = reoffered.tick() => self.take_reoffered(last).await,
+                    Some(seq) = work.done.recv() => {
+                        work.progress.finish(seq);
+                        if let Err(e) = write_last_seq(&state_file, work.progress.position()) {
+                            break Some(Err(e));
+                        }
+                    }
                     msg = stream.message() => match msg {
                         Ok(Some(action)) => {
-                            let seq = action.seq;
-                            self.handle(action).await;
-                            last = seq;
-                            write_last_seq(&self.cfg.state_file, last)?;
+                            work.dispatch(&this, action, true);
+                            if let Err(e) = write_last_seq(&state_file, work.progress.position()) {
+                                break Some(Err(e));
+                            }
                         }
-                        Ok(None) | Err(_) => break, // a leader change: watch again from `last`
+                        // A leader change: watch again after the last action handled (those
+                        // still in flight are recognised when they come again).
+                        Ok(None) | Err(_) => break None,
                     }
                 }
+            };
+            if let Some(result) = ended {
+                break result;
             }
-        }
+        };
         telemetry.inspect(|t| t.abort());
-        self.shutdown().await;
-        Ok(())
+        work.abort();
+        this.shutdown().await;
+        result
     }
 
-    async fn shutdown(&mut self) {
-        if let Err(e) = self.instances.stop_all().await {
+    async fn shutdown(&self) {
+        if let Err(e) = self.instances.lock().await.stop_all().await {
             tracing::warn!(error = %e, "stopping instances");
         }
     }
 
-    async fn watch(&mut self, from_seq: u64) -> Result<tonic::Streaming<pb::Action>, Status> {
+    async fn watch(&self, from_seq: u64) -> Result<tonic::Streaming<pb::Action>, Status> {
         let req = pb::WatchActionsRequest {
             orchestrator: self.cfg.name.clone(),
             capabilities: self.cfg.capabilities.clone(),
             from_seq,
         };
         self.client
+            .lock()
+            .await
             .call(|ch| {
                 let req = req.clone();
                 async move {
@@ -493,7 +519,7 @@ impl Agent {
     }
 
     /// Carries out one action (if it is pending and this agent takes its kind) and reports.
-    async fn handle(&mut self, action: pb::Action) {
+    async fn handle(&self, action: pb::Action) {
         let Ok(kind) = augur_proto::action_kind_from_wire(action.kind) else {
             return;
         };
@@ -550,6 +576,8 @@ impl Agent {
         };
         let sent = self
             .client
+            .lock()
+            .await
             .call(|ch| {
                 let req = req.clone();
                 async move {
@@ -563,16 +591,19 @@ impl Agent {
         }
     }
 
-    async fn claim(&mut self, id: &str) -> Result<(), Status> {
-        claim(&mut self.client, id, &self.cfg.name, self.cfg.lease_ms).await
+    async fn claim(&self, id: &str) -> Result<(), Status> {
+        let mut client = self.client.lock().await;
+        claim(&mut client, id, &self.cfg.name, self.cfg.lease_ms).await
     }
 
-    /// Carries out the pending actions up to `last` that nobody holds: those that came back
-    /// to the pool after a lease on them lapsed, and those this agent could not claim when
-    /// the stream brought them (the claim call itself failed).
-    async fn take_reoffered(&mut self, last: u64) {
+    /// The pending actions up to `last` that nobody holds: those that came back to the pool
+    /// after a lease on them lapsed, and those this agent could not claim when the stream
+    /// brought them (the claim call itself failed).
+    async fn reoffered(&self, last: u64) -> Vec<pb::Action> {
         let listed = self
             .client
+            .lock()
+            .await
             .call(|ch| async move {
                 ControlClient::new(ch)
                     .list_actions(pb::ListActionsRequest {
@@ -583,25 +614,29 @@ impl Agent {
                     .await
             })
             .await;
-        let Ok(listed) = listed else { return };
-        for a in listed.into_inner().actions {
-            if a.seq <= last {
-                self.handle(a).await;
-            }
-        }
+        let Ok(listed) = listed else {
+            return Vec::new();
+        };
+        listed
+            .into_inner()
+            .actions
+            .into_iter()
+            .filter(|a| a.seq <= last)
+            .collect()
     }
 
     /// An instance the agent answers for from now on: scraped, usable in actions, and wanted
     /// in the backend at `weight` (unless it already is). HAProxy gets it at the next
     /// [`Agent::reconcile`].
-    fn manage(&mut self, name: &str, addr: SocketAddr, weight: u16) {
+    async fn manage(&self, name: &str, addr: SocketAddr, weight: u16) {
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned(), addr);
-        if self.desired.get(name).is_none() {
+        let mut desired = self.desired.lock().await;
+        if desired.get(name).is_none() {
             let state = State::Ready;
-            self.desired.set(
+            desired.set(
                 name,
                 DesiredServer {
                     addr,
@@ -615,6 +650,8 @@ impl Agent {
     /// Makes HAProxy match what the agent wants.
     async fn reconcile(&self) -> Result<(), String> {
         self.desired
+            .lock()
+            .await
             .reconcile(&self.haproxy)
             .await
             .map(|_| ())
@@ -622,23 +659,25 @@ impl Agent {
     }
 
     /// Starts `name` (unless it runs) and wants it in the backend at `weight`.
-    async fn start_instance(&mut self, name: &str, weight: u16) -> Result<SocketAddr, String> {
-        let running = self.instances.is_alive(name);
-        let addr = match self.instances.get(name) {
-            Some(i) if running => i.addr(),
-            _ => self
-                .instances
-                .start(name)
-                .await
-                .map_err(|e| e.to_string())?
-                .addr(),
+    async fn start_instance(&self, name: &str, weight: u16) -> Result<SocketAddr, String> {
+        let addr = {
+            let mut instances = self.instances.lock().await;
+            let running = instances.is_alive(name);
+            match instances.get(name) {
+                Some(i) if running => i.addr(),
+                _ => instances
+                    .start(name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .addr(),
+            }
         };
-        self.manage(name, addr, weight);
+        self.manage(name, addr, weight).await;
         Ok(addr)
     }
 
     /// Registers an instance as a component of the backend's service.
-    async fn register(&mut self, name: &str) -> anyhow::Result<()> {
+    async fn register(&self, name: &str) -> anyhow::Result<()> {
         let labels = HashMap::from([("agent".to_owned(), self.cfg.name.clone())]);
         let p = &self.cfg.placement;
         let req = pb::UpsertComponentRequest {
@@ -656,6 +695,8 @@ impl Agent {
             }),
         };
         self.client
+            .lock()
+            .await
             .call(|ch| {
                 let req = req.clone();
                 async move {
@@ -675,7 +716,7 @@ impl Agent {
             .ok_or_else(|| format!("{} has no shadow parameter", action.id))
     }
 
-    async fn provision(&mut self, action: &pb::Action) -> Outcome {
+    async fn provision(&self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
         self.start_instance(&shadow, 0).await?;
         self.reconcile().await?;
@@ -691,7 +732,7 @@ impl Agent {
             .ok_or_else(|| format!("{name} is not an instance this agent runs"))
     }
 
-    async fn sync(&mut self, action: &pb::Action) -> Outcome {
+    async fn sync(&self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
         let version = self.sync_state(&action.target, &shadow).await?;
         tracing::info!(original = %action.target, %shadow, version, "state handed over");
@@ -703,7 +744,7 @@ impl Agent {
     /// (`Control.PutState`; a newer one already held is kept), then what the cluster holds is
     /// written to the shadow (`POST /state`). An original that no longer answers still has
     /// its last recorded state handed over. Returns the version the shadow got.
-    async fn sync_state(&mut self, original: &str, shadow: &str) -> Result<u64, String> {
+    async fn sync_state(&self, original: &str, shadow: &str) -> Result<u64, String> {
         let (from, to) = (self.instance_addr(original)?, self.instance_addr(shadow)?);
         let read = match http::get(from, "/state").await {
             Ok(r) if r.is_success() => Ok(r.body),
@@ -722,6 +763,8 @@ impl Agent {
                 };
                 let put = self
                     .client
+                    .lock()
+                    .await
                     .call(|ch| {
                         let req = req.clone();
                         async move { ControlClient::new(ch).put_state(req).await }
@@ -738,6 +781,8 @@ impl Agent {
         }
         let held = self
             .client
+            .lock()
+            .await
             .call(|ch| {
                 let req = pb::GetStateRequest {
                     component: original.to_owned(),
@@ -760,7 +805,7 @@ impl Agent {
         Ok(held.version)
     }
 
-    async fn validate(&mut self, action: &pb::Action) -> Outcome {
+    async fn validate(&self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
         let (orig, shad) = (
             self.instance_addr(&action.target)?,
@@ -837,15 +882,25 @@ impl Agent {
         Ok(None)
     }
 
-    async fn set_weights(&mut self, action: &pb::Action) -> Outcome {
+    async fn set_weights(&self, action: &pb::Action) -> Outcome {
         let weights = action.params.get("weights").ok_or("no weights parameter")?;
         let weights = parse_weights(weights)?;
         let mut ours = 0;
-        for (name, w) in &weights {
-            if self.desired.get(name).is_some() {
-                let w = u16::try_from(*w).map_err(|_| format!("weight {w} of {name} too large"))?;
-                self.desired.set_weight(name, w.min(256));
-                ours += 1;
+        {
+            let mut desired = self.desired.lock().await;
+            let mut set_by = self.weight_seq.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, w) in &weights {
+                if desired.get(name).is_some() {
+                    let w =
+                        u16::try_from(*w).map_err(|_| format!("weight {w} of {name} too large"))?;
+                    ours += 1;
+                    // Set by a newer action already (carried out for another component).
+                    if set_by.get(name).is_some_and(|&seq| seq > action.seq) {
+                        continue;
+                    }
+                    set_by.insert(name.clone(), action.seq);
+                    desired.set_weight(name, w.min(256));
+                }
             }
         }
         if ours == 0 {
@@ -874,13 +929,13 @@ impl Agent {
 
     /// Measures a step: HAProxy's request and error counters for both servers until the
     /// shadow has served `min` requests (within the window), then each instance's p99.
-    async fn gate(&mut self, original: &str, shadow: &str, min: u64) -> Result<pb::Kpis, String> {
+    async fn gate(&self, original: &str, shadow: &str, min: u64) -> Result<pb::Kpis, String> {
         let g = self.cfg.gate.clone();
         let start = self.counters(original, shadow).await?;
         let began = Instant::now();
         let now = loop {
             tokio::time::sleep(Duration::from_millis(g.poll_ms)).await;
-            if !self.instances.is_alive(shadow) {
+            if !self.instances.lock().await.is_alive(shadow) {
                 return Err(format!("the shadow {shadow} died"));
             }
             let now = self.counters(original, shadow).await?;
@@ -939,33 +994,41 @@ impl Agent {
         Ok((of(original), of(shadow)))
     }
 
-    async fn drain(&mut self, action: &pb::Action) -> Outcome {
+    async fn drain(&self, action: &pb::Action) -> Outcome {
         let name = &action.target;
-        if self.desired.get(name).is_none() {
-            return Err(format!("{name} is not behind this agent's HAProxy"));
+        {
+            let mut desired = self.desired.lock().await;
+            if desired.get(name).is_none() {
+                return Err(format!("{name} is not behind this agent's HAProxy"));
+            }
+            self.weight_seq
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), action.seq);
+            desired.set_weight(name, 0);
+            desired.set_state(name, State::Drain);
         }
-        self.desired.set_weight(name, 0);
-        self.desired.set_state(name, State::Drain);
         self.reconcile().await?;
         Ok(None)
     }
 
-    async fn retire(&mut self, action: &pb::Action) -> Outcome {
+    async fn retire(&self, action: &pb::Action) -> Outcome {
         let shadow = Self::shadow_param(action)?;
-        self.desired.remove(&shadow);
+        self.desired.lock().await.remove(&shadow);
         self.reconcile().await?;
         self.targets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&shadow);
-        if self.instances.get(&shadow).is_some() {
+        let mut instances = self.instances.lock().await;
+        if instances.get(&shadow).is_some() {
             // Already gone is as good as stopped.
-            let _ = self.instances.stop(&shadow).await;
+            let _ = instances.stop(&shadow).await;
         }
         Ok(None)
     }
 
-    async fn exec(&mut self, action: &pb::Action, kind: &str) -> Outcome {
+    async fn exec(&self, action: &pb::Action, kind: &str) -> Outcome {
         let Some(exec) = self.cfg.exec.clone() else {
             return Err("no exec hook is configured".into());
         };
@@ -1003,18 +1066,19 @@ impl Agent {
     }
 
     /// After an HAProxy reload (a new pid), its runtime servers are gone: put them back.
-    async fn follow_reload(&mut self) {
+    async fn follow_reload(&self) {
         let Ok(info) = self.haproxy.show_info().await else {
             return;
         };
         let pid = Some(info.pid);
-        if self.haproxy_pid.is_some() && self.haproxy_pid != pid {
-            match self.desired.reconcile(&self.haproxy).await {
+        let last = *self.haproxy_pid.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some() && last != pid {
+            match self.desired.lock().await.reconcile(&self.haproxy).await {
                 Ok(done) => tracing::info!(changes = done.len(), "haproxy reloaded; re-applied"),
                 Err(e) => tracing::warn!(error = %e, "haproxy reloaded; re-applying failed"),
             }
         }
-        self.haproxy_pid = pid;
+        *self.haproxy_pid.lock().unwrap_or_else(|e| e.into_inner()) = pid;
     }
 }
 
@@ -1040,6 +1104,105 @@ async fn claim(
             }
         })
         .await
+}
+
+/// Which actions from the stream are handled: every one up to [`Progress::position`] is,
+/// later ones may still be in flight. The position is what the agent saves and resumes after.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The highest sequence the stream brought.
+    seen: u64,
+    /// Sequences being carried out, with their action ids.
+    in_flight: BTreeMap<u64, String>,
+}
+
+impl Progress {
+    fn new(last: u64) -> Self {
+        Self {
+            seen: last,
+            in_flight: BTreeMap::new(),
+        }
+    }
+
+    /// Takes `seq` on, unless that action is in flight already (brought again after a
+    /// reconnect, or offered again while this agent holds it).
+    fn start(&mut self, seq: u64, id: &str, from_stream: bool) -> bool {
+        if self.in_flight.values().any(|i| i == id) {
+            return false;
+        }
+        if from_stream {
+            self.seen = self.seen.max(seq);
+        }
+        self.in_flight.insert(seq, id.to_owned());
+        true
+    }
+
+    fn finish(&mut self, seq: u64) {
+        self.in_flight.remove(&seq);
+    }
+
+    /// Every action up to here is handled.
+    fn position(&self) -> u64 {
+        match self.in_flight.keys().next() {
+            Some(&first) => self.seen.min(first.saturating_sub(1)),
+            None => self.seen,
+        }
+    }
+}
+
+/// Actions being carried out: one lane per component (its actions in order), lanes at once.
+struct Lanes {
+    progress: Progress,
+    lanes: HashMap<String, tokio::task::JoinHandle<()>>,
+    done_tx: tokio::sync::mpsc::UnboundedSender<u64>,
+    done: tokio::sync::mpsc::UnboundedReceiver<u64>,
+}
+
+/// Says an action is done when dropped, so a handler that panicked still frees its place.
+struct Finished(u64, tokio::sync::mpsc::UnboundedSender<u64>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+impl Lanes {
+    fn new(last: u64) -> Self {
+        let (done_tx, done) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            progress: Progress::new(last),
+            lanes: HashMap::new(),
+            done_tx,
+            done,
+        }
+    }
+
+    /// Carries `action` out after the ones before it on the same component.
+    fn dispatch(&mut self, agent: &Arc<Agent>, action: pb::Action, from_stream: bool) {
+        if !self.progress.start(action.seq, &action.id, from_stream) {
+            return;
+        }
+        self.lanes.retain(|_, h| !h.is_finished());
+        let before = self.lanes.remove(&action.target);
+        let key = action.target.clone();
+        let finished = Finished(action.seq, self.done_tx.clone());
+        let agent = agent.clone();
+        let task = tokio::spawn(async move {
+            let _finished = finished;
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            agent.handle(action).await;
+        });
+        self.lanes.insert(key, task);
+    }
+
+    fn abort(&mut self) {
+        for (_, lane) in self.lanes.drain() {
+            lane.abort();
+        }
+    }
 }
 
 /// Renews a claim every third of its lease until aborted.
@@ -1292,6 +1455,31 @@ zone = "z1"
         assert_eq!(w["b.shadow-2"], 99);
         assert!(parse_weights("a=x").unwrap_err().contains("\"x\" of a"));
         assert!(parse_weights("a").unwrap_err().contains("NAME=WEIGHT"));
+    }
+
+    #[test]
+    fn the_position_waits_for_the_oldest_action_in_flight() {
+        let mut p = Progress::new(4);
+        assert_eq!(p.position(), 4);
+        assert!(p.start(5, "a5", true));
+        assert!(p.start(6, "a6", true));
+        assert!(p.start(7, "a7", true));
+        assert_eq!(p.position(), 4);
+        // 6 and 7 end first: 5 still holds the position.
+        p.finish(7);
+        p.finish(6);
+        assert_eq!(p.position(), 4);
+        p.finish(5);
+        assert_eq!(p.position(), 7);
+        // Brought again while in flight: not taken twice.
+        assert!(p.start(8, "a8", true));
+        assert!(!p.start(8, "a8", true));
+        // An older one offered again (a lapsed lease) holds the position back while it runs.
+        assert!(p.start(3, "a3", false));
+        assert_eq!(p.position(), 2);
+        p.finish(3);
+        p.finish(8);
+        assert_eq!(p.position(), 8);
     }
 
     #[test]
