@@ -58,12 +58,74 @@ async fn actions(client: &mut augur_cli::Client) -> Vec<pb::Action> {
         .actions
 }
 
-fn agent_config(dir: &Path, endpoints: &[String], socket: &Path, port_lo: u16) -> AgentConfig {
-    agent_config_with(dir, endpoints, socket, port_lo, "")
+/// Hosts `(host, zone)`, on rack r1 with 8 slots each.
+async fn upsert_hosts(client: &mut augur_cli::Client, hosts: &[(&str, &str)]) {
+    for (host, zone) in hosts {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: (*host).into(),
+                rack: "r1".into(),
+                zone: (*zone).into(),
+            }),
+            capacity: 8,
+        };
+        client
+            .call(|c| {
+                let req = req.clone();
+                async move { TopologyClient::new(c).upsert_host(req).await }
+            })
+            .await
+            .expect("host");
+    }
 }
 
-/// [`agent_config`] with `extra` TOML sections.
-fn agent_config_with(
+/// A real HAProxy with an empty `web` backend and the agent driving it, its instances web-1
+/// and web-2 registered.
+struct Rig {
+    haproxy: HaproxyProcess,
+    stop: tokio::sync::oneshot::Sender<()>,
+    agent: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Rig {
+    /// Instance ports from `port_lo`: below the ephemeral range (32768…), so they never take
+    /// a port another test picked from it; each test its own block. `extra`: agent TOML.
+    async fn start(dir: &Path, endpoints: &[String], port_lo: u16, extra: &str) -> Rig {
+        let ports = free_ports(1);
+        let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
+        cfg.backend = "web".into();
+        let haproxy = HaproxyProcess::start(cfg, dir).await.expect("haproxy");
+        let socket = haproxy.client().socket_path().to_owned();
+        let config = agent_config(dir, endpoints, &socket, port_lo, extra);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(Agent::new(config).run(async {
+            let _ = stop_rx.await;
+        }));
+        eventually(
+            "the agent's instances registered",
+            Duration::from_secs(20),
+            || async {
+                let ids = common::linearizable_ids(endpoints.to_vec()).await;
+                (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string()))
+                    .then_some(())
+            },
+        )
+        .await;
+        Rig {
+            haproxy,
+            stop,
+            agent,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.agent.await.unwrap().unwrap();
+        drop(self.haproxy);
+    }
+}
+
+fn agent_config(
     dir: &Path,
     endpoints: &[String],
     socket: &Path,
@@ -141,55 +203,16 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
     let dir = tempfile::tempdir().unwrap();
 
     // Two hosts in two zones: the shadow goes to the other zone.
-    for (host, zone) in [("h1", "z1"), ("h2", "z2")] {
-        let req = pb::UpsertHostRequest {
-            placement: Some(pb::Placement {
-                host: host.into(),
-                rack: "r1".into(),
-                zone: zone.into(),
-            }),
-            capacity: 8,
-        };
-        client
-            .call(|c| {
-                let req = req.clone();
-                async move { TopologyClient::new(c).upsert_host(req).await }
-            })
-            .await
-            .expect("host");
-    }
+    upsert_hosts(&mut client, &[("h1", "z1"), ("h2", "z2")]).await;
     // Faster canary steps than the default, so the test takes seconds.
     let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", "20,50,100"]);
     assert_eq!(code, 0, "{err}");
 
-    // HAProxy with an empty backend; the agent adds its instances at runtime.
-    let ports = free_ports(1);
-    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
-    cfg.backend = "web".into();
-    let haproxy = HaproxyProcess::start(cfg, dir.path())
-        .await
-        .expect("haproxy");
-    let hap = haproxy.client();
-
-    // Instance ports below the ephemeral range (32768…), so they never take a port another
-    // test picked from it; each test its own block.
+    // HAProxy with an empty backend; the agent adds its instances at runtime and registers
+    // them; they get half the traffic each.
     let port_lo = if kill_mid_shift { 24_100 } else { 24_000 };
-    let config = agent_config(dir.path(), &endpoints, hap.socket_path(), port_lo);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(Agent::new(config).run(async {
-        let _ = stop_rx.await;
-    }));
-
-    // The agent registers web-1 and web-2; they get half the traffic each.
-    eventually(
-        "the agent's instances registered",
-        Duration::from_secs(20),
-        || async {
-            let ids = common::linearizable_ids(endpoints.clone()).await;
-            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
-        },
-    )
-    .await;
+    let rig = Rig::start(dir.path(), &endpoints, port_lo, "").await;
+    let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
     let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
     assert_eq!(code, 0, "{err}");
     eventually(
@@ -356,9 +379,7 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
         assert!(k.shadow.as_ref().unwrap().requests >= 20, "{k:?}");
     }
 
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
-    drop(haproxy);
+    rig.stop().await;
     drop(cluster);
 }
 
@@ -373,23 +394,7 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
     let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
     let mut client = augur_cli::Client::new(endpoints.clone());
     let dir = tempfile::tempdir().unwrap();
-    for (host, zone) in [("h1", "z1"), ("h2", "z2")] {
-        let req = pb::UpsertHostRequest {
-            placement: Some(pb::Placement {
-                host: host.into(),
-                rack: "r1".into(),
-                zone: zone.into(),
-            }),
-            capacity: 8,
-        };
-        client
-            .call(|c| {
-                let req = req.clone();
-                async move { TopologyClient::new(c).upsert_host(req).await }
-            })
-            .await
-            .expect("host");
-    }
+    upsert_hosts(&mut client, &[("h1", "z1"), ("h2", "z2")]).await;
     // 100 req/s at 40 an instance wants 3 instances; no failover (tolerance 100) muddles it.
     let args = [
         "policy",
@@ -407,27 +412,8 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
     let (code, _, err) = ctl(&ep, &args);
     assert_eq!(code, 0, "{err}");
 
-    let ports = free_ports(1);
-    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
-    cfg.backend = "web".into();
-    let haproxy = HaproxyProcess::start(cfg, dir.path())
-        .await
-        .expect("haproxy");
-    let hap = haproxy.client();
-    let config = agent_config(dir.path(), &endpoints, hap.socket_path(), 24_200);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(Agent::new(config).run(async {
-        let _ = stop_rx.await;
-    }));
-    eventually(
-        "the agent's instances registered",
-        Duration::from_secs(20),
-        || async {
-            let ids = common::linearizable_ids(endpoints.clone()).await;
-            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
-        },
-    )
-    .await;
+    let rig = Rig::start(dir.path(), &endpoints, 24_200, "").await;
+    let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
     let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
     assert_eq!(code, 0, "{err}");
     let load = loadgen::start(loadgen::LoadConfig::new(
@@ -496,9 +482,7 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
         "{weights:?}"
     );
 
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
-    drop(haproxy);
+    rig.stop().await;
     drop(cluster);
 }
 
@@ -510,13 +494,6 @@ async fn t70_actions_on_different_components_run_at_once() {
     let (cluster, ep) = single_node("").await;
     let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(1);
-    let mut cfg = HaproxyConfig::new(ports[0]).with_health_check(HealthCheck::default());
-    cfg.backend = "web".into();
-    let haproxy = HaproxyProcess::start(cfg, dir.path())
-        .await
-        .expect("haproxy");
-    let hap = haproxy.client();
     let flag = dir.path().join("web-2-ran");
     let hook = format!(
         "if [ \"$AUGUR_ACTION_TARGET\" = web-1 ]; then \
@@ -524,20 +501,7 @@ async fn t70_actions_on_different_components_run_at_once() {
         f = flag.display()
     );
     let extra = format!("[exec]\ncommand = [\"sh\", \"-c\", {hook:?}]\ntimeout_ms = 30000\n");
-    let config = agent_config_with(dir.path(), &endpoints, hap.socket_path(), 24_300, &extra);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(Agent::new(config).run(async {
-        let _ = stop_rx.await;
-    }));
-    eventually(
-        "the agent's instances registered",
-        Duration::from_secs(20),
-        || async {
-            let ids = common::linearizable_ids(endpoints.clone()).await;
-            (ids.contains(&"web-1".to_string()) && ids.contains(&"web-2".to_string())).then_some(())
-        },
-    )
-    .await;
+    let rig = Rig::start(dir.path(), &endpoints, 24_300, &extra).await;
     for target in ["web-1", "web-2"] {
         let (code, _, err) = ctl(
             &ep,
@@ -554,8 +518,6 @@ async fn t70_actions_on_different_components_run_at_once() {
         assert_eq!(a.status, "succeeded", "{a:?}");
         assert_eq!(a.orchestrator, "agent-1", "{a:?}");
     }
-    let _ = stop_tx.send(());
-    agent.await.unwrap().unwrap();
-    drop(haproxy);
+    rig.stop().await;
     drop(cluster);
 }
