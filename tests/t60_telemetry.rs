@@ -51,31 +51,6 @@ fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
     }
 }
 
-/// Registers hosts `(host, rack, zone)` with 8 slots each.
-async fn upsert_hosts(client: &mut augur_cli::Client, hosts: &[(&str, &str, &str)]) {
-    for (host, rack, zone) in hosts {
-        let req = pb::UpsertHostRequest {
-            placement: Some(pb::Placement {
-                host: (*host).into(),
-                rack: (*rack).into(),
-                zone: (*zone).into(),
-            }),
-            capacity: 8,
-        };
-        client
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    augur_proto::pb::topology_client::TopologyClient::new(ch)
-                        .upsert_host(req)
-                        .await
-                }
-            })
-            .await
-            .expect("upsert host");
-    }
-}
-
 /// Registers api, db, cache and queue on h1 (zone z1) with hosts h1, h2 (another zone) and h3
 /// (another rack of z1), and answers 400 samples a component of latency around 100 ms, db's
 /// stepping up fivefold for the last 5 (the detectors learn for the first 300).
@@ -857,13 +832,6 @@ async fn a_lapsed_lease_goes_to_another_orchestrator_and_an_unclaimed_action_fai
             .contains("no orchestrator claimed it"),
         "{shadow}"
     );
-}
-
-/// The plans recorded, newest first, as `ctl plan list` prints them.
-fn plans(ep: &str) -> Vec<Value> {
-    let (code, out, err) = ctl(ep, &["--output", "json", "plan", "list"]);
-    assert_eq!(code, 0, "{err}");
-    json(&out).as_array().cloned().unwrap_or_default()
 }
 
 /// Predictive scaling end to end: a group whose policy scales, with its load rising, gets

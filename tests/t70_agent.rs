@@ -14,8 +14,7 @@ use std::time::Duration;
 use augur_agent::{loadgen, Agent, AgentConfig, HaproxyConfig, HaproxyProcess, HealthCheck, State};
 use augur_proto::pb;
 use augur_proto::pb::control_client::ControlClient;
-use augur_proto::pb::topology_client::TopologyClient;
-use common::{ctl, eventually, free_ports, single_node};
+use common::{ctl, eventually, free_ports, plans, single_node, upsert_hosts};
 
 /// The sample service binary, built next to `augur` by a workspace build.
 fn sample_binary() -> PathBuf {
@@ -56,27 +55,6 @@ async fn actions(client: &mut augur_cli::Client) -> Vec<pb::Action> {
         .expect("list actions")
         .into_inner()
         .actions
-}
-
-/// Hosts `(host, zone)`, on rack r1 with 8 slots each.
-async fn upsert_hosts(client: &mut augur_cli::Client, hosts: &[(&str, &str)]) {
-    for (host, zone) in hosts {
-        let req = pb::UpsertHostRequest {
-            placement: Some(pb::Placement {
-                host: (*host).into(),
-                rack: "r1".into(),
-                zone: (*zone).into(),
-            }),
-            capacity: 8,
-        };
-        client
-            .call(|c| {
-                let req = req.clone();
-                async move { TopologyClient::new(c).upsert_host(req).await }
-            })
-            .await
-            .expect("host");
-    }
 }
 
 /// A real HAProxy with an empty `web` backend and the agent driving it, its instances web-1
@@ -203,7 +181,7 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
     let dir = tempfile::tempdir().unwrap();
 
     // Two hosts in two zones: the shadow goes to the other zone.
-    upsert_hosts(&mut client, &[("h1", "z1"), ("h2", "z2")]).await;
+    upsert_hosts(&mut client, &[("h1", "r1", "z1"), ("h2", "r1", "z2")]).await;
     // Faster canary steps than the default, so the test takes seconds.
     let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", "20,50,100"]);
     assert_eq!(code, 0, "{err}");
@@ -394,7 +372,7 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
     let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
     let mut client = augur_cli::Client::new(endpoints.clone());
     let dir = tempfile::tempdir().unwrap();
-    upsert_hosts(&mut client, &[("h1", "z1"), ("h2", "z2")]).await;
+    upsert_hosts(&mut client, &[("h1", "r1", "z1"), ("h2", "r1", "z2")]).await;
     // 100 req/s at 40 an instance wants 3 instances; no failover (tolerance 100) muddles it.
     let args = [
         "policy",
@@ -446,15 +424,11 @@ async fn t70_a_scale_out_starts_a_real_instance_that_takes_its_share_of_traffic(
 
     // Recorded: one scale plan, started, placed in the zone the group lacked, its actions
     // carried out by the agent once each.
-    let (code, out, err) = ctl(&ep, &["--output", "json", "plan", "list"]);
-    assert_eq!(code, 0, "{err}");
-    let plans: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let scale: Vec<&serde_json::Value> = plans
-        .as_array()
-        .unwrap()
-        .iter()
+    let scale: Vec<serde_json::Value> = plans(&ep)
+        .into_iter()
         .filter(|p| p["kind"] == "scale")
         .collect();
+    let out = format!("{scale:?}");
     assert_eq!(scale.len(), 1, "{out}");
     assert_eq!(scale[0]["component"], "web.scale-1", "{out}");
     assert_eq!(scale[0]["status"], "started", "{out}");

@@ -430,3 +430,33 @@ pub fn apply_sock_shop(ep: &str) {
     let (code, _, err) = ctl(ep, &["topology", "apply", topo.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Registers hosts `(host, rack, zone)` with 8 slots each.
+pub async fn upsert_hosts(client: &mut augur_cli::Client, hosts: &[(&str, &str, &str)]) {
+    for (host, rack, zone) in hosts {
+        let req = pb::UpsertHostRequest {
+            placement: Some(pb::Placement {
+                host: (*host).into(),
+                rack: (*rack).into(),
+                zone: (*zone).into(),
+            }),
+            capacity: 8,
+        };
+        client
+            .call(|ch| {
+                let req = req.clone();
+                async move { TopologyClient::new(ch).upsert_host(req).await }
+            })
+            .await
+            .expect("upsert host");
+    }
+}
+
+/// The plans recorded, newest first, as `ctl plan list` prints them.
+pub fn plans(ep: &str) -> Vec<serde_json::Value> {
+    let (code, out, err) = ctl(ep, &["--output", "json", "plan", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    v.as_array().cloned().unwrap_or_default()
+}

@@ -11,7 +11,7 @@ pub use augur_types::Severity;
 use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy, ShadowState};
 use serde::Serialize;
 
-use crate::placement::{choose_host, domain_tier, Occupancy, Tier};
+use crate::placement::{choose_host, domain_tier, host_risk, Occupancy, Tier};
 
 /// What the planner knows of a component's future.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -135,13 +135,7 @@ pub fn plan_failovers(
             .then_with(|| a.0.cmp(b.0))
     });
     // A host is as risky as the riskiest thing running on it.
-    let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
-    for (id, r) in risks {
-        if let Some(c) = state.components.get(id) {
-            let e = host_risk.entry(c.placement.host.as_str()).or_default();
-            *e = e.max(r.p_fail);
-        }
-    }
+    let host_risk = host_risk(state, risks);
     let mut occupancy = Occupancy::of(state);
     let mut out = Vec::with_capacity(due.len());
     for (id, r, threshold) in due {

@@ -10,11 +10,11 @@
 
 use std::collections::BTreeMap;
 
-use augur_types::{Component, ComponentId, ControlState, Host, Placement, ShadowState};
+use augur_types::{Component, ComponentId, ControlState, Host, Placement};
 use serde::Serialize;
 
 use crate::failover::ComponentRisk;
-use crate::placement::Occupancy;
+use crate::placement::{host_risk, on_standby, Occupancy};
 
 /// One instance to move.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,14 +58,12 @@ pub fn plan_footprints(
     risks: &BTreeMap<ComponentId, ComponentRisk>,
 ) -> Vec<FootprintPlan> {
     // Serving instances only: an original whose shadow was promoted is on standby.
-    let standby = |c: &Component| {
-        state
-            .shadows
-            .get(&c.id)
-            .is_some_and(|s| s.state == ShadowState::Promoted)
-    };
     let mut services: BTreeMap<&str, Vec<&Component>> = BTreeMap::new();
-    for c in state.components.values().filter(|c| !standby(c)) {
+    for c in state
+        .components
+        .values()
+        .filter(|c| !on_standby(state, &c.id))
+    {
         services.entry(c.group.as_str()).or_default().push(c);
     }
     // Components in a failover under way, as the original or as the shadow.
@@ -76,13 +74,7 @@ pub fn plan_footprints(
         .flat_map(|(original, s)| [original, &s.shadow])
         .collect();
     // A host is as risky as the riskiest thing running on it.
-    let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
-    for (id, r) in risks {
-        if let Some(c) = state.components.get(id) {
-            let e = host_risk.entry(c.placement.host.as_str()).or_default();
-            *e = e.max(r.p_fail);
-        }
-    }
+    let host_risk = host_risk(state, risks);
     let risk_of = |h: &Host| {
         host_risk
             .get(h.placement.host.as_str())
@@ -433,7 +425,7 @@ fn spread_in_zones<'a>(
 
 #[cfg(test)]
 mod tests {
-    use augur_types::Policy;
+    use augur_types::{Policy, ShadowState};
 
     use super::*;
 

@@ -239,7 +239,14 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                             .get(&shift.service)
                             .cloned()
                             .unwrap_or_default();
-                        out.push(set_weights(id, component, rec, &shift.service, 0, &now));
+                        out.push(set_weights(
+                            id,
+                            component,
+                            &rec.shadow,
+                            &shift.service,
+                            0,
+                            &now,
+                        ));
                         continue;
                     }
                     // Held at a verified share: it keeps serving, and is not retired.
@@ -316,16 +323,16 @@ pub fn encode_weights(w: &TrafficWeights) -> String {
 
 /// A `set_weights` action for the orchestrators: the service's weights to apply and, for a
 /// step (`percent` > 0), what the gate needs.
-fn set_weights(
+pub(crate) fn set_weights(
     request_id: String,
     component: &ComponentId,
-    rec: &ShadowRecord,
+    shadow: &ComponentId,
     service: &str,
     percent: u8,
     weights: &TrafficWeights,
 ) -> LifecycleStep {
     let mut params: BTreeMap<String, String> = [
-        ("shadow", rec.shadow.to_string()),
+        ("shadow", shadow.to_string()),
         ("service", service.to_owned()),
         ("weights", encode_weights(weights)),
     ]
@@ -423,7 +430,7 @@ fn shift_step(
     let action = set_weights(
         step_request(&rec.shadow, percent),
         component,
-        rec,
+        &rec.shadow,
         service,
         percent,
         &weights,
@@ -467,7 +474,7 @@ fn gate_step(
         out.push(set_weights(
             id,
             component,
-            rec,
+            &rec.shadow,
             &shift.service,
             percent,
             &now,

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use augur_types::{ControlState, Host, Placement};
+use augur_types::{ComponentId, ControlState, Host, Placement, ShadowState};
+
+use crate::failover::ComponentRisk;
 
 /// How far a candidate host is from the original, as failure domains go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -76,6 +78,29 @@ impl Occupancy {
     pub fn take(&mut self, host: &str) {
         *self.used.entry(host.to_owned()).or_default() += 1;
     }
+}
+
+/// How risky each host is: the largest P(fail) of what runs there.
+pub fn host_risk<'s>(
+    state: &'s ControlState,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+) -> BTreeMap<&'s str, f64> {
+    let mut out: BTreeMap<&str, f64> = BTreeMap::new();
+    for (id, r) in risks {
+        if let Some(c) = state.components.get(id) {
+            let e = out.entry(c.placement.host.as_str()).or_default();
+            *e = e.max(r.p_fail);
+        }
+    }
+    out
+}
+
+/// An original whose shadow was promoted: on standby, no longer serving.
+pub fn on_standby(state: &ControlState, id: &ComponentId) -> bool {
+    state
+        .shadows
+        .get(id)
+        .is_some_and(|s| s.state == ShadowState::Promoted)
 }
 
 /// The host for a shadow of a component placed at `original`: among hosts with room, the

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use crate::failover::{threshold, ComponentRisk, PlannerConfig};
 use crate::footprint::{best_host, count_by, rack_of};
-use crate::lifecycle::{encode_weights, outcome, provision_action, LifecycleStep};
-use crate::placement::Occupancy;
+use crate::lifecycle::{outcome, provision_action, set_weights, LifecycleStep};
+use crate::placement::{host_risk, on_standby, Occupancy};
 
 /// Instances to add so that `forecast_peak_rps` (plus headroom) fits, given `running`
 /// instances of which `at_risk` are expected to fail within the horizon. `0` when the
@@ -163,13 +163,7 @@ fn serving<'s>(state: &'s ControlState, group: &str) -> Vec<&'s ComponentId> {
     state
         .components
         .values()
-        .filter(|c| c.group == group && !shadows.contains(&c.id))
-        .filter(|c| {
-            !state
-                .shadows
-                .get(&c.id)
-                .is_some_and(|s| s.state == ShadowState::Promoted)
-        })
+        .filter(|c| c.group == group && !shadows.contains(&c.id) && !on_standby(state, &c.id))
         .map(|c| &c.id)
         .collect()
 }
@@ -231,13 +225,7 @@ fn place(
         .filter_map(|c| state.components.get(*c))
         .map(|c| c.placement.clone())
         .collect();
-    let mut host_risk: BTreeMap<&str, f64> = BTreeMap::new();
-    for (id, r) in risks {
-        if let Some(c) = state.components.get(id) {
-            let e = host_risk.entry(c.placement.host.as_str()).or_default();
-            *e = e.max(r.p_fail);
-        }
-    }
+    let host_risk = host_risk(state, risks);
     let risk_of = |h: &augur_types::Host| {
         host_risk
             .get(h.placement.host.as_str())
@@ -308,26 +296,20 @@ impl ScaleStep {
                 group,
                 weights,
             } => {
-                let params = [
-                    ("shadow", component.to_string()),
-                    ("service", group.clone()),
-                    ("weights", encode_weights(&weights)),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+                let action = set_weights(
+                    format!("scale:{plan}:{component}"),
+                    &component,
+                    &component,
+                    &group,
+                    0,
+                    &weights,
+                );
                 vec![
                     Command::SetWeights {
                         service: group,
                         weights,
                     },
-                    LifecycleStep::Append {
-                        request_id: format!("scale:{plan}:{component}"),
-                        kind: ActionKind::SetWeights,
-                        component,
-                        params,
-                    }
-                    .into_command(at_ms),
+                    action.into_command(at_ms),
                 ]
             }
             ScaleStep::Abandon {

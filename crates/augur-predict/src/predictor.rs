@@ -138,6 +138,14 @@ impl MetricState {
             .iter()
             .map(|&(d, v)| (self.base_ms + i64::from(d), v))
     }
+
+    /// The window as `(t_seconds, value)`, oldest first: what the trend fits read.
+    fn seconds(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = (f64, f64)> + ExactSizeIterator + Clone + '_ {
+        self.points()
+            .map(|(t, x)| (t as f64 / 1000.0, f64::from(x)))
+    }
 }
 
 /// The forecast of one component, as `GetForecast` returns it.
@@ -255,15 +263,10 @@ impl ComponentPredictor {
             m.detector.update(value);
         }
         if let Some(limit) = m.limit {
-            let pts: Vec<(f64, f64)> = m
-                .points()
-                .map(|(t, x)| (t as f64 / 1000.0, f64::from(x)))
-                .collect();
-            m.lead_time_s = time_to_threshold(&pts, limit);
+            m.lead_time_s = time_to_threshold(m.seconds(), limit);
         }
         if m.is_load {
-            let pts = m.points().map(|(t, x)| (t as f64 / 1000.0, f64::from(x)));
-            self.load = level_and_trend(pts).map(|(l, s)| (l as f32, s as f32));
+            self.load = level_and_trend(m.seconds()).map(|(l, s)| (l as f32, s as f32));
         }
         self.dirty = true;
         self.last_ms = self.last_ms.max(ts_ms);

@@ -22,7 +22,13 @@ pub struct Limit {
 /// `Some(0.0)` when it is already there, `None` when the trend moves away from it or is flat,
 /// or when fewer than 3 points are given. Points are weighted by recency (half weight at the
 /// window's middle), so a trend that just turned is seen quickly.
-pub fn time_to_threshold(points: &[(f64, f64)], limit: Limit) -> Option<f64> {
+pub fn time_to_threshold<I, P>(points: I, limit: Limit) -> Option<f64>
+where
+    I: IntoIterator<Item = P>,
+    I::IntoIter: DoubleEndedIterator + ExactSizeIterator + Clone,
+    P: std::borrow::Borrow<(f64, f64)>,
+{
+    let points = points.into_iter().map(|p| *p.borrow());
     if points.len() < 3 {
         return None;
     }
@@ -30,11 +36,11 @@ pub fn time_to_threshold(points: &[(f64, f64)], limit: Limit) -> Option<f64> {
         Direction::Rising => 1.0,
         Direction::Falling => -1.0,
     };
-    let (_, x_last) = *points.last()?;
+    let (_, x_last) = points.clone().next_back()?;
     if sign * (x_last - limit.value) >= 0.0 {
         return Some(0.0);
     }
-    let (fitted_now, slope) = weighted_trend(points.iter().copied())?;
+    let (fitted_now, slope) = weighted_trend(points)?;
     if sign * slope <= 1e-12 {
         return None;
     }
