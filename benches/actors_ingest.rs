@@ -194,8 +194,9 @@ fn memory(rt: &tokio::runtime::Runtime) {
         .unwrap_or(MEMORY_COMPONENTS);
     let ids = ids(n);
     let started = Instant::now();
+    rt.block_on(sys.register(ids.clone())).expect("register");
+    let registered = rss_bytes();
     rt.block_on(async {
-        sys.register(ids.clone()).await.expect("register");
         // Every window full (the default window, 64 samples a metric), then one score.
         for step in 1..=64 {
             for chunk in ids.chunks(10_000) {
@@ -224,7 +225,8 @@ fn memory(rt: &tokio::runtime::Runtime) {
          predictor heap {} B/component (sum of heap_bytes {} MB)\n  \
          estimate with actor ({} B) + actix context (~{ACTIX_ACTOR_BYTES} B) + shard entry: \
          {estimate} B/component\n  \
-         resident growth {} B/component ({} MB in all)",
+         resident growth {} B/component ({} MB in all; {} B/component with the actors \
+         registered and no sample yet)",
         METRICS.len(),
         sys.shards(),
         heap / n,
@@ -232,6 +234,7 @@ fn memory(rt: &tokio::runtime::Runtime) {
         std::mem::size_of::<ComponentActor>(),
         after.saturating_sub(before) / n,
         after.saturating_sub(before) >> 20,
+        registered.saturating_sub(before) / n,
     );
     sys.shutdown();
 }

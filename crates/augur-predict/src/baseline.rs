@@ -13,22 +13,23 @@ pub trait Surprise: Send {
 }
 
 /// Exponentially weighted mean and variance; the surprise is |z| against the state before
-/// the value is folded in.
+/// the value is folded in. Kept to 24 bytes (two sit in every metric of every component):
+/// the weight is an f32.
 #[derive(Debug, Clone)]
 pub struct Ewma {
-    alpha: f64,
     mean: f64,
     var: f64,
-    seen: u64,
+    alpha: f32,
+    seen: u32,
 }
 
 impl Ewma {
     /// `alpha` in (0, 1]: the weight of the newest value.
     pub fn new(alpha: f64) -> Self {
         Self {
-            alpha: alpha.clamp(1e-6, 1.0),
             mean: 0.0,
             var: 0.0,
+            alpha: alpha.clamp(1e-6, 1.0) as f32,
             seen: 0,
         }
     }
@@ -43,7 +44,7 @@ impl Ewma {
 
     /// Folds `x` in and returns its z-score against the state before it (0 while warming up).
     pub fn update(&mut self, x: f64) -> f64 {
-        self.seen += 1;
+        self.seen = self.seen.saturating_add(1);
         if self.seen == 1 {
             self.mean = x;
             return 0.0;
@@ -52,7 +53,7 @@ impl Ewma {
         let scale = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-9);
         let z = if self.seen > 3 { d / scale } else { 0.0 };
         // Faster adaptation while young, then the configured rate.
-        let a = self.alpha.max(1.0 / self.seen as f64);
+        let a = f64::from(self.alpha).max(1.0 / f64::from(self.seen));
         self.mean += a * d;
         self.var = (1.0 - a) * (self.var + a * d * d);
         z
@@ -133,14 +134,12 @@ pub fn median_in_place(v: &mut [f64]) -> f64 {
 /// Additive Holt-Winters (level, trend, season of `period` rows; no season when `period` < 2).
 /// The surprise is the one-step-ahead residual over an EW mean absolute residual.
 ///
-/// This sits in every metric of every component, so it is kept small: one buffer serves as
-/// the first season's rows while warming up and then as the season itself (empty, and freed,
+/// This sits in every metric of every component, so it is kept small: the smoothing weights
+/// are constants ([`HoltWinters::ALPHA`] and the next two), and one buffer serves as the
+/// first season's rows while warming up and then as the season itself (empty, and freed,
 /// without a season).
 #[derive(Debug, Clone)]
 pub struct HoltWinters {
-    alpha: f64,
-    beta: f64,
-    gamma: f64,
     level: f64,
     trend: f64,
     abs_err: f64,
@@ -152,11 +151,15 @@ pub struct HoltWinters {
 }
 
 impl HoltWinters {
+    /// The level's smoothing weight.
+    pub const ALPHA: f64 = 0.3;
+    /// The trend's.
+    pub const BETA: f64 = 0.01;
+    /// The season's.
+    pub const GAMMA: f64 = 0.1;
+
     pub fn new(period: usize) -> Self {
         Self {
-            alpha: 0.3,
-            beta: 0.01,
-            gamma: 0.1,
             level: 0.0,
             trend: 0.0,
             abs_err: 0.0,
@@ -169,14 +172,6 @@ impl HoltWinters {
             idx: 0,
             seen: 0,
         }
-    }
-
-    /// Smoothing weights (level, trend, season), each in (0, 1).
-    pub fn with_smoothing(mut self, alpha: f64, beta: f64, gamma: f64) -> Self {
-        self.alpha = alpha.clamp(1e-4, 1.0);
-        self.beta = beta.clamp(0.0, 1.0);
-        self.gamma = gamma.clamp(0.0, 1.0);
-        self
     }
 
     /// Rows that only initialise the state: the first season, or the first row.
@@ -230,10 +225,11 @@ impl HoltWinters {
         let scale = self.abs_err.max(1e-3 * self.level.abs()).max(1e-9);
         let z = err / (1.2533 * scale);
         let prev_level = self.level;
-        self.level = self.alpha * (x - s) + (1.0 - self.alpha) * (self.level + self.trend);
-        self.trend = self.beta * (self.level - prev_level) + (1.0 - self.beta) * self.trend;
+        let (alpha, beta, gamma) = (Self::ALPHA, Self::BETA, Self::GAMMA);
+        self.level = alpha * (x - s) + (1.0 - alpha) * (self.level + self.trend);
+        self.trend = beta * (self.level - prev_level) + (1.0 - beta) * self.trend;
         if self.period > 0 {
-            self.season[self.idx as usize] = self.gamma * (x - self.level) + (1.0 - self.gamma) * s;
+            self.season[self.idx as usize] = gamma * (x - self.level) + (1.0 - gamma) * s;
             self.idx = (self.idx + 1) % self.period;
         }
         self.abs_err = 0.98 * self.abs_err + 0.02 * err.abs();
@@ -248,7 +244,7 @@ impl Surprise for HoltWinters {
 }
 
 /// The longest short window a [`Likelihood`] averages.
-pub const MAX_SHORT: usize = 8;
+pub const MAX_SHORT: usize = 5;
 
 /// Numenta-style anomaly likelihood: the mean of the last `short` surprises against the
 /// long-run distribution of such means (exponentially weighted over about `long` rows, so the
@@ -259,12 +255,11 @@ pub struct Likelihood<S> {
     /// The last `short_len` surprises, a ring in a fixed array (no heap: this sits in every
     /// metric of every component; f32 is ample for a surprise capped at 1e6).
     short: [f32; MAX_SHORT],
-    short_sum: f64,
     mean: f64,
     var: f64,
     /// Rows of history the long-run distribution forgets over (its weight is `1 / long`).
-    long: u32,
-    learn: u32,
+    long: u16,
+    learn: u16,
     seen: u32,
     short_pos: u8,
     short_fill: u8,
@@ -276,13 +271,13 @@ impl<S: Surprise> Likelihood<S> {
         Self::with_windows(inner, 5, 4032, 300)
     }
 
-    /// `short` rows averaged, about `long` rows of history, `learn` rows before any score.
+    /// `short` rows averaged (at most [`MAX_SHORT`]), about `long` rows of history, `learn`
+    /// rows before any score (each 16 to 65,535).
     pub fn with_windows(inner: S, short: usize, long: usize, learn: usize) -> Self {
-        let count = |n: usize| u32::try_from(n.max(16)).unwrap_or(u32::MAX);
+        let count = |n: usize| u16::try_from(n.max(16)).unwrap_or(u16::MAX);
         Self {
             inner,
             short: [0.0; MAX_SHORT],
-            short_sum: 0.0,
             mean: 0.0,
             var: 0.0,
             long: count(long),
@@ -313,16 +308,15 @@ impl<S: Surprise> Likelihood<S> {
         let raw = if raw.is_finite() { raw.min(1e6) } else { 1e6 } as f32;
         self.seen = self.seen.saturating_add(1);
         let slot = usize::from(self.short_pos);
-        if self.short_fill == self.short_len {
-            self.short_sum -= f64::from(self.short[slot]);
-        } else {
+        if self.short_fill < self.short_len {
             self.short_fill += 1;
         }
         self.short[slot] = raw;
-        self.short_sum += f64::from(raw);
         self.short_pos = (self.short_pos + 1) % self.short_len;
-        let avg = self.short_sum / f64::from(self.short_fill);
-        let score = if self.seen > self.learn {
+        // Summed afresh (at most five adds): no running sum to drift, or to store.
+        let filled = &self.short[..usize::from(self.short_fill)];
+        let avg = filled.iter().map(|&v| f64::from(v)).sum::<f64>() / filled.len() as f64;
+        let score = if self.seen > u32::from(self.learn) {
             let std = self.var.sqrt().max(1e-3 * self.mean.abs()).max(1e-6);
             tail_score((avg - self.mean) / std)
         } else {

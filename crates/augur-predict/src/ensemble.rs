@@ -39,21 +39,22 @@ impl OnlineNorm {
 /// The surprise of a forecast residual: |residual| over its EW mean absolute value.
 #[derive(Debug, Clone, Default)]
 pub struct ResidualScale {
-    abs_mean: f64,
-    seen: u64,
+    abs_mean: f32,
+    seen: u32,
 }
 
 impl ResidualScale {
     pub fn surprise(&mut self, residual: f64) -> f64 {
-        self.seen += 1;
+        self.seen = self.seen.saturating_add(1);
         let r = residual.abs();
+        let mean = f64::from(self.abs_mean);
         let s = if self.seen > 10 {
-            r / self.abs_mean.max(1e-6)
+            r / mean.max(1e-6)
         } else {
             0.0
         };
-        let a = (1.0 / self.seen as f64).max(0.01);
-        self.abs_mean += a * (r - self.abs_mean);
+        let a = (1.0 / f64::from(self.seen)).max(0.01);
+        self.abs_mean = (mean + a * (r - mean)) as f32;
         s
     }
 }
@@ -117,8 +118,9 @@ pub struct MetricDetector {
     predicted: Option<f32>,
     residual: ResidualScale,
     lstm: Likelihood<Pushed>,
-    anomaly: f64,
-    lstm_anomaly: f64,
+    /// The scores are kept as f32 (this sits in every metric of every component).
+    anomaly: f32,
+    lstm_anomaly: f32,
 }
 
 /// The slow EW z-score's weight: about 1,000 samples of memory.
@@ -146,13 +148,14 @@ impl MetricDetector {
 
     /// Folds `value` in; returns its anomaly score.
     pub fn update(&mut self, value: f64) -> f64 {
-        self.anomaly = self.hw.update(value).max(self.ew.update(value));
+        let anomaly = self.hw.update(value).max(self.ew.update(value));
+        self.anomaly = anomaly as f32;
         self.scaled = self.norm.scale(value);
         if let Some(p) = self.predicted.take() {
             let s = self.residual.surprise(f64::from(self.scaled - p));
-            self.lstm_anomaly = self.lstm.push_surprise(s);
+            self.lstm_anomaly = self.lstm.push_surprise(s) as f32;
         }
-        self.anomaly
+        anomaly
     }
 
     /// The latest value, online-normalised: the LSTM's input.
@@ -166,12 +169,12 @@ impl MetricDetector {
     }
 
     pub fn anomaly(&self) -> f64 {
-        self.anomaly
+        f64::from(self.anomaly)
     }
 
     /// The likelihood of the LSTM's latest residual.
     pub fn lstm_anomaly(&self) -> f64 {
-        self.lstm_anomaly
+        f64::from(self.lstm_anomaly)
     }
 }
 

@@ -24,6 +24,7 @@ pub mod plot;
 pub mod predictor;
 pub mod synthetic;
 pub mod threshold;
+pub mod window;
 
 pub use error::PredictError;
 
