@@ -290,6 +290,8 @@ pub async fn serve_remote_write(
                 continue;
             }
         };
+        // Replies go out at once, not after the client's delayed ACK (Nagle).
+        stream.set_nodelay(true).ok();
         let predictors = predictors.clone();
         let label = label.clone();
         let inflight = inflight.clone();
