@@ -28,7 +28,7 @@ pub struct Predictors {
     own_model: Arc<augur_types::ModelRecord>,
     switching: Arc<Mutex<()>>,
     state: StateReader,
-    synced: Arc<Mutex<(u64, BTreeSet<ComponentId>)>>,
+    synced: Arc<Mutex<Synced>>,
     /// The applied index of the last sync, readable without the lock (checked on every push).
     synced_index: Arc<AtomicU64>,
     /// Recent series of the registered components, for root causes and causal strength.
@@ -82,7 +82,7 @@ impl Predictors {
             }),
             switching: Arc::new(Mutex::new(())),
             state,
-            synced: Arc::new(Mutex::new((0, BTreeSet::new()))),
+            synced: Arc::new(Mutex::new(Synced::default())),
             synced_index: Arc::new(AtomicU64::new(0)),
             history: Arc::new(history),
             auto_register: cfg.auto_register,
@@ -155,7 +155,7 @@ impl Predictors {
         let old = std::mem::replace(&mut *self.system.write().expect("predictors lock"), system);
         old.shutdown();
         // The new actors know no component yet: the sync that follows registers them all.
-        *self.synced.lock().await = (0, BTreeSet::new());
+        *self.synced.lock().await = Synced::default();
         self.synced_index.store(0, Ordering::Release);
         metrics::counter!("augur_model_switches_total").increment(1);
         tracing::info!(from = %running, to = %record.version, "switched to the recorded model");
@@ -170,27 +170,70 @@ impl Predictors {
         }
         self.adopt_recorded_model().await;
         let mut synced = self.synced.lock().await;
-        if synced.0 >= applied && applied > 0 {
+        if synced.applied >= applied && applied > 0 {
             return;
         }
-        let now: BTreeSet<ComponentId> =
-            self.state.read(|s| s.components.keys().cloned().collect());
-        let added: Vec<ComponentId> = now.difference(&synced.1).cloned().collect();
-        let removed: Vec<ComponentId> = synced.1.difference(&now).cloned().collect();
+        // The ids that came and went since the last sync, from the state's recent history; the
+        // whole set (one copy of every id) only when that history does not reach back.
+        let cursor = synced.cursor;
+        let (now_cursor, changes) = self.state.read(|s| {
+            let changes = cursor.and_then(|c| s.id_changes_since(c)).ok_or_else(|| {
+                s.components
+                    .keys()
+                    .cloned()
+                    .collect::<BTreeSet<ComponentId>>()
+            });
+            (s.id_cursor(), changes)
+        });
+        let (added, removed, now) = match changes {
+            Ok(changes) => {
+                let mut now = std::mem::take(&mut synced.ids);
+                let (mut added, mut removed) = (BTreeSet::new(), BTreeSet::new());
+                for (id, add) in changes {
+                    if add {
+                        removed.remove(&id);
+                        if now.insert(id.clone()) {
+                            added.insert(id);
+                        }
+                    } else if now.remove(&id) && !added.remove(&id) {
+                        removed.insert(id);
+                    }
+                }
+                (
+                    added.into_iter().collect::<Vec<_>>(),
+                    removed.into_iter().collect::<Vec<_>>(),
+                    now,
+                )
+            }
+            Err(now) => {
+                let added = now.difference(&synced.ids).cloned().collect();
+                let removed = synced.ids.difference(&now).cloned().collect();
+                (added, removed, now)
+            }
+        };
+        // Until this sync completes, the next one reads the whole set; what failed here is
+        // left out of (or kept in) `ids`, so that one retries it.
+        synced.ids = now;
+        synced.cursor = None;
         if !added.is_empty() {
-            if let Err(e) = self.system().register(added).await {
+            if let Err(e) = self.system().register(added.clone()).await {
                 tracing::warn!(error = %e, "cannot register components with the predictors");
+                added.iter().for_each(|id| {
+                    synced.ids.remove(id);
+                });
                 return;
             }
         }
         if !removed.is_empty() {
             self.history.forget(removed.iter().map(ComponentId::as_str));
-            if let Err(e) = self.system().deregister(removed).await {
+            if let Err(e) = self.system().deregister(removed.clone()).await {
                 tracing::warn!(error = %e, "cannot deregister components");
+                synced.ids.extend(removed);
                 return;
             }
         }
-        *synced = (applied, now);
+        synced.applied = applied;
+        synced.cursor = Some(now_cursor);
         self.synced_index.store(applied, Ordering::Release);
     }
 
@@ -230,6 +273,15 @@ impl Predictors {
             }
         });
     }
+}
+
+/// What the actors were last brought up to: the applied index, the state's component-id
+/// cursor (`None` until a sync completes) and the ids registered.
+#[derive(Debug, Default)]
+struct Synced {
+    applied: u64,
+    cursor: Option<augur_types::IdCursor>,
+    ids: BTreeSet<ComponentId>,
 }
 
 /// Counts a summary into `/metrics`.

@@ -24,8 +24,8 @@ pub use plan::{
     plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
 };
 pub use state::{
-    Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, KpiSample, Kpis,
-    ModelRecord, Policy, ScalingPolicy, ShadowRecord, ShadowState, ShiftRecord, TrafficWeights,
-    MAX_ACTION_PARAMS, MAX_FADE_LOG, MAX_MODEL_BYTES, WEIGHT_TOTAL,
+    Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, IdCursor,
+    KpiSample, Kpis, ModelRecord, Policy, ScalingPolicy, ShadowRecord, ShadowState, ShiftRecord,
+    TrafficWeights, MAX_ACTION_PARAMS, MAX_FADE_LOG, MAX_MODEL_BYTES, WEIGHT_TOTAL,
 };
 pub use topology::{Component, Host, Placement};

@@ -407,9 +407,83 @@ pub struct ControlState {
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
+    /// Which component ids came and went lately, for this node's own observers (not part of
+    /// the replicated value).
+    #[serde(skip)]
+    id_changes: IdChanges,
+}
+
+/// How many component-id changes [`IdChanges`] keeps.
+pub const ID_CHANGES_KEPT: usize = 65_536;
+
+/// The newest component ids added and removed, so an observer that mirrors the set of
+/// components (the predictor actors) catches up in O(changes) instead of copying every id on
+/// every applied entry. Local to one state value: a restored or deserialized state starts a
+/// new epoch with no history, and observers then read the whole set once.
+#[derive(Debug, Clone)]
+pub struct IdChanges {
+    epoch: u64,
+    count: u64,
+    /// `(count after the change, id, added)`, oldest first.
+    recent: VecDeque<(u64, ComponentId, bool)>,
+}
+
+impl Default for IdChanges {
+    fn default() -> Self {
+        static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self {
+            epoch: EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            count: 0,
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+/// Not part of the state's value: two replicas with the same state are equal whatever their
+/// local histories.
+impl PartialEq for IdChanges {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Where an observer of the component ids stands: `(epoch, count)` of [`IdChanges`].
+pub type IdCursor = (u64, u64);
+
+impl IdChanges {
+    fn record(&mut self, id: &ComponentId, added: bool) {
+        self.count += 1;
+        if self.recent.len() == ID_CHANGES_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.count, id.clone(), added));
+    }
 }
 
 impl ControlState {
+    /// Where the component-id history stands now.
+    pub fn id_cursor(&self) -> IdCursor {
+        (self.id_changes.epoch, self.id_changes.count)
+    }
+
+    /// The ids added (`true`) and removed since `since`, oldest first; `None` when the history
+    /// does not reach back that far (another epoch, or too many changes): read the whole set.
+    pub fn id_changes_since(&self, since: IdCursor) -> Option<Vec<(ComponentId, bool)>> {
+        let c = &self.id_changes;
+        let behind = c.count.checked_sub(since.1)?;
+        if since.0 != c.epoch || behind > c.recent.len() as u64 {
+            return None;
+        }
+        let skip = c.recent.len() - behind as usize;
+        Some(
+            c.recent
+                .iter()
+                .skip(skip)
+                .map(|(_, id, added)| (id.clone(), *added))
+                .collect(),
+        )
+    }
+
     /// Applies `cmd`, committed in Raft term `term`. On rejection nothing changes.
     pub fn apply(&mut self, term: u64, cmd: &Command) -> Result<Applied, Rejection> {
         match cmd {
@@ -649,7 +723,9 @@ impl ControlState {
                 }
             }
         }
-        self.components.insert(c.id.clone(), c.clone());
+        if self.components.insert(c.id.clone(), c.clone()).is_none() {
+            self.id_changes.record(&c.id, true);
+        }
         Ok(Applied::Done)
     }
 
@@ -670,6 +746,7 @@ impl ControlState {
             });
         }
         self.components.remove(id);
+        self.id_changes.record(id, false);
         self.shadows.remove(id);
         self.component_states.remove(id);
         Ok(Applied::Done)
@@ -1029,6 +1106,39 @@ mod tests {
 
     fn weights(pairs: &[(&str, u32)]) -> TrafficWeights {
         pairs.iter().map(|(k, v)| (cid(k), *v)).collect()
+    }
+
+    #[test]
+    fn id_changes_name_what_came_and_went_until_the_history_runs_out() {
+        let mut s = state_with(&["a", "b"]);
+        let start = s.id_cursor();
+        assert_eq!(s.id_changes_since(start), Some(vec![]));
+        // An update of a known id is no change of the set.
+        s.apply(1, &Command::UpsertComponent(component("a", "web", "h2")))
+            .unwrap();
+        s.apply(1, &Command::UpsertComponent(component("c", "web", "h1")))
+            .unwrap();
+        s.apply(1, &Command::RemoveComponent { id: cid("b") })
+            .unwrap();
+        // A rejected command records nothing.
+        s.apply(1, &Command::RemoveComponent { id: cid("zz") })
+            .unwrap_err();
+        assert_eq!(
+            s.id_changes_since(start),
+            Some(vec![(cid("c"), true), (cid("b"), false)])
+        );
+        assert_eq!(s.id_changes_since(s.id_cursor()), Some(vec![]));
+        // Another state value (a restore) is another epoch: read the whole set.
+        let restored: ControlState =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(restored, s);
+        assert_eq!(restored.id_changes_since(start), None);
+        assert_eq!(s.id_changes_since((start.0, start.1 + 100)), None);
+        // Beyond what is kept: the whole set.
+        for i in 0..ID_CHANGES_KEPT {
+            s.id_changes.record(&cid(&format!("x{i}")), true);
+        }
+        assert_eq!(s.id_changes_since(start), None);
     }
 
     #[test]
