@@ -243,6 +243,21 @@ impl ComponentActor {
         c.copy_from_slice(&rows.c[row * hidden..(row + 1) * hidden]);
         let next = &rows.next[row * inputs..(row + 1) * inputs];
         let setup = &self.setup;
+        if tracing::enabled!(target: "augur_actors::lstm_step", tracing::Level::DEBUG) {
+            // What the LSTM saw and said, for looking into a forecast after the fact
+            // (`RUST_LOG=augur_actors::lstm_step=debug`).
+            let mut x = vec![0.0; inputs];
+            self.predictor.lstm_input(&mut x);
+            let names: Vec<String> = self.predictor.latest().into_iter().map(|m| m.0).collect();
+            tracing::debug!(
+                target: "augur_actors::lstm_step",
+                component = %self.id,
+                p_fail = rows.p_fail[row],
+                ?x,
+                ?names,
+                "lstm step"
+            );
+        }
         let f =
             self.predictor
                 .apply_step(next, rows.p_fail[row], &setup.hazard, &setup.model_version);
