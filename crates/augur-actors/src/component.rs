@@ -23,7 +23,7 @@ pub struct ComponentSetup {
     /// The failure-hazard model that turns anomaly and LSTM output into P(fail).
     pub hazard: HazardModel,
     /// Written into every forecast.
-    pub model_version: String,
+    pub model_version: Arc<str>,
     /// The LSTM's input width (metrics beyond it are scored by the detectors only).
     pub inputs: usize,
     /// The LSTM's hidden width: each component's state is two vectors of it.
@@ -42,7 +42,7 @@ impl ComponentSetup {
         Self {
             predictor,
             hazard,
-            model_version,
+            model_version: model_version.into(),
             inputs: meta.inputs,
             hidden: meta.hidden,
         }
@@ -258,9 +258,12 @@ impl ComponentActor {
                 "lstm step"
             );
         }
-        let f =
-            self.predictor
-                .apply_step(next, rows.p_fail[row], &setup.hazard, &setup.model_version);
+        let f = self.predictor.apply_step(
+            next,
+            rows.p_fail[row],
+            &setup.hazard,
+            setup.model_version.clone(),
+        );
         Some(f.hps)
     }
 

@@ -136,7 +136,7 @@ impl PredictorSystem {
                 scorer,
                 system,
                 max_batch: cfg.max_batch,
-                model_version,
+                model_version: model_version.to_string(),
             }),
         })
     }

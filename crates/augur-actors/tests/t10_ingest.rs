@@ -27,7 +27,7 @@ async fn samples_then_a_tick_give_a_forecast_with_the_model_version() {
         .await
         .unwrap()
         .expect("forecast after the tick");
-    assert_eq!(f.model_version, MODEL_VERSION);
+    assert_eq!(&*f.model_version, MODEL_VERSION);
     assert_eq!(sys.model_version(), MODEL_VERSION);
     assert_eq!(f.at_ms, 19_000);
     assert!((0.0..=100.0).contains(&f.hps) && (0.0..=1.0).contains(&f.anomaly));

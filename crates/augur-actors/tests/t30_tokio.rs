@@ -42,7 +42,7 @@ async fn usable_from_spawned_tasks_of_a_multi_thread_runtime() {
     let f = tokio::spawn(async move { reader.forecast(&id("t3-c24")).await })
         .await
         .unwrap();
-    assert_eq!(f.unwrap().unwrap().model_version, MODEL_VERSION);
+    assert_eq!(&*f.unwrap().unwrap().model_version, MODEL_VERSION);
     let listed = tokio::spawn({
         let sys = sys.clone();
         async move { sys.list_at_risk(5, 0.0).await }

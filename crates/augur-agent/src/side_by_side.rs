@@ -40,6 +40,14 @@ impl AugurHook {
         use augur_proto::pb::cluster_client::ClusterClient;
         use augur_proto::pb::topology_client::TopologyClient;
         let dir = env.work_dir.join("augur");
+        // Each run is a new cluster: a data directory left by an earlier run (perhaps by
+        // another version, whose log this one cannot read) is not reused.
+        match std::fs::remove_dir_all(dir.join("data")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context("removing the previous run's data directory")
+            }
+            _ => {}
+        }
         std::fs::create_dir_all(&dir)?;
         let port = crate::free_local_port()?;
         self.endpoint = format!("127.0.0.1:{port}");

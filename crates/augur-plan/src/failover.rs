@@ -4,11 +4,13 @@
 //! urgent go first (lowest Health Projection Score, then largest blast radius), each taking
 //! a slot so no host is ever planned over its capacity.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use augur_graph::{action_threshold, RiskPolicy};
 pub use augur_types::Severity;
-use augur_types::{ApprovalMode, ComponentId, ControlState, Placement, Policy, ShadowState};
+use augur_types::{
+    ApprovalMode, ComponentId, ControlState, Placement, PlanStatus, Policy, ShadowState,
+};
 use serde::Serialize;
 
 use crate::placement::{choose_host, domain_tier, host_risk, Occupancy, Tier};
@@ -97,6 +99,27 @@ pub struct Decision {
 /// depends on it at least this strongly: co-location says they were placed together on
 /// purpose (a sidecar, a local cache), and left behind every call would cross hosts or zones.
 pub const FOLLOW_STRENGTH: f64 = 0.8;
+
+/// How long a shadow or new instance is left alone after its plan started, ms (see
+/// [`recently_started`]).
+pub const FRESH_HOLD_MS: u64 = 120_000;
+
+/// The shadows and new instances whose plan (a failover or a scale-out) started less than
+/// `hold_ms` before `now_ms`. Their telemetry is a few seconds old and was taken while traffic
+/// moved onto them, so a prediction about them is not acted on yet: the anti-flapping hold of
+/// failover managers (orchestrator blocks a second recovery of the same cluster for a while).
+/// A crash is still the health checks' to handle, and an operator can still move them.
+pub fn recently_started(state: &ControlState, now_ms: u64, hold_ms: u64) -> BTreeSet<ComponentId> {
+    state
+        .plans
+        .values()
+        .filter_map(|p| {
+            let started = p.history.iter().find(|e| e.status == PlanStatus::Started)?;
+            let shadow = p.shadow.as_ref()?;
+            (started.at_ms.saturating_add(hold_ms) > now_ms).then(|| shadow.clone())
+        })
+        .collect()
+}
 
 /// The failovers to start now, most urgent first. Components with a shadow not yet retired
 /// (in flight, rolled back, or promoted) and those with no known risk are left alone. Each placed shadow takes a slot of its host

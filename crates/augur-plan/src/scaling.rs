@@ -624,6 +624,15 @@ mod tests {
             s.apply(1, &cmd).unwrap();
         }
         assert!(scale_steps(&s).is_empty(), "nothing before an outcome");
+        // Fresh instances are not moved on a prediction until the hold has passed.
+        let fresh = crate::recently_started(&s, crate::FRESH_HOLD_MS, crate::FRESH_HOLD_MS);
+        assert_eq!(
+            fresh.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            ["web.scale-1", "web.scale-2"]
+        );
+        assert!(
+            crate::recently_started(&s, 1 + crate::FRESH_HOLD_MS, crate::FRESH_HOLD_MS).is_empty()
+        );
         let report = |s: &mut ControlState, instance: &str, outcome: ActionOutcome| {
             let id = s.action_by_request(&format!("plan:{instance}")).unwrap().id;
             let cmd = Command::ReportOutcome {

@@ -132,7 +132,8 @@ pub struct Forecast {
     pub hps: f64,
     /// The indicators that moved it, strongest first: (name, contribution).
     pub why: Vec<(String, f64)>,
-    pub model_version: String,
+    /// Shared by every forecast made with the same model.
+    pub model_version: Arc<str>,
     /// Samples per metric seen so far: how much history the detectors had.
     #[serde(default)]
     pub samples: u64,
@@ -155,8 +156,8 @@ pub struct LoadTrend {
 #[derive(Debug, Clone)]
 pub struct ComponentPredictor {
     metrics: Vec<MetricState>,
-    h: Vec<f32>,
-    c: Vec<f32>,
+    /// The LSTM state: `h` then `c`, `hidden` values each, in one allocation.
+    hc: Box<[f32]>,
     dirty: bool,
     last_ms: i64,
     /// In-order samples taken, every metric together.
@@ -170,8 +171,7 @@ impl ComponentPredictor {
     pub fn new(hidden: usize) -> Self {
         Self {
             metrics: Vec::new(),
-            h: vec![0.0; hidden],
-            c: vec![0.0; hidden],
+            hc: vec![0.0; 2 * hidden].into_boxed_slice(),
             dirty: false,
             last_ms: 0,
             samples: 0,
@@ -259,7 +259,8 @@ impl ComponentPredictor {
 
     /// The LSTM state, `hidden` values each.
     pub fn state_mut(&mut self) -> (&mut [f32], &mut [f32]) {
-        (&mut self.h, &mut self.c)
+        let hidden = self.hc.len() / 2;
+        self.hc.split_at_mut(hidden)
     }
 
     /// Takes the batched step's results (`next` forecasts of the scaled inputs, the LSTM's
@@ -269,7 +270,7 @@ impl ComponentPredictor {
         next: &[f32],
         lstm_p_fail: f32,
         hazard: &HazardModel,
-        model_version: &str,
+        model_version: impl Into<Arc<str>>,
     ) -> &Forecast {
         for (m, p) in self.metrics.iter_mut().filter(|m| !m.is_load).zip(next) {
             m.detector.set_prediction(*p);
@@ -326,7 +327,7 @@ impl ComponentPredictor {
             lead_time_s: lead,
             hps,
             why,
-            model_version: model_version.to_string(),
+            model_version: model_version.into(),
             samples: self.samples / self.metrics.len().max(1) as u64,
             load: self.load.map(|(level, per_s)| LoadTrend {
                 level: f64::from(level),
@@ -376,7 +377,7 @@ impl ComponentPredictor {
                 .iter()
                 .map(|m| m.window.heap_bytes() + m.detector.heap_bytes())
                 .sum::<usize>()
-            + (self.h.capacity() + self.c.capacity()) * 4
+            + self.hc.len() * 4
     }
 }
 

@@ -48,6 +48,13 @@ pub struct PlannerSection {
     /// A component must stay over its threshold this long (consecutive planning rounds)
     /// before a plan is recorded: one noisy scrape does not move it, ms. 0: at once.
     pub confirm_ms: u64,
+    /// A shadow or new instance is not moved on a prediction until this long after its plan
+    /// started (anti-flapping: its baseline is seconds old), ms. 0: no hold.
+    pub fresh_hold_ms: u64,
+}
+
+fn default_fresh_hold_ms() -> u64 {
+    augur_plan::FRESH_HOLD_MS
 }
 
 impl Default for PlannerSection {
@@ -59,6 +66,7 @@ impl Default for PlannerSection {
             max_lapses: 3,
             min_samples: 30,
             confirm_ms: 2_000,
+            fresh_hold_ms: default_fresh_hold_ms(),
         }
     }
 }

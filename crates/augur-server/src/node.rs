@@ -222,7 +222,7 @@ pub async fn run(
             pb::topology_server::TopologyServer::new(TopologyService::new(
                 node.clone(),
                 Some(predictors.clone()),
-                cfg.planner.min_samples,
+                crate::planner::Admit::of(&cfg.planner),
             ))
             .max_decoding_message_size(max),
         )

@@ -26,14 +26,32 @@ use crate::predict::Predictors;
 use crate::service::now_ms;
 use crate::service::topology::{cached_blast_radii, RiskCache};
 
+/// Which forecasts the planner acts on: those of components whose detectors have a baseline
+/// (`planner.min_samples`), and not those of shadows and new instances still in their
+/// anti-flapping hold (`planner.fresh_hold_ms`, see [`augur_plan::recently_started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admit {
+    pub min_samples: u64,
+    pub fresh_hold_ms: u64,
+}
+
+impl Admit {
+    pub fn of(cfg: &PlannerSection) -> Self {
+        Self {
+            min_samples: cfg.min_samples,
+            fresh_hold_ms: cfg.fresh_hold_ms,
+        }
+    }
+}
+
 /// The decisions the planner takes now, most urgent first.
 pub async fn decisions(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
-    min_samples: u64,
+    admit: Admit,
 ) -> Result<Vec<Decision>, Status> {
-    let inputs = inputs(node, predictors, cache, min_samples).await?;
+    let inputs = inputs(node, predictors, cache, admit).await?;
     Ok(node
         .state
         .read(|s| augur_plan::plan_failovers(s, &inputs.risks, &PlannerConfig::default())))
@@ -44,9 +62,9 @@ pub async fn footprints(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
-    min_samples: u64,
+    admit: Admit,
 ) -> Result<Vec<FootprintPlan>, Status> {
-    let inputs = inputs(node, predictors, cache, min_samples).await?;
+    let inputs = inputs(node, predictors, cache, admit).await?;
     Ok(node
         .state
         .read(|s| augur_plan::plan_footprints(s, &inputs.risks)))
@@ -68,7 +86,7 @@ async fn inputs(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
-    min_samples: u64,
+    admit: Admit,
 ) -> Result<Inputs, Status> {
     let forecasts = predictors
         .system()
@@ -84,10 +102,14 @@ async fn inputs(
         .iter()
         .map(|b| (b.component.as_str(), b.blast_radius))
         .collect();
-    // Components still warming up have no baseline to be anomalous against.
+    // Components still warming up have no baseline to be anomalous against; fresh shadows
+    // and instances are in their hold.
+    let fresh = node
+        .state
+        .read(|s| augur_plan::recently_started(s, now_ms(), admit.fresh_hold_ms));
     let risks: BTreeMap<ComponentId, ComponentRisk> = forecasts
         .iter()
-        .filter(|(_, f)| f.samples >= min_samples)
+        .filter(|(id, f)| f.samples >= admit.min_samples && !fresh.contains(id))
         .map(|(id, f)| {
             let r = ComponentRisk {
                 p_fail: f.p_fail[1],
@@ -130,7 +152,7 @@ async fn inputs(
 /// [`start_plan`]), so a failover does not wait a planning period per step.
 pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     let act = cfg.act;
-    let min_samples = cfg.min_samples;
+    let admit = Admit::of(cfg);
     let confirm_ms = cfg.confirm_ms;
     let mut due_since: HashMap<ComponentId, u64> = HashMap::new();
     let every = Duration::from_millis(cfg.every_ms);
@@ -161,7 +183,7 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 // below.
                 expire_leases(&node, &leases).await;
                 if act {
-                    match inputs(&node, &predictors, &cache, min_samples).await {
+                    match inputs(&node, &predictors, &cache, admit).await {
                         Ok(Inputs { risks, why, loads }) => {
                             let cfg = PlannerConfig::default();
                             let (found, footprints, scale) = node.state.read(|s| {

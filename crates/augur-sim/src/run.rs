@@ -250,6 +250,8 @@ fn run_one(
         ..PredictorConfig::default()
     };
     let hazard = default_hazard();
+    // One copy of the version for every forecast.
+    let version: std::sync::Arc<str> = model.meta.version.as_str().into();
     let mut state = state_of(fleet);
     let mut slots: Vec<Slot> = fleet
         .instances
@@ -454,7 +456,7 @@ fn run_one(
                     &out.next[row * inputs..(row + 1) * inputs],
                     out.p_fail[row],
                     &hazard,
-                    &model.meta.version,
+                    version.clone(),
                 );
             }
         }

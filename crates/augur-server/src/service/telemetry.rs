@@ -52,7 +52,7 @@ pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
                 weight: *weight,
             })
             .collect(),
-        model_version: f.model_version.clone(),
+        model_version: f.model_version.to_string(),
         samples: f.samples,
         load: f.load.map(|l| pb::Load {
             level: l.level,

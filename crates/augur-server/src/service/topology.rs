@@ -21,8 +21,8 @@ pub struct TopologyService {
     /// The last blast radii and the graph they are for: when only some edges changed since,
     /// `GetRisk` walks what those edges reach instead of the whole graph.
     risk_cache: Arc<RiskCache>,
-    /// `planner.min_samples`: the preview leaves out what the planner would.
-    min_samples: u64,
+    /// What the planner admits: the preview leaves out what the planner would.
+    admit: crate::planner::Admit,
 }
 
 /// The graph the cached blast radii are for, and the radii.
@@ -56,12 +56,12 @@ pub(crate) fn cached_blast_radii(cache: &RiskCache, g: DepGraph) -> Vec<BlastRad
 impl TopologyService {
     /// `predictors` gives `GetRisk` its P(fail) (each component's latest forecast) and
     /// `RankRootCauses` its metric history.
-    pub fn new(node: Node, predictors: Option<Predictors>, min_samples: u64) -> Self {
+    pub fn new(node: Node, predictors: Option<Predictors>, admit: crate::planner::Admit) -> Self {
         Self {
             node,
             predictors,
             risk_cache: Default::default(),
-            min_samples,
+            admit,
         }
     }
 
@@ -482,8 +482,7 @@ impl pb::topology_server::Topology for TopologyService {
             return Ok(Response::new(pb::PlanFailoversResponse::default()));
         };
         let decisions =
-            crate::planner::decisions(&self.node, predictors, &self.risk_cache, self.min_samples)
-                .await?;
+            crate::planner::decisions(&self.node, predictors, &self.risk_cache, self.admit).await?;
         Ok(Response::new(pb::PlanFailoversResponse {
             decisions: decisions
                 .into_iter()
@@ -515,7 +514,7 @@ impl pb::topology_server::Topology for TopologyService {
             return Ok(Response::new(pb::PlanFootprintsResponse::default()));
         };
         let plans =
-            crate::planner::footprints(&self.node, predictors, &self.risk_cache, self.min_samples)
+            crate::planner::footprints(&self.node, predictors, &self.risk_cache, self.admit)
                 .await?;
         let footprints = plans
             .into_iter()
