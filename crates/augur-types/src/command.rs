@@ -135,6 +135,10 @@ pub enum Command {
         note: String,
         at_ms: u64,
     },
+    /// Replaces the shard map (see [`crate::ShardMap`]). `map.epoch` names the epoch it was
+    /// computed from (0 while there is none), so a map computed by a deposed leader is
+    /// refused; the accepted one gets the next epoch.
+    SetShards(crate::ShardMap),
     /// Several independent commands in one Raft entry (group commit). Each is applied on
     /// its own: one's rejection does not undo the others. Batches do not nest.
     Batch(Vec<Command>),
@@ -169,6 +173,7 @@ impl Command {
             Command::PutComponentState { .. } => "put_component_state",
             Command::ProposePlan { .. } => "propose_plan",
             Command::DecidePlan { .. } => "decide_plan",
+            Command::SetShards(_) => "set_shards",
             Command::Batch(_) => "batch",
         }
     }
@@ -237,6 +242,8 @@ pub enum Rejection {
         version: u64,
         held: u64,
     },
+    #[error("shard map computed from epoch {from}; the map is at epoch {current}")]
+    StaleShardMap { from: u64, current: u64 },
     #[error("unknown plan {id:?} (plan ids are plan-N)")]
     UnknownPlan { id: String },
     #[error("plan {id} cannot go from {from} to {to}")]

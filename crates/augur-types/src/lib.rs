@@ -13,6 +13,7 @@ mod fixtures;
 mod ids;
 mod lease;
 mod plan;
+mod shards;
 mod state;
 mod topology;
 
@@ -23,6 +24,7 @@ pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{
     plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
 };
+pub use shards::{shard_of, ShardAssignment, ShardMap, SHARD_COUNT};
 pub use state::{
     Action, ActionKind, ActionOutcome, ActionStatus, ApprovalMode, ControlState, IdCursor,
     KpiSample, Kpis, ModelRecord, Policy, ScalingPolicy, ShadowRecord, ShadowState, ShiftRecord,

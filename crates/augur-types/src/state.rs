@@ -404,6 +404,10 @@ pub struct ControlState {
     /// Components' state snapshots, recorded while a shadow is synced (capped).
     #[serde(default)]
     pub component_states: BTreeMap<ComponentId, crate::ComponentState>,
+    /// Which node owns each shard of components, and which stands by; none until the
+    /// leader records one.
+    #[serde(default)]
+    pub shards: Option<crate::ShardMap>,
     /// Request id → sequence number, so a retried append is answered, not repeated.
     #[serde(skip)]
     request_index: HashMap<String, u64>,
@@ -582,6 +586,21 @@ impl ControlState {
                 if self.model.as_ref().map(|r| &r.version) != Some(&m.version) {
                     self.model = Some(m.clone());
                 }
+                Ok(Applied::Done)
+            }
+            Command::SetShards(map) => {
+                map.validate()?;
+                let current = self.shards.as_ref().map_or(0, |m| m.epoch);
+                if map.epoch != current {
+                    return Err(Rejection::StaleShardMap {
+                        from: map.epoch,
+                        current,
+                    });
+                }
+                self.shards = Some(crate::ShardMap {
+                    epoch: current + 1,
+                    shards: map.shards.clone(),
+                });
                 Ok(Applied::Done)
             }
             Command::Batch(cmds) => {
