@@ -460,3 +460,104 @@ pub fn plans(ep: &str) -> Vec<serde_json::Value> {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     v.as_array().cloned().unwrap_or_default()
 }
+
+// ---- shards: a small fleet's telemetry, pushed to one node; an owner killed mid-stream ----
+
+/// One batch of a small fleet: every component's latency and memory at step `k` (seeded
+/// noise around a steady level).
+pub fn fleet_step(
+    ids: &[String],
+    k: i64,
+    rng: &mut augur_predict::lstm::SeededRng,
+) -> pb::SampleBatch {
+    let samples = ids
+        .iter()
+        .flat_map(|c| {
+            let latency = 100.0 + (rng.unit() - 0.5) * 2.0;
+            let memory = 40.0 + (rng.unit() - 0.5);
+            [("latency_ms", latency), ("mem_pct", memory)].map(|(m, v)| pb::Sample {
+                component: c.clone(),
+                metric: m.into(),
+                timestamp_ms: k * 1000,
+                value: v,
+            })
+        })
+        .collect();
+    pb::SampleBatch { samples }
+}
+
+/// Pushes `batches` to the node at `addr` over one stream.
+pub async fn push_to(addr: &str, batches: Vec<pb::SampleBatch>) -> pb::PushSummary {
+    let ch = channel(addr).await.expect("channel");
+    pb::telemetry_client::TelemetryClient::new(ch)
+        .push(futures::stream::iter(batches))
+        .await
+        .expect("push")
+        .into_inner()
+}
+
+/// `id`'s forecast as the node at `addr` answers it (from the owner, else the standby).
+pub async fn forecast_via(addr: &str, id: &str) -> Option<pb::Forecast> {
+    let ch = channel(addr).await?;
+    pb::telemetry_client::TelemetryClient::new(ch)
+        .get_forecast(pb::GetForecastRequest {
+            component: id.into(),
+            this_node_only: false,
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// How a component's forecasts came back after its owner was killed.
+pub struct Takeover {
+    /// From the kill to the first forecast of a sample pushed after it, made by another node.
+    pub resumed: Duration,
+    pub forecast: pb::Forecast,
+    /// Steps pushed after the kill, up to that forecast.
+    pub steps: i64,
+}
+
+/// Kills node `victim` (SIGKILL), then pushes the fleet's next steps to `entry` one at a
+/// time, reading `component`'s forecast after each, until another node serves a forecast of
+/// a step pushed after the kill. `k` is the next step; it is advanced past the steps pushed.
+pub async fn kill_and_follow(
+    cluster: &mut Cluster,
+    victim: u64,
+    entry: &str,
+    component: &str,
+    ids: &[String],
+    k: &mut i64,
+    rng: &mut augur_predict::lstm::SeededRng,
+) -> Takeover {
+    cluster.kill(victim);
+    let killed = std::time::Instant::now();
+    let first = *k;
+    loop {
+        let summary = push_to(entry, vec![fleet_step(ids, *k, rng)]).await;
+        assert_eq!(summary.unknown_component, 0, "{summary:?}");
+        *k += 1;
+        if let Some(f) = forecast_via(entry, component).await {
+            if f.node != victim && f.at_ms >= first * 1000 {
+                return Takeover {
+                    resumed: killed.elapsed(),
+                    forecast: f,
+                    steps: *k - first,
+                };
+            }
+        }
+        assert!(*k - first < 5_000, "forecasts of {component} never resumed");
+    }
+}
+
+impl Cluster {
+    /// Waits until every running node has applied what node `from` has applied.
+    pub async fn wait_all_applied(&self, from: u64) {
+        let index = status(&self.addr(from)).await.expect("status").last_applied;
+        for (id, n) in &self.nodes {
+            if n.running() {
+                self.wait_applied(*id, index).await;
+            }
+        }
+    }
+}

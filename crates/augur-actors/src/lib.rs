@@ -37,4 +37,4 @@ pub use shard::{
     AtRisk, Deregister, ForecastOf, IngestBatch, ObserveComponent, ObserveShard, Register, Shard,
     SHARD_MAILBOX,
 };
-pub use system::{risk_of, shard_of, PredictorSystem};
+pub use system::{rank_at_risk, risk_of, shard_of, PredictorSystem};

@@ -298,9 +298,16 @@ impl PredictorSystem {
         for reply in replies {
             all.extend(reply?);
         }
-        all.retain(|(_, f)| f.hps <= max_hps);
-        all.sort_by(|a, b| a.1.hps.total_cmp(&b.1.hps).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(limit);
+        rank_at_risk(&mut all, limit, min_risk);
         Ok(all)
     }
+}
+
+/// Keeps the up to `limit` forecasts whose risk ([`risk_of`]) is at least `min_risk`,
+/// riskiest (lowest HPS) first, ties by id: the order of [`PredictorSystem::list_at_risk`].
+pub fn rank_at_risk(all: &mut Vec<(ComponentId, Forecast)>, limit: usize, min_risk: f64) {
+    let max_hps = 100.0 * (1.0 - min_risk.clamp(0.0, 1.0));
+    all.retain(|(_, f)| f.hps <= max_hps);
+    all.sort_by(|a, b| a.1.hps.total_cmp(&b.1.hps).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(limit);
 }

@@ -424,10 +424,12 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
                 ms.iter()
                     .map(|m| {
                         format!(
-                            "{:>4} {:<22} {}",
+                            "{:>4} {:<22} {:<7} shards: {} owned, {} standby",
                             m.id,
                             m.addr,
-                            if m.voter { "voter" } else { "learner" }
+                            if m.voter { "voter" } else { "learner" },
+                            m.shards_owned,
+                            m.shards_standby
                         )
                     })
                     .collect::<Vec<_>>()

@@ -25,6 +25,8 @@ pub struct ForecastView {
     load: Option<(f64, f64)>,
     why: Vec<(String, f64)>,
     model_version: String,
+    /// The controller node whose predictors made it (0 in `at-risk`, gathered from all).
+    node: u64,
 }
 
 impl From<pb::Forecast> for ForecastView {
@@ -41,6 +43,7 @@ impl From<pb::Forecast> for ForecastView {
             load: f.load.map(|l| (l.level, l.per_s)),
             why: f.why.into_iter().map(|i| (i.name, i.weight)).collect(),
             model_version: f.model_version,
+            node: f.node,
         }
     }
 }
@@ -70,7 +73,10 @@ fn table(rows: &[ForecastView]) -> String {
 }
 
 pub async fn forecast(client: &mut Client, output: Output, id: String) -> Result<(), Status> {
-    let req = pb::GetForecastRequest { component: id };
+    let req = pb::GetForecastRequest {
+        component: id,
+        this_node_only: false,
+    };
     let f = client
         .call(|c| {
             let req = req.clone();
@@ -89,7 +95,11 @@ pub async fn at_risk(
     limit: u32,
     min_risk: f64,
 ) -> Result<(), Status> {
-    let req = pb::ListAtRiskRequest { limit, min_risk };
+    let req = pb::ListAtRiskRequest {
+        limit,
+        min_risk,
+        this_node_only: false,
+    };
     let r = client
         .call(|c| async move { TelemetryClient::new(c).list_at_risk(req).await })
         .await?

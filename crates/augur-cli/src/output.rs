@@ -10,6 +10,9 @@ pub struct MemberView {
     pub id: u64,
     pub addr: String,
     pub voter: bool,
+    /// Shards of components the member owns and stands by for.
+    pub shards_owned: u32,
+    pub shards_standby: u32,
 }
 
 #[derive(Serialize)]
@@ -21,6 +24,8 @@ pub struct StatusView {
     pub term: u64,
     pub last_log_index: u64,
     pub last_applied: u64,
+    /// The shard map's epoch; 0 while there is none.
+    pub shard_epoch: u64,
     pub members: Vec<MemberView>,
 }
 
@@ -63,6 +68,8 @@ pub fn members(m: Vec<pb::Member>) -> Vec<MemberView> {
             id: m.id,
             addr: m.addr,
             voter: m.voter,
+            shards_owned: m.shards_owned,
+            shards_standby: m.shards_standby,
         })
         .collect()
 }
@@ -77,6 +84,7 @@ impl From<pb::StatusResponse> for StatusView {
             term: s.term,
             last_log_index: s.last_log_index,
             last_applied: s.last_applied,
+            shard_epoch: s.shard_epoch,
             members: members(s.members),
         }
     }

@@ -37,7 +37,8 @@ pub fn rejection_status(r: &Rejection) -> Status {
         | Rejection::OutcomeConflict { .. }
         | Rejection::IllegalPlanTransition { .. }
         | Rejection::ActionClaimed { .. }
-        | Rejection::StaleState { .. } => Code::FailedPrecondition,
+        | Rejection::StaleState { .. }
+        | Rejection::StaleShardMap { .. } => Code::FailedPrecondition,
     };
     Status::new(code, r.to_string())
 }

@@ -94,6 +94,20 @@ pub struct ClusterSection {
     /// The initial voters.
     #[serde(default)]
     pub members: Vec<MemberConfig>,
+    /// How often the leader probes every member to keep the shard map on live nodes.
+    #[serde(default = "default_probe_ms")]
+    pub probe_ms: u64,
+    /// Probes in a row a member must miss to count as dead: its shards go to their standbys.
+    #[serde(default = "default_dead_after_probes")]
+    pub dead_after_probes: u32,
+}
+
+fn default_probe_ms() -> u64 {
+    250
+}
+
+fn default_dead_after_probes() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -338,6 +352,12 @@ impl NodeConfig {
         }
         if g.max_pending_spans == 0 {
             err("graph.max_pending_spans", "must be above 0".into());
+        }
+        if self.cluster.probe_ms == 0 {
+            err("cluster.probe_ms", "must be above 0".into());
+        }
+        if self.cluster.dead_after_probes == 0 {
+            err("cluster.dead_after_probes", "must be above 0".into());
         }
         if self.planner.every_ms == 0 {
             err("planner.every_ms", "must be above 0".into());

@@ -14,6 +14,7 @@ mod planner;
 mod predict;
 mod proposer;
 mod service;
+mod shards;
 
 pub use config::{
     ClusterSection, ConfigError, ConfigLoadError, GraphSection, LimitsSection, MemberConfig,

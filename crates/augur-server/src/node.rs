@@ -166,8 +166,16 @@ pub async fn run(
     let edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
     crate::graph::spawn_fader(node.clone(), &cfg.graph);
     let traces = OtlpTraceService::spawn(&cfg.graph, edges.clone());
-    let predictors = crate::predict::Predictors::start(&cfg.telemetry, node.state.clone())?;
+    let peers = crate::shards::Peers::new(raft.clone(), cfg.node.id);
+    let predictors =
+        crate::predict::Predictors::start(&cfg.telemetry, node.state.clone(), peers.clone())?;
     predictors.spawn_sync();
+    crate::shards::spawn_keeper(
+        node.clone(),
+        peers,
+        Duration::from_millis(cfg.cluster.probe_ms),
+        cfg.cluster.dead_after_probes,
+    );
     if cfg.telemetry.causal_every_s > 0 {
         crate::graph::spawn_causal(
             predictors.history.clone(),

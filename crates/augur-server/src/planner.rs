@@ -72,7 +72,7 @@ pub async fn footprints(
 
 /// What the planner knows of the components' future.
 struct Inputs {
-    /// P(fail within 1 h) and HPS from this node's forecasts (components still warming up
+    /// P(fail within 1 h) and HPS from the fleet's forecasts (components still warming up
     /// left out), blast radius from the graph.
     risks: BTreeMap<ComponentId, ComponentRisk>,
     /// The indicators behind each component's forecast, for the reasons the planner records.
@@ -81,18 +81,14 @@ struct Inputs {
     loads: BTreeMap<ComponentId, Load>,
 }
 
-/// Reads this node's forecasts and the graph's blast radii (see [`Inputs`]).
+/// Reads the fleet's forecasts (every shard's, from its owner) and the graph's blast radii (see [`Inputs`]).
 async fn inputs(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
     admit: Admit,
 ) -> Result<Inputs, Status> {
-    let forecasts = predictors
-        .system()
-        .list_at_risk(usize::MAX, 0.0)
-        .await
-        .map_err(|e| Status::unavailable(format!("predictors: {e}")))?;
+    let forecasts = predictors.fleet_forecasts().await?;
     let g = node.state.read(ControlState::dependency_graph);
     let cache = cache.clone();
     let radii = tokio::task::spawn_blocking(move || cached_blast_radii(&cache, g))

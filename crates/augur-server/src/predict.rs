@@ -10,12 +10,15 @@ use anyhow::Context;
 use augur_actors::{ActorsConfig, ActorsError, IngestSummary, PredictorSystem, Sample};
 use augur_graph::{HistoryConfig, MetricHistory};
 use augur_predict::lstm::LstmModel;
-use augur_predict::predictor::PredictorConfig;
+use augur_predict::predictor::{Forecast, PredictorConfig};
 use augur_store::StateReader;
 use augur_types::ComponentId;
+use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::config::TelemetrySection;
+use crate::shards::{nodes_of, serves_alone, Peers, Split};
+use tonic::Status;
 
 /// The predictor actors plus the set of components they were told about.
 #[derive(Clone)]
@@ -34,12 +37,14 @@ pub struct Predictors {
     /// Recent series of the registered components, for root causes and causal strength.
     pub history: Arc<MetricHistory>,
     auto_register: bool,
+    /// The other nodes: where samples and forecast reads of their shards go.
+    peers: Peers,
 }
 
 impl Predictors {
     /// Loads the model (the configured file or the one shipped in the binary) and starts the
     /// actors.
-    pub fn start(cfg: &TelemetrySection, state: StateReader) -> anyhow::Result<Self> {
+    pub fn start(cfg: &TelemetrySection, state: StateReader, peers: Peers) -> anyhow::Result<Self> {
         let own_model = match &cfg.model {
             Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
             None => augur_predict::DEFAULT_MODEL.to_vec(),
@@ -86,11 +91,173 @@ impl Predictors {
             synced_index: Arc::new(AtomicU64::new(0)),
             history: Arc::new(history),
             auto_register: cfg.auto_register,
+            peers,
         })
     }
 
-    /// Takes a batch: the registered components' samples go into the history, and every
-    /// sample to the actors, which judge and count each one.
+    /// Takes a batch from a client: each sample goes to its shard's owner and standby (this
+    /// node's actors, or another node's). The summary is the owners' judgement; the samples
+    /// of an owner that cannot be reached count as lost (its standby still took them). A
+    /// saturated owner's `RESOURCE_EXHAUSTED` comes back as it is.
+    pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, Status> {
+        let me = self.peers.me;
+        let map = self
+            .state
+            .read(|s| s.shards.clone().filter(|m| !serves_alone(m, me)));
+        let Some(map) = map else {
+            return self.ingest(samples).await.map_err(actors_status);
+        };
+        let split = Split::of(&map, me, samples);
+        let here = |xs: Vec<Sample>| async move {
+            if xs.is_empty() {
+                Ok(IngestSummary::default())
+            } else {
+                self.ingest(xs).await
+            }
+        };
+        let there = |to: std::collections::HashMap<u64, Vec<Sample>>| {
+            join_all(to.into_iter().map(|(node, xs)| async move {
+                let n = xs.len() as u64;
+                (node, n, self.peers.forward(node, xs).await)
+            }))
+        };
+        let (owned, standby, to_owner, to_standby) = tokio::join!(
+            here(split.owned),
+            here(split.standby),
+            there(split.to_owner),
+            there(split.to_standby)
+        );
+        let mut summary = owned.map_err(actors_status)?;
+        if let Err(e) = standby {
+            tracing::debug!(error = %e, "standby samples not taken");
+        }
+        for (node, n, reply) in to_owner {
+            match reply {
+                Ok(s) => summary.merge(&summary_from_wire(&s)),
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => return Err(s),
+                Err(s) => {
+                    metrics::counter!("augur_forward_failures_total", "role" => "owner")
+                        .increment(1);
+                    tracing::debug!(node, error = %s, "cannot forward samples to their owner");
+                    summary.lost += n;
+                }
+            }
+        }
+        for (node, _, reply) in to_standby {
+            if let Err(s) = reply {
+                metrics::counter!("augur_forward_failures_total", "role" => "standby").increment(1);
+                tracing::debug!(node, error = %s, "cannot forward samples to their standby");
+            }
+        }
+        Ok(summary)
+    }
+
+    /// A component's latest forecast: from its owner, or from its standby when the owner has
+    /// none or cannot be reached.
+    pub async fn forecast(&self, id: &ComponentId) -> Result<Option<(u64, Forecast)>, Status> {
+        let me = self.peers.me;
+        let assignment = self
+            .state
+            .read(|s| s.shards.as_ref().map(|m| m.assignment(id.as_str())));
+        let here = || async {
+            let f = self.system().forecast(id).await.map_err(actors_status)?;
+            Ok::<_, Status>(f.map(|f| (me, f)))
+        };
+        let Some(a) = assignment else {
+            return here().await;
+        };
+        let (mut answered, mut failed) = (false, None);
+        for node in std::iter::once(a.owner).chain(a.standby) {
+            let reply = if node == me {
+                here().await
+            } else {
+                self.peers.forecast(node, id.as_str()).await
+            };
+            match reply {
+                Ok(Some(f)) => return Ok(Some(f)),
+                Ok(None) => answered = true,
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if !answered => Err(e),
+            _ => Ok(None),
+        }
+    }
+
+    /// The latest forecast of every component the fleet scores: each shard's from its owner,
+    /// or from its standby where the owner cannot be reached.
+    pub async fn fleet_forecasts(&self) -> Result<Vec<(ComponentId, Forecast)>, Status> {
+        let me = self.peers.me;
+        let map = self
+            .state
+            .read(|s| s.shards.clone().filter(|m| !serves_alone(m, me)));
+        let Some(map) = map else {
+            return self
+                .system()
+                .list_at_risk(usize::MAX, 0.0)
+                .await
+                .map_err(actors_status);
+        };
+        let replies = join_all(nodes_of(&map).into_iter().map(|node| async move {
+            let rows = if node == me {
+                self.system()
+                    .list_at_risk(usize::MAX, 0.0)
+                    .await
+                    .map(|rows| {
+                        rows.into_iter()
+                            .map(|(id, f)| (String::from(id), f))
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(actors_status)
+            } else {
+                self.peers.forecasts(node).await
+            };
+            (node, rows)
+        }))
+        .await;
+        // Per component, the owner's forecast beats the standby's.
+        let mut best: std::collections::HashMap<String, (u8, Forecast)> = Default::default();
+        let mut answered = false;
+        for (node, rows) in replies {
+            let rows = match rows {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "no forecasts from a node");
+                    continue;
+                }
+            };
+            answered = true;
+            for (id, f) in rows {
+                let a = map.assignment(&id);
+                let rank = if a.owner == node {
+                    0
+                } else if a.standby == Some(node) {
+                    1
+                } else {
+                    2
+                };
+                match best.get(&id) {
+                    Some((r, _)) if *r <= rank => {}
+                    _ => {
+                        best.insert(id, (rank, f));
+                    }
+                }
+            }
+        }
+        if !answered {
+            return Err(Status::unavailable("no node answered with its forecasts"));
+        }
+        let mut rows: Vec<(ComponentId, Forecast)> = best
+            .into_iter()
+            .filter_map(|(id, (_, f))| ComponentId::new(id).ok().map(|id| (id, f)))
+            .collect();
+        augur_actors::rank_at_risk(&mut rows, usize::MAX, 0.0);
+        Ok(rows)
+    }
+
+    /// Takes a batch into this node's own actors: the registered components' samples go
+    /// into the history, and every sample to the actors, which judge and count each one.
     pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
         self.sync().await;
         let known: Vec<bool> = if self.auto_register {
@@ -112,6 +279,11 @@ impl Predictors {
         );
         metrics::counter!("augur_history_samples_total").increment(recorded.kept);
         self.system().ingest(samples).await
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> u64 {
+        self.peers.me
     }
 
     /// The running actors (a cheap handle).
@@ -175,15 +347,26 @@ impl Predictors {
         }
         // The ids that came and went since the last sync, from the state's recent history; the
         // whole set (one copy of every id) only when that history does not reach back.
-        let cursor = synced.cursor;
-        let (now_cursor, changes) = self.state.read(|s| {
-            let changes = cursor.and_then(|c| s.id_changes_since(c)).ok_or_else(|| {
-                s.components
-                    .keys()
-                    .cloned()
-                    .collect::<BTreeSet<ComponentId>>()
-            });
-            (s.id_cursor(), changes)
+        // Only the components of the shards this node owns or stands by for (all of them
+        // while there is no shard map); a new map means a full pass.
+        let me = self.peers.me;
+        let (cursor, shard_epoch) = (synced.cursor, synced.shard_epoch);
+        let (now_cursor, now_epoch, changes) = self.state.read(|s| {
+            let map = s.shards.as_ref();
+            let epoch = map.map_or(0, |m| m.epoch);
+            let mine = |id: &ComponentId| map.is_none_or(|m| m.serves(me, id.as_str()));
+            let changes = cursor
+                .filter(|_| epoch == shard_epoch)
+                .and_then(|c| s.id_changes_since(c))
+                .map(|v| v.into_iter().filter(|(id, _)| mine(id)).collect::<Vec<_>>())
+                .ok_or_else(|| {
+                    s.components
+                        .keys()
+                        .filter(|id| mine(id))
+                        .cloned()
+                        .collect::<BTreeSet<ComponentId>>()
+                });
+            (s.id_cursor(), epoch, changes)
         });
         let (added, removed, now) = match changes {
             Ok(changes) => {
@@ -234,6 +417,7 @@ impl Predictors {
         }
         synced.applied = applied;
         synced.cursor = Some(now_cursor);
+        synced.shard_epoch = now_epoch;
         self.synced_index.store(applied, Ordering::Release);
     }
 
@@ -276,12 +460,51 @@ impl Predictors {
 }
 
 /// What the actors were last brought up to: the applied index, the state's component-id
-/// cursor (`None` until a sync completes) and the ids registered.
+/// cursor (`None` until a sync completes), the shard map's epoch and the ids registered.
 #[derive(Debug, Default)]
 struct Synced {
     applied: u64,
     cursor: Option<augur_types::IdCursor>,
+    shard_epoch: u64,
     ids: BTreeSet<ComponentId>,
+}
+
+/// A gRPC status for a failure of this node's actors.
+pub fn actors_status(e: ActorsError) -> Status {
+    match e {
+        ActorsError::BatchTooLarge { .. } | ActorsError::Config(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        ActorsError::Model { .. } => Status::internal(e.to_string()),
+        _ => Status::unavailable(e.to_string()),
+    }
+}
+
+/// A summary on the wire (one batch's worth of counts; `batches` is the caller's).
+pub fn summary_to_wire(s: &IngestSummary) -> augur_proto::pb::PushSummary {
+    augur_proto::pb::PushSummary {
+        batches: 0,
+        accepted: s.accepted,
+        not_finite: s.not_finite,
+        unknown_component: s.unknown_component,
+        out_of_order: s.out_of_order,
+        duplicate: s.duplicate,
+        too_many_metrics: s.too_many_metrics,
+        lost: s.lost,
+    }
+}
+
+/// The counts of a summary from the wire.
+pub fn summary_from_wire(s: &augur_proto::pb::PushSummary) -> IngestSummary {
+    IngestSummary {
+        accepted: s.accepted,
+        not_finite: s.not_finite,
+        unknown_component: s.unknown_component,
+        out_of_order: s.out_of_order,
+        duplicate: s.duplicate,
+        too_many_metrics: s.too_many_metrics,
+        lost: s.lost,
+    }
 }
 
 /// Counts a summary into `/metrics`.
@@ -387,13 +610,25 @@ pub async fn serve_remote_write(
                                 sample(s.component, s.metric, s.ts_ms, s.value, &mut bad)
                             })
                             .collect();
-                        match predictors.ingest(samples).await {
+                        match predictors.take(samples).await {
                             Ok(mut summary) => {
                                 summary.unknown_component += bad;
                                 record(&summary, "remote_write");
                                 Ok(reply(StatusCode::NO_CONTENT, String::new()))
                             }
-                            Err(e) => Ok(reply(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))),
+                            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
+                                let mut r =
+                                    reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
+                                r.headers_mut().insert(
+                                    "retry-after",
+                                    hyper::header::HeaderValue::from_static("1"),
+                                );
+                                Ok(r)
+                            }
+                            Err(e) => Ok(reply(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("{}\n", e.message()),
+                            )),
                         }
                     }
                 });

@@ -22,12 +22,22 @@ impl ClusterService {
     fn members(&self) -> Vec<pb::Member> {
         let m = self.node.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+        let load = |id: u64| {
+            self.node
+                .state
+                .read(|s| s.shards.as_ref().map_or((0, 0), |map| map.load_of(id)))
+        };
         m.membership()
             .nodes()
-            .map(|(id, n)| pb::Member {
-                id: *id,
-                addr: n.addr.clone(),
-                voter: voters.contains(id),
+            .map(|(id, n)| {
+                let (owned, standby) = load(*id);
+                pb::Member {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    voter: voters.contains(id),
+                    shards_owned: owned as u32,
+                    shards_standby: standby as u32,
+                }
             })
             .collect()
     }
@@ -78,6 +88,10 @@ impl pb::cluster_server::Cluster for ClusterService {
             members: self.members(),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            shard_epoch: self
+                .node
+                .state
+                .read(|s| s.shards.as_ref().map_or(0, |map| map.epoch)),
         }))
     }
 

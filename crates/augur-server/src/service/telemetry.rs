@@ -8,7 +8,7 @@ use augur_types::ComponentId;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::predict::{record, sample, Predictors};
+use crate::predict::{actors_status, record, sample, summary_to_wire, Predictors};
 
 pub struct TelemetryService {
     node: crate::node::Node,
@@ -33,9 +33,10 @@ impl TelemetryService {
     }
 }
 
-/// The wire form of a forecast.
-pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
+/// The wire form of a forecast made by `node`'s predictors (0: gathered from the fleet).
+pub fn forecast_to_wire(component: &str, f: &Forecast, node: u64) -> pb::Forecast {
     pb::Forecast {
+        node,
         component: component.to_string(),
         at_ms: f.at_ms,
         anomaly: f.anomaly,
@@ -61,16 +62,6 @@ pub fn forecast_to_wire(component: &str, f: &Forecast) -> pb::Forecast {
     }
 }
 
-fn actors_status(e: augur_actors::ActorsError) -> Status {
-    match e {
-        augur_actors::ActorsError::BatchTooLarge { .. } | augur_actors::ActorsError::Config(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        augur_actors::ActorsError::Model { .. } => Status::internal(e.to_string()),
-        _ => Status::unavailable(e.to_string()),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::telemetry_server::Telemetry for TelemetryService {
     async fn push(
@@ -78,13 +69,13 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         req: Request<Streaming<pb::SampleBatch>>,
     ) -> Result<Response<pb::PushSummary>, Status> {
         let mut stream = req.into_inner();
-        let mut out = pb::PushSummary::default();
+        let mut total = augur_actors::IngestSummary::default();
+        let mut batches = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let Ok(_permit) = self.inflight.try_acquire() else {
                 let mut status = Status::resource_exhausted(format!(
-                    "node saturated; {} batches taken before this one; retry later",
-                    out.batches
+                    "node saturated; {batches} batches taken before this one; retry later"
                 ));
                 if let Ok(v) = self.retry_after_ms.to_string().parse() {
                     status.metadata_mut().insert("retry-after-ms", v);
@@ -100,40 +91,67 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                     sample(s.component, s.metric, s.timestamp_ms, s.value, &mut bad_ids)
                 })
                 .collect();
-            let mut summary = self
-                .predictors
-                .ingest(samples)
-                .await
-                .map_err(actors_status)?;
+            let mut summary = self.predictors.take(samples).await?;
             summary.unknown_component += bad_ids;
             record(&summary, "grpc");
-            out.batches += 1;
-            out.accepted += summary.accepted;
-            out.not_finite += summary.not_finite;
-            out.unknown_component += summary.unknown_component;
-            out.out_of_order += summary.out_of_order;
-            out.duplicate += summary.duplicate;
-            out.too_many_metrics += summary.too_many_metrics;
-            out.lost += summary.lost;
+            total.merge(&summary);
+            batches += 1;
         }
-        Ok(Response::new(out))
+        Ok(Response::new(pb::PushSummary {
+            batches,
+            ..summary_to_wire(&total)
+        }))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<pb::SampleBatch>,
+    ) -> Result<Response<pb::PushSummary>, Status> {
+        let Ok(_permit) = self.inflight.try_acquire() else {
+            return Err(Status::resource_exhausted(
+                "node saturated; retry the forward later",
+            ));
+        };
+        let mut bad_ids = 0u64;
+        let samples: Vec<_> = req
+            .into_inner()
+            .samples
+            .into_iter()
+            .filter_map(|s| sample(s.component, s.metric, s.timestamp_ms, s.value, &mut bad_ids))
+            .collect();
+        let mut summary = self
+            .predictors
+            .ingest(samples)
+            .await
+            .map_err(actors_status)?;
+        summary.unknown_component += bad_ids;
+        record(&summary, "forward");
+        Ok(Response::new(pb::PushSummary {
+            batches: 1,
+            ..summary_to_wire(&summary)
+        }))
     }
 
     async fn get_forecast(
         &self,
         req: Request<pb::GetForecastRequest>,
     ) -> Result<Response<pb::Forecast>, Status> {
-        let id = req.into_inner().component;
+        let req = req.into_inner();
+        let id = req.component;
         let cid = ComponentId::new(id.clone())
             .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
-        match self
-            .predictors
-            .system()
-            .forecast(&cid)
-            .await
-            .map_err(actors_status)?
-        {
-            Some(f) => Ok(Response::new(forecast_to_wire(&id, &f))),
+        let found = if req.this_node_only {
+            self.predictors
+                .system()
+                .forecast(&cid)
+                .await
+                .map_err(actors_status)?
+                .map(|f| (self.predictors.me(), f))
+        } else {
+            self.predictors.forecast(&cid).await?
+        };
+        match found {
+            Some((node, f)) => Ok(Response::new(forecast_to_wire(&id, &f, node))),
             None => Err(Status::not_found(format!(
                 "no forecast for {id} (unknown, or no samples scored yet)"
             ))),
@@ -156,16 +174,26 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         } else {
             req.limit as usize
         };
-        let rows = self
-            .predictors
-            .system()
-            .list_at_risk(limit, req.min_risk)
-            .await
-            .map_err(actors_status)?;
+        let node = if req.this_node_only {
+            self.predictors.me()
+        } else {
+            0
+        };
+        let rows = if req.this_node_only {
+            self.predictors
+                .system()
+                .list_at_risk(limit, req.min_risk)
+                .await
+                .map_err(actors_status)?
+        } else {
+            let mut rows = self.predictors.fleet_forecasts().await?;
+            augur_actors::rank_at_risk(&mut rows, limit, req.min_risk);
+            rows
+        };
         Ok(Response::new(pb::ListAtRiskResponse {
             forecasts: rows
                 .iter()
-                .map(|(id, f)| forecast_to_wire(id.as_str(), f))
+                .map(|(id, f)| forecast_to_wire(id.as_str(), f, node))
                 .collect(),
         }))
     }

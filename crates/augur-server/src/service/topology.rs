@@ -344,13 +344,11 @@ impl pb::topology_server::Topology for TopologyService {
         }
         let cache = self.risk_cache.clone();
         let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
-        // P(fail within 1 h) of every component with a forecast, in one pass over the shards.
+        // P(fail within 1 h) of every component with a forecast, from each shard's owner.
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
             Some(p) => p
-                .system()
-                .list_at_risk(usize::MAX, 0.0)
-                .await
-                .map_err(|e| Status::unavailable(format!("predictors: {e}")))?
+                .fleet_forecasts()
+                .await?
                 .into_iter()
                 .map(|(id, f)| (id.to_string(), f.p_fail[1]))
                 .collect(),

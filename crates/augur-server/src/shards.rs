@@ -1,0 +1,294 @@
+//! The shard map at work (see [`augur_types::ShardMap`]): the leader keeps every shard on
+//! live nodes, and every node sends each sample to its shard's owner and standby and reads
+//! forecasts from them.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use augur_actors::Sample;
+use augur_predict::predictor::{Forecast, LoadTrend};
+use augur_proto::pb;
+use augur_types::{shard_of, Command, NodeId, ShardMap};
+use futures::future::join_all;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::node::{member_addr, LeaderTicks, Node};
+
+/// How long one call to a peer (a forward, a forecast read) may take.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections to the other controller nodes, by id, at the addresses the membership gives.
+#[derive(Clone)]
+pub struct Peers {
+    raft: augur_store::Raft,
+    /// This node's id.
+    pub me: NodeId,
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+}
+
+impl Peers {
+    pub fn new(raft: augur_store::Raft, me: NodeId) -> Self {
+        Self {
+            raft,
+            me,
+            channels: Arc::default(),
+        }
+    }
+
+    /// A channel to `id` (connected lazily; reused while its address stays the same), or
+    /// `None` when `id` is not a member.
+    pub fn channel(&self, id: NodeId) -> Option<Channel> {
+        let addr = member_addr(&self.raft, id)?;
+        let mut channels = self.channels.lock().expect("peers lock");
+        if let Some((a, c)) = channels.get(&id) {
+            if *a == addr {
+                return Some(c.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(PEER_TIMEOUT)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(id, (addr, channel.clone()));
+        Some(channel)
+    }
+
+    fn telemetry(&self, id: NodeId) -> Option<pb::telemetry_client::TelemetryClient<Channel>> {
+        self.channel(id).map(|c| {
+            pb::telemetry_client::TelemetryClient::new(c)
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024)
+        })
+    }
+
+    /// Sends `samples` to `id` to take as they are.
+    pub async fn forward(
+        &self,
+        id: NodeId,
+        samples: Vec<Sample>,
+    ) -> Result<pb::PushSummary, tonic::Status> {
+        let mut client = self
+            .telemetry(id)
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let batch = pb::SampleBatch {
+            samples: samples
+                .into_iter()
+                .map(|s| pb::Sample {
+                    component: s.component.into(),
+                    metric: s.metric,
+                    timestamp_ms: s.ts_ms,
+                    value: s.value,
+                })
+                .collect(),
+        };
+        Ok(client.forward(batch).await?.into_inner())
+    }
+
+    /// `id`'s own forecast of `component`, if it has one.
+    pub async fn forecast(
+        &self,
+        id: NodeId,
+        component: &str,
+    ) -> Result<Option<(NodeId, Forecast)>, tonic::Status> {
+        let mut client = self
+            .telemetry(id)
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let req = pb::GetForecastRequest {
+            component: component.to_string(),
+            this_node_only: true,
+        };
+        match client.get_forecast(req).await {
+            Ok(f) => Ok(Some((id, forecast_from_wire(f.into_inner()).1))),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
+    /// Every forecast `id`'s own predictors hold.
+    pub async fn forecasts(&self, id: NodeId) -> Result<Vec<(String, Forecast)>, tonic::Status> {
+        let mut client = self
+            .telemetry(id)
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let req = pb::ListAtRiskRequest {
+            limit: u32::MAX,
+            min_risk: 0.0,
+            this_node_only: true,
+        };
+        let rows = client.list_at_risk(req).await?.into_inner().forecasts;
+        Ok(rows.into_iter().map(forecast_from_wire).collect())
+    }
+
+    /// Whether `id` answers a status call within `within`.
+    async fn alive(&self, id: NodeId, within: Duration) -> bool {
+        let Some(channel) = self.channel(id) else {
+            return false;
+        };
+        let mut client = pb::cluster_client::ClusterClient::new(channel);
+        matches!(
+            tokio::time::timeout(within, client.status(pb::StatusRequest {})).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+/// A forecast back from the wire (the inverse of `forecast_to_wire`).
+pub fn forecast_from_wire(f: pb::Forecast) -> (String, Forecast) {
+    let forecast = Forecast {
+        at_ms: f.at_ms,
+        anomaly: f.anomaly,
+        p_fail: [f.p_fail_5m, f.p_fail_1h, f.p_fail_24h],
+        lead_time_s: f.lead_time_s,
+        hps: f.hps,
+        why: f.why.into_iter().map(|i| (i.name, i.weight)).collect(),
+        model_version: f.model_version.into(),
+        samples: f.samples,
+        load: f.load.map(|l| LoadTrend {
+            level: l.level,
+            per_s: l.per_s,
+        }),
+    };
+    (f.component, forecast)
+}
+
+/// Where a batch's samples go: to this node (as owner, as standby) and to others.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// Samples of shards this node owns.
+    pub owned: Vec<Sample>,
+    /// Samples of shards this node stands by for.
+    pub standby: Vec<Sample>,
+    /// Samples for each other node that owns their shard.
+    pub to_owner: HashMap<NodeId, Vec<Sample>>,
+    /// Samples for each other node that stands by for their shard.
+    pub to_standby: HashMap<NodeId, Vec<Sample>>,
+}
+
+impl Split {
+    /// Sends each sample to its shard's owner and standby under `map`, as seen from `me`.
+    pub fn of(map: &ShardMap, me: NodeId, samples: Vec<Sample>) -> Self {
+        let mut split = Split::default();
+        for s in samples {
+            let a = map.shards[shard_of(s.component.as_str())];
+            if let Some(standby) = a.standby {
+                let copy = s.clone();
+                if standby == me {
+                    split.standby.push(copy);
+                } else {
+                    split.to_standby.entry(standby).or_default().push(copy);
+                }
+            }
+            if a.owner == me {
+                split.owned.push(s);
+            } else {
+                split.to_owner.entry(a.owner).or_default().push(s);
+            }
+        }
+        split
+    }
+}
+
+/// Whether `me` serves every shard alone (a single node): nothing to route.
+pub fn serves_alone(map: &ShardMap, me: NodeId) -> bool {
+    map.shards
+        .iter()
+        .all(|a| a.owner == me && a.standby.is_none())
+}
+
+/// The nodes the map names.
+pub fn nodes_of(map: &ShardMap) -> BTreeSet<NodeId> {
+    map.shards
+        .iter()
+        .flat_map(|a| std::iter::once(a.owner).chain(a.standby))
+        .collect()
+}
+
+/// On the leader, every `probe`: asks every member for its status, and when a member missed
+/// `dead_after` probes in a row (or a member joined), commits a shard map that serves every
+/// shard from live nodes: a dead owner's shards go to their warm standbys.
+pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, dead_after: u32) {
+    tokio::spawn(async move {
+        let mut ticks = LeaderTicks::new(probe);
+        let mut missed: HashMap<NodeId, u32> = HashMap::new();
+        loop {
+            ticks.next(&node).await;
+            let members: Vec<NodeId> = {
+                let m = node.raft.metrics().borrow().membership_config.clone();
+                m.membership().nodes().map(|(id, _)| *id).collect()
+            };
+            let others: Vec<NodeId> = members.iter().copied().filter(|&m| m != peers.me).collect();
+            let answers = join_all(others.iter().map(|&m| peers.alive(m, probe))).await;
+            missed.retain(|id, _| members.contains(id));
+            for (&id, alive) in others.iter().zip(answers) {
+                let n = missed.entry(id).or_default();
+                *n = if alive { 0 } else { n.saturating_add(1) };
+            }
+            let live: Vec<NodeId> = members
+                .iter()
+                .copied()
+                .filter(|id| missed.get(id).is_none_or(|&n| n < dead_after))
+                .collect();
+            let current = node.state.read(|s| s.shards.clone());
+            let Some(next) = ShardMap::rebalanced(current.as_ref(), &live) else {
+                continue;
+            };
+            let dead: Vec<NodeId> = members
+                .iter()
+                .copied()
+                .filter(|id| !live.contains(id))
+                .collect();
+            match node.write(Command::SetShards(next)).await {
+                Ok((index, _)) => {
+                    metrics::counter!("augur_shard_map_changes_total").increment(1);
+                    tracing::info!(?live, ?dead, index, "shard map changed");
+                }
+                Err(e) => tracing::debug!(error = %e, "shard map not changed"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_types::ComponentId;
+
+    fn sample(c: &str) -> Sample {
+        Sample {
+            component: ComponentId::new(c).unwrap(),
+            metric: "m".into(),
+            ts_ms: 1,
+            value: 1.0,
+        }
+    }
+
+    #[test]
+    fn each_sample_goes_to_its_owner_and_its_standby_once() {
+        let map = ShardMap::rebalanced(None, &[1, 2, 3]).unwrap();
+        let samples: Vec<Sample> = (0..300).map(|i| sample(&format!("c{i}"))).collect();
+        let split = Split::of(&map, 1, samples.clone());
+        let mut seen: HashMap<String, Vec<NodeId>> = HashMap::new();
+        let mut note = |node: NodeId, xs: &[Sample]| {
+            for s in xs {
+                seen.entry(s.component.to_string()).or_default().push(node);
+            }
+        };
+        note(1, &split.owned);
+        note(1, &split.standby);
+        for (n, xs) in split.to_owner.iter().chain(&split.to_standby) {
+            note(*n, xs);
+        }
+        for s in &samples {
+            let a = map.assignment(s.component.as_str());
+            let mut want = vec![a.owner, a.standby.unwrap()];
+            want.sort_unstable();
+            let mut got = seen[s.component.as_str()].clone();
+            got.sort_unstable();
+            assert_eq!(got, want, "{}", s.component);
+        }
+        assert!(!serves_alone(&map, 1));
+        assert!(serves_alone(&ShardMap::rebalanced(None, &[1]).unwrap(), 1));
+    }
+}

@@ -1,0 +1,149 @@
+//! The shard map across real processes: the leader spreads the components' shards over the
+//! three nodes, each with an owner and a standby; samples pushed to one node reach both; when
+//! an owning node is killed mid-stream, its components' forecasts go on from the standby's
+//! warm windows and the leader hands the dead node's shards over.
+
+mod common;
+
+use std::time::Duration;
+
+use augur_predict::lstm::SeededRng;
+use augur_proto::pb;
+use augur_proto::pb::telemetry_client::TelemetryClient;
+use common::*;
+
+const COMPONENTS: usize = 12;
+
+fn ids() -> Vec<String> {
+    (0..COMPONENTS).map(|i| format!("svc-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
+    let mut cluster = Cluster::start(3, RaftKnobs::default());
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+
+    // The leader spreads the shards: every member owns some and stands by for others.
+    eventually(
+        "a shard map over all three nodes",
+        Duration::from_secs(20),
+        || {
+            let entry = entry.clone();
+            async move {
+                let s = status(&entry).await?;
+                (s.shard_epoch > 0
+                    && s.members.len() == 3
+                    && s.members
+                        .iter()
+                        .all(|m| m.shards_owned > 0 && m.shards_standby > 0))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    // Every node knows them before samples are sent on to it.
+    cluster.wait_all_applied(leader).await;
+
+    // 150 steps of every component, all pushed to the leader.
+    let mut rng = SeededRng::new(7);
+    let ids = ids();
+    let before: Vec<pb::SampleBatch> = (0..150).map(|k| fleet_step(&ids, k, &mut rng)).collect();
+    let summary = push_to(&entry, before).await;
+    assert_eq!(summary.accepted, 150 * COMPONENTS as u64 * 2, "{summary:?}");
+    assert_eq!(summary.lost + summary.unknown_component, 0, "{summary:?}");
+
+    // Each component is scored by its owner; some are owned by the other two nodes.
+    let mut served = Vec::new();
+    for id in ids.clone() {
+        let f = eventually(
+            &format!("a forecast of {id}"),
+            Duration::from_secs(20),
+            || {
+                let (entry, id) = (entry.clone(), id.clone());
+                async move { forecast_via(&entry, &id).await.filter(|f| f.samples >= 150) }
+            },
+        )
+        .await;
+        served.push((id, f.node));
+    }
+    let (victim_component, victim) = served
+        .iter()
+        .find(|(_, node)| *node != leader)
+        .cloned()
+        .expect("a component owned by a follower");
+    assert!(
+        served.iter().any(|(_, n)| *n == leader),
+        "the leader owns some too: {served:?}"
+    );
+
+    // Kill its owner mid-stream and keep pushing to the leader.
+    let mut k = 150;
+    let t = kill_and_follow(
+        &mut cluster,
+        victim,
+        &entry,
+        &victim_component,
+        &ids,
+        &mut k,
+        &mut rng,
+    )
+    .await;
+    eprintln!(
+        "forecasts of {victim_component} resumed on node {} {} ms after node {victim} was killed ({} steps)",
+        t.forecast.node,
+        t.resumed.as_millis(),
+        t.steps
+    );
+    // Warm: the standby's window holds what was pushed before the kill.
+    assert!(
+        t.forecast.samples > t.steps as u64 + 100,
+        "the standby's window was cold: {} samples",
+        t.forecast.samples
+    );
+
+    // The leader notices the dead node and moves its shards to their standbys.
+    eventually(
+        "the dead node's shards handed over",
+        Duration::from_secs(20),
+        || {
+            let entry = entry.clone();
+            async move {
+                let s = status(&entry).await?;
+                let dead = s.members.iter().find(|m| m.id == victim)?;
+                (dead.shards_owned == 0 && dead.shards_standby == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    // Samples go on being taken in full, and the fleet's list has every component, each
+    // forecast up to date.
+    let summary = push_to(&entry, vec![fleet_step(&ids, k, &mut rng)]).await;
+    assert_eq!(summary.accepted, COMPONENTS as u64 * 2, "{summary:?}");
+    let listed = eventually("every component listed", Duration::from_secs(20), || {
+        let entry = entry.clone();
+        async move {
+            let ch = channel(&entry).await?;
+            let rows = TelemetryClient::new(ch)
+                .list_at_risk(pb::ListAtRiskRequest {
+                    limit: 100,
+                    min_risk: 0.0,
+                    this_node_only: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .forecasts;
+            (rows.len() == COMPONENTS && rows.iter().all(|f| f.at_ms == k * 1000)).then_some(rows)
+        }
+    })
+    .await;
+    assert!(
+        listed.iter().all(|f| f.samples > 150),
+        "all warm: {listed:?}"
+    );
+}
