@@ -121,6 +121,47 @@ pub fn recently_started(state: &ControlState, now_ms: u64, hold_ms: u64) -> BTre
         .collect()
 }
 
+/// How long the other instances of a group are left alone after a plan in it started, ms
+/// (see [`settling_siblings`]).
+pub const SETTLE_HOLD_MS: u64 = 20_000;
+
+/// The instances of every group in which a plan (a failover or a scale-out) started less
+/// than `hold_ms` before `now_ms`, other than the plan's own component and its shadow or new
+/// instance (those are [`recently_started`]'s). While a plan shifts a group's traffic, its
+/// other instances take the moved share and their hosts run the new process and its
+/// validation, so their latency moves together; a prediction made of that is not acted on
+/// until the group has settled: orchestrator's recovery block on the rest of a cluster after
+/// a recovery in it. A second instance that really degrades in that time is planned once the
+/// hold ends (its health checks still act at once if it crashes).
+pub fn settling_siblings(state: &ControlState, now_ms: u64, hold_ms: u64) -> BTreeSet<ComponentId> {
+    let mut held = BTreeSet::new();
+    for p in state.plans.values() {
+        let Some(started) = p.history.iter().find(|e| e.status == PlanStatus::Started) else {
+            continue;
+        };
+        if started.at_ms.saturating_add(hold_ms) <= now_ms {
+            continue;
+        }
+        let moved = [Some(&p.component), p.shadow.as_ref(), p.template.as_ref()];
+        let Some(group) = moved
+            .iter()
+            .flatten()
+            .find_map(|id| state.components.get(*id).map(|c| &c.group))
+        else {
+            continue;
+        };
+        held.extend(
+            state
+                .components
+                .values()
+                .filter(|c| &c.group == group)
+                .filter(|c| Some(&c.id) != Some(&p.component) && Some(&c.id) != p.shadow.as_ref())
+                .map(|c| c.id.clone()),
+        );
+    }
+    held
+}
+
 /// The failovers to start now, most urgent first. Components with a shadow not yet retired
 /// (in flight, rolled back, or promoted) and those with no known risk are left alone. Each placed shadow takes a slot of its host
 /// before the next is placed, so the plan never exceeds any host's capacity.
@@ -292,4 +333,82 @@ fn followers(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use augur_types::{Command, Component, PlanEvent, PlanKind, PlanRecord};
+
+    use super::*;
+
+    fn component(id: &str, group: &str, host: &str) -> Component {
+        Component {
+            id: ComponentId::new(id).unwrap(),
+            class: "web".into(),
+            group: group.into(),
+            criticality: 3,
+            placement: Placement {
+                host: host.into(),
+                rack: "r1".into(),
+                zone: "a".into(),
+            },
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_groups_other_instances_settle_after_a_failover_starts_in_it() {
+        let mut s = ControlState::default();
+        for (id, group) in [
+            ("web-1", "web"),
+            ("web-2", "web"),
+            ("web-3", "web"),
+            ("web-1.shadow-1", "web"),
+            ("db-1", "db"),
+        ] {
+            s.apply(1, &Command::UpsertComponent(component(id, group, "h1")))
+                .unwrap();
+        }
+        let event = |at_ms, status| PlanEvent {
+            at_ms,
+            status,
+            by: "leader".into(),
+            note: String::new(),
+        };
+        let plan = PlanRecord {
+            id: "plan-1".into(),
+            component: ComponentId::new("web-1").unwrap(),
+            kind: PlanKind::Failover,
+            template: None,
+            to: component("x", "web", "h2").placement,
+            severity: Severity::Critical,
+            reason: String::new(),
+            created_ms: 1_000,
+            status: PlanStatus::Started,
+            shadow: Some(ComponentId::new("web-1.shadow-1").unwrap()),
+            history: vec![
+                event(1_000, PlanStatus::Approved),
+                event(1_500, PlanStatus::Started),
+            ],
+        };
+        s.plans.insert(1, plan.clone());
+        let held = |s: &ControlState, now| {
+            settling_siblings(s, now, SETTLE_HOLD_MS)
+                .into_iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+        };
+        // Not the moved component nor its shadow, and nothing of another group.
+        assert_eq!(held(&s, 1_500), ["web-2", "web-3"]);
+        assert_eq!(held(&s, 1_499 + SETTLE_HOLD_MS), ["web-2", "web-3"]);
+        assert!(held(&s, 1_500 + SETTLE_HOLD_MS).is_empty());
+        // A plan that has not started holds nothing.
+        s.plans.get_mut(&1).unwrap().history.pop();
+        assert!(held(&s, 1_500).is_empty());
+        // A hold of 0 holds nothing.
+        s.plans.insert(1, plan);
+        assert!(settling_siblings(&s, 1_500, 0).is_empty());
+    }
 }

@@ -24,8 +24,8 @@ pub mod scaling;
 pub mod shift;
 
 pub use failover::{
-    plan_failovers, recently_started, ComponentRisk, Decision, Mode, PlannerConfig, Severity,
-    FOLLOW_STRENGTH, FRESH_HOLD_MS,
+    plan_failovers, recently_started, settling_siblings, ComponentRisk, Decision, Mode,
+    PlannerConfig, Severity, FOLLOW_STRENGTH, FRESH_HOLD_MS, SETTLE_HOLD_MS,
 };
 pub use footprint::{plan_footprints, FootprintPlan};
 pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};

@@ -633,6 +633,17 @@ mod tests {
         assert!(
             crate::recently_started(&s, 1 + crate::FRESH_HOLD_MS, crate::FRESH_HOLD_MS).is_empty()
         );
+        // Their group settles meanwhile: the old instances, and each new one for the other's
+        // plan, are held for the settle hold, then released.
+        let held = crate::settling_siblings(&s, crate::SETTLE_HOLD_MS, crate::SETTLE_HOLD_MS);
+        assert_eq!(
+            held.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            ["web-1", "web-2", "web.scale-1", "web.scale-2"]
+        );
+        assert!(
+            crate::settling_siblings(&s, 1 + crate::SETTLE_HOLD_MS, crate::SETTLE_HOLD_MS)
+                .is_empty()
+        );
         let report = |s: &mut ControlState, instance: &str, outcome: ActionOutcome| {
             let id = s.action_by_request(&format!("plan:{instance}")).unwrap().id;
             let cmd = Command::ReportOutcome {

@@ -51,10 +51,17 @@ pub struct PlannerSection {
     /// A shadow or new instance is not moved on a prediction until this long after its plan
     /// started (anti-flapping: its baseline is seconds old), ms. 0: no hold.
     pub fresh_hold_ms: u64,
+    /// The other instances of a group are not moved on a prediction until this long after a
+    /// plan in the group started (they take its moved traffic), ms. 0: no hold.
+    pub settle_hold_ms: u64,
 }
 
 fn default_fresh_hold_ms() -> u64 {
     augur_plan::FRESH_HOLD_MS
+}
+
+fn default_settle_hold_ms() -> u64 {
+    augur_plan::SETTLE_HOLD_MS
 }
 
 impl Default for PlannerSection {
@@ -67,6 +74,7 @@ impl Default for PlannerSection {
             min_samples: 30,
             confirm_ms: 2_000,
             fresh_hold_ms: default_fresh_hold_ms(),
+            settle_hold_ms: default_settle_hold_ms(),
         }
     }
 }

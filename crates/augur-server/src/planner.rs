@@ -28,11 +28,14 @@ use crate::service::topology::{cached_blast_radii, RiskCache};
 
 /// Which forecasts the planner acts on: those of components whose detectors have a baseline
 /// (`planner.min_samples`), and not those of shadows and new instances still in their
-/// anti-flapping hold (`planner.fresh_hold_ms`, see [`augur_plan::recently_started`]).
+/// anti-flapping hold (`planner.fresh_hold_ms`, see [`augur_plan::recently_started`]) nor
+/// those of the other instances of a group a plan has just started in
+/// (`planner.settle_hold_ms`, see [`augur_plan::settling_siblings`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admit {
     pub min_samples: u64,
     pub fresh_hold_ms: u64,
+    pub settle_hold_ms: u64,
 }
 
 impl Admit {
@@ -40,6 +43,7 @@ impl Admit {
         Self {
             min_samples: cfg.min_samples,
             fresh_hold_ms: cfg.fresh_hold_ms,
+            settle_hold_ms: cfg.settle_hold_ms,
         }
     }
 }
@@ -99,10 +103,14 @@ async fn inputs(
         .map(|b| (b.component.as_str(), b.blast_radius))
         .collect();
     // Components still warming up have no baseline to be anomalous against; fresh shadows
-    // and instances are in their hold.
-    let fresh = node
-        .state
-        .read(|s| augur_plan::recently_started(s, now_ms(), admit.fresh_hold_ms));
+    // and instances are in their hold, and so are their groups' other instances while the
+    // moved traffic settles on them.
+    let fresh = node.state.read(|s| {
+        let now = now_ms();
+        let mut held = augur_plan::recently_started(s, now, admit.fresh_hold_ms);
+        held.extend(augur_plan::settling_siblings(s, now, admit.settle_hold_ms));
+        held
+    });
     let risks: BTreeMap<ComponentId, ComponentRisk> = forecasts
         .iter()
         .filter(|(id, f)| f.samples >= admit.min_samples && !fresh.contains(id))
