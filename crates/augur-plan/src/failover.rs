@@ -337,26 +337,10 @@ fn followers(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use augur_types::{Command, Component, PlanEvent, PlanKind, PlanRecord};
+    use augur_types::fixtures::component;
+    use augur_types::{Command, PlanEvent, PlanKind, PlanRecord};
 
     use super::*;
-
-    fn component(id: &str, group: &str, host: &str) -> Component {
-        Component {
-            id: ComponentId::new(id).unwrap(),
-            class: "web".into(),
-            group: group.into(),
-            criticality: 3,
-            placement: Placement {
-                host: host.into(),
-                rack: "r1".into(),
-                zone: "a".into(),
-            },
-            labels: BTreeMap::new(),
-        }
-    }
 
     #[test]
     fn a_groups_other_instances_settle_after_a_failover_starts_in_it() {
@@ -368,8 +352,11 @@ mod tests {
             ("web-1.shadow-1", "web"),
             ("db-1", "db"),
         ] {
-            s.apply(1, &Command::UpsertComponent(component(id, group, "h1")))
-                .unwrap();
+            s.apply(
+                1,
+                &Command::UpsertComponent(component(id, group, "h1", "a")),
+            )
+            .unwrap();
         }
         let event = |at_ms, status| PlanEvent {
             at_ms,
@@ -382,7 +369,7 @@ mod tests {
             component: ComponentId::new("web-1").unwrap(),
             kind: PlanKind::Failover,
             template: None,
-            to: component("x", "web", "h2").placement,
+            to: component("x", "web", "h2", "a").placement,
             severity: Severity::Critical,
             reason: String::new(),
             created_ms: 1_000,

@@ -1,4 +1,4 @@
-//! Test fixtures shared by this crate's unit tests.
+//! Test fixtures shared by the unit tests of this crate and the crates above it.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +6,7 @@ use crate::ids::ComponentId;
 use crate::topology::{Component, Placement};
 
 /// A component of class `web` and criticality 3 on `host` (rack `r1`) in `zone`.
-pub(crate) fn component(id: &str, group: &str, host: &str, zone: &str) -> Component {
+pub fn component(id: &str, group: &str, host: &str, zone: &str) -> Component {
     Component {
         id: ComponentId::new(id).unwrap(),
         class: "web".into(),

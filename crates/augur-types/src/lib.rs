@@ -8,8 +8,8 @@
 
 mod command;
 mod component_state;
-#[cfg(test)]
-mod fixtures;
+#[doc(hidden)]
+pub mod fixtures;
 mod ids;
 mod lease;
 mod plan;
