@@ -121,8 +121,11 @@ pub fn recently_started(state: &ControlState, now_ms: u64, hold_ms: u64) -> BTre
         .collect()
 }
 
-/// How long the other instances of a group are left alone after a plan in it started, ms
-/// (see [`settling_siblings`]).
+/// A hold for the other instances of a group after a plan in it started, ms (see
+/// [`settling_siblings`]); the node's `planner.settle_hold_ms` is 0 (off) unless set. In the
+/// side-by-side run of 2026-12-06 a 20 s hold did not prevent the one false shift (a healthy
+/// instance moved before any fault, on its own prediction) and held a real degradation that
+/// followed within it back by ~10 s.
 pub const SETTLE_HOLD_MS: u64 = 20_000;
 
 /// The instances of every group in which a plan (a failover or a scale-out) started less

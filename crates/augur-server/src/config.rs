@@ -52,16 +52,13 @@ pub struct PlannerSection {
     /// started (anti-flapping: its baseline is seconds old), ms. 0: no hold.
     pub fresh_hold_ms: u64,
     /// The other instances of a group are not moved on a prediction until this long after a
-    /// plan in the group started (they take its moved traffic), ms. 0: no hold.
+    /// plan in the group started (they take its moved traffic), ms. 0 (the default): no
+    /// hold; `augur_plan::SETTLE_HOLD_MS` says why it is off.
     pub settle_hold_ms: u64,
 }
 
 fn default_fresh_hold_ms() -> u64 {
     augur_plan::FRESH_HOLD_MS
-}
-
-fn default_settle_hold_ms() -> u64 {
-    augur_plan::SETTLE_HOLD_MS
 }
 
 impl Default for PlannerSection {
@@ -74,7 +71,7 @@ impl Default for PlannerSection {
             min_samples: 30,
             confirm_ms: 2_000,
             fresh_hold_ms: default_fresh_hold_ms(),
-            settle_hold_ms: default_settle_hold_ms(),
+            settle_hold_ms: 0,
         }
     }
 }
