@@ -223,7 +223,8 @@ pub struct TelemetrySection {
     /// Take samples of components that are not registered (registering them); off by default.
     pub auto_register: bool,
     /// Batches being ingested at once on this node; beyond it a push is answered
-    /// RESOURCE_EXHAUSTED with a retry hint.
+    /// RESOURCE_EXHAUSTED with a retry hint. Batches forwarded by peers (to a shard's owner
+    /// and standby) have a budget of the same size of their own.
     pub max_inflight_batches: usize,
     /// Prometheus remote-write receiver (`POST /api/v1/write`), IP:PORT; off when absent.
     pub remote_write_listen: Option<String>,

@@ -207,6 +207,7 @@ pub async fn run(
         node.clone(),
         predictors.clone(),
         inflight,
+        cfg.telemetry.max_inflight_batches,
         cfg.telemetry.tick_ms,
     );
     let addr: SocketAddr = cfg.node.listen.parse()?;

@@ -13,21 +13,29 @@ use crate::predict::{actors_status, record, sample, summary_to_wire, Predictors}
 pub struct TelemetryService {
     node: crate::node::Node,
     predictors: Predictors,
+    /// Pushes (gRPC and remote write) being taken at once.
     inflight: Arc<tokio::sync::Semaphore>,
+    /// Batches forwarded by peers being taken at once: a budget of their own, so that two
+    /// saturated nodes, each holding push permits while it forwards to the other, do not
+    /// refuse each other's forwards.
+    forwards: tokio::sync::Semaphore,
     retry_after_ms: u64,
 }
 
 impl TelemetryService {
+    /// `max_forwards`: forwarded batches taken at once (`telemetry.max_inflight_batches`).
     pub fn new(
         node: crate::node::Node,
         predictors: Predictors,
         inflight: Arc<tokio::sync::Semaphore>,
+        max_forwards: usize,
         retry_after_ms: u64,
     ) -> Self {
         Self {
             node,
             predictors,
             inflight,
+            forwards: tokio::sync::Semaphore::new(max_forwards),
             retry_after_ms,
         }
     }
@@ -107,7 +115,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         &self,
         req: Request<pb::SampleBatch>,
     ) -> Result<Response<pb::PushSummary>, Status> {
-        let Ok(_permit) = self.inflight.try_acquire() else {
+        let Ok(_permit) = self.forwards.try_acquire() else {
             return Err(Status::resource_exhausted(
                 "node saturated; retry the forward later",
             ));
