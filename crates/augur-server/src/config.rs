@@ -105,6 +105,15 @@ pub struct ClusterSection {
     /// Probes in a row a member must miss to count as dead: its shards go to their standbys.
     #[serde(default = "default_dead_after_probes")]
     pub dead_after_probes: u32,
+    /// How long a probe waits for its answer. Longer than `probe_ms`, so that a node slowed
+    /// for a moment (a loaded machine) is not taken for dead; a killed node's probes fail at
+    /// once (connection refused) whatever this is.
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+}
+
+fn default_probe_timeout_ms() -> u64 {
+    1_000
 }
 
 fn default_probe_ms() -> u64 {
@@ -361,6 +370,9 @@ impl NodeConfig {
         }
         if self.cluster.probe_ms == 0 {
             err("cluster.probe_ms", "must be above 0".into());
+        }
+        if self.cluster.probe_timeout_ms == 0 {
+            err("cluster.probe_timeout_ms", "must be above 0".into());
         }
         if self.cluster.dead_after_probes == 0 {
             err("cluster.dead_after_probes", "must be above 0".into());

@@ -174,6 +174,7 @@ pub async fn run(
         node.clone(),
         peers,
         Duration::from_millis(cfg.cluster.probe_ms),
+        Duration::from_millis(cfg.cluster.probe_timeout_ms),
         cfg.cluster.dead_after_probes,
     );
     if cfg.telemetry.causal_every_s > 0 {

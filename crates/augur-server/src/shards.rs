@@ -205,10 +205,11 @@ pub fn nodes_of(map: &ShardMap) -> BTreeSet<NodeId> {
         .collect()
 }
 
-/// On the leader, every `probe`: asks every member for its status, and when a member missed
-/// `dead_after` probes in a row (or a member joined), commits a shard map that serves every
-/// shard from live nodes: a dead owner's shards go to their warm standbys.
-pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, dead_after: u32) {
+/// On the leader, every `probe`: asks every member for its status (waiting up to `timeout`
+/// for each answer), and when a member missed `dead_after` probes in a row (or a member
+/// joined), commits a shard map that serves every shard from live nodes: a dead owner's
+/// shards go to their warm standbys.
+pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration, dead_after: u32) {
     tokio::spawn(async move {
         let mut ticks = LeaderTicks::new(probe);
         let mut missed: HashMap<NodeId, u32> = HashMap::new();
@@ -219,7 +220,7 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, dead_after: u32) 
                 m.membership().nodes().map(|(id, _)| *id).collect()
             };
             let others: Vec<NodeId> = members.iter().copied().filter(|&m| m != peers.me).collect();
-            let answers = join_all(others.iter().map(|&m| peers.alive(m, probe))).await;
+            let answers = join_all(others.iter().map(|&m| peers.alive(m, timeout))).await;
             missed.retain(|id, _| members.contains(id));
             for (&id, alive) in others.iter().zip(answers) {
                 let n = missed.entry(id).or_default();
