@@ -99,17 +99,12 @@ async fn run(rounds: usize) {
         )
         .await;
         let killed_at = Instant::now() - t.resumed;
-        eventually(
+        member_until(
             "the dead node's shards handed over",
+            &status_addr,
+            victim,
             Duration::from_secs(30),
-            || {
-                let addr = status_addr.clone();
-                async move {
-                    let s = status(&addr).await?;
-                    let dead = s.members.iter().find(|m| m.id == victim)?;
-                    (dead.shards_owned == 0).then_some(())
-                }
-            },
+            |dead| dead.shards_owned == 0,
         )
         .await;
         let handed_over = killed_at.elapsed();
@@ -125,17 +120,12 @@ async fn run(rounds: usize) {
         handed.push(handed_over.as_secs_f64() * 1000.0);
         cluster.restart(victim);
         // The restarted node takes standby roles; wait until the map gives it some.
-        eventually(
+        member_until(
             "the restarted node to stand by",
+            &status_addr,
+            victim,
             Duration::from_secs(60),
-            || {
-                let addr = status_addr.clone();
-                async move {
-                    let s = status(&addr).await?;
-                    let back = s.members.iter().find(|m| m.id == victim)?;
-                    (back.shards_standby > 0).then_some(())
-                }
-            },
+            |back| back.shards_standby > 0,
         )
         .await;
         // Push next to a node that is sure to be up; rotate so each node gets killed.

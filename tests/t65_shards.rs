@@ -107,17 +107,12 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
     );
 
     // The leader notices the dead node and moves its shards to their standbys.
-    eventually(
+    member_until(
         "the dead node's shards handed over",
+        &entry,
+        victim,
         Duration::from_secs(20),
-        || {
-            let entry = entry.clone();
-            async move {
-                let s = status(&entry).await?;
-                let dead = s.members.iter().find(|m| m.id == victim)?;
-                (dead.shards_owned == 0 && dead.shards_standby == 0).then_some(())
-            }
-        },
+        |dead| dead.shards_owned == 0 && dead.shards_standby == 0,
     )
     .await;
     // Samples go on being taken in full, and the fleet's list has every component, each

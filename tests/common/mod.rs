@@ -313,6 +313,24 @@ pub async fn status(addr: &str) -> Option<pb::StatusResponse> {
         .map(|r| r.into_inner())
 }
 
+/// Waits until node `addr`'s status shows member `id` as `holds` wants it (its shard
+/// counts, say), and panics after `limit`.
+pub async fn member_until(
+    what: &str,
+    addr: &str,
+    id: u64,
+    limit: Duration,
+    holds: impl Fn(&pb::Member) -> bool,
+) {
+    let holds = &holds;
+    eventually(what, limit, || async move {
+        let s = status(addr).await?;
+        let m = s.members.iter().find(|m| m.id == id)?;
+        holds(m).then_some(())
+    })
+    .await
+}
+
 pub fn component(id: &str, group: &str) -> pb::Component {
     pb::Component {
         id: id.into(),
