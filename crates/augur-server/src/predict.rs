@@ -101,10 +101,7 @@ impl Predictors {
     /// saturated owner's `RESOURCE_EXHAUSTED` comes back as it is.
     pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, Status> {
         let me = self.peers.me;
-        let map = self
-            .state
-            .read(|s| s.shards.clone().filter(|m| !serves_alone(m, me)));
-        let Some(map) = map else {
+        let Some(map) = self.shared_map() else {
             return self.ingest(samples).await.map_err(actors_status);
         };
         let split = Split::of(&map, me, samples);
@@ -189,10 +186,7 @@ impl Predictors {
     /// or from its standby where the owner cannot be reached.
     pub async fn fleet_forecasts(&self) -> Result<Vec<(ComponentId, Forecast)>, Status> {
         let me = self.peers.me;
-        let map = self
-            .state
-            .read(|s| s.shards.clone().filter(|m| !serves_alone(m, me)));
-        let Some(map) = map else {
+        let Some(map) = self.shared_map() else {
             return self
                 .system()
                 .list_at_risk(usize::MAX, 0.0)
@@ -279,6 +273,14 @@ impl Predictors {
         );
         metrics::counter!("augur_history_samples_total").increment(recorded.kept);
         self.system().ingest(samples).await
+    }
+
+    /// The shard map, unless there is none or it has this node serve every shard alone:
+    /// then every sample and forecast is this node's own.
+    fn shared_map(&self) -> Option<augur_types::ShardMap> {
+        let me = self.peers.me;
+        self.state
+            .read(|s| s.shards.clone().filter(|m| !serves_alone(m, me)))
     }
 
     /// This node's id.

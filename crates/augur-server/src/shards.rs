@@ -56,12 +56,17 @@ impl Peers {
         Some(channel)
     }
 
-    fn telemetry(&self, id: NodeId) -> Option<pb::telemetry_client::TelemetryClient<Channel>> {
-        self.channel(id).map(|c| {
-            pb::telemetry_client::TelemetryClient::new(c)
-                .max_decoding_message_size(256 * 1024 * 1024)
-                .max_encoding_message_size(256 * 1024 * 1024)
-        })
+    /// A telemetry client to `id`, or `UNAVAILABLE` when `id` is not a member.
+    fn telemetry(
+        &self,
+        id: NodeId,
+    ) -> Result<pb::telemetry_client::TelemetryClient<Channel>, tonic::Status> {
+        let c = self
+            .channel(id)
+            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        Ok(pb::telemetry_client::TelemetryClient::new(c)
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024))
     }
 
     /// Sends `samples` to `id` to take as they are.
@@ -70,9 +75,7 @@ impl Peers {
         id: NodeId,
         samples: Vec<Sample>,
     ) -> Result<pb::PushSummary, tonic::Status> {
-        let mut client = self
-            .telemetry(id)
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let mut client = self.telemetry(id)?;
         let batch = pb::SampleBatch {
             samples: samples
                 .into_iter()
@@ -93,9 +96,7 @@ impl Peers {
         id: NodeId,
         component: &str,
     ) -> Result<Option<(NodeId, Forecast)>, tonic::Status> {
-        let mut client = self
-            .telemetry(id)
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let mut client = self.telemetry(id)?;
         let req = pb::GetForecastRequest {
             component: component.to_string(),
             this_node_only: true,
@@ -109,9 +110,7 @@ impl Peers {
 
     /// Every forecast `id`'s own predictors hold.
     pub async fn forecasts(&self, id: NodeId) -> Result<Vec<(String, Forecast)>, tonic::Status> {
-        let mut client = self
-            .telemetry(id)
-            .ok_or_else(|| tonic::Status::unavailable(format!("node {id} is not a member")))?;
+        let mut client = self.telemetry(id)?;
         let req = pb::ListAtRiskRequest {
             limit: u32::MAX,
             min_risk: 0.0,

@@ -22,22 +22,22 @@ impl ClusterService {
     fn members(&self) -> Vec<pb::Member> {
         let m = self.node.raft.metrics().borrow().membership_config.clone();
         let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
-        let load = |id: u64| {
-            self.node
-                .state
-                .read(|s| s.shards.as_ref().map_or((0, 0), |map| map.load_of(id)))
-        };
+        let ids: Vec<u64> = m.membership().nodes().map(|(id, _)| *id).collect();
+        // Every member's shard counts in one read of the state.
+        let loads: Vec<(usize, usize)> = self.node.state.read(|s| {
+            ids.iter()
+                .map(|&id| s.shards.as_ref().map_or((0, 0), |map| map.load_of(id)))
+                .collect()
+        });
         m.membership()
             .nodes()
-            .map(|(id, n)| {
-                let (owned, standby) = load(*id);
-                pb::Member {
-                    id: *id,
-                    addr: n.addr.clone(),
-                    voter: voters.contains(id),
-                    shards_owned: owned as u32,
-                    shards_standby: standby as u32,
-                }
+            .zip(loads)
+            .map(|((id, n), (owned, standby))| pb::Member {
+                id: *id,
+                addr: n.addr.clone(),
+                voter: voters.contains(id),
+                shards_owned: owned as u32,
+                shards_standby: standby as u32,
             })
             .collect()
     }
