@@ -198,11 +198,6 @@ impl Predictors {
                 self.system()
                     .list_at_risk(usize::MAX, 0.0)
                     .await
-                    .map(|rows| {
-                        rows.into_iter()
-                            .map(|(id, f)| (String::from(id), f))
-                            .collect::<Vec<_>>()
-                    })
                     .map_err(actors_status)
             } else {
                 self.peers.forecasts(node).await
@@ -211,7 +206,7 @@ impl Predictors {
         }))
         .await;
         // Per component, the owner's forecast beats the standby's.
-        let mut best: std::collections::HashMap<String, (u8, Forecast)> = Default::default();
+        let mut best: std::collections::HashMap<ComponentId, (u8, Forecast)> = Default::default();
         let mut answered = false;
         for (node, rows) in replies {
             let rows = match rows {
@@ -223,7 +218,7 @@ impl Predictors {
             };
             answered = true;
             for (id, f) in rows {
-                let a = map.assignment(&id);
+                let a = map.assignment(id.as_str());
                 let rank = if a.owner == node {
                     0
                 } else if a.standby == Some(node) {
@@ -242,10 +237,8 @@ impl Predictors {
         if !answered {
             return Err(Status::unavailable("no node answered with its forecasts"));
         }
-        let mut rows: Vec<(ComponentId, Forecast)> = best
-            .into_iter()
-            .filter_map(|(id, (_, f))| ComponentId::new(id).ok().map(|id| (id, f)))
-            .collect();
+        let mut rows: Vec<(ComponentId, Forecast)> =
+            best.into_iter().map(|(id, (_, f))| (id, f)).collect();
         augur_actors::rank_at_risk(&mut rows, usize::MAX, 0.0);
         Ok(rows)
     }

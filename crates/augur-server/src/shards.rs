@@ -9,7 +9,7 @@ use std::time::Duration;
 use augur_actors::Sample;
 use augur_predict::predictor::{Forecast, LoadTrend};
 use augur_proto::pb;
-use augur_types::{shard_of, Command, NodeId, ShardMap};
+use augur_types::{shard_of, Command, ComponentId, NodeId, ShardMap};
 use futures::future::join_all;
 use tonic::transport::{Channel, Endpoint};
 
@@ -108,8 +108,11 @@ impl Peers {
         }
     }
 
-    /// Every forecast `id`'s own predictors hold.
-    pub async fn forecasts(&self, id: NodeId) -> Result<Vec<(String, Forecast)>, tonic::Status> {
+    /// Every forecast `id`'s own predictors hold (rows with an id that is not one dropped).
+    pub async fn forecasts(
+        &self,
+        id: NodeId,
+    ) -> Result<Vec<(ComponentId, Forecast)>, tonic::Status> {
         let mut client = self.telemetry(id)?;
         let req = pb::ListAtRiskRequest {
             limit: u32::MAX,
@@ -117,7 +120,11 @@ impl Peers {
             this_node_only: true,
         };
         let rows = client.list_at_risk(req).await?.into_inner().forecasts;
-        Ok(rows.into_iter().map(forecast_from_wire).collect())
+        Ok(rows
+            .into_iter()
+            .map(forecast_from_wire)
+            .filter_map(|(id, f)| ComponentId::new(id).ok().map(|id| (id, f)))
+            .collect())
     }
 
     /// Whether `id` answers a status call within `within`.
@@ -253,7 +260,6 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration
 #[cfg(test)]
 mod tests {
     use super::*;
-    use augur_types::ComponentId;
 
     fn sample(c: &str) -> Sample {
         Sample {
