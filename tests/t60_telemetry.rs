@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use augur_predict::lstm::SeededRng;
 use augur_proto::pb;
-use augur_proto::pb::telemetry_client::TelemetryClient;
 use augur_proto::prom::{encode_remote_write, Label, PromSample, TimeSeries, WriteRequest};
 use common::*;
 use serde_json::Value;
@@ -28,18 +27,13 @@ fn noisy(n: usize, level: f64, seed: u64) -> Vec<f64> {
 
 /// Pushes `samples` to node 1 over one stream, in batches of `per_batch`.
 async fn push(cluster: &Cluster, samples: Vec<pb::Sample>, per_batch: usize) -> pb::PushSummary {
-    let ch = channel(&cluster.addr(1)).await.expect("channel");
     let batches: Vec<pb::SampleBatch> = samples
         .chunks(per_batch)
         .map(|c| pb::SampleBatch {
             samples: c.to_vec(),
         })
         .collect();
-    TelemetryClient::new(ch)
-        .push(futures::stream::iter(batches))
-        .await
-        .expect("push")
-        .into_inner()
+    push_to(&cluster.addr(1), batches).await
 }
 
 fn sample(component: &str, metric: &str, ts: i64, value: f64) -> pb::Sample {
