@@ -116,6 +116,29 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeProc>,
 }
 
+/// A failed test shows what each node logged last: the temporary directory, and the logs
+/// in it, are gone once the test ends.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for node in self.nodes.values() {
+            let path = node.data_dir.with_extension("log");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- node {} log ({}), last lines ---",
+                node.id,
+                path.display()
+            );
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 pub fn node_config(
     id: u64,
     addr: &str,

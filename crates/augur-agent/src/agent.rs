@@ -187,6 +187,30 @@ pub struct ValidateSection {
     pub requests: usize,
     /// Largest share of requests whose answers may differ (noise excluded).
     pub max_mismatch: f64,
+    /// For this long the shadow is sent requests first that are not judged: a fresh, idle
+    /// process answers its first requests more slowly than a warm, busy original (lazy
+    /// set-up, cold caches, parked threads; a JIT in real services).
+    #[serde(default = "default_warmup_ms")]
+    pub warmup_ms: u64,
+    /// A slower shadow fails validation only when its median latency is at least this many
+    /// times the original's…
+    #[serde(default = "default_min_latency_ratio")]
+    pub min_latency_ratio: f64,
+    /// …and at least this many milliseconds slower.
+    #[serde(default = "default_min_latency_delta_ms")]
+    pub min_latency_delta_ms: f64,
+}
+
+fn default_warmup_ms() -> u64 {
+    500
+}
+
+fn default_min_latency_ratio() -> f64 {
+    augur_plan::GateConfig::default().min_latency_ratio
+}
+
+fn default_min_latency_delta_ms() -> f64 {
+    augur_plan::GateConfig::default().min_latency_delta_ms
 }
 
 impl Default for ValidateSection {
@@ -194,6 +218,9 @@ impl Default for ValidateSection {
         Self {
             requests: 100,
             max_mismatch: 0.02,
+            warmup_ms: default_warmup_ms(),
+            min_latency_ratio: default_min_latency_ratio(),
+            min_latency_delta_ms: default_min_latency_delta_ms(),
         }
     }
 }
@@ -358,6 +385,15 @@ impl AgentConfig {
         }
         if !(0.0..=1.0).contains(&self.validate.max_mismatch) || self.validate.requests == 0 {
             out.push("validate: requests above 0 and max_mismatch in 0..=1 expected".into());
+        }
+        let v = &self.validate;
+        let ratio_ok = v.min_latency_ratio.is_finite() && v.min_latency_ratio >= 1.0;
+        let delta_ok = v.min_latency_delta_ms.is_finite() && v.min_latency_delta_ms >= 0.0;
+        if !(ratio_ok && delta_ok) {
+            out.push(format!(
+                "validate: min_latency_ratio {} (≥ 1 expected) and min_latency_delta_ms {} (≥ 0 expected)",
+                v.min_latency_ratio, v.min_latency_delta_ms
+            ));
         }
         out
     }
@@ -828,6 +864,20 @@ impl Agent {
             .find(|(n, _)| **n != action.target && **n != shadow && !n.contains(".shadow-"))
             .map(|(_, a)| *a)
             .unwrap_or(orig);
+        // The shadow warms up first; its answers here are not judged.
+        let began = Instant::now();
+        let mut sent = 0;
+        while began.elapsed() < Duration::from_millis(self.cfg.validate.warmup_ms) {
+            futures::stream::iter(0..VALIDATE_IN_FLIGHT)
+                .map(|i| {
+                    let path = paths[(sent + i) % paths.len()].clone();
+                    async move { call(shad, &path, &mut augur_plan::Kpis::default()).await }
+                })
+                .buffer_unordered(VALIDATE_IN_FLIGHT)
+                .for_each(|_| async {})
+                .await;
+            sent += VALIDATE_IN_FLIGHT;
+        }
         // Each replayed request goes to the three at once, and several are in flight: a
         // degrading original (slow, the reason it moves) does not hold the shadow's
         // validation up for the sum of its latencies.
@@ -836,11 +886,22 @@ impl Agent {
                 let path = paths[i % paths.len()].clone();
                 async move {
                     let (mut ko, mut ks, mut kr) = Default::default();
-                    let (a, b, r) = tokio::join!(
-                        call(orig, &path, &mut ko),
-                        call(shad, &path, &mut ks),
-                        call(reference, &path, &mut kr)
-                    );
+                    // The side asked first every other round: on a busy host the request
+                    // sent second waits longer for this task, which would bias one side.
+                    let (a, b, r) = if i % 2 == 0 {
+                        tokio::join!(
+                            call(orig, &path, &mut ko),
+                            call(shad, &path, &mut ks),
+                            call(reference, &path, &mut kr)
+                        )
+                    } else {
+                        let (b, a, r) = tokio::join!(
+                            call(shad, &path, &mut ks),
+                            call(orig, &path, &mut ko),
+                            call(reference, &path, &mut kr)
+                        );
+                        (a, b, r)
+                    };
                     (ko, ks, a, b, r)
                 }
             })
@@ -875,7 +936,12 @@ impl Agent {
                 self.cfg.validate.max_mismatch * 100.0
             ));
         }
-        let verdict = augur_plan::judge(&o, &s, &augur_plan::GateConfig::default());
+        let gate = augur_plan::GateConfig {
+            min_latency_ratio: self.cfg.validate.min_latency_ratio,
+            min_latency_delta_ms: self.cfg.validate.min_latency_delta_ms,
+            ..augur_plan::GateConfig::default()
+        };
+        let verdict = augur_plan::judge(&o, &s, &gate);
         if !verdict.pass {
             return Err(verdict.reasons.join("; "));
         }
@@ -1427,13 +1493,14 @@ zone = "z1"
     #[test]
     fn every_problem_is_listed_at_once() {
         let err = config(
-            "[exec]\ncommand = []\nkinds = [\"teleport\"]\n[validate]\nrequests = 0\nmax_mismatch = 2.0\n",
+            "[exec]\ncommand = []\nkinds = [\"teleport\"]\n[validate]\nrequests = 0\nmax_mismatch = 2.0\nmin_latency_ratio = 0.5\n",
         )
         .unwrap_err();
         for want in [
             "exec.command is empty",
             "unknown kind \"teleport\"",
-            "validate:",
+            "validate: requests",
+            "min_latency_ratio 0.5 (≥ 1 expected)",
         ] {
             assert!(err.contains(want), "{want} missing from {err}");
         }
