@@ -33,7 +33,11 @@ pub struct ComponentSetup {
 impl ComponentSetup {
     /// The setup for a model; an unsaved model (empty version) is named
     /// `lstm-<inputs>x<hidden>-unsaved`.
-    pub fn new(predictor: PredictorConfig, hazard: HazardModel, meta: &ModelMeta) -> Self {
+    /// The predictor reads the model's inputs by name when the model names them.
+    pub fn new(mut predictor: PredictorConfig, hazard: HazardModel, meta: &ModelMeta) -> Self {
+        if predictor.inputs.is_empty() {
+            predictor.inputs = meta.input_names();
+        }
         let model_version = if meta.version.is_empty() {
             format!("lstm-{}x{}-unsaved", meta.inputs, meta.hidden)
         } else {

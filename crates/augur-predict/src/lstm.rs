@@ -69,6 +69,18 @@ impl ModelMeta {
         }
     }
 
+    /// The metric names the model reads, slot by slot; empty when it was trained on unnamed
+    /// slots (the synthetic fleet's `metric0`, `metric1`, …), whose inputs a component's
+    /// metrics fill in the order first seen.
+    pub fn input_names(&self) -> Vec<String> {
+        let unnamed = |(i, f): (usize, &String)| f.strip_prefix("metric") == Some(&i.to_string());
+        if self.features.iter().enumerate().all(unnamed) {
+            Vec::new()
+        } else {
+            self.features.clone()
+        }
+    }
+
     /// Scales one row of raw inputs the way the model expects.
     pub fn scale(&self, row: &mut [f32]) {
         self.scaling.apply(row);
@@ -681,6 +693,15 @@ fn build(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_named_features_are_read_by_name() {
+        let generic = ModelMeta::new((0..3).map(|i| format!("metric{i}")).collect(), 4, 10, 1);
+        assert!(generic.input_names().is_empty());
+        let named = ModelMeta::new(vec!["latency".into(), "metric1".into()], 4, 10, 1);
+        assert_eq!(named.input_names(), ["latency", "metric1"]);
+    }
+
     use super::*;
 
     fn sine_sequences(n: usize, len: usize) -> Vec<Sequence> {

@@ -41,6 +41,12 @@ pub struct PredictorConfig {
     /// trend each forecast carries for predictive scaling.
     #[serde(default = "default_load_metric")]
     pub load_metric: String,
+    /// The LSTM's inputs by metric name, from a model that names them
+    /// ([`crate::lstm::ModelMeta::input_names`]): a metric takes its name's slot, and a metric
+    /// the model does not name takes none (its detectors still score it). Empty (a model
+    /// trained on unnamed slots): the metrics take the slots in the order first seen.
+    #[serde(default)]
+    pub inputs: Vec<String>,
 }
 
 fn default_load_metric() -> String {
@@ -56,6 +62,7 @@ impl Default for PredictorConfig {
             limits: Vec::new(),
             season: 0,
             load_metric: default_load_metric(),
+            inputs: Vec::new(),
         }
     }
 }
@@ -94,6 +101,8 @@ struct MetricState {
     /// The load metric: its window gives the load's trend; it is not scored for anomalies
     /// (routing changes it, not health).
     is_load: bool,
+    /// Its LSTM input slot, if the model takes it.
+    slot: Option<u8>,
 }
 
 impl MetricState {
@@ -202,13 +211,22 @@ impl ComponentPredictor {
                     .iter()
                     .position(|(n, _)| n == metric)
                     .and_then(|i| u16::try_from(i).ok());
+                let is_load = metric == cfg.load_metric;
+                let slot = if is_load {
+                    None
+                } else if cfg.inputs.is_empty() {
+                    Some(self.scored().count())
+                } else {
+                    cfg.inputs.iter().position(|n| n == metric)
+                };
                 self.metrics.push(MetricState {
                     name: intern(metric),
                     window: Window::new(cfg.window),
                     detector: MetricDetector::new(cfg.season),
                     limit,
                     lead_time_s: None,
-                    is_load: metric == cfg.load_metric,
+                    is_load,
+                    slot: slot.and_then(|s| u8::try_from(s).ok()),
                 });
                 self.metrics.len() - 1
             }
@@ -248,12 +266,14 @@ impl ComponentPredictor {
         self.dirty
     }
 
-    /// Fills `out` (the model's `inputs` slots) with the newest scaled value of each metric,
-    /// in the order they were first seen; slots beyond the metrics stay 0.
+    /// Fills `out` (the model's `inputs` slots) with the newest scaled value of each metric
+    /// in its slot (see [`PredictorConfig::inputs`]); slots no metric takes stay 0.
     pub fn lstm_input(&self, out: &mut [f32]) {
         out.iter_mut().for_each(|v| *v = 0.0);
-        for (slot, m) in out.iter_mut().zip(self.scored()) {
-            *slot = m.detector.scaled();
+        for m in self.scored() {
+            if let Some(v) = m.slot.and_then(|s| out.get_mut(usize::from(s))) {
+                *v = m.detector.scaled();
+            }
         }
     }
 
@@ -272,8 +292,10 @@ impl ComponentPredictor {
         hazard: &HazardModel,
         model_version: impl Into<Arc<str>>,
     ) -> &Forecast {
-        for (m, p) in self.metrics.iter_mut().filter(|m| !m.is_load).zip(next) {
-            m.detector.set_prediction(*p);
+        for m in self.metrics.iter_mut() {
+            if let Some(p) = m.slot.and_then(|s| next.get(usize::from(s))) {
+                m.detector.set_prediction(*p);
+            }
         }
         self.dirty = false;
         let anomaly = self
@@ -341,8 +363,7 @@ impl ComponentPredictor {
         self.forecast.as_ref()
     }
 
-    /// The metrics scored for anomalies (all but the load metric), in the order first seen:
-    /// the LSTM's input slots.
+    /// The metrics scored for anomalies (all but the load metric), in the order first seen.
     fn scored(&self) -> impl Iterator<Item = &MetricState> {
         self.metrics.iter().filter(|m| !m.is_load)
     }
@@ -412,6 +433,44 @@ mod tests {
             out.push(f.anomaly);
         }
         out
+    }
+
+    #[test]
+    fn a_model_that_names_its_inputs_reads_each_metric_by_name() {
+        let named = PredictorConfig {
+            inputs: vec!["latency".into(), "error_ratio".into(), "memory".into()],
+            ..PredictorConfig::default()
+        };
+        let mut p = ComponentPredictor::new(4);
+        // Arrival order differs from the model's, and one metric is unknown to it.
+        for t in 0..40 {
+            let ts = t * 1000;
+            let wobble = if t % 2 == 0 { 1.0 } else { -1.0 };
+            p.ingest(&named, "memory", ts, 500.0 + wobble).unwrap();
+            p.ingest(&named, "disk", ts, 70.0 + wobble).unwrap();
+            p.ingest(&named, "latency", ts, 20.0 + wobble).unwrap();
+        }
+        p.ingest(&named, "memory", 40_000, 900.0).unwrap();
+        let mut x = [9.0; 3];
+        p.lstm_input(&mut x);
+        assert_eq!(x[1], 0.0, "no error ratio reported: its slot stays 0");
+        assert!(x[2] > 3.0, "memory's jump lands in memory's slot: {x:?}");
+        assert!(x[0].abs() < 2.0, "latency in latency's slot: {x:?}");
+
+        // Unnamed slots (the synthetic model's): the order first seen.
+        let unnamed = PredictorConfig::default();
+        let mut q = ComponentPredictor::new(4);
+        for t in 0..40 {
+            let wobble = if t % 2 == 0 { 1.0 } else { -1.0 };
+            q.ingest(&unnamed, "memory", t * 1000, 500.0 + wobble)
+                .unwrap();
+            q.ingest(&unnamed, "latency", t * 1000, 20.0 + wobble)
+                .unwrap();
+        }
+        q.ingest(&unnamed, "memory", 40_000, 900.0).unwrap();
+        let mut y = [9.0; 3];
+        q.lstm_input(&mut y);
+        assert!(y[0] > 3.0 && y[2] == 0.0, "{y:?}");
     }
 
     #[test]

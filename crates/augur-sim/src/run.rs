@@ -247,6 +247,7 @@ fn run_one(
                 direction: Direction::Rising,
             },
         )],
+        inputs: model.meta.input_names(),
         ..PredictorConfig::default()
     };
     let hazard = default_hazard();
