@@ -57,7 +57,7 @@ impl AugurHook {
             format!(
                 "version = 1\n[node]\nid = 1\nlisten = \"{ep}\"\ndata_dir = \"{data}\"\n\
                  [cluster]\nbootstrap = true\nmembers = [{{ id = 1, addr = \"{ep}\" }}]\n\
-                 [telemetry]\ntick_ms = 500\n[planner]\nact = true\nevery_ms = 500\n",
+                 [telemetry]\ntick_ms = 500\nmodel = \"http-service\"\n[planner]\nact = true\nevery_ms = 500\n",
                 ep = self.endpoint,
                 data = dir.join("data").display()
             ),

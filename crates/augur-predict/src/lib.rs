@@ -43,6 +43,26 @@ pub const DETECTOR_NAMES: [&str; 6] =
 /// (see `docs/evaluation.md`), so a node and `make demo` need no training step.
 pub const DEFAULT_MODEL: &[u8] = include_bytes!("../models/default.safetensors");
 
+/// The LSTM for HTTP service instances watched by the reference agent: its inputs, read by
+/// name, are the agent's `latency_p99_ms`, `error_ratio` and `memory_mb`; trained by
+/// `cargo run --release -p augur-predict --example train_http -- OUT 7 25` on
+/// [`synthetic::http_fleet`], where a latency jump on its own is a busy host, not a failure.
+pub const HTTP_SERVICE_MODEL: &[u8] = include_bytes!("../models/http-service.safetensors");
+
+/// The models shipped in the binary, by the name a node's `telemetry.model` gives them.
+pub const BUILTIN_MODELS: [(&str, &[u8]); 2] = [
+    ("default", DEFAULT_MODEL),
+    ("http-service", HTTP_SERVICE_MODEL),
+];
+
+/// The shipped model called `name`, if there is one.
+pub fn builtin_model(name: &str) -> Option<&'static [u8]> {
+    BUILTIN_MODELS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+}
+
 /// Loads [`DEFAULT_MODEL`].
 pub fn default_model() -> Result<lstm::LstmModel, PredictError> {
     lstm::LstmModel::from_bytes(DEFAULT_MODEL)

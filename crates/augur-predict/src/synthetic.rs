@@ -148,3 +148,172 @@ pub fn train_default(
     model.train(&seqs, opts, on_epoch)?;
     Ok((model, seqs.len()))
 }
+
+/// The metrics an HTTP service instance reports through the reference agent, in the order
+/// the [`http_fleet`] model reads them (by name).
+pub const HTTP_FEATURES: [&str; 3] = ["latency_p99_ms", "error_ratio", "memory_mb"];
+
+/// A seeded fleet of HTTP service instances as the reference agent sees them, one step a
+/// second: latency p99 (noisy), error ratio (often exactly 0) and memory (often constant).
+/// What sets it apart from [`fleet`] is what is *not* a failure: the latency of a healthy
+/// instance jumps for seconds to tens of seconds when its host is busy (a neighbour
+/// starting, a burst of load), with its errors and memory unchanged. A degradation before a
+/// failure always moves errors or memory too: a leak, a failing dependency or disk, an
+/// overload that starts to shed requests.
+pub fn http_fleet(spec: &FleetSpec) -> Vec<SyntheticComponent> {
+    let mut rng = SeededRng::new(spec.seed);
+    (0..spec.components)
+        .map(|_| {
+            let lat = 1.0 + rng.unit() * 49.0;
+            let lat_noise = lat * (0.03 + rng.unit() * 0.2);
+            let mem = 50.0 + rng.unit() * 1950.0;
+            let mem_noise = if rng.unit() < 0.5 {
+                0.0
+            } else {
+                mem * (0.001 + rng.unit() * 0.01)
+            };
+            let rate = 20.0 + rng.unit() * 180.0;
+            let err_base = if rng.unit() < 0.6 {
+                0.0
+            } else {
+                rng.unit() * 0.01
+            };
+            let fails_at = (rng.unit() < 0.5)
+                .then(|| spec.steps / 3 + (rng.next_u64() % (spec.steps as u64 / 2)) as usize);
+            let onset = fails_at.map(|f| f.saturating_sub(20 + (rng.next_u64() % 70) as usize));
+            // 0: everything degrades together, 1: a leak (latency late), 2: errors first.
+            let kind = rng.next_u64() % 3;
+            let (lat_gain, err_gain, mem_gain) = (
+                2.0 + rng.unit() * 30.0,
+                0.05 + rng.unit() * 0.3,
+                0.3 + rng.unit() * 4.0,
+            );
+            let mut bump: Option<(usize, usize, f64)> = None;
+            let mut mem_level = mem;
+            let mut drift = 0.0;
+            let mut values = Vec::with_capacity(spec.steps);
+            for t in 0..spec.steps {
+                // A busy host: latency alone, for 3 to 30 steps, 1.5 to 8 times as high.
+                if bump.is_none() && rng.unit() < 0.012 {
+                    let len = 3 + (rng.next_u64() % 28) as usize;
+                    bump = Some((t, len, 0.5 + rng.unit() * 7.0));
+                }
+                let mut busy = 0.0;
+                if let Some((start, len, amp)) = bump {
+                    let i = t - start;
+                    busy = lat * amp * (1.0 - i as f64 / len as f64).sqrt();
+                    if i + 1 >= len {
+                        bump = None;
+                    }
+                }
+                if rng.unit() < 0.003 {
+                    mem_level *= 1.0 + (rng.unit() - 0.5) * 0.1;
+                }
+                drift += rng.normal() * lat_noise * 0.02;
+                let mut l = lat + drift + busy + rng.normal().abs() * lat_noise;
+                let mut m = mem_level + rng.normal() * mem_noise;
+                let errors = binomial(&mut rng, rate, err_base);
+                let blip = if rng.unit() < 0.005 { 1.0 } else { 0.0 };
+                let mut e = (errors + blip) / rate;
+                if let (Some(o), Some(f)) = (onset, fails_at) {
+                    if t >= o {
+                        let k = (t - o) as f64 / (f - o).max(1) as f64;
+                        let late = |from: f64| ((k - from) / (1.0 - from)).max(0.0);
+                        let (kl, ke, km) = match kind {
+                            0 => (k, k, k),
+                            1 => (late(0.7), late(0.9), k * k),
+                            _ => (k * 0.3, k, late(0.5)),
+                        };
+                        l += lat * lat_gain * kl;
+                        e += err_gain * ke;
+                        m += mem * mem_gain * km;
+                    }
+                }
+                l = l.max(0.1);
+                m = m.max(1.0);
+                values.push(vec![l, e.min(1.0), m]);
+                if fails_at == Some(t) {
+                    break;
+                }
+            }
+            SyntheticComponent { values, fails_at }
+        })
+        .collect()
+}
+
+/// Errors among `n` requests with probability `p` each (a normal approximation, ≥ 0).
+fn binomial(rng: &mut SeededRng, n: f64, p: f64) -> f64 {
+    if p <= 0.0 {
+        return 0.0;
+    }
+    (n * p + rng.normal() * (n * p * (1.0 - p)).sqrt())
+        .round()
+        .max(0.0)
+}
+
+/// A fleet as model sequences, scaled exactly as a node scales a live metric (every value,
+/// zeros too, through its own online normaliser), labelled "fails within `horizon` steps".
+pub fn live_scaled_sequences(fleet: &[SyntheticComponent], horizon: usize) -> Vec<Sequence> {
+    fleet
+        .iter()
+        .map(|c| {
+            let len = c.values.len();
+            let width = c.values.first().map_or(0, Vec::len);
+            let mut norms: Vec<OnlineNorm> = (0..width).map(|_| OnlineNorm::default()).collect();
+            let mut rows = Vec::with_capacity(len * width);
+            for r in &c.values {
+                for (j, v) in r.iter().enumerate() {
+                    rows.push(norms[j].scale(*v));
+                }
+            }
+            let labels = (0..len)
+                .map(|t| match c.fails_at {
+                    Some(f) if f >= t && f - t <= horizon => 1.0,
+                    _ => 0.0,
+                })
+                .collect();
+            Sequence {
+                rows,
+                labels: Some(labels),
+                len,
+            }
+        })
+        .collect()
+}
+
+/// The HTTP service model's horizon, in steps (seconds of the agent's scrape): longer than
+/// the slowest degradation [`http_fleet`] makes (90 steps), so a degrading instance is
+/// labelled "fails within the horizon" from its first step of degradation.
+pub const HTTP_HORIZON_STEPS: usize = 120;
+
+/// Trains the shipped HTTP service model: the [`HTTP_FEATURES`], read by name, on
+/// [`http_fleet`] with `seed`.
+pub fn train_http_service(
+    seed: u64,
+    epochs: usize,
+    hidden: usize,
+    on_epoch: impl FnMut(crate::lstm::EpochReport),
+) -> Result<(crate::lstm::LstmModel, usize), crate::PredictError> {
+    let spec = FleetSpec {
+        seed,
+        components: 256,
+        steps: 600,
+        metrics: HTTP_FEATURES.len(),
+        horizon: HTTP_HORIZON_STEPS,
+        ..Default::default()
+    };
+    let seqs = live_scaled_sequences(&http_fleet(&spec), spec.horizon);
+    let opts = crate::lstm::TrainOptions {
+        epochs,
+        seed,
+        chunk: 48,
+        batch: 32,
+        learning_rate: 1e-2,
+        ..Default::default()
+    };
+    let features = HTTP_FEATURES.iter().map(|f| f.to_string()).collect();
+    let meta = crate::lstm::ModelMeta::new(features, hidden, spec.horizon as u32, seed);
+    let mut model = crate::lstm::LstmModel::new(meta)?;
+    model.train(&seqs, opts, on_epoch)?;
+    Ok((model, seqs.len()))
+}

@@ -239,7 +239,8 @@ pub struct TelemetrySection {
     pub remote_write_listen: Option<String>,
     /// The remote-write label that names the component.
     pub component_label: String,
-    /// An LSTM model file (safetensors); absent: the model shipped in the binary.
+    /// The LSTM: the name of a model shipped in the binary (`default`, `http-service`) or
+    /// a model file (safetensors); absent: `default`.
     pub model: Option<PathBuf>,
     /// Grid step of the metric history kept for root causes and causal strength, ms (at
     /// least 1000).
@@ -443,8 +444,17 @@ impl NodeConfig {
             }
         }
         if let Some(m) = &t.model {
-            if !m.is_file() {
-                err("telemetry.model", format!("{} is not a file", m.display()));
+            let builtin = m.to_str().and_then(augur_predict::builtin_model);
+            if builtin.is_none() && !m.is_file() {
+                let names: Vec<&str> = augur_predict::BUILTIN_MODELS.iter().map(|m| m.0).collect();
+                err(
+                    "telemetry.model",
+                    format!(
+                        "{} is neither a shipped model ({}) nor a file",
+                        m.display(),
+                        names.join(", ")
+                    ),
+                );
             }
         }
         if self.node.id == 0 {
@@ -662,6 +672,27 @@ mod tests {
              \x20 - cluster.members: bootstrap is on but node 0 is not among the members\n\
              \x20 - raft.election_timeout_min_ms: 150 ms must exceed twice the heartbeat (100 ms), or followers time out between heartbeats\n\
              \x20 - raft.election_timeout_max_ms: 120 ms must exceed election_timeout_min_ms (150 ms)"
+        );
+    }
+
+    #[test]
+    fn the_model_is_a_shipped_one_by_name_or_a_file() {
+        let with = |model: &str| {
+            let text = format!(
+                "version = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n\
+                 [cluster]\nbootstrap = true\nmembers = [{{ id = 1, addr = \"127.0.0.1:1\" }}]\n\
+                 [telemetry]\nmodel = \"{model}\"\n"
+            );
+            NodeConfig::from_toml(&text, "m.toml").map_err(|e| e.to_string())
+        };
+        with("http-service").unwrap();
+        with("default").unwrap();
+        let err = with("htp-service").unwrap_err();
+        assert!(
+            err.contains(
+                "telemetry.model: htp-service is neither a shipped model (default, http-service) nor a file"
+            ),
+            "{err}"
         );
     }
 

@@ -46,7 +46,10 @@ impl Predictors {
     /// actors.
     pub fn start(cfg: &TelemetrySection, state: StateReader, peers: Peers) -> anyhow::Result<Self> {
         let own_model = match &cfg.model {
-            Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            Some(p) => match p.to_str().and_then(augur_predict::builtin_model) {
+                Some(bytes) => bytes.to_vec(),
+                None => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            },
             None => augur_predict::DEFAULT_MODEL.to_vec(),
         };
         let model = LstmModel::from_bytes(&own_model).context("the model")?;
@@ -66,6 +69,8 @@ impl Predictors {
                 limits: Vec::new(),
                 season: cfg.season,
                 load_metric: cfg.load_metric.clone(),
+                // From the model, when it names its inputs (ComponentSetup).
+                inputs: Vec::new(),
             },
             auto_register: cfg.auto_register,
             ..ActorsConfig::default()
