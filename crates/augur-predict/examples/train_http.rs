@@ -2,7 +2,7 @@
 //! how it does on a held-out fleet (seed + 1000):
 //! `cargo run --release -p augur-predict --example train_http -- OUT [SEED] [EPOCHS]`.
 
-use augur_predict::synthetic::{http_fleet, live_scaled_sequences, FleetSpec, HTTP_FEATURES};
+use augur_predict::synthetic::{http_fleet, http_spec, live_scaled_sequences};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -19,14 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("wrote {out} ({version}) from {n} synthetic HTTP service instances");
 
     // Held out: an alarm is P(fail) ≥ 0.9 on two steps running (the planner's 2 s).
-    let spec = FleetSpec {
-        seed: seed + 1000,
-        components: 256,
-        steps: 600,
-        metrics: HTTP_FEATURES.len(),
-        horizon: augur_predict::synthetic::HTTP_HORIZON_STEPS,
-        ..FleetSpec::default()
-    };
+    let spec = http_spec(seed + 1000);
     let fleet = http_fleet(&spec);
     let seqs = live_scaled_sequences(&fleet, spec.horizon);
     let outs = model.run(&seqs.iter().collect::<Vec<_>>())?;

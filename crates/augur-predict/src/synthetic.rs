@@ -95,21 +95,33 @@ pub fn fleet(spec: &FleetSpec) -> Vec<SyntheticComponent> {
 /// The fleet as model sequences, scaled by the node's own online normaliser, with labels
 /// "fails within `horizon` steps".
 pub fn sequences(fleet: &[SyntheticComponent], spec: &FleetSpec) -> Vec<Sequence> {
+    scaled_sequences(fleet, spec.metrics, spec.horizon, true)
+}
+
+/// Each component's rows through its own online normalisers (a 0 left at 0 and unseen
+/// when `zero_is_unused`: a slot the component does not use), labelled "fails within
+/// `horizon` steps".
+fn scaled_sequences(
+    fleet: &[SyntheticComponent],
+    width: usize,
+    horizon: usize,
+    zero_is_unused: bool,
+) -> Vec<Sequence> {
     fleet
         .iter()
         .map(|c| {
             let len = c.values.len();
-            let mut norms: Vec<OnlineNorm> =
-                (0..spec.metrics).map(|_| OnlineNorm::default()).collect();
-            let mut rows = Vec::with_capacity(len * spec.metrics);
+            let mut norms: Vec<OnlineNorm> = (0..width).map(|_| OnlineNorm::default()).collect();
+            let mut rows = Vec::with_capacity(len * width);
             for r in &c.values {
                 for (j, v) in r.iter().enumerate() {
-                    rows.push(if *v == 0.0 { 0.0 } else { norms[j].scale(*v) });
+                    let unused = zero_is_unused && *v == 0.0;
+                    rows.push(if unused { 0.0 } else { norms[j].scale(*v) });
                 }
             }
             let labels = (0..len)
                 .map(|t| match c.fails_at {
-                    Some(f) if f >= t && f - t <= spec.horizon => 1.0,
+                    Some(f) if f >= t && f - t <= horizon => 1.0,
                     _ => 0.0,
                 })
                 .collect();
@@ -134,18 +146,31 @@ pub fn train_default(
         ..Default::default()
     };
     let seqs = sequences(&fleet(&spec), &spec);
+    let features = (0..spec.metrics).map(|i| format!("metric{i}")).collect();
+    train_on(&seqs, features, &spec, epochs, hidden, on_epoch)
+}
+
+/// Trains a new model, its inputs named by `features`, on `seqs` (the shipped models'
+/// settings).
+fn train_on(
+    seqs: &[Sequence],
+    features: Vec<String>,
+    spec: &FleetSpec,
+    epochs: usize,
+    hidden: usize,
+    on_epoch: impl FnMut(crate::lstm::EpochReport),
+) -> Result<(crate::lstm::LstmModel, usize), crate::PredictError> {
     let opts = crate::lstm::TrainOptions {
         epochs,
-        seed,
+        seed: spec.seed,
         chunk: 48,
         batch: 32,
         learning_rate: 1e-2,
         ..Default::default()
     };
-    let features = (0..spec.metrics).map(|i| format!("metric{i}")).collect();
-    let meta = crate::lstm::ModelMeta::new(features, hidden, spec.horizon as u32, seed);
+    let meta = crate::lstm::ModelMeta::new(features, hidden, spec.horizon as u32, spec.seed);
     let mut model = crate::lstm::LstmModel::new(meta)?;
-    model.train(&seqs, opts, on_epoch)?;
+    model.train(seqs, opts, on_epoch)?;
     Ok((model, seqs.len()))
 }
 
@@ -254,31 +279,11 @@ fn binomial(rng: &mut SeededRng, n: f64, p: f64) -> f64 {
 /// A fleet as model sequences, scaled exactly as a node scales a live metric (every value,
 /// zeros too, through its own online normaliser), labelled "fails within `horizon` steps".
 pub fn live_scaled_sequences(fleet: &[SyntheticComponent], horizon: usize) -> Vec<Sequence> {
-    fleet
-        .iter()
-        .map(|c| {
-            let len = c.values.len();
-            let width = c.values.first().map_or(0, Vec::len);
-            let mut norms: Vec<OnlineNorm> = (0..width).map(|_| OnlineNorm::default()).collect();
-            let mut rows = Vec::with_capacity(len * width);
-            for r in &c.values {
-                for (j, v) in r.iter().enumerate() {
-                    rows.push(norms[j].scale(*v));
-                }
-            }
-            let labels = (0..len)
-                .map(|t| match c.fails_at {
-                    Some(f) if f >= t && f - t <= horizon => 1.0,
-                    _ => 0.0,
-                })
-                .collect();
-            Sequence {
-                rows,
-                labels: Some(labels),
-                len,
-            }
-        })
-        .collect()
+    let width = fleet
+        .first()
+        .and_then(|c| c.values.first())
+        .map_or(0, Vec::len);
+    scaled_sequences(fleet, width, horizon, false)
 }
 
 /// The HTTP service model's horizon, in steps (seconds of the agent's scrape): longer than
@@ -294,26 +299,20 @@ pub fn train_http_service(
     hidden: usize,
     on_epoch: impl FnMut(crate::lstm::EpochReport),
 ) -> Result<(crate::lstm::LstmModel, usize), crate::PredictError> {
-    let spec = FleetSpec {
+    let spec = http_spec(seed);
+    let seqs = live_scaled_sequences(&http_fleet(&spec), spec.horizon);
+    let features = HTTP_FEATURES.iter().map(|f| f.to_string()).collect();
+    train_on(&seqs, features, &spec, epochs, hidden, on_epoch)
+}
+
+/// The [`http_fleet`] the HTTP service model is trained on (and held out on, another seed).
+pub fn http_spec(seed: u64) -> FleetSpec {
+    FleetSpec {
         seed,
         components: 256,
         steps: 600,
         metrics: HTTP_FEATURES.len(),
         horizon: HTTP_HORIZON_STEPS,
         ..Default::default()
-    };
-    let seqs = live_scaled_sequences(&http_fleet(&spec), spec.horizon);
-    let opts = crate::lstm::TrainOptions {
-        epochs,
-        seed,
-        chunk: 48,
-        batch: 32,
-        learning_rate: 1e-2,
-        ..Default::default()
-    };
-    let features = HTTP_FEATURES.iter().map(|f| f.to_string()).collect();
-    let meta = crate::lstm::ModelMeta::new(features, hidden, spec.horizon as u32, seed);
-    let mut model = crate::lstm::LstmModel::new(meta)?;
-    model.train(&seqs, opts, on_epoch)?;
-    Ok((model, seqs.len()))
+    }
 }
