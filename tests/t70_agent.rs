@@ -219,29 +219,17 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
     );
     cluster.wait_leader().await;
     let endpoints = cluster.endpoints();
-    let ep = endpoints.join(",");
     let mut client = augur_cli::Client::new(endpoints.clone());
     let dir = tempfile::tempdir().unwrap();
-    upsert_hosts(&mut client, &[("h1", "r1", "z1"), ("h2", "r1", "z2")]).await;
-    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", "50,100"]);
-    assert_eq!(code, 0, "{err}");
     // The agent scrapes every second: the step the model was trained on.
-    let rig = Rig::start_with(dir.path(), &endpoints, 24_400, 1000, "").await;
+    let web = Web {
+        steps: "50,100",
+        port_lo: 24_400,
+        telemetry_ms: 1000,
+        load_for: Duration::from_secs(150),
+    };
+    let (rig, web1, load) = web.start(dir.path(), &mut client, &endpoints).await;
     let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
-    let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
-    assert_eq!(code, 0, "{err}");
-    let web1 = both_up(&hap).await;
-    let put = augur_agent::put(web1, "/kv/greeting", "hello")
-        .await
-        .unwrap();
-    assert!(put.is_success());
-
-    let load = loadgen::start(loadgen::LoadConfig::new(
-        haproxy.frontend_addr(),
-        200,
-        Duration::from_secs(150),
-    ))
-    .expect("load");
     // History enough for the planner to admit both (`planner.min_samples`, 30).
     eventually(
         "both instances scored on 30 samples",
@@ -283,16 +271,7 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
     let degraded_at = tokio::time::Instant::now();
     let crash_at = degraded_at + CRASH_AFTER;
 
-    let done = eventually("web-1's shadow promoted", CRASH_AFTER, || {
-        let mut client = augur_cli::Client::new(endpoints.clone());
-        async move {
-            let s = shadows(&mut client).await;
-            let rec = s.into_iter().find(|r| r.component == "web-1")?;
-            assert_ne!(rec.state, "rolledback", "rolled back: {:?}", rec.history);
-            (rec.state == "promoted").then_some(rec)
-        }
-    })
-    .await;
+    let done = web1_promoted(&endpoints, CRASH_AFTER).await;
     eprintln!(
         "web-1's shadow promoted {:.1} s after its degradation began",
         degraded_at.elapsed().as_secs_f64()
@@ -305,21 +284,7 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
     assert_eq!(servers["web-1"], (0, State::Drain), "{servers:?}");
     assert_eq!(servers[&done.shadow].0, 50, "{servers:?}");
     assert_eq!(servers["web-2"].0, 50, "{servers:?}");
-    let steps: Vec<&str> = done.history.iter().map(|h| h.state.as_str()).collect();
-    assert_eq!(
-        steps,
-        [
-            "requested",
-            "provisioned",
-            "syncing",
-            "validating",
-            "shifting(50%)",
-            "shifting(100%)",
-            "promoted"
-        ],
-        "{:?}",
-        done.history
-    );
+    assert_promoted_through(&done, &["shifting(50%)", "shifting(100%)"]);
     assert!(
         done.history[0].reason.contains("P(fail within 1 h)"),
         "planned on a forecast: {:?}",
@@ -370,33 +335,15 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
     let mut client = augur_cli::Client::new(endpoints.clone());
     let dir = tempfile::tempdir().unwrap();
 
-    // Two hosts in two zones: the shadow goes to the other zone.
-    upsert_hosts(&mut client, &[("h1", "r1", "z1"), ("h2", "r1", "z2")]).await;
     // Faster canary steps than the default, so the test takes seconds.
-    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", "20,50,100"]);
-    assert_eq!(code, 0, "{err}");
-
-    // HAProxy with an empty backend; the agent adds its instances at runtime and registers
-    // them; they get half the traffic each.
-    let port_lo = if kill_mid_shift { 24_100 } else { 24_000 };
-    let rig = Rig::start(dir.path(), &endpoints, port_lo, "").await;
-    let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
-    let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
-    assert_eq!(code, 0, "{err}");
-    let web1 = both_up(&hap).await;
-
-    // web-1 holds state the shadow must get.
-    let put = augur_agent::put(web1, "/kv/greeting", "hello")
-        .await
-        .unwrap();
-    assert!(put.is_success());
-
-    let load = loadgen::start(loadgen::LoadConfig::new(
-        haproxy.frontend_addr(),
-        200,
-        Duration::from_secs(120),
-    ))
-    .expect("load");
+    let web = Web {
+        steps: "20,50,100",
+        port_lo: if kill_mid_shift { 24_100 } else { 24_000 },
+        telemetry_ms: 500,
+        load_for: Duration::from_secs(120),
+    };
+    let (rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
+    let hap = rig.haproxy.client();
 
     let (code, out, err) = ctl(&ep, &["failover", "web-1", "--reason", "e2e"]);
     assert_eq!(code, 0, "{err}");
@@ -421,36 +368,12 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
         let leader = cluster.wait_leader().await;
         cluster.kill(leader);
     }
-    let done = eventually("the shadow promoted", Duration::from_secs(90), || {
-        let mut client = augur_cli::Client::new(endpoints.clone());
-        async move {
-            let s = shadows(&mut client).await;
-            let rec = s.into_iter().find(|r| r.component == "web-1")?;
-            assert_ne!(rec.state, "rolledback", "rolled back: {:?}", rec.history);
-            (rec.state == "promoted").then_some(rec)
-        }
-    })
-    .await;
+    let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
     // The standby action is carried out too.
     on_standby(&endpoints, Duration::from_secs(20)).await;
     let report = load.stop().await;
 
-    let steps: Vec<&str> = done.history.iter().map(|h| h.state.as_str()).collect();
-    assert_eq!(
-        steps,
-        [
-            "requested",
-            "provisioned",
-            "syncing",
-            "validating",
-            "shifting(20%)",
-            "shifting(50%)",
-            "shifting(100%)",
-            "promoted"
-        ],
-        "{:?}",
-        done.history
-    );
+    assert_promoted_through(&done, &["shifting(20%)", "shifting(50%)", "shifting(100%)"]);
     assert!(done.history[0].reason.contains("e2e"));
     let shadow = done.shadow.clone();
 
@@ -709,4 +632,72 @@ async fn on_standby(endpoints: &[String], limit: Duration) {
         }
     })
     .await;
+}
+
+/// The `web` service both end-to-end failover tests start from: hosts h1 (z1) and h2 (z2),
+/// so a shadow goes to the other zone; HAProxy with an empty backend, the agent adding web-1
+/// and web-2 at runtime with half the traffic each; web-1 holding state the shadow must get
+/// (`greeting = hello`); then 200 req/s through HAProxy.
+struct Web {
+    /// The group's canary steps (`ctl policy set web --steps`).
+    steps: &'static str,
+    /// The instances' ports, from here (see [`Rig::start`]).
+    port_lo: u16,
+    /// How often the agent pushes its instances' metrics.
+    telemetry_ms: u64,
+    /// How long the load lasts.
+    load_for: Duration,
+}
+
+impl Web {
+    /// Answers the rig, web-1's address and the running load.
+    async fn start(
+        &self,
+        dir: &Path,
+        client: &mut augur_cli::Client,
+        endpoints: &[String],
+    ) -> (Rig, std::net::SocketAddr, loadgen::LoadHandle) {
+        let ep = endpoints.join(",");
+        upsert_hosts(client, &[("h1", "r1", "z1"), ("h2", "r1", "z2")]).await;
+        let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", self.steps]);
+        assert_eq!(code, 0, "{err}");
+        let rig = Rig::start_with(dir, endpoints, self.port_lo, self.telemetry_ms, "").await;
+        let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+        assert_eq!(code, 0, "{err}");
+        let web1 = both_up(&rig.haproxy.client()).await;
+        let put = augur_agent::put(web1, "/kv/greeting", "hello")
+            .await
+            .unwrap();
+        assert!(put.is_success());
+        let load = loadgen::start(loadgen::LoadConfig::new(
+            rig.haproxy.frontend_addr(),
+            200,
+            self.load_for,
+        ))
+        .expect("load");
+        (rig, web1, load)
+    }
+}
+
+/// Waits until web-1's shadow is promoted; panics at once if it was rolled back.
+async fn web1_promoted(endpoints: &[String], limit: Duration) -> pb::Shadow {
+    eventually("web-1's shadow promoted", limit, || {
+        let mut client = augur_cli::Client::new(endpoints.to_vec());
+        async move {
+            let s = shadows(&mut client).await;
+            let rec = s.into_iter().find(|r| r.component == "web-1")?;
+            assert_ne!(rec.state, "rolledback", "rolled back: {:?}", rec.history);
+            (rec.state == "promoted").then_some(rec)
+        }
+    })
+    .await
+}
+
+/// The shadow's history: provisioned, synced and validated, shifted through `shifts`, promoted.
+fn assert_promoted_through(done: &pb::Shadow, shifts: &[&str]) {
+    let steps: Vec<&str> = done.history.iter().map(|h| h.state.as_str()).collect();
+    let mut expected = vec!["requested", "provisioned", "syncing", "validating"];
+    expected.extend_from_slice(shifts);
+    expected.push("promoted");
+    assert_eq!(steps, expected, "{:?}", done.history);
 }
