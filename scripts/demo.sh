@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make demo` until the full demo lands: one embedded node, a few components, shown.
+# `make demo`: a single-node Augur cluster shown step by step (components, the dependency map,
+# forecasts, root causes, the planner), then `augur demo`, predictive against reactive failover.
 set -euo pipefail
 AUGUR=${1:-augur}
 DIR=$(mktemp -d)
