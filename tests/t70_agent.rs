@@ -16,8 +16,7 @@ use std::time::Duration;
 use augur_agent::{loadgen, Agent, AgentConfig, HaproxyConfig, HaproxyProcess, HealthCheck, State};
 use augur_proto::pb;
 use augur_proto::pb::control_client::ControlClient;
-use augur_proto::pb::telemetry_client::TelemetryClient;
-use common::{ctl, eventually, free_ports, plans, single_node, upsert_hosts};
+use common::{ctl, eventually, forecast_via, free_ports, plans, single_node, upsert_hosts};
 
 /// The sample service binary, built next to `augur` by a workspace build.
 fn sample_binary() -> PathBuf {
@@ -231,28 +230,15 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
     let (rig, web1, load) = web.start(dir.path(), &mut client, &endpoints).await;
     let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
     // History enough for the planner to admit both (`planner.min_samples`, 30).
+    let ep1 = endpoints[0].clone();
     eventually(
         "both instances scored on 30 samples",
         Duration::from_secs(90),
         || {
-            let mut client = augur_cli::Client::new(endpoints.clone());
+            let ep1 = ep1.clone();
             async move {
                 for id in ["web-1", "web-2"] {
-                    let req = pb::GetForecastRequest {
-                        component: id.into(),
-                        this_node_only: false,
-                    };
-                    let f = client
-                        .call(|c| {
-                            let req = req.clone();
-                            async move { TelemetryClient::new(c).get_forecast(req).await }
-                        })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    if f.samples < 30 {
-                        return None;
-                    }
+                    forecast_via(&ep1, id).await.filter(|f| f.samples >= 30)?;
                 }
                 Some(())
             }
@@ -312,14 +298,7 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
     let _ = load.stop().await;
 
     // The shadow has web-1's state; web-2 was never moved.
-    let shadow_addr = hap
-        .servers("web")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == done.shadow)
-        .unwrap()
-        .addr;
+    let shadow_addr = server_addr(&hap, &done.shadow).await;
     let got = augur_agent::get(shadow_addr, "/kv/greeting").await.unwrap();
     assert_eq!(got.text(), "hello");
     let all = shadows(&mut client).await;
@@ -384,14 +363,7 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
     assert_eq!(servers["web-2"].0, 50, "{servers:?}");
 
     // The shadow has web-1's state, and it served real traffic.
-    let shadow_addr = hap
-        .servers("web")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|s| s.name == shadow)
-        .unwrap()
-        .addr;
+    let shadow_addr = server_addr(&hap, &shadow).await;
     let got = augur_agent::get(shadow_addr, "/kv/greeting").await.unwrap();
     assert_eq!(got.text(), "hello");
     // It went through the replicated state: the snapshot the cluster holds for web-1.
@@ -588,12 +560,17 @@ async fn both_up(hap: &augur_agent::HaproxyClient) -> std::net::SocketAddr {
         },
     )
     .await;
+    server_addr(hap, "web-1").await
+}
+
+/// The address of server `name` in HAProxy's `web` backend.
+async fn server_addr(hap: &augur_agent::HaproxyClient, name: &str) -> std::net::SocketAddr {
     hap.servers("web")
         .await
         .unwrap()
         .into_iter()
-        .find(|s| s.name == "web-1")
-        .unwrap()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no server {name} in web"))
         .addr
 }
 
