@@ -51,7 +51,7 @@ pub struct BacktestArgs {
     /// `data/` and `labels/combined_windows.json`: scored by NAB's rules).
     #[arg(long)]
     data: PathBuf,
-    /// One of zscore, ewma, holt-winters, lstm, ensemble, null.
+    /// One of zscore, ewma, holt-winters, novelty, lstm, ensemble, null.
     #[arg(long, default_value = "ensemble")]
     detector: String,
     /// Where to write the scores (NAB's result layout) and the plots.

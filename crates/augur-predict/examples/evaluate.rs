@@ -2,6 +2,8 @@
 //! `cargo run --release -p augur-predict --example evaluate -- nab ROOT DETECTOR [OUT]`,
 //! `… -- cmapss PM_train.txt OUT_MODEL`, `… -- azure DIR OUT_JSON`. The CLI's
 //! `augur backtest` and `augur train` call the same functions.
+//! `… -- novelty-sweep ROOT` scores the `novelty` detector's knobs one at a time around
+//! their defaults (the sensitivity table of `docs/evaluation.md`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -66,8 +68,86 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             },
         )?)?,
-        other => return Err(format!("unknown evaluation {other:?}: nab, cmapss or azure").into()),
+        "novelty-sweep" => {
+            novelty_sweep(Path::new(arg(1)?))?;
+            return Ok(());
+        }
+        other => {
+            return Err(format!(
+                "unknown evaluation {other:?}: nab, cmapss, azure or novelty-sweep"
+            )
+            .into())
+        }
     };
     println!("{report}");
+    Ok(())
+}
+
+/// One line per configuration: the knob changed, then standard / low FP / low FN.
+fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use augur_predict::novelty::{Novelty, NoveltyConfig};
+    use augur_predict::Detector;
+    let corpus = augur_predict::nab::read_corpus(root)?;
+    let d = NoveltyConfig::default();
+    let mut configs = vec![("default".to_string(), d)];
+    for levels in [8, 12] {
+        configs.push((format!("levels {levels}"), NoveltyConfig { levels, ..d }));
+    }
+    for (range_rows, mark_rows) in [(200, 100), (300, 150), (600, 300)] {
+        configs.push((
+            format!("learn {range_rows}+{mark_rows}"),
+            NoveltyConfig {
+                range_rows,
+                mark_rows,
+                ..d
+            },
+        ));
+    }
+    for rest_rows in [0, 50, 150] {
+        configs.push((
+            format!("rest {rest_rows}"),
+            NoveltyConfig { rest_rows, ..d },
+        ));
+    }
+    for likelihood in [0.999, 0.9995, 0.99995, 1.1] {
+        configs.push((
+            format!("likelihood {likelihood}"),
+            NoveltyConfig { likelihood, ..d },
+        ));
+    }
+    println!("| configuration | standard | low FP | low FN | TP / FP / FN (standard) |");
+    println!("|---|---:|---:|---:|---|");
+    for (label, cfg) in configs {
+        let scores: Vec<Vec<f64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = corpus
+                .iter()
+                .map(|series| {
+                    s.spawn(move || {
+                        let step = augur_predict::baseline::median_step(&series.timestamps);
+                        let period = augur_predict::baseline::daily_period(step);
+                        let mut det = Novelty::new(period, cfg);
+                        series
+                            .timestamps
+                            .iter()
+                            .zip(&series.values)
+                            .map(|(&t, &v)| det.score(t, v))
+                            .collect::<Vec<f64>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("replay thread"))
+                .collect()
+        });
+        let p: Vec<_> = augur_predict::nab::PROFILES
+            .iter()
+            .map(|p| augur_predict::nab::score_corpus(&corpus, &scores, p))
+            .collect::<Result<_, _>>()?;
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {} / {} / {} |",
+            p[0].normalized, p[1].normalized, p[2].normalized, p[0].tp, p[0].fp, p[0].fn_
+        );
+    }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::baseline::{daily_period, Ewma, HoltWinters, Likelihood, Null, RobustZ, Surprise};
 use crate::lstm::LstmModel;
+use crate::novelty::{Novelty, NoveltyConfig};
 use crate::{Detector, PredictError, DETECTOR_NAMES};
 
 /// The online normaliser in front of the LSTM: an EW z-score, clipped to ±5.
@@ -213,6 +214,7 @@ pub fn detector(
                 PredictError::param("detector", "lstm needs a model")
             })?))
         }
+        "novelty" => Box::new(Novelty::new(period, NoveltyConfig::default())),
         "ensemble" => Box::new(Ensemble::new(period)),
         "null" => Box::new(Null),
         other => {

@@ -3,6 +3,8 @@
 //!
 //! - [`baseline`]: online detectors (robust z-score, EWMA, Holt-Winters) and the anomaly
 //!   likelihood that turns any raw score into a calibrated tail probability.
+//! - [`novelty`]: sparse alarms (a never-visited band, an extreme likelihood) with a rest
+//!   period: the backtest detector for NAB-style benchmarks.
 //! - [`lstm`]: the LSTM (candle-nn) with a next-step head and a P(failure within H) head,
 //!   batched stepping for many components at once, training and safetensors files.
 //! - [`hazard`]: a proportional-hazards model giving P(fail within 5 min / 1 h / 24 h).
@@ -20,6 +22,7 @@ pub mod hazard;
 pub mod hps;
 pub mod lstm;
 pub mod nab;
+pub mod novelty;
 pub mod plot;
 pub mod predictor;
 pub mod synthetic;
@@ -36,8 +39,15 @@ pub trait Detector: Send {
 }
 
 /// The detectors `augur backtest --detector` accepts.
-pub const DETECTOR_NAMES: [&str; 6] =
-    ["zscore", "ewma", "holt-winters", "lstm", "ensemble", "null"];
+pub const DETECTOR_NAMES: [&str; 7] = [
+    "zscore",
+    "ewma",
+    "holt-winters",
+    "novelty",
+    "lstm",
+    "ensemble",
+    "null",
+];
 
 /// The default LSTM shipped in the binary: trained by `augur train --synthetic --seed 7`
 /// (see `docs/evaluation.md`), so a node and `make demo` need no training step.

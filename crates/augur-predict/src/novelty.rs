@@ -1,0 +1,249 @@
+//! Novelty alarms: sparse, early alarms for a series, for a person or a benchmark to act on.
+//!
+//! The node's per-metric ensemble ([`MetricDetector`]) answers "how unusual is the recent
+//! surprise?", continuously, and a heavy-tailed series keeps answering "quite" for hours. This
+//! detector turns that into *events*:
+//!
+//! - **a never-visited band**: the range of the first [`NoveltyConfig::range_rows`] rows is cut
+//!   into [`NoveltyConfig::levels`] equal bands (bands of the same width continue above and
+//!   below it); the next [`NoveltyConfig::mark_rows`] rows only mark the bands they visit; from
+//!   then on a row in a band the series has never visited is an alarm. It catches a jump, a
+//!   drop to a new floor and a level the series has never held, whatever its statistics;
+//! - **an extreme likelihood**: the ensemble's anomaly likelihood at or above
+//!   [`NoveltyConfig::likelihood`];
+//! - after an alarm the detector is silent for [`NoveltyConfig::rest_rows`] rows: one event is
+//!   reported once.
+//!
+//! The score is `0.5 + 0.5·likelihood` on an alarm row, `0.49·likelihood` on any other row
+//! (below every alarm, still ordered), and 0 while resting. Constant memory:
+//! [`Bands`] is 24 bytes beside the ensemble.
+
+use crate::ensemble::MetricDetector;
+use crate::Detector;
+
+/// Bands told apart below the learnt range (lower values share the lowest one).
+const BELOW: i32 = 24;
+/// Bands tracked in all (one bit each): `BELOW` under the range, the range, the rest above.
+const BANDS: i32 = 64;
+/// The most bands the learnt range may be cut into: as many above it as below.
+pub const MAX_LEVELS: usize = (BANDS - 2 * BELOW) as usize;
+
+/// The knobs, with the values `docs/evaluation.md` measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoveltyConfig {
+    /// Bands across the learnt range, 1 to [`MAX_LEVELS`].
+    pub levels: usize,
+    /// Rows that learn the range.
+    pub range_rows: usize,
+    /// Rows after those that only mark the bands they visit (at least 1).
+    pub mark_rows: usize,
+    /// Rows of silence after an alarm.
+    pub rest_rows: usize,
+    /// An ensemble likelihood at or above this is an alarm on its own.
+    pub likelihood: f64,
+}
+
+impl Default for NoveltyConfig {
+    fn default() -> Self {
+        Self {
+            levels: 16,
+            range_rows: 400,
+            mark_rows: 200,
+            rest_rows: 100,
+            likelihood: 0.9999,
+        }
+    }
+}
+
+/// The bands a series has visited, in 24 bytes.
+#[derive(Debug, Clone)]
+pub struct Bands {
+    /// While learning the range: its low end; then the low end of band 0.
+    lo: f64,
+    /// While learning the range: its width; then one band's width.
+    step: f32,
+    rows: u16,
+    /// One bit per band, band `b` of the learnt range at bit `b + BELOW`.
+    visited: u64,
+}
+
+impl Default for Bands {
+    fn default() -> Self {
+        Self {
+            lo: f64::NAN,
+            step: 0.0,
+            rows: 0,
+            visited: 0,
+        }
+    }
+}
+
+impl Bands {
+    fn band(&self, x: f64) -> u32 {
+        let b = ((x - self.lo) / f64::from(self.step)).floor();
+        // In range for the shift: the clamp bounds it to [0, 64).
+        (b.clamp(-f64::from(BELOW), f64::from(BANDS - BELOW - 1)) as i32 + BELOW) as u32
+    }
+
+    /// Folds finite `x` in: `None` while learning, else whether its band was never visited.
+    pub fn observe(&mut self, x: f64, cfg: &NoveltyConfig) -> Option<bool> {
+        let range_rows = cfg.range_rows.clamp(1, usize::from(u16::MAX) / 2);
+        // At least one marking row: the first scored row must not find every band unvisited.
+        let learn = range_rows + cfg.mark_rows.clamp(1, usize::from(u16::MAX) / 2);
+        let row = usize::from(self.rows) + 1;
+        self.rows = self.rows.saturating_add(1);
+        if row <= range_rows {
+            if self.lo.is_nan() {
+                self.lo = x;
+            } else if x < self.lo {
+                self.step += (self.lo - x) as f32;
+                self.lo = x;
+            } else {
+                self.step = self.step.max((x - self.lo) as f32);
+            }
+            if row == range_rows {
+                let levels = cfg.levels.clamp(1, MAX_LEVELS) as f32;
+                // A flat start: bands of a thousandth of the level (or of 1e-9).
+                let floor = (self.lo.abs() * 1e-3).max(1e-9) as f32;
+                self.step = (self.step / levels).max(floor);
+            }
+            return None;
+        }
+        let bit = 1u64 << self.band(x);
+        let new = self.visited & bit == 0;
+        self.visited |= bit;
+        (row > learn).then_some(new)
+    }
+}
+
+/// The `novelty` detector. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Novelty {
+    cfg: NoveltyConfig,
+    ensemble: MetricDetector,
+    bands: Bands,
+    rest_left: usize,
+}
+
+impl Novelty {
+    /// `period`: the seasonal period the ensemble's Holt-Winters uses (0 for none).
+    pub fn new(period: usize, cfg: NoveltyConfig) -> Self {
+        Self {
+            cfg,
+            ensemble: MetricDetector::new(period),
+            bands: Bands::default(),
+            rest_left: 0,
+        }
+    }
+}
+
+impl Detector for Novelty {
+    fn score(&mut self, _t: i64, value: f64) -> f64 {
+        if !value.is_finite() {
+            return 0.0;
+        }
+        let likelihood = self.ensemble.update(value);
+        let new_band = self.bands.observe(value, &self.cfg).unwrap_or(false);
+        if self.rest_left > 0 {
+            self.rest_left -= 1;
+            return 0.0;
+        }
+        if new_band || likelihood >= self.cfg.likelihood {
+            self.rest_left = self.cfg.rest_rows;
+            0.5 + 0.5 * likelihood
+        } else {
+            0.49 * likelihood
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(values: impl IntoIterator<Item = f64>, cfg: NoveltyConfig) -> Vec<f64> {
+        let mut d = Novelty::new(0, cfg);
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| d.score(i as i64 * 60, v))
+            .collect()
+    }
+
+    #[test]
+    fn bands_are_24_bytes() {
+        assert_eq!(std::mem::size_of::<Bands>(), 24);
+    }
+
+    #[test]
+    fn learning_rows_never_alarm_and_a_new_band_after_them_does() {
+        let cfg = NoveltyConfig {
+            range_rows: 10,
+            mark_rows: 10,
+            ..Default::default()
+        };
+        // A sawtooth over [0, 9] while learning, then a value far above it.
+        let mut v: Vec<f64> = (0..40).map(|i| f64::from(i % 10)).collect();
+        v.push(30.0);
+        let s = scores(v, cfg);
+        assert!(s[..40].iter().all(|&x| x < 0.5), "{s:?}");
+        assert!(s[40] >= 0.5, "{s:?}");
+    }
+
+    #[test]
+    fn an_alarm_is_followed_by_rest() {
+        let cfg = NoveltyConfig {
+            range_rows: 10,
+            mark_rows: 10,
+            rest_rows: 5,
+            ..Default::default()
+        };
+        let mut v: Vec<f64> = (0..20).map(|i| f64::from(i % 10)).collect();
+        // New bands row after row (a band is 9/16 wide): one alarm, silence, the next alarm.
+        v.extend([10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0]);
+        let s = scores(v, cfg);
+        assert!(s[20] >= 0.5);
+        assert!(s[21..26].iter().all(|&x| x == 0.0), "{s:?}");
+        assert!(s[26] >= 0.5, "{s:?}");
+    }
+
+    #[test]
+    fn a_gap_inside_the_range_is_a_new_band() {
+        let cfg = NoveltyConfig {
+            levels: 10,
+            range_rows: 10,
+            mark_rows: 10,
+            ..Default::default()
+        };
+        // Two modes at the ends of [0, 10]; the middle was never visited.
+        let mut v: Vec<f64> = (0..40)
+            .map(|i| if i % 2 == 0 { 0.0 } else { 10.0 })
+            .collect();
+        v.push(5.0);
+        let s = scores(v, cfg);
+        assert!(s[40] >= 0.5, "{s:?}");
+    }
+
+    #[test]
+    fn non_finite_values_are_skipped() {
+        let mut d = Novelty::new(0, NoveltyConfig::default());
+        assert_eq!(d.score(0, f64::NAN), 0.0);
+        assert_eq!(d.score(60, f64::INFINITY), 0.0);
+        assert_eq!(d.bands.rows, 0);
+    }
+
+    #[test]
+    fn a_flat_series_gets_bands_of_a_thousandth_of_its_level() {
+        let cfg = NoveltyConfig {
+            range_rows: 10,
+            mark_rows: 10,
+            ..Default::default()
+        };
+        let mut v = vec![100.0; 30];
+        v.push(100.05);
+        v.push(100.2);
+        let s = scores(v, cfg);
+        assert!(s[..31].iter().all(|&x| x < 0.5), "{s:?}");
+        assert!(s[31] >= 0.5, "{s:?}");
+    }
+}
