@@ -86,7 +86,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// One line per configuration: the knob changed, then standard / low FP / low FN.
 fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use augur_predict::novelty::{Novelty, NoveltyConfig};
-    use augur_predict::Detector;
     let corpus = augur_predict::nab::read_corpus(root)?;
     let d = NoveltyConfig::default();
     let mut configs = vec![("default".to_string(), d)];
@@ -118,32 +117,11 @@ fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     println!("| configuration | standard | low FP | low FN | TP / FP / FN (standard) |");
     println!("|---|---:|---:|---:|---|");
     for (label, cfg) in configs {
-        let scores: Vec<Vec<f64>> = std::thread::scope(|s| {
-            let handles: Vec<_> = corpus
-                .iter()
-                .map(|series| {
-                    s.spawn(move || {
-                        let step = augur_predict::baseline::median_step(&series.timestamps);
-                        let period = augur_predict::baseline::daily_period(step);
-                        let mut det = Novelty::new(period, cfg);
-                        series
-                            .timestamps
-                            .iter()
-                            .zip(&series.values)
-                            .map(|(&t, &v)| det.score(t, v))
-                            .collect::<Vec<f64>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("replay thread"))
-                .collect()
-        });
-        let p: Vec<_> = augur_predict::nab::PROFILES
-            .iter()
-            .map(|p| augur_predict::nab::score_corpus(&corpus, &scores, p))
-            .collect::<Result<_, _>>()?;
+        let (_, p) = augur_predict::eval::score_nab(&corpus, |series| {
+            let step = augur_predict::baseline::median_step(&series.timestamps);
+            let period = augur_predict::baseline::daily_period(step);
+            Ok(Box::new(Novelty::new(period, cfg)))
+        })?;
         println!(
             "| {label} | {:.1} | {:.1} | {:.1} | {} / {} / {} |",
             p[0].normalized, p[1].normalized, p[2].normalized, p[0].tp, p[0].fp, p[0].fn_

@@ -16,7 +16,7 @@ use crate::hps::{health_projection_score, HpsInputs};
 use crate::lstm::{EpochReport, LstmModel, ModelMeta, SeededRng, TrainOptions};
 use crate::nab::{read_corpus, score_corpus, write_results, LabeledSeries, ProfileScore, PROFILES};
 use crate::plot::{backtest_svg, quantile_bins, reliability_bins, reliability_svg};
-use crate::PredictError;
+use crate::{Detector, PredictError};
 
 /// Precision, recall and F1 of binary decisions.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -303,12 +303,48 @@ pub fn replay(
     model: Option<Arc<LstmModel>>,
 ) -> Result<Vec<f64>, PredictError> {
     let mut d = detector(name, median_step(&series.timestamps), model)?;
-    Ok(series
+    Ok(run_series(d.as_mut(), series))
+}
+
+/// One score a row of `series`, in order.
+fn run_series(d: &mut dyn Detector, series: &LabeledSeries) -> Vec<f64> {
+    series
         .timestamps
         .iter()
         .zip(&series.values)
         .map(|(&t, &v)| d.score(t, v))
-        .collect())
+        .collect()
+}
+
+/// Replays every series of `corpus` through its own detector from `make` (one thread a
+/// series) and scores the corpus under each of NAB's profiles: the scores row by row, then
+/// the profile scores.
+pub fn score_nab<F>(
+    corpus: &[LabeledSeries],
+    make: F,
+) -> Result<(Vec<Vec<f64>>, Vec<ProfileScore>), PredictError>
+where
+    F: Fn(&LabeledSeries) -> Result<Box<dyn Detector>, PredictError> + Sync,
+{
+    let make = &make;
+    let scores: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = corpus
+            .iter()
+            .map(|series| s.spawn(move || Ok(run_series(make(series)?.as_mut(), series))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PredictError::param("detector", "panicked")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let profile_scores = PROFILES
+        .iter()
+        .map(|p| score_corpus(corpus, &scores, p))
+        .collect::<Result<_, _>>()?;
+    Ok((scores, profile_scores))
 }
 
 /// What a NAB backtest reports.
@@ -332,26 +368,9 @@ pub fn nab(
     let corpus = read_corpus(root)?;
     // Check the name before the work.
     detector(name, 60, model.clone())?;
-    let scores: Vec<Vec<f64>> = std::thread::scope(|s| {
-        let handles: Vec<_> = corpus
-            .iter()
-            .map(|series| {
-                let model = model.clone();
-                s.spawn(move || replay(name, series, model))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(PredictError::param("detector", "panicked")))
-            })
-            .collect::<Result<Vec<_>, _>>()
+    let (scores, profile_scores) = score_nab(&corpus, |series| {
+        detector(name, median_step(&series.timestamps), model.clone())
     })?;
-    let profile_scores: Vec<ProfileScore> = PROFILES
-        .iter()
-        .map(|p| score_corpus(&corpus, &scores, p))
-        .collect::<Result<_, _>>()?;
     if let Some(out) = out {
         let standard = profile_scores.first().map(|s| s.threshold);
         for (series, sc) in corpus.iter().zip(&scores) {
