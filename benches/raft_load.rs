@@ -21,53 +21,43 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 
+/// The Raft benchmark: Augur's cluster, then etcd's, under the same load.
+#[derive(clap::Parser)]
 struct Args {
+    /// The `augur` binary to run the three nodes with.
+    #[arg(long, default_value = "target/release/augur")]
     augur: PathBuf,
-    etcd: Option<String>,
+    /// The `etcd` binary (Debian's etcd-server).
+    #[arg(long, default_value = "etcd")]
+    etcd: String,
+    /// Measure Augur alone.
+    #[arg(long)]
+    no_etcd: bool,
+    /// Seconds of load at each client count.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Augur leader kills (SIGKILL) for the failover figures.
+    #[arg(long, default_value_t = 20)]
     kills: usize,
+    /// etcd leader kills.
+    #[arg(long, default_value_t = 5)]
     etcd_kills: usize,
+    /// Concurrent client counts, one load phase each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+impl Args {
+    fn etcd(&self) -> Option<&str> {
+        (!self.no_etcd).then_some(self.etcd.as_str())
+    }
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        augur: PathBuf::from("target/release/augur"),
-        etcd: Some("etcd".into()),
-        seconds: 10,
-        kills: 20,
-        etcd_kills: 5,
-        clients: vec![1, 16, 64],
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--augur" => args.augur = it.next().expect("--augur PATH").into(),
-            "--etcd" => args.etcd = it.next(),
-            "--no-etcd" => args.etcd = None,
-            "--seconds" => {
-                args.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N")
-            }
-            "--kills" => args.kills = it.next().and_then(|s| s.parse().ok()).expect("--kills N"),
-            "--etcd-kills" => {
-                args.etcd_kills = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .expect("--etcd-kills N")
-            }
-            "--clients" => {
-                args.clients = it
-                    .next()
-                    .expect("--clients 1,16,64")
-                    .split(',')
-                    .map(|s| s.parse().expect("client count"))
-                    .collect()
-            }
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
-    args
+    <Args as clap::Parser>::parse()
 }
 
 /// `AUGUR_BENCH_LOGS=DIR`: each Augur node's log goes to `DIR/augur-node<id>.log`.
@@ -637,7 +627,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let augur = run_system(Augur::start(&args.augur), &args, args.kills).await;
-        let etcd = match &args.etcd {
+        let etcd = match args.etcd() {
             Some(bin) => Some(run_system(Etcd::start(bin), &args, args.etcd_kills).await),
             None => None,
         };
