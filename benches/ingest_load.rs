@@ -23,51 +23,68 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 
+/// End-to-end ingest: an Augur node, then Prometheus, under the same push load.
+#[derive(clap::Parser)]
 struct Args {
+    /// The `augur` binary to run the node with.
+    #[arg(long, default_value = "target/release/augur")]
     augur: PathBuf,
-    prometheus: Option<String>,
+    /// The `prometheus` binary (Debian's).
+    #[arg(long, default_value = "prometheus")]
+    prometheus: String,
+    /// Measure Augur alone.
+    #[arg(long)]
+    no_prometheus: bool,
+    /// Monitored components (a multiple of --senders).
+    #[arg(long, default_value_t = 10_000)]
     components: usize,
+    /// Metrics a component.
+    #[arg(long, default_value_t = 8)]
     metrics: usize,
+    /// Seconds of load a target.
+    #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Concurrent senders, each with its own slice of the components.
+    #[arg(long, default_value_t = 4)]
     senders: usize,
+    /// Samples a push.
+    #[arg(long, default_value_t = 8_000)]
     batch: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        augur: PathBuf::from("target/release/augur"),
-        prometheus: Some("prometheus".into()),
-        components: 10_000,
-        metrics: 8,
-        seconds: 10,
-        senders: 4,
-        batch: 8_000,
+    let a = <Args as clap::Parser>::parse();
+    let fail = |msg: String| -> ! {
+        <Args as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, msg)
+            .exit()
     };
-    let mut it = std::env::args().skip(1);
-    let num = |v: Option<String>, what: &str| -> usize {
-        v.and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{what} N"))
-    };
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--augur" => a.augur = it.next().expect("--augur PATH").into(),
-            "--prometheus" => a.prometheus = it.next(),
-            "--no-prometheus" => a.prometheus = None,
-            "--components" => a.components = num(it.next(), "--components"),
-            "--metrics" => a.metrics = num(it.next(), "--metrics"),
-            "--seconds" => a.seconds = num(it.next(), "--seconds") as u64,
-            "--senders" => a.senders = num(it.next(), "--senders"),
-            "--batch" => a.batch = num(it.next(), "--batch"),
-            "--bench" => {} // cargo bench passes it
-            other => panic!("unknown argument {other}"),
+    for (name, v) in [
+        ("--components", a.components),
+        ("--metrics", a.metrics),
+        ("--senders", a.senders),
+        ("--batch", a.batch),
+    ] {
+        if v == 0 {
+            fail(format!("{name} must be at least 1"));
         }
     }
-    assert!(a.components > 0 && a.metrics > 0 && a.senders > 0 && a.batch > 0);
-    assert!(
-        a.components.is_multiple_of(a.senders),
-        "--components must be a multiple of --senders"
-    );
+    if !a.components.is_multiple_of(a.senders) {
+        fail(format!(
+            "--components {} must be a multiple of --senders {}",
+            a.components, a.senders
+        ));
+    }
     a
+}
+
+impl Args {
+    fn prometheus(&self) -> Option<&str> {
+        (!self.no_prometheus).then_some(self.prometheus.as_str())
+    }
 }
 
 /// What one target took.
@@ -399,7 +416,8 @@ async fn main() {
     // The first round registers every component (auto-register): not timed.
     let warm = Args {
         seconds: 0,
-        prometheus: None,
+        no_prometheus: true,
+        prometheus: args.prometheus.clone(),
         augur: args.augur.clone(),
         ..*args
     };
@@ -418,7 +436,7 @@ async fn main() {
     println!("| target | samples/s | p50 push (ms) | p99 push (ms) | accepted | rejected | busy retries |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!("{}", row("augur (gRPC Telemetry.Push)", &augur_out));
-    if let Some(bin) = &args.prometheus {
+    if let Some(bin) = args.prometheus() {
         let (prom, port) = start_prometheus(bin, dir.path()).await;
         let target = Target::prometheus(port);
         let prom_out = run(args, move |s, t0| drive(target.clone(), args, s, t0)).await;

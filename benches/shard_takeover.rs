@@ -18,16 +18,19 @@ use std::time::{Duration, Instant};
 use augur_predict::lstm::SeededRng;
 use common::*;
 
+/// Shard takeover after a SIGKILL, on a three-node loopback cluster.
+#[derive(clap::Parser)]
+struct Args {
+    /// Kill-and-restart rounds.
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let mut rounds = 10usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--rounds" => rounds = it.next().and_then(|s| s.parse().ok()).expect("--rounds N"),
-            "--bench" => {}
-            other => panic!("unknown argument {other}"),
-        }
-    }
+    let rounds = <Args as clap::Parser>::parse().rounds;
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
