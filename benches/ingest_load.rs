@@ -25,6 +25,7 @@ use hyper_util::rt::TokioExecutor;
 
 /// End-to-end ingest: an Augur node, then Prometheus, under the same push load.
 #[derive(clap::Parser)]
+#[command(args_override_self = true)]
 struct Args {
     /// The `augur` binary to run the node with.
     #[arg(long, default_value = "target/release/augur")]

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 
 /// The Raft benchmark: Augur's cluster, then etcd's, under the same load.
 #[derive(clap::Parser)]
+#[command(args_override_self = true)]
 struct Args {
     /// The `augur` binary to run the three nodes with.
     #[arg(long, default_value = "target/release/augur")]

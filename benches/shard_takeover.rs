@@ -20,6 +20,7 @@ use common::*;
 
 /// Shard takeover after a SIGKILL, on a three-node loopback cluster.
 #[derive(clap::Parser)]
+#[command(args_override_self = true)]
 struct Args {
     /// Kill-and-restart rounds.
     #[arg(long, default_value_t = 10)]
