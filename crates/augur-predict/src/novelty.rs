@@ -103,7 +103,8 @@ impl Bands {
             }
             if row == range_rows {
                 let levels = cfg.levels.clamp(1, MAX_LEVELS) as f32;
-                // A flat start: bands of a thousandth of the level (or of 1e-9).
+                // No band finer than a thousandth of the level (1e-9 at level 0), so a flat
+                // start does not make every later wobble a new band.
                 let floor = (self.lo.abs() * 1e-3).max(1e-9) as f32;
                 self.step = (self.step / levels).max(floor);
             }
