@@ -57,10 +57,6 @@ impl Args {
     }
 }
 
-fn parse_args() -> Args {
-    <Args as clap::Parser>::parse()
-}
-
 /// `AUGUR_BENCH_LOGS=DIR`: each Augur node's log goes to `DIR/augur-node<id>.log`.
 fn log_dir() -> Option<std::path::PathBuf> {
     let dir = std::path::PathBuf::from(std::env::var_os("AUGUR_BENCH_LOGS")?);
@@ -621,7 +617,7 @@ async fn run_system<S: System>(
 }
 
 fn main() {
-    let args = parse_args();
+    let args = <Args as clap::Parser>::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

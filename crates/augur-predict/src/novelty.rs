@@ -16,7 +16,7 @@
 //!
 //! The score is `0.5 + 0.5·likelihood` on an alarm row, `0.49·likelihood` on any other row
 //! (below every alarm, still ordered), and 0 while resting. Constant memory:
-//! [`Bands`] is 24 bytes beside the ensemble.
+//! the band state is 24 bytes beside the ensemble.
 
 use crate::ensemble::MetricDetector;
 use crate::Detector;
@@ -43,6 +43,21 @@ pub struct NoveltyConfig {
     pub likelihood: f64,
 }
 
+impl NoveltyConfig {
+    /// Levels in 1 ..= [`MAX_LEVELS`]; range and marking rows in 1 ..= 32,767 each (a row
+    /// count is a u16; at least one marking row, so the first scored row does not find every
+    /// band unvisited).
+    fn clamped(self) -> Self {
+        let rows = usize::from(u16::MAX) / 2;
+        Self {
+            levels: self.levels.clamp(1, MAX_LEVELS),
+            range_rows: self.range_rows.clamp(1, rows),
+            mark_rows: self.mark_rows.clamp(1, rows),
+            ..self
+        }
+    }
+}
+
 impl Default for NoveltyConfig {
     fn default() -> Self {
         Self {
@@ -56,8 +71,8 @@ impl Default for NoveltyConfig {
 }
 
 /// The bands a series has visited, in 24 bytes.
-#[derive(Debug, Clone)]
-pub struct Bands {
+#[derive(Debug, Clone, Default)]
+struct Bands {
     /// While learning the range: its low end; then the low end of band 0.
     lo: f64,
     /// While learning the range: its width; then one band's width.
@@ -65,17 +80,6 @@ pub struct Bands {
     rows: u16,
     /// One bit per band, band `b` of the learnt range at bit `b + BELOW`.
     visited: u64,
-}
-
-impl Default for Bands {
-    fn default() -> Self {
-        Self {
-            lo: f64::NAN,
-            step: 0.0,
-            rows: 0,
-            visited: 0,
-        }
-    }
 }
 
 impl Bands {
@@ -86,14 +90,12 @@ impl Bands {
     }
 
     /// Folds finite `x` in: `None` while learning, else whether its band was never visited.
-    pub fn observe(&mut self, x: f64, cfg: &NoveltyConfig) -> Option<bool> {
-        let range_rows = cfg.range_rows.clamp(1, usize::from(u16::MAX) / 2);
-        // At least one marking row: the first scored row must not find every band unvisited.
-        let learn = range_rows + cfg.mark_rows.clamp(1, usize::from(u16::MAX) / 2);
+    /// `cfg` is as [`NoveltyConfig::clamped`] leaves it.
+    fn observe(&mut self, x: f64, cfg: &NoveltyConfig) -> Option<bool> {
         let row = usize::from(self.rows) + 1;
         self.rows = self.rows.saturating_add(1);
-        if row <= range_rows {
-            if self.lo.is_nan() {
+        if row <= cfg.range_rows {
+            if row == 1 {
                 self.lo = x;
             } else if x < self.lo {
                 self.step += (self.lo - x) as f32;
@@ -101,19 +103,18 @@ impl Bands {
             } else {
                 self.step = self.step.max((x - self.lo) as f32);
             }
-            if row == range_rows {
-                let levels = cfg.levels.clamp(1, MAX_LEVELS) as f32;
+            if row == cfg.range_rows {
                 // No band finer than a thousandth of the level (1e-9 at level 0), so a flat
                 // start does not make every later wobble a new band.
                 let floor = (self.lo.abs() * 1e-3).max(1e-9) as f32;
-                self.step = (self.step / levels).max(floor);
+                self.step = (self.step / cfg.levels as f32).max(floor);
             }
             return None;
         }
         let bit = 1u64 << self.band(x);
         let new = self.visited & bit == 0;
         self.visited |= bit;
-        (row > learn).then_some(new)
+        (row > cfg.range_rows + cfg.mark_rows).then_some(new)
     }
 }
 
@@ -130,7 +131,7 @@ impl Novelty {
     /// `period`: the seasonal period the ensemble's Holt-Winters uses (0 for none).
     pub fn new(period: usize, cfg: NoveltyConfig) -> Self {
         Self {
-            cfg,
+            cfg: cfg.clamped(),
             ensemble: MetricDetector::new(period),
             bands: Bands::default(),
             rest_left: 0,
