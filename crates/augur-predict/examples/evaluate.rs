@@ -21,6 +21,12 @@ fn cmapss_options() -> augur_predict::eval::CmapssOptions {
     if let Some(v) = env("LR").and_then(|v| v.parse().ok()) {
         o.train.learning_rate = v;
     }
+    if let Some(v) = env("LRMIN").and_then(|v| v.parse().ok()) {
+        o.train.final_lr_ratio = v;
+    }
+    if let Some(v) = env("TTF").and_then(|v| v.parse().ok()) {
+        o.train.ttf_weight = v;
+    }
     if let Some(v) = env("SEED").and_then(|v| v.parse().ok()) {
         o.train.seed = v;
     }

@@ -108,6 +108,7 @@ pub fn cmapss_sequence(e: &Engine, keep: &[usize], scaling: &Scaling, horizon: u
     Sequence {
         rows,
         labels: Some(labels),
+        ttf: Some((0..len).map(|t| (len - 1 - t) as f32).collect()),
         len,
     }
 }

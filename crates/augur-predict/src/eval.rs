@@ -115,6 +115,8 @@ impl Default for CmapssOptions {
                 seed: 7,
                 fail_weight: 1.0,
                 positive_weight: 1.0,
+                ttf_weight: 1.0,
+                final_lr_ratio: 0.05,
             },
         }
     }

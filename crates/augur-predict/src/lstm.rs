@@ -232,6 +232,9 @@ pub struct StepOut {
 pub struct Sequence {
     pub rows: Vec<f32>,
     pub labels: Option<Vec<f32>>,
+    /// Optionally, per row, the steps until the failure ahead (NaN where none is known): the
+    /// target of an auxiliary time-to-failure head used only in training.
+    pub ttf: Option<Vec<f32>>,
     pub len: usize,
 }
 
@@ -249,6 +252,11 @@ pub struct TrainOptions {
     pub fail_weight: f64,
     /// Weight of positive failure labels (they are rare).
     pub positive_weight: f64,
+    /// Weight of the auxiliary time-to-failure loss (0: off).
+    pub ttf_weight: f64,
+    /// The learning rate falls along a half cosine from `learning_rate` to this share of it
+    /// at the last epoch (1: constant).
+    pub final_lr_ratio: f64,
 }
 
 impl Default for TrainOptions {
@@ -261,7 +269,34 @@ impl Default for TrainOptions {
             seed: 7,
             fail_weight: 1.0,
             positive_weight: 1.0,
+            ttf_weight: 0.0,
+            final_lr_ratio: 1.0,
         }
+    }
+}
+
+impl TrainOptions {
+    /// Every option that would make training meaningless, named.
+    pub fn validate(&self) -> Result<(), PredictError> {
+        let weights = [
+            ("learning_rate", self.learning_rate),
+            ("fail_weight", self.fail_weight),
+            ("positive_weight", self.positive_weight),
+            ("ttf_weight", self.ttf_weight),
+        ];
+        if let Some(&(name, v)) = weights.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+            return Err(PredictError::param(
+                name,
+                format!("{v} is not a finite value >= 0"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_ratio) {
+            return Err(PredictError::param(
+                "final_lr_ratio",
+                format!("{} is not in [0, 1]", self.final_lr_ratio),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -318,19 +353,8 @@ impl LstmModel {
             return Err(PredictError::param("meta", "inputs and hidden must be > 0"));
         }
         let mut rng = SeededRng::new(meta.seed);
-        let k = 1.0 / (meta.hidden as f64).sqrt();
-        Self::with_weights(meta, |vars| {
-            let mut names: Vec<&String> = vars.keys().collect();
-            names.sort();
-            for name in names {
-                let var = &vars[name];
-                let vals: Vec<f32> = (0..var.elem_count())
-                    .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
-                    .collect();
-                var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?)?;
-            }
-            Ok(())
-        })
+        let hidden = meta.hidden;
+        Self::with_weights(meta, |vars| fill_uniform(vars, hidden, &mut rng))
     }
 
     /// Builds the layers for `meta`, lets `set` fill every variable (by name), and lays out the
@@ -557,20 +581,60 @@ impl LstmModel {
                 ),
             ));
         }
+        let per_row = |s: &Sequence| {
+            [&s.labels, &s.ttf]
+                .into_iter()
+                .flatten()
+                .all(|v| v.len() == s.len)
+        };
+        if let Some(k) = seqs.iter().position(|s| !per_row(s)) {
+            return Err(PredictError::param(
+                "sequences",
+                format!(
+                    "sequence {k} has {} rows but labels or time-to-failure of another length",
+                    seqs[k].len
+                ),
+            ));
+        }
+        opts.validate()?;
         let params = candle_nn::ParamsAdamW {
             lr: opts.learning_rate,
             weight_decay: 1e-4,
             ..Default::default()
         };
-        let mut opt = candle_nn::AdamW::new(self.varmap.all_vars(), params)?;
+        // The time-to-failure head lives only here: it shapes the shared state in training
+        // and is not part of the model file.
+        let aux = VarMap::new();
+        let ttf_head = candle_nn::linear(
+            self.meta.hidden,
+            1,
+            VarBuilder::from_varmap(&aux, DType::F32, &self.device).pp("ttf"),
+        )?;
+        {
+            let vars = aux
+                .data()
+                .lock()
+                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+            let mut rng = SeededRng::new(opts.seed ^ 0x7474_665f_6865_6164);
+            fill_uniform(&vars, self.meta.hidden, &mut rng)?;
+        }
+        let mut vars = self.varmap.all_vars();
+        if opts.ttf_weight > 0.0 {
+            vars.extend(aux.all_vars());
+        }
+        let mut opt = candle_nn::AdamW::new(vars, params)?;
         let mut rng = SeededRng::new(opts.seed);
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         for epoch in 1..=opts.epochs {
+            let progress = (epoch - 1) as f64 / (opts.epochs.max(2) - 1) as f64;
+            let ratio = opts.final_lr_ratio;
+            let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+            opt.set_learning_rate(opts.learning_rate * (ratio + (1.0 - ratio) * cosine));
             rng.shuffle(&mut order);
             let (mut next_sum, mut fail_sum, mut n) = (0.0, 0.0, 0usize);
             for group in order.chunks(opts.batch.max(1)) {
                 let batch: Vec<&Sequence> = group.iter().map(|&k| &seqs[k]).collect();
-                let (a, b) = self.train_batch(&batch, &opts, &mut opt)?;
+                let (a, b) = self.train_batch(&batch, &opts, &ttf_head, &mut opt)?;
                 next_sum += a;
                 fail_sum += b;
                 n += 1;
@@ -590,6 +654,7 @@ impl LstmModel {
         &self,
         batch: &[&Sequence],
         opts: &TrainOptions,
+        ttf_head: &Linear,
         opt: &mut candle_nn::AdamW,
     ) -> Result<(f64, f64), PredictError> {
         let (i, hd) = (self.meta.inputs, self.meta.hidden);
@@ -610,6 +675,9 @@ impl LstmModel {
             let mut next_mask = vec![0f32; b * len];
             let mut fail_target = vec![0f32; b * len];
             let mut fail_mask = vec![0f32; b * len];
+            let mut ttf_target = vec![0f32; b * len];
+            let mut ttf_mask = vec![0f32; b * len];
+            let cap = (4 * self.meta.horizon_steps).max(1) as f32;
             for (k, s) in batch.iter().enumerate() {
                 for t in 0..len {
                     let row = start + t;
@@ -630,6 +698,10 @@ impl LstmModel {
                         } else {
                             1.0
                         };
+                    }
+                    if let Some(v) = s.ttf.as_ref().map(|v| v[row]).filter(|v| v.is_finite()) {
+                        ttf_target[k * len + t] = v.min(cap) / cap;
+                        ttf_mask[k * len + t] = 1.0;
                     }
                 }
             }
@@ -659,7 +731,15 @@ impl LstmModel {
             } else {
                 Tensor::zeros((), DType::F32, &self.device)?
             };
-            let loss = (&next_loss + (&fail_loss * opts.fail_weight)?)?;
+            let mut loss = (&next_loss + (&fail_loss * opts.fail_weight)?)?;
+            let tm_sum = ttf_mask.iter().sum::<f32>() as f64;
+            if opts.ttf_weight > 0.0 && tm_sum > 0.0 {
+                let tt = Tensor::from_vec(ttf_target, (b, len), &self.device)?;
+                let tm = Tensor::from_vec(ttf_mask, (b, len), &self.device)?;
+                let est = ttf_head.forward(&hseq)?.squeeze(D::Minus1)?;
+                let ttf_loss = (((est - tt)?.sqr()? * tm)?.sum_all()? / tm_sum)?;
+                loss = (loss + (ttf_loss * opts.ttf_weight)?)?;
+            }
             opt.backward_step(&loss)?;
             next_sum += next_loss.to_scalar::<f32>()? as f64;
             fail_sum += fail_loss.to_scalar::<f32>()? as f64;
@@ -672,6 +752,26 @@ impl LstmModel {
             fail_sum / chunks.max(1) as f64,
         ))
     }
+}
+
+/// Sets every variable, in name order, uniform in ±1/√hidden from `rng`: candle's own
+/// initialisers draw from an unseeded generator.
+fn fill_uniform(
+    vars: &HashMap<String, candle_core::Var>,
+    hidden: usize,
+    rng: &mut SeededRng,
+) -> Result<(), PredictError> {
+    let k = 1.0 / (hidden as f64).sqrt();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let vals: Vec<f32> = (0..var.elem_count())
+            .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
+            .collect();
+        var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?)?;
+    }
+    Ok(())
 }
 
 fn build(
@@ -718,6 +818,7 @@ mod tests {
                 Sequence {
                     rows,
                     labels: Some(labels),
+                    ttf: None,
                     len,
                 }
             })
@@ -749,6 +850,115 @@ mod tests {
         let out_a = a.run(&[&seqs[0]]).unwrap();
         let out_l = loaded.run(&[&seqs[0]]).unwrap();
         assert_eq!(out_a[0].p_fail, out_l[0].p_fail);
+    }
+
+    /// Steps until the next "failure" row of each sine sequence (NaN after the last one).
+    fn with_ttf(mut seqs: Vec<Sequence>) -> Vec<Sequence> {
+        for s in &mut seqs {
+            let labels = s.labels.as_ref().unwrap();
+            let mut next = f32::NAN;
+            let mut ttf = vec![0f32; s.len];
+            for t in (0..s.len).rev() {
+                if labels[t] > 0.5 {
+                    next = t as f32;
+                }
+                ttf[t] = next - t as f32;
+            }
+            s.ttf = Some(ttf);
+        }
+        seqs
+    }
+
+    #[test]
+    fn the_time_to_failure_head_is_seeded_and_not_saved() {
+        let seqs = with_ttf(sine_sequences(8, 48));
+        let opts = TrainOptions {
+            epochs: 10,
+            batch: 8,
+            chunk: 16,
+            learning_rate: 2e-2,
+            ttf_weight: 1.0,
+            final_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut versions = Vec::new();
+        for (k, o) in [
+            opts,
+            opts,
+            TrainOptions {
+                ttf_weight: 0.0,
+                ..opts
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 8, 4, 3)).unwrap();
+            m.train(&seqs, o, |_| {}).unwrap();
+            let path = dir.path().join(format!("{k}.safetensors"));
+            versions.push(m.save(&path).unwrap());
+            let loaded = LstmModel::load(&path).unwrap();
+            assert_eq!(
+                loaded.run(&[&seqs[0]]).unwrap()[0].p_fail,
+                m.run(&[&seqs[0]]).unwrap()[0].p_fail
+            );
+        }
+        assert_eq!(
+            versions[0], versions[1],
+            "the auxiliary head starts from the seed too"
+        );
+        assert_ne!(
+            versions[0], versions[2],
+            "the auxiliary loss shapes the shared weights"
+        );
+    }
+
+    #[test]
+    fn bad_training_options_and_targets_are_named() {
+        let seqs = sine_sequences(2, 8);
+        let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 4, 1, 3)).unwrap();
+        let before = m
+            .save(&tempfile::tempdir().unwrap().path().join("m"))
+            .unwrap();
+        let bad = [
+            (
+                TrainOptions {
+                    ttf_weight: -1.0,
+                    ..Default::default()
+                },
+                "ttf_weight",
+            ),
+            (
+                TrainOptions {
+                    learning_rate: f64::NAN,
+                    ..Default::default()
+                },
+                "learning_rate",
+            ),
+            (
+                TrainOptions {
+                    final_lr_ratio: 2.0,
+                    ..Default::default()
+                },
+                "final_lr_ratio",
+            ),
+        ];
+        for (opts, name) in bad {
+            let err = m.train(&seqs, opts, |_| {}).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let mut short = seqs.clone();
+        short[1].ttf = Some(vec![1.0; 3]);
+        let err = m
+            .train(&short, TrainOptions::default(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sequence 1"), "{err}");
+        let after = m
+            .save(&tempfile::tempdir().unwrap().path().join("m"))
+            .unwrap();
+        assert_eq!(before, after, "a rejected training run changes no weight");
     }
 
     /// The serving path (fused weights, gate arithmetic by hand) matches candle's own LSTM

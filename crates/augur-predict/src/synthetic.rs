@@ -128,6 +128,7 @@ fn scaled_sequences(
             Sequence {
                 rows,
                 labels: Some(labels),
+                ttf: None,
                 len,
             }
         })
