@@ -278,6 +278,14 @@ impl Default for TrainOptions {
 impl TrainOptions {
     /// Every option that would make training meaningless, named.
     pub fn validate(&self) -> Result<(), PredictError> {
+        let counts = [
+            ("epochs", self.epochs, 1),
+            ("batch", self.batch, 1),
+            ("chunk", self.chunk, 2),
+        ];
+        if let Some(&(name, v, least)) = counts.iter().find(|(_, v, least)| v < least) {
+            return Err(PredictError::param(name, format!("{v} is below {least}")));
+        }
         let weights = [
             ("learning_rate", self.learning_rate),
             ("fail_weight", self.fail_weight),
@@ -942,6 +950,20 @@ mod tests {
                     ..Default::default()
                 },
                 "final_lr_ratio",
+            ),
+            (
+                TrainOptions {
+                    epochs: 0,
+                    ..Default::default()
+                },
+                "epochs",
+            ),
+            (
+                TrainOptions {
+                    chunk: 1,
+                    ..Default::default()
+                },
+                "chunk",
             ),
         ];
         for (opts, name) in bad {
