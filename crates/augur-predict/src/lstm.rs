@@ -568,7 +568,8 @@ impl LstmModel {
         Ok(out)
     }
 
-    /// Trains in place; `on_epoch` sees each epoch's mean losses.
+    /// Trains in place; `on_epoch` sees each epoch's mean losses. Bad options or sequences
+    /// are rejected before any weight moves.
     pub fn train(
         &mut self,
         seqs: &[Sequence],
@@ -640,7 +641,7 @@ impl LstmModel {
             opt.set_learning_rate(opts.learning_rate * (ratio + (1.0 - ratio) * cosine));
             rng.shuffle(&mut order);
             let (mut next_sum, mut fail_sum, mut n) = (0.0, 0.0, 0usize);
-            for group in order.chunks(opts.batch.max(1)) {
+            for group in order.chunks(opts.batch) {
                 let batch: Vec<&Sequence> = group.iter().map(|&k| &seqs[k]).collect();
                 let (a, b) = self.train_batch(&batch, &opts, &ttf_head, &mut opt)?;
                 next_sum += a;
@@ -673,7 +674,7 @@ impl LstmModel {
             Tensor::zeros((b, hd), DType::F32, &self.device)?,
         );
         let (mut next_sum, mut fail_sum, mut chunks) = (0.0, 0.0, 0usize);
-        let chunk = opts.chunk.max(2);
+        let chunk = opts.chunk;
         let mut start = 0;
         while start + 1 < max_len {
             let len = chunk.min(max_len - start);
