@@ -24,6 +24,9 @@ fn cmapss_options() -> augur_predict::eval::CmapssOptions {
     if let Some(v) = env("LRMIN").and_then(|v| v.parse().ok()) {
         o.train.final_lr_ratio = v;
     }
+    if let Some(v) = env("AVG").and_then(|v| v.parse().ok()) {
+        o.train.average_last = v;
+    }
     if let Some(v) = env("TTF").and_then(|v| v.parse().ok()) {
         o.train.ttf_weight = v;
     }

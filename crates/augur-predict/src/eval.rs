@@ -117,6 +117,7 @@ impl Default for CmapssOptions {
                 positive_weight: 1.0,
                 ttf_weight: 1.0,
                 final_lr_ratio: 0.05,
+                average_last: 0.3,
             },
         }
     }

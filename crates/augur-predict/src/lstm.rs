@@ -257,6 +257,9 @@ pub struct TrainOptions {
     /// The learning rate falls along a half cosine from `learning_rate` to this share of it
     /// at the last epoch (1: constant).
     pub final_lr_ratio: f64,
+    /// The model's weights are the mean of its weights at the end of each epoch in this
+    /// last share of the epochs (0: the last epoch's weights).
+    pub average_last: f64,
 }
 
 impl Default for TrainOptions {
@@ -271,6 +274,7 @@ impl Default for TrainOptions {
             positive_weight: 1.0,
             ttf_weight: 0.0,
             final_lr_ratio: 1.0,
+            average_last: 0.0,
         }
     }
 }
@@ -296,6 +300,12 @@ impl TrainOptions {
             return Err(PredictError::param(
                 name,
                 format!("{v} is not a finite value >= 0"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.average_last) {
+            return Err(PredictError::param(
+                "average_last",
+                format!("{} is not in [0, 1]", self.average_last),
             ));
         }
         if !(0.0..=1.0).contains(&self.final_lr_ratio) {
@@ -634,6 +644,9 @@ impl LstmModel {
         let mut opt = candle_nn::AdamW::new(vars, params)?;
         let mut rng = SeededRng::new(opts.seed);
         let mut order: Vec<usize> = (0..seqs.len()).collect();
+        let average_from = opts.epochs - (opts.epochs as f64 * opts.average_last).round() as usize;
+        let mut sums: Vec<(candle_core::Var, Tensor)> = Vec::new();
+        let mut averaged = 0usize;
         for epoch in 1..=opts.epochs {
             let progress = (epoch - 1) as f64 / (opts.epochs.max(2) - 1) as f64;
             let ratio = opts.final_lr_ratio;
@@ -648,12 +661,36 @@ impl LstmModel {
                 fail_sum += b;
                 n += 1;
             }
+            if epoch > average_from {
+                if sums.is_empty() {
+                    let vars = self
+                        .varmap
+                        .data()
+                        .lock()
+                        .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+                    let mut named: Vec<_> = vars.iter().collect();
+                    named.sort_by(|a, b| a.0.cmp(b.0));
+                    for (_, v) in named {
+                        sums.push((v.clone(), v.as_tensor().copy()?));
+                    }
+                } else {
+                    for (v, sum) in &mut sums {
+                        *sum = (&*sum + v.as_tensor())?;
+                    }
+                }
+                averaged += 1;
+            }
             on_epoch(EpochReport {
                 epoch,
                 epochs: opts.epochs,
                 next_loss: next_sum / n.max(1) as f64,
                 fail_loss: fail_sum / n.max(1) as f64,
             });
+        }
+        if averaged > 1 {
+            for (v, sum) in &sums {
+                v.set(&(sum / averaged as f64)?)?;
+            }
         }
         self.fused = Fused::from_varmap(&self.varmap)?;
         Ok(())
@@ -924,6 +961,51 @@ mod tests {
     }
 
     #[test]
+    fn averaged_weights_are_the_mean_of_the_last_epochs() {
+        let seqs = sine_sequences(4, 24);
+        let opts = TrainOptions {
+            epochs: 4,
+            batch: 2,
+            chunk: 8,
+            learning_rate: 2e-2,
+            ..Default::default()
+        };
+        let train = |o: TrainOptions| {
+            let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 4, 1, 3)).unwrap();
+            m.train(&seqs, o, |_| {}).unwrap();
+            let vars = m.varmap.data().lock().unwrap();
+            let mut named: Vec<_> = vars
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    )
+                })
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named
+        };
+        // With a constant rate the first three epochs of a four-epoch run are a three-epoch
+        // run, so the mean of the last two epochs is the mean of those two models.
+        let three = train(TrainOptions { epochs: 3, ..opts });
+        let four = train(opts);
+        let averaged = train(TrainOptions {
+            average_last: 0.5,
+            ..opts
+        });
+        assert_ne!(three, four);
+        for ((a, b), (name, c)) in three.iter().zip(&four).zip(&averaged) {
+            for ((x, y), z) in a.1.iter().zip(&b.1).zip(c) {
+                assert!(
+                    (z - (x + y) / 2.0).abs() < 1e-6,
+                    "{name}: {z} vs {x} and {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn bad_training_options_and_targets_are_named() {
         let seqs = sine_sequences(2, 8);
         let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 4, 1, 3)).unwrap();
@@ -965,6 +1047,13 @@ mod tests {
                     ..Default::default()
                 },
                 "chunk",
+            ),
+            (
+                TrainOptions {
+                    average_last: -0.5,
+                    ..Default::default()
+                },
+                "average_last",
             ),
         ];
         for (opts, name) in bad {
