@@ -8,7 +8,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-/// The defaults, or `EPOCHS`, `HIDDEN`, `LR`, `SEED` from the environment (for sweeps).
+/// The defaults, or `EPOCHS`, `HIDDEN`, `LR`, `LRMIN` (final lr ratio), `AVG` (share of
+/// epochs averaged), `TTF` (time-to-failure head weight), `SEED` from the environment (for
+/// sweeps).
 fn cmapss_options() -> augur_predict::eval::CmapssOptions {
     let mut o = augur_predict::eval::CmapssOptions::default();
     let env = |k: &str| std::env::var(k).ok();

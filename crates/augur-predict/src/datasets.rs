@@ -93,7 +93,7 @@ pub fn informative_columns(engines: &[Engine]) -> (Vec<usize>, Scaling) {
 }
 
 /// An engine as a model sequence: the kept columns scaled, and per row the label "fails
-/// within `horizon` cycles" (the engine fails at its last row).
+/// within `horizon` cycles" (the engine fails at its last row) and the cycles left before it.
 pub fn cmapss_sequence(e: &Engine, keep: &[usize], scaling: &Scaling, horizon: usize) -> Sequence {
     let len = e.rows.len();
     let mut rows = Vec::with_capacity(len * keep.len());
