@@ -12,29 +12,19 @@ use std::sync::Arc;
 /// epochs averaged), `TTF` (time-to-failure head weight), `SEED` from the environment (for
 /// sweeps).
 fn cmapss_options() -> augur_predict::eval::CmapssOptions {
+    fn set<T: std::str::FromStr>(key: &str, field: &mut T) {
+        if let Some(v) = std::env::var(key).ok().and_then(|v| v.parse().ok()) {
+            *field = v;
+        }
+    }
     let mut o = augur_predict::eval::CmapssOptions::default();
-    let env = |k: &str| std::env::var(k).ok();
-    if let Some(v) = env("EPOCHS").and_then(|v| v.parse().ok()) {
-        o.train.epochs = v;
-    }
-    if let Some(v) = env("HIDDEN").and_then(|v| v.parse().ok()) {
-        o.hidden = v;
-    }
-    if let Some(v) = env("LR").and_then(|v| v.parse().ok()) {
-        o.train.learning_rate = v;
-    }
-    if let Some(v) = env("LRMIN").and_then(|v| v.parse().ok()) {
-        o.train.final_lr_ratio = v;
-    }
-    if let Some(v) = env("AVG").and_then(|v| v.parse().ok()) {
-        o.train.average_last = v;
-    }
-    if let Some(v) = env("TTF").and_then(|v| v.parse().ok()) {
-        o.train.ttf_weight = v;
-    }
-    if let Some(v) = env("SEED").and_then(|v| v.parse().ok()) {
-        o.train.seed = v;
-    }
+    set("EPOCHS", &mut o.train.epochs);
+    set("HIDDEN", &mut o.hidden);
+    set("LR", &mut o.train.learning_rate);
+    set("LRMIN", &mut o.train.final_lr_ratio);
+    set("AVG", &mut o.train.average_last);
+    set("TTF", &mut o.train.ttf_weight);
+    set("SEED", &mut o.train.seed);
     o
 }
 

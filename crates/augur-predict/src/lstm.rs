@@ -111,10 +111,7 @@ struct Fused {
 
 impl Fused {
     fn from_varmap(varmap: &VarMap) -> Result<Self, PredictError> {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+        let data = locked(varmap)?;
         let get = |name: &str| {
             data.get(name)
                 .map(|v| v.as_tensor().clone())
@@ -302,17 +299,12 @@ impl TrainOptions {
                 format!("{v} is not a finite value >= 0"),
             ));
         }
-        if !(0.0..=1.0).contains(&self.average_last) {
-            return Err(PredictError::param(
-                "average_last",
-                format!("{} is not in [0, 1]", self.average_last),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.final_lr_ratio) {
-            return Err(PredictError::param(
-                "final_lr_ratio",
-                format!("{} is not in [0, 1]", self.final_lr_ratio),
-            ));
+        let shares = [
+            ("final_lr_ratio", self.final_lr_ratio),
+            ("average_last", self.average_last),
+        ];
+        if let Some(&(name, v)) = shares.iter().find(|(_, v)| !(0.0..=1.0).contains(v)) {
+            return Err(PredictError::param(name, format!("{v} is not in [0, 1]")));
         }
         Ok(())
     }
@@ -384,13 +376,7 @@ impl LstmModel {
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let (lstm, next, fail) = build(&varmap, &meta, &device)?;
-        {
-            let vars = varmap
-                .data()
-                .lock()
-                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
-            set(&vars)?;
-        }
+        set(&*locked(&varmap)?)?;
         let fused = Fused::from_varmap(&varmap)?;
         Ok(Self {
             meta,
@@ -444,28 +430,23 @@ impl LstmModel {
 
     /// Writes the model; sets and returns its version (a hash of the weights and meta).
     pub fn save(&mut self, path: &Path) -> Result<String, PredictError> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| PredictError::param("varmap", "poisoned"))?;
-        let mut names: Vec<&String> = data.keys().collect();
-        names.sort();
+        let data = locked(&self.varmap)?;
+        let named = by_name(&data);
         let mut h = 0xcbf2_9ce4_8422_2325u64;
-        for name in &names {
+        for (name, var) in &named {
             for b in name.bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
-            for v in data[*name].flatten_all()?.to_vec1::<f32>()? {
+            for v in var.flatten_all()?.to_vec1::<f32>()? {
                 h = (h ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
             }
         }
         self.meta.version = format!("lstm-{}x{}-{:016x}", self.meta.inputs, self.meta.hidden, h);
         let meta_json = serde_json::to_string(&self.meta)
             .map_err(|e| PredictError::param("meta", e.to_string()))?;
-        let tensors: Vec<(String, Tensor)> = names
+        let tensors: Vec<(String, Tensor)> = named
             .iter()
-            .map(|n| ((*n).clone(), data[*n].as_tensor().clone()))
+            .map(|(n, v)| ((*n).clone(), v.as_tensor().clone()))
             .collect();
         let metadata: HashMap<String, String> = [("augur".to_string(), meta_json)].into();
         safetensors::serialize_to_file(tensors, Some(metadata), path).map_err(|e| {
@@ -621,31 +602,35 @@ impl LstmModel {
             weight_decay: 1e-4,
             ..Default::default()
         };
+        let mut vars = self.varmap.all_vars();
         // The time-to-failure head lives only here: it shapes the shared state in training
         // and is not part of the model file.
         let aux = VarMap::new();
-        let ttf_head = candle_nn::linear(
-            self.meta.hidden,
-            1,
-            VarBuilder::from_varmap(&aux, DType::F32, &self.device).pp("ttf"),
-        )?;
-        {
-            let vars = aux
-                .data()
-                .lock()
-                .map_err(|_| PredictError::param("varmap", "poisoned"))?;
+        let ttf_head = if opts.ttf_weight > 0.0 {
+            let head = candle_nn::linear(
+                self.meta.hidden,
+                1,
+                VarBuilder::from_varmap(&aux, DType::F32, &self.device).pp("ttf"),
+            )?;
             let mut rng = SeededRng::new(opts.seed ^ 0x7474_665f_6865_6164);
-            fill_uniform(&vars, self.meta.hidden, &mut rng)?;
-        }
-        let mut vars = self.varmap.all_vars();
-        if opts.ttf_weight > 0.0 {
+            fill_uniform(&*locked(&aux)?, self.meta.hidden, &mut rng)?;
             vars.extend(aux.all_vars());
-        }
+            Some(head)
+        } else {
+            None
+        };
         let mut opt = candle_nn::AdamW::new(vars, params)?;
         let mut rng = SeededRng::new(opts.seed);
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         let average_from = opts.epochs - (opts.epochs as f64 * opts.average_last).round() as usize;
-        let mut sums: Vec<(candle_core::Var, Tensor)> = Vec::new();
+        let kept: Vec<candle_core::Var> = by_name(&*locked(&self.varmap)?)
+            .into_iter()
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut sums = kept
+            .iter()
+            .map(|v| v.zeros_like())
+            .collect::<Result<Vec<_>, _>>()?;
         let mut averaged = 0usize;
         for epoch in 1..=opts.epochs {
             let progress = (epoch - 1) as f64 / (opts.epochs.max(2) - 1) as f64;
@@ -656,27 +641,14 @@ impl LstmModel {
             let (mut next_sum, mut fail_sum, mut n) = (0.0, 0.0, 0usize);
             for group in order.chunks(opts.batch) {
                 let batch: Vec<&Sequence> = group.iter().map(|&k| &seqs[k]).collect();
-                let (a, b) = self.train_batch(&batch, &opts, &ttf_head, &mut opt)?;
+                let (a, b) = self.train_batch(&batch, &opts, ttf_head.as_ref(), &mut opt)?;
                 next_sum += a;
                 fail_sum += b;
                 n += 1;
             }
             if epoch > average_from {
-                if sums.is_empty() {
-                    let vars = self
-                        .varmap
-                        .data()
-                        .lock()
-                        .map_err(|_| PredictError::param("varmap", "poisoned"))?;
-                    let mut named: Vec<_> = vars.iter().collect();
-                    named.sort_by(|a, b| a.0.cmp(b.0));
-                    for (_, v) in named {
-                        sums.push((v.clone(), v.as_tensor().copy()?));
-                    }
-                } else {
-                    for (v, sum) in &mut sums {
-                        *sum = (&*sum + v.as_tensor())?;
-                    }
+                for (sum, v) in sums.iter_mut().zip(&kept) {
+                    *sum = (&*sum + v.as_tensor())?;
                 }
                 averaged += 1;
             }
@@ -688,7 +660,7 @@ impl LstmModel {
             });
         }
         if averaged > 1 {
-            for (v, sum) in &sums {
+            for (v, sum) in kept.iter().zip(&sums) {
                 v.set(&(sum / averaged as f64)?)?;
             }
         }
@@ -700,7 +672,7 @@ impl LstmModel {
         &self,
         batch: &[&Sequence],
         opts: &TrainOptions,
-        ttf_head: &Linear,
+        ttf_head: Option<&Linear>,
         opt: &mut candle_nn::AdamW,
     ) -> Result<(f64, f64), PredictError> {
         let (i, hd) = (self.meta.inputs, self.meta.hidden);
@@ -712,6 +684,8 @@ impl LstmModel {
         );
         let (mut next_sum, mut fail_sum, mut chunks) = (0.0, 0.0, 0usize);
         let chunk = opts.chunk;
+        // Time-to-failure targets are capped at 4 horizons and scaled to [0, 1].
+        let cap = (4 * self.meta.horizon_steps).max(1) as f32;
         let mut start = 0;
         while start + 1 < max_len {
             let len = chunk.min(max_len - start);
@@ -723,7 +697,6 @@ impl LstmModel {
             let mut fail_mask = vec![0f32; b * len];
             let mut ttf_target = vec![0f32; b * len];
             let mut ttf_mask = vec![0f32; b * len];
-            let cap = (4 * self.meta.horizon_steps).max(1) as f32;
             for (k, s) in batch.iter().enumerate() {
                 for t in 0..len {
                     let row = start + t;
@@ -745,7 +718,8 @@ impl LstmModel {
                             1.0
                         };
                     }
-                    if let Some(v) = s.ttf.as_ref().map(|v| v[row]).filter(|v| v.is_finite()) {
+                    let ttf = s.ttf.as_ref().filter(|_| ttf_head.is_some());
+                    if let Some(v) = ttf.map(|v| v[row]).filter(|v| v.is_finite()) {
                         ttf_target[k * len + t] = v.min(cap) / cap;
                         ttf_mask[k * len + t] = 1.0;
                     }
@@ -779,7 +753,7 @@ impl LstmModel {
             };
             let mut loss = (&next_loss + (&fail_loss * opts.fail_weight)?)?;
             let tm_sum = ttf_mask.iter().sum::<f32>() as f64;
-            if opts.ttf_weight > 0.0 && tm_sum > 0.0 {
+            if let Some(ttf_head) = ttf_head.filter(|_| tm_sum > 0.0) {
                 let tt = Tensor::from_vec(ttf_target, (b, len), &self.device)?;
                 let tm = Tensor::from_vec(ttf_mask, (b, len), &self.device)?;
                 let est = ttf_head.forward(&hseq)?.squeeze(D::Minus1)?;
@@ -808,16 +782,30 @@ fn fill_uniform(
     rng: &mut SeededRng,
 ) -> Result<(), PredictError> {
     let k = 1.0 / (hidden as f64).sqrt();
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    for name in names {
-        let var = &vars[name];
+    for (_, var) in by_name(vars) {
         let vals: Vec<f32> = (0..var.elem_count())
             .map(|_| ((rng.unit() * 2.0 - 1.0) * k) as f32)
             .collect();
         var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?)?;
     }
     Ok(())
+}
+
+/// A var map's variables, locked.
+fn locked(
+    varmap: &VarMap,
+) -> Result<std::sync::MutexGuard<'_, HashMap<String, candle_core::Var>>, PredictError> {
+    varmap
+        .data()
+        .lock()
+        .map_err(|_| PredictError::param("varmap", "poisoned"))
+}
+
+/// The variables in name order: the one order of initialisation, hashing and saving.
+fn by_name(vars: &HashMap<String, candle_core::Var>) -> Vec<(&String, &candle_core::Var)> {
+    let mut named: Vec<_> = vars.iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named
 }
 
 fn build(
@@ -973,18 +961,16 @@ mod tests {
         let train = |o: TrainOptions| {
             let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 4, 1, 3)).unwrap();
             m.train(&seqs, o, |_| {}).unwrap();
-            let vars = m.varmap.data().lock().unwrap();
-            let mut named: Vec<_> = vars
-                .iter()
+            let vars = locked(&m.varmap).unwrap();
+            by_name(&vars)
+                .into_iter()
                 .map(|(k, v)| {
                     (
                         k.clone(),
                         v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                     )
                 })
-                .collect();
-            named.sort_by(|a, b| a.0.cmp(&b.0));
-            named
+                .collect::<Vec<_>>()
         };
         // With a constant rate the first three epochs of a four-epoch run are a three-epoch
         // run, so the mean of the last two epochs is the mean of those two models.
