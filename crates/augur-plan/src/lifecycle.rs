@@ -234,11 +234,15 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                 if let Some(shift) = &rec.shift {
                     let id = format!("rollback:{shadow}");
                     if state.action_by_request(&id).is_none() {
-                        let now = state
+                        let mut now = state
                             .weights
                             .get(&shift.service)
                             .cloned()
                             .unwrap_or_default();
+                        // Back before its first verified step, the shadow is no longer in the
+                        // service's weights; the orchestrators only change the servers a map
+                        // names, so it is named, at 0, or it would keep its last step's share.
+                        now.entry(rec.shadow.clone()).or_insert(0);
                         out.push(set_weights(
                             id,
                             component,
@@ -814,6 +818,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rollback_before_any_verified_step_sets_the_shadow_to_0() {
+        let mut s = validated();
+        let db = ComponentId::new("db").unwrap();
+        let worse = Some(Kpis {
+            original: side(5000, 5, 40),
+            shadow: side(400, 60, 41),
+        });
+        report(
+            &mut s,
+            ActionKind::SetWeights,
+            ActionOutcome::Succeeded,
+            worse,
+        );
+        round(&mut s);
+        assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
+        assert!(!s.weights["g"].contains_key(&ComponentId::new("db.shadow-1").unwrap()));
+        round(&mut s);
+        let w = set_weights_actions(&s);
+        assert_eq!(w.last().unwrap(), "db=50,db.shadow-1=0,db2=50");
+    }
+
+    #[test]
     fn a_rollback_leaves_another_shift_in_the_service_alone() {
         let mut s = validated();
         let (db, db2) = (
@@ -914,7 +940,10 @@ mod tests {
         }
         assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
         assert_eq!(s.weights["g"], before);
-        assert_eq!(set_weights_actions(&s).last().unwrap(), "db=50,db2=50");
+        assert_eq!(
+            set_weights_actions(&s).last().unwrap(),
+            "db=50,db.shadow-1=0,db2=50"
+        );
         assert_eq!(count(&s, ActionKind::Retire), 1);
     }
 

@@ -246,16 +246,12 @@ fn place(
                 hosts.get(p.host.as_str()).copied().unwrap_or(0),
             )
         };
-        let room = state.hosts.values().filter(|h| occupancy.room(h) > 0);
-        let Some(host) = best_host(room, key, &risk_of) else {
-            break;
-        };
-        let to = host.placement.clone();
-        occupancy.take(&to.host);
-        placed.push(to.clone());
+        // A group name near the id length limit leaves no room for the suffix: such a group
+        // is not scaled (it is still failed over, one instance at a time).
         let id = loop {
-            let id = ComponentId::new(format!("{group}.scale-{next}"))
-                .expect("a group name with a numeric suffix is an id");
+            let Ok(id) = ComponentId::new(format!("{group}.scale-{next}")) else {
+                return out;
+            };
             next += 1;
             let taken = state.components.contains_key(&id)
                 || state.plans.values().any(|p| p.component == id);
@@ -263,6 +259,13 @@ fn place(
                 break id;
             }
         };
+        let room = state.hosts.values().filter(|h| occupancy.room(h) > 0);
+        let Some(host) = best_host(room, key, &risk_of) else {
+            break;
+        };
+        let to = host.placement.clone();
+        occupancy.take(&to.host);
+        placed.push(to.clone());
         out.push((id, to));
     }
     out

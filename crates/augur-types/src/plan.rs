@@ -283,7 +283,16 @@ impl ControlState {
                 duplicate: true,
             });
         }
-        self.plan_seq += 1;
+        // The shadow is named `<component>.shadow-<n>`: a component id near the length limit
+        // would give a shadow no id can hold, so the plan is refused here, not when started.
+        let n = self.plan_seq + 1;
+        ComponentId::new(format!("{component}.shadow-{n}")).map_err(|e| {
+            invalid(format!(
+                "{} plan for {component}: its shadow's id would be invalid: {e}",
+                kind.as_str()
+            ))
+        })?;
+        self.plan_seq = n;
         let id = format!("plan-{}", self.plan_seq);
         let mut history = vec![PlanEvent {
             at_ms,
@@ -641,6 +650,28 @@ mod tests {
         assert!(matches!(
             s.apply(1, &propose(None)),
             Err(Rejection::ShadowInFlight { .. })
+        ));
+    }
+
+    #[test]
+    fn a_plan_whose_shadow_could_not_be_named_is_refused() {
+        let mut s = state();
+        // 124 bytes: a valid component id, but `.shadow-1` would take it past 128.
+        let long = "d".repeat(124);
+        let c = crate::fixtures::component(&long, "data", "h1", "z1");
+        s.apply(1, &Command::UpsertComponent(c)).unwrap();
+        let before = s.clone();
+        let mut p = propose(Some("alice"));
+        if let Command::ProposePlan { component, .. } = &mut p {
+            *component = cid(&long);
+        }
+        let err = s.apply(1, &p).unwrap_err().to_string();
+        assert!(err.contains("its shadow's id would be invalid"), "{err}");
+        assert_eq!(s, before, "a refused plan changes nothing");
+        // The next plan still gets the next number.
+        assert!(matches!(
+            s.apply(1, &propose(None)),
+            Ok(Applied::Plan { ref id, duplicate: false }) if id == "plan-1"
         ));
     }
 

@@ -766,6 +766,11 @@ impl ControlState {
         }
         self.components.remove(id);
         self.id_changes.record(id, false);
+        // A weight of 0 may still name it (a drained original): a map that names a component
+        // that no longer exists would be refused by the next `SetWeights` built from it.
+        for w in self.weights.values_mut() {
+            w.remove(id);
+        }
         self.shadows.remove(id);
         self.component_states.remove(id);
         Ok(Applied::Done)
@@ -1240,6 +1245,20 @@ mod tests {
             s.apply(1, &rm),
             Err(Rejection::ComponentInUse { .. })
         ));
+        // Drained to 0, it can go, and the service's weights stop naming it: the weights
+        // left are ones a later `SetWeights` can carry on from.
+        let drained = Command::SetWeights {
+            service: "web".into(),
+            weights: weights(&[("a", 0), ("b", 100)]),
+        };
+        s.apply(1, &drained).unwrap();
+        s.apply(1, &rm).unwrap();
+        assert_eq!(s.weights["web"], weights(&[("b", 100)]));
+        let again = Command::SetWeights {
+            service: "web".into(),
+            weights: s.weights["web"].clone(),
+        };
+        s.apply(1, &again).unwrap();
     }
 
     #[test]
