@@ -44,6 +44,9 @@ impl Ewma {
 
     /// Folds `x` in and returns its z-score against the state before it (0 while warming up).
     pub fn update(&mut self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 0.0;
+        }
         self.seen = self.seen.saturating_add(1);
         if self.seen == 1 {
             self.mean = x;
@@ -56,7 +59,18 @@ impl Ewma {
         let a = f64::from(self.alpha).max(1.0 / f64::from(self.seen));
         self.mean += a * d;
         self.var = (1.0 - a) * (self.var + a * d * d);
-        z
+        if !(self.mean.is_finite() && self.var.is_finite()) {
+            // Finite samples near f64::MAX overflow the difference or its square: start
+            // again from this sample rather than carry an infinity (then NaN z-scores) on.
+            self.mean = x;
+            self.var = 0.0;
+            self.seen = 1;
+        }
+        if z.is_nan() {
+            0.0
+        } else {
+            z
+        }
     }
 }
 
@@ -393,6 +407,26 @@ pub fn median_step(timestamps: &[i64]) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finite samples at the edge of f64 overflow a difference; the z-scores stay numbers,
+    /// and the series is scored again from the next samples on.
+    #[test]
+    fn extreme_finite_samples_never_give_nan() {
+        let mut e = Ewma::new(0.01);
+        for x in [0.0, 1.0, 1e308, -1e308, f64::MAX, f64::MIN, 0.0] {
+            assert!(!e.update(x).is_nan(), "{x}");
+        }
+        assert!(e.mean().is_finite() && e.std().is_finite());
+        for i in 0..50 {
+            assert!(e.update(f64::from(i % 3)).is_finite());
+        }
+        assert_eq!(
+            e.update(f64::INFINITY),
+            0.0,
+            "a non-finite sample is not folded in"
+        );
+        assert!(e.mean().is_finite());
+    }
 
     #[test]
     fn normal_cdf_matches_known_values() {

@@ -92,8 +92,19 @@ impl HazardModel {
                 ),
             ));
         }
-        if opts.horizon_h.is_nan() || opts.horizon_h <= 0.0 {
-            return Err(PredictError::param("horizon_h", "must be > 0"));
+        if !(opts.horizon_h.is_finite() && opts.horizon_h > 0.0) {
+            return Err(PredictError::param("horizon_h", "must be finite and > 0"));
+        }
+        for (name, v) in [("l2", opts.l2), ("learning_rate", opts.learning_rate)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(PredictError::param(
+                    name,
+                    format!("{v} is not finite and ≥ 0"),
+                ));
+            }
+        }
+        if opts.epochs == 0 {
+            return Err(PredictError::param("epochs", "0 is below 1"));
         }
         let n = x.len() as f64;
         let mut mean = vec![0.0; d];
@@ -172,7 +183,14 @@ impl HazardModel {
             .iter()
             .enumerate()
             .map(|(j, w)| {
-                w * (x.get(j).copied().unwrap_or(self.mean[j]) - self.mean[j]) / self.std[j]
+                // A missing or non-finite feature counts as the training mean: it moves
+                // nothing, where a NaN would make the rate NaN and `min` read that as 30.
+                let v = x
+                    .get(j)
+                    .copied()
+                    .filter(|v| v.is_finite())
+                    .unwrap_or(self.mean[j]);
+                w * (v - self.mean[j]) / self.std[j]
             })
             .sum()
     }
@@ -250,5 +268,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("row 1"), "{err}");
+        for (opts, what) in [
+            (
+                FitOptions {
+                    l2: f64::NAN,
+                    ..FitOptions::default()
+                },
+                "l2",
+            ),
+            (
+                FitOptions {
+                    l2: -1.0,
+                    ..FitOptions::default()
+                },
+                "l2",
+            ),
+            (
+                FitOptions {
+                    learning_rate: f64::INFINITY,
+                    ..FitOptions::default()
+                },
+                "learning_rate",
+            ),
+            (
+                FitOptions {
+                    epochs: 0,
+                    ..FitOptions::default()
+                },
+                "epochs",
+            ),
+        ] {
+            let err = HazardModel::fit(vec!["a".into()], &[vec![1.0]], &[true], opts)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{err}");
+        }
+    }
+
+    /// A NaN feature (a sensor that has not reported) moves the rate as the training mean
+    /// would, not to the cap: NaN must never read as certain failure.
+    #[test]
+    fn a_non_finite_feature_counts_as_the_mean() {
+        let m = HazardModel {
+            features: vec!["a".into(), "b".into()],
+            mean: vec![2.0, 0.0],
+            std: vec![1.0, 1.0],
+            weights: vec![3.0, 0.5],
+            bias: -5.0,
+        };
+        let at_mean = m.rate_per_h(&[2.0, 1.0]);
+        assert_eq!(m.rate_per_h(&[f64::NAN, 1.0]), at_mean);
+        assert_eq!(m.rate_per_h(&[f64::INFINITY, 1.0]), at_mean);
+        assert_eq!(m.p_horizons(&[f64::NAN, 1.0]), m.p_horizons(&[2.0, 1.0]));
+        assert!(m.p_horizons(&[f64::NAN, 1.0])[2] < 0.5);
     }
 }

@@ -237,7 +237,7 @@ impl ComponentPredictor {
                 return Err(SampleReject::Duplicate);
             }
             if ts_ms < last {
-                if last - ts_ms > cfg.out_of_order_tolerance_ms {
+                if last.saturating_sub(ts_ms) > cfg.out_of_order_tolerance_ms {
                     return Err(SampleReject::OutOfOrder);
                 }
                 // Within tolerance: slot it into the window, without touching the detectors.

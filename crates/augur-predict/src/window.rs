@@ -88,7 +88,10 @@ impl Window {
         if self.len == 0 {
             self.start(ts_ms, value);
         } else if ts_ms > self.last_ms {
-            let Ok(gap) = u32::try_from(ts_ms - self.last_ms) else {
+            let Some(gap) = ts_ms
+                .checked_sub(self.last_ms)
+                .and_then(|d| u32::try_from(d).ok())
+            else {
                 // More than 49 days after the newest: the window is history.
                 self.start(ts_ms, value);
                 return;
@@ -102,7 +105,11 @@ impl Window {
             self.set_gap(i, gap);
             self.last_ms = ts_ms;
         } else if ts_ms < self.first_ms {
-            let Ok(gap) = u32::try_from(self.first_ms - ts_ms) else {
+            let Some(gap) = self
+                .first_ms
+                .checked_sub(ts_ms)
+                .and_then(|d| u32::try_from(d).ok())
+            else {
                 return;
             };
             if self.len() == self.capacity() {
@@ -320,6 +327,16 @@ mod tests {
         w.insert(101_000, 4.0);
         assert!(!w.is_wide(), "the 100 s gap left with the oldest sample");
         assert_eq!(w.iter().collect::<Vec<_>>(), ops[1..].to_vec());
+    }
+
+    /// Timestamps at the ends of i64 (a bad clock, a unit mistake) neither overflow nor
+    /// panic: the far one starts the window afresh, the far older one is dropped.
+    #[test]
+    fn extreme_timestamps_do_not_overflow() {
+        let w = run(&[(i64::MIN, 1.0), (i64::MAX, 2.0)], 4);
+        assert_eq!(w.iter().collect::<Vec<_>>(), vec![(i64::MAX, 2.0)]);
+        let w = run(&[(i64::MAX, 1.0), (i64::MIN, 2.0)], 4);
+        assert_eq!(w.iter().collect::<Vec<_>>(), vec![(i64::MAX, 1.0)]);
     }
 
     #[test]
