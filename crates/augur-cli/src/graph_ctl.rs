@@ -536,7 +536,8 @@ pub fn parse_when(s: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(now_ms);
     }
     if let Some(ago) = t.strip_prefix("now-").or_else(|| t.strip_prefix('-')) {
-        let split = ago.len().saturating_sub(1);
+        // The unit is the last character, which need not be one byte ("10м").
+        let split = ago.char_indices().next_back().map_or(0, |(i, _)| i);
         let (n, unit) = ago.split_at(split);
         let n: i64 = n
             .parse()
@@ -646,7 +647,16 @@ mod tests {
             parse_when("2022-05-17 18:37:55", now),
             Ok(1_652_812_675_000)
         );
-        for bad in ["-10d", "now-x", "yesterday", "2022-13-01 00:00:00", ""] {
+        for bad in [
+            "-10d",
+            "now-x",
+            "now-10м",
+            "-5分",
+            "-",
+            "yesterday",
+            "2022-13-01 00:00:00",
+            "",
+        ] {
             assert!(parse_when(bad, now).is_err(), "{bad}");
         }
     }
