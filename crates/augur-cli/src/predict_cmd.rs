@@ -181,7 +181,11 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
 
 fn load_model(path: Option<&Path>) -> anyhow::Result<Arc<LstmModel>> {
     Ok(Arc::new(match path {
-        Some(p) => LstmModel::load(p)?,
+        // Scored as the node scores it (online z-scores in), so held to what the node serves.
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            LstmModel::for_node(&bytes).with_context(|| format!("{}", p.display()))?
+        }
         None => augur_predict::default_model()?,
     }))
 }

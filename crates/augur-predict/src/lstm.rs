@@ -422,16 +422,47 @@ impl LstmModel {
                         ),
                     ));
                 }
+                check_finite(name, t)?;
                 var.set(t)?;
             }
             Ok(())
         })
     }
 
+    /// Loads a model the node can serve: one saved by `augur train` (it has a version) whose
+    /// inputs are the node's own scaling, an online z-score per metric. A model trained on
+    /// raw columns min–max scaled over a fleet (C-MAPSS) would be fed inputs on another scale
+    /// and give meaningless probabilities, so it is refused with the reason.
+    pub fn for_node(buf: &[u8]) -> Result<Self, PredictError> {
+        let m = Self::from_bytes(buf)?;
+        if m.meta.version.is_empty() {
+            return Err(PredictError::param(
+                "model",
+                "it has no version: save it with `augur train`",
+            ));
+        }
+        if m.meta.scaling != Scaling::Prescaled {
+            return Err(PredictError::param(
+                "model",
+                format!(
+                    "{} reads raw inputs min–max scaled over its training fleet; the node \
+                     feeds each metric as an online z-score, so it can only be evaluated \
+                     (`augur train --data`), not served: serve a model from \
+                     `augur train --synthetic`",
+                    m.meta.version
+                ),
+            ));
+        }
+        Ok(m)
+    }
+
     /// Writes the model; sets and returns its version (a hash of the weights and meta).
     pub fn save(&mut self, path: &Path) -> Result<String, PredictError> {
         let data = locked(&self.varmap)?;
         let named = by_name(&data);
+        for (name, var) in &named {
+            check_finite(name, var.as_tensor())?;
+        }
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         for (name, var) in &named {
             for b in name.bytes() {
@@ -801,6 +832,25 @@ fn locked(
         .map_err(|_| PredictError::param("varmap", "poisoned"))
 }
 
+/// A model with a NaN or an infinity in it would score every component NaN, which the hazard
+/// and the score would read as anything; such weights are refused, named.
+fn check_finite(name: &str, t: &Tensor) -> Result<(), PredictError> {
+    let bad = t
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?
+        .iter()
+        .filter(|v| !v.is_finite())
+        .count();
+    if bad > 0 {
+        return Err(PredictError::param(
+            "model",
+            format!("tensor {name} has {bad} non-finite values"),
+        ));
+    }
+    Ok(())
+}
+
 /// The variables in name order: the one order of initialisation, hashing and saving.
 fn by_name(vars: &HashMap<String, candle_core::Var>) -> Vec<(&String, &candle_core::Var)> {
     let mut named: Vec<_> = vars.iter().collect();
@@ -1116,6 +1166,37 @@ mod tests {
             .map(|x| (fast_tanh(x) - x.tanh()).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{worst}");
+    }
+
+    /// A NaN in the weights would score every component NaN: a file that carries one is
+    /// refused, naming the tensor, and such weights are never written either.
+    #[test]
+    fn non_finite_weights_are_refused_on_load_and_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.safetensors");
+        let mut m = LstmModel::new(ModelMeta::new(vec!["v".into()], 4, 4, 3)).unwrap();
+        m.save(&good).unwrap();
+        let buf = std::fs::read(&good).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&buf).unwrap();
+        let meta = header.metadata().clone();
+        let mut tensors = candle_core::safetensors::load_buffer(&buf, &Device::Cpu).unwrap();
+        let bias = tensors.get("fail.bias").unwrap();
+        let nan = Tensor::full(f32::NAN, bias.shape(), &Device::Cpu).unwrap();
+        tensors.insert("fail.bias".into(), nan.clone());
+        let bad = dir.path().join("bad.safetensors");
+        safetensors::serialize_to_file(tensors, meta, &bad).unwrap();
+        let err = LstmModel::load(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("fail.bias") && err.contains("non-finite"),
+            "{err}"
+        );
+        {
+            let data = locked(&m.varmap).unwrap();
+            data["fail.bias"].set(&nan).unwrap();
+        }
+        let err = m.save(&dir.path().join("never.safetensors")).unwrap_err();
+        assert!(err.to_string().contains("fail.bias"), "{err}");
+        assert!(!dir.path().join("never.safetensors").exists());
     }
 
     #[test]

@@ -45,10 +45,23 @@ pub enum RemoteWriteError {
     Snappy(#[from] snap::Error),
     #[error("body is not a prometheus.WriteRequest: {0}")]
     Decode(#[from] prost::DecodeError),
+    #[error("body decompresses to {len} bytes, above the limit of {max}")]
+    TooLarge { len: usize, max: usize },
 }
 
-/// Decodes a request body.
-pub fn decode_remote_write(body: &[u8]) -> Result<WriteRequest, RemoteWriteError> {
+/// Decodes a request body, refusing one that would decompress to more than `max_decoded`
+/// bytes before allocating anything for it (snappy's header says the length).
+pub fn decode_remote_write(
+    body: &[u8],
+    max_decoded: usize,
+) -> Result<WriteRequest, RemoteWriteError> {
+    let len = snap::raw::decompress_len(body)?;
+    if len > max_decoded {
+        return Err(RemoteWriteError::TooLarge {
+            len,
+            max: max_decoded,
+        });
+    }
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
     Ok(WriteRequest::decode(raw.as_slice())?)
 }
@@ -130,13 +143,23 @@ mod tests {
             ],
         };
         let body = encode_remote_write(&req);
-        let back = decode_remote_write(&body).unwrap();
+        let back = decode_remote_write(&body, 1 << 20).unwrap();
         assert_eq!(back, req);
         let (samples, unlabeled) = remote_write_samples(&back, "component");
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].component, "carts");
         assert_eq!(unlabeled, 1);
-        let err = decode_remote_write(b"definitely not snappy").unwrap_err();
+        let err = decode_remote_write(b"definitely not snappy", 1 << 20).unwrap_err();
         assert!(err.to_string().contains("snappy"), "{err}");
+        // A header that claims 4 GiB is refused before anything that size is allocated.
+        let bomb = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
+        let err = decode_remote_write(&bomb, 1 << 20).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("decompresses to 4294967295 bytes, above the limit of 1048576"),
+            "{err}"
+        );
+        let err = decode_remote_write(&body, 10).unwrap_err();
+        assert!(matches!(err, RemoteWriteError::TooLarge { max: 10, .. }));
     }
 }

@@ -455,7 +455,16 @@ impl NodeConfig {
                         names.join(", ")
                     ),
                 );
+            } else if let Err(e) = crate::predict::configured_model(Some(m)) {
+                // Checked here, with everything else, before the node opens or binds anything.
+                err("telemetry.model", e);
             }
+        }
+        if t.shards > augur_actors::MAX_SHARDS {
+            err(
+                "telemetry.shards",
+                format!("{} is above {}", t.shards, augur_actors::MAX_SHARDS),
+            );
         }
         if self.node.id == 0 {
             err("node.id", "must be above 0".into());
@@ -694,6 +703,39 @@ mod tests {
             ),
             "{err}"
         );
+        // Files the node could not serve are named at validation, before anything starts:
+        // not a model at all, and a model over min–max scaled fleet columns (C-MAPSS).
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.safetensors");
+        std::fs::write(&junk, b"not a model").unwrap();
+        let err = with(junk.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains(&format!("telemetry.model: {}: ", junk.display()))
+                && err.contains("not a safetensors file"),
+            "{err}"
+        );
+        use augur_predict::lstm::{LstmModel, ModelMeta, Scaling};
+        let mut meta = ModelMeta::new(vec!["s2".into()], 4, 30, 1);
+        meta.scaling = Scaling::Fleet {
+            min: vec![0.0],
+            max: vec![1.0],
+        };
+        let fleet = dir.path().join("fleet.safetensors");
+        LstmModel::new(meta).unwrap().save(&fleet).unwrap();
+        let err = with(fleet.to_str().unwrap()).unwrap_err();
+        assert!(
+            err.contains("min–max scaled") && err.contains("not served"),
+            "{err}"
+        );
+        let err = NodeConfig::from_toml(
+            "version = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n\
+             [cluster]\nbootstrap = true\nmembers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n\
+             [telemetry]\nshards = 300\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("telemetry.shards: 300 is above 256"), "{err}");
     }
 
     #[test]

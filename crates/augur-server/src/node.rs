@@ -190,14 +190,17 @@ pub async fn run(
         cfg.telemetry.max_inflight_batches,
     ));
     if let Some(rw) = &cfg.telemetry.remote_write_listen {
-        let (addr, p, label, inflight) = (
+        let (addr, p, label, inflight, max_body) = (
             rw.parse()?,
             predictors.clone(),
             cfg.telemetry.component_label.clone(),
             inflight.clone(),
+            cfg.limits.max_message_bytes,
         );
         tokio::spawn(async move {
-            if let Err(e) = crate::predict::serve_remote_write(addr, p, label, inflight).await {
+            if let Err(e) =
+                crate::predict::serve_remote_write(addr, p, label, inflight, max_body).await
+            {
                 tracing::error!(error = %e, "remote-write receiver stopped");
             }
         });

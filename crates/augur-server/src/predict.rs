@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use augur_actors::{ActorsConfig, ActorsError, IngestSummary, PredictorSystem, Sample};
@@ -45,14 +47,8 @@ impl Predictors {
     /// Loads the model (the configured file or the one shipped in the binary) and starts the
     /// actors.
     pub fn start(cfg: &TelemetrySection, state: StateReader, peers: Peers) -> anyhow::Result<Self> {
-        let own_model = match &cfg.model {
-            Some(p) => match p.to_str().and_then(augur_predict::builtin_model) {
-                Some(bytes) => bytes.to_vec(),
-                None => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-            },
-            None => augur_predict::DEFAULT_MODEL.to_vec(),
-        };
-        let model = LstmModel::from_bytes(&own_model).context("the model")?;
+        let (own_model, model) = configured_model(cfg.model.as_deref())
+            .map_err(|e| anyhow::anyhow!("telemetry.model: {e}"))?;
         let model_version = model.meta.version.clone();
         let shards = if cfg.shards == 0 {
             crate::service::default_parallelism()
@@ -302,7 +298,7 @@ impl Predictors {
         else {
             return;
         };
-        let model = match LstmModel::from_bytes(&record.bytes) {
+        let model = match node_model(&record.bytes) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(version = %record.version, error = %e, "cannot load the recorded model");
@@ -470,6 +466,36 @@ struct Synced {
 }
 
 /// A gRPC status for a failure of this node's actors.
+/// A model the node can serve and record in the Raft state: one [`LstmModel::for_node`]
+/// accepts, within what a [`augur_types::ModelRecord`] may hold. The reason names the problem.
+pub fn node_model(bytes: &[u8]) -> Result<LstmModel, String> {
+    let model = LstmModel::for_node(bytes).map_err(|e| e.to_string())?;
+    augur_types::ModelRecord {
+        version: model.meta.version.clone(),
+        bytes: bytes.to_vec(),
+    }
+    .validate()
+    .map_err(|e| e.to_string())?;
+    Ok(model)
+}
+
+/// The model `telemetry.model` names (a shipped one by name, or a file), or the shipped
+/// default: its bytes and the model, checked by [`node_model`]. The reason names the path.
+pub fn configured_model(path: Option<&Path>) -> Result<(Vec<u8>, LstmModel), String> {
+    let bytes = match path {
+        Some(p) => match p.to_str().and_then(augur_predict::builtin_model) {
+            Some(bytes) => bytes.to_vec(),
+            None => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        },
+        None => augur_predict::DEFAULT_MODEL.to_vec(),
+    };
+    let model = node_model(&bytes).map_err(|e| match path {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e,
+    })?;
+    Ok((bytes, model))
+}
+
 pub fn actors_status(e: ActorsError) -> Status {
     match e {
         ActorsError::BatchTooLarge { .. } | ActorsError::Config(_) => {
@@ -539,16 +565,25 @@ pub fn sample(
     }
 }
 
+/// How long a remote-write client may take to send its body.
+const REMOTE_WRITE_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times its compressed size a remote-write body may decompress to.
+const REMOTE_WRITE_MAX_EXPANSION: usize = 32;
+
 /// Serves `POST /api/v1/write` (Prometheus remote write 1.0) on `addr` until the process
-/// ends. 204 on success, 400 naming the problem for a body that cannot be read, 429 with
-/// `Retry-After` when the node is saturated.
+/// ends. 204 on success; 400 naming the problem for a body that cannot be read or a batch
+/// that cannot be taken; 413 for a body over `max_body` bytes (or that decompresses to more
+/// than 32 times that); 408 for a body not sent within 30 s; 429 with `Retry-After` when the
+/// node is saturated. The body is read before an in-flight slot is taken, so a slow sender
+/// holds none.
 pub async fn serve_remote_write(
     addr: SocketAddr,
     predictors: Predictors,
     label: String,
     inflight: Arc<tokio::sync::Semaphore>,
+    max_body: usize,
 ) -> anyhow::Result<()> {
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::{BodyExt, Full, Limited};
     use hyper::body::Bytes;
     use hyper::{Method, Response, StatusCode};
 
@@ -588,6 +623,35 @@ pub async fn serve_remote_write(
                                 "only POST /api/v1/write is served here\n".into(),
                             ));
                         }
+                        let read = tokio::time::timeout(
+                            REMOTE_WRITE_BODY_TIMEOUT,
+                            Limited::new(req.into_body(), max_body).collect(),
+                        )
+                        .await;
+                        let body = match read {
+                            Ok(Ok(b)) => b.to_bytes(),
+                            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                                return Ok(reply(
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    format!("body is over the limit of {max_body} bytes\n"),
+                                ))
+                            }
+                            Ok(Err(e)) => {
+                                return Ok(reply(
+                                    StatusCode::BAD_REQUEST,
+                                    format!("reading the body: {e}\n"),
+                                ))
+                            }
+                            Err(_) => {
+                                return Ok(reply(
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    format!(
+                                        "body not sent within {} s\n",
+                                        REMOTE_WRITE_BODY_TIMEOUT.as_secs()
+                                    ),
+                                ))
+                            }
+                        };
                         let Ok(_permit) = inflight.try_acquire() else {
                             let mut r = reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
                             r.headers_mut().insert(
@@ -596,9 +660,12 @@ pub async fn serve_remote_write(
                             );
                             return Ok(r);
                         };
-                        let body = req.into_body().collect().await?.to_bytes();
-                        let wr = match augur_proto::prom::decode_remote_write(&body) {
+                        let max_decoded = max_body.saturating_mul(REMOTE_WRITE_MAX_EXPANSION);
+                        let wr = match augur_proto::prom::decode_remote_write(&body, max_decoded) {
                             Ok(w) => w,
+                            Err(e @ augur_proto::prom::RemoteWriteError::TooLarge { .. }) => {
+                                return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")))
+                            }
                             Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, format!("{e}\n"))),
                         };
                         let (labeled, unlabeled) =
@@ -625,10 +692,17 @@ pub async fn serve_remote_write(
                                 );
                                 Ok(r)
                             }
-                            Err(e) => Ok(reply(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("{}\n", e.message()),
-                            )),
+                            // Senders retry a 5xx and drop a 4xx: a batch that can never be
+                            // taken is a 400, only a node that cannot serve now is a 503.
+                            Err(e) => {
+                                let code = match e.code() {
+                                    tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                                        StatusCode::BAD_REQUEST
+                                    }
+                                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                                };
+                                Ok(reply(code, format!("{}\n", e.message())))
+                            }
                         }
                     }
                 });

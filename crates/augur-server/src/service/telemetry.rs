@@ -212,17 +212,13 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
     ) -> Result<Response<pb::SetModelResponse>, Status> {
         let bytes = req.into_inner().model;
         let check = bytes.clone();
-        let model =
-            tokio::task::spawn_blocking(move || augur_predict::lstm::LstmModel::from_bytes(&check))
-                .await
-                .map_err(|e| Status::internal(format!("model check failed: {e}")))?
-                .map_err(|e| Status::invalid_argument(format!("not an Augur model: {e}")))?;
+        let model = tokio::task::spawn_blocking(move || crate::predict::node_model(&check))
+            .await
+            .map_err(|e| Status::internal(format!("model check failed: {e}")))?
+            .map_err(|e| {
+                Status::invalid_argument(format!("not a model the node can serve: {e}"))
+            })?;
         let version = model.meta.version.clone();
-        if version.is_empty() {
-            return Err(Status::invalid_argument(
-                "the model has no version: save it with `augur train`",
-            ));
-        }
         let record = augur_types::ModelRecord {
             version: version.clone(),
             bytes,
