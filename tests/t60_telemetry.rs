@@ -87,6 +87,18 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     batch.push(sample("not a valid id!", "latency_ms", 1, 1.0));
     batch.push(sample("api", "latency_ms", 399_000, 100.0)); // duplicate of the last one
     batch.push(sample("api", "latency_ms", 5_000, 100.0)); // far behind: out of order
+                                                           // A day ahead of the node's clock (it would make every later sample of the metric look
+                                                           // out of order), and before 1970: bad timestamps.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    batch.push(sample("cache", "latency_ms", now_ms + 86_400_000, 1.0));
+    batch.push(sample("cache", "latency_ms", -5, 1.0));
+    // Metric names: empty, over 128 bytes, a control character.
+    batch.push(sample("cache", "", 450_000, 1.0));
+    batch.push(sample("cache", &"m".repeat(129), 450_000, 1.0));
+    batch.push(sample("cache", "lat\nency", 450_000, 1.0));
     let summary = push(&cluster, batch, 10_000).await;
     assert_eq!(summary.batches, 1);
     assert_eq!(summary.accepted, 1600);
@@ -94,6 +106,17 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     assert_eq!(summary.unknown_component, 2);
     assert_eq!(summary.duplicate, 1);
     assert_eq!(summary.out_of_order, 1);
+    assert_eq!(summary.bad_timestamp, 2);
+    assert_eq!(summary.bad_metric, 3);
+    // cache's metric still takes its next sample: the refused one from the future moved
+    // nothing.
+    let next = push(
+        &cluster,
+        vec![sample("cache", "latency_ms", 400_000, 100.0)],
+        10,
+    )
+    .await;
+    assert_eq!(next.accepted, 1, "{next:?}");
 
     // The scorer ticks every 50 ms: wait until db's forecast shows the step.
     let top = eventually("db at the top of at-risk", Duration::from_secs(20), || {

@@ -37,6 +37,15 @@ pub struct IngestSummary {
     /// The component's actor failed (panicked, and was restarted empty) or was gone while
     /// taking them.
     pub lost: u64,
+    /// A timestamp before 1970, or further ahead of the node's clock than it allows (counted
+    /// by the node's entry points: one sample from the year 2100 would otherwise make every
+    /// later sample of its metric look out of order).
+    #[serde(default)]
+    pub bad_timestamp: u64,
+    /// A metric name that is empty, over 128 bytes, or holds a control character (counted by
+    /// the node's entry points).
+    #[serde(default)]
+    pub bad_metric: u64,
 }
 
 impl IngestSummary {
@@ -59,6 +68,8 @@ impl IngestSummary {
         self.too_many_metrics += o.too_many_metrics;
         self.unknown_component += o.unknown_component;
         self.lost += o.lost;
+        self.bad_timestamp += o.bad_timestamp;
+        self.bad_metric += o.bad_metric;
     }
 
     /// Every sample counted, taken or not.
@@ -74,10 +85,12 @@ impl IngestSummary {
             + self.too_many_metrics
             + self.unknown_component
             + self.lost
+            + self.bad_timestamp
+            + self.bad_metric
     }
 
     /// The counts by kind with their metric label, for exporting.
-    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
         [
             ("accepted", self.accepted),
             (SampleReject::NotFinite.as_str(), self.not_finite),
@@ -86,6 +99,8 @@ impl IngestSummary {
             (SampleReject::TooManyMetrics.as_str(), self.too_many_metrics),
             ("unknown_component", self.unknown_component),
             ("lost", self.lost),
+            ("bad_timestamp", self.bad_timestamp),
+            ("bad_metric", self.bad_metric),
         ]
     }
 }

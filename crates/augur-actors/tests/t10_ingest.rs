@@ -65,7 +65,7 @@ async fn rejects_are_counted_per_kind_and_never_poison_the_batch() {
             duplicate: 1,
             too_many_metrics: 1,
             unknown_component: 2,
-            lost: 0,
+            ..IngestSummary::default()
         }
     );
     assert_eq!(summary.total(), 12);

@@ -168,6 +168,8 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
         duplicate: u64,
         too_many_metrics: u64,
         lost: u64,
+        bad_timestamp: u64,
+        bad_metric: u64,
     }
     let v = View {
         batches: summary.batches,
@@ -178,11 +180,13 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
         duplicate: summary.duplicate,
         too_many_metrics: summary.too_many_metrics,
         lost: summary.lost,
+        bad_timestamp: summary.bad_timestamp,
+        bad_metric: summary.bad_metric,
     };
     print(output, &v, |v| {
         format!(
-            "{} batches: {} accepted, {} not finite, {} unknown component, {} out of order, {} duplicate, {} over the metric limit, {} lost",
-            v.batches, v.accepted, v.not_finite, v.unknown_component, v.out_of_order, v.duplicate, v.too_many_metrics, v.lost
+            "{} batches: {} accepted, {} not finite, {} unknown component, {} out of order, {} duplicate, {} over the metric limit, {} lost, {} bad timestamp, {} bad metric name",
+            v.batches, v.accepted, v.not_finite, v.unknown_component, v.out_of_order, v.duplicate, v.too_many_metrics, v.lost, v.bad_timestamp, v.bad_metric
         )
     });
     Ok(())

@@ -229,6 +229,9 @@ pub struct TelemetrySection {
     pub load_metric: String,
     /// How far behind a metric's newest sample one may arrive and still be taken.
     pub out_of_order_tolerance_ms: i64,
+    /// How far ahead of this node's clock a sample's timestamp may be (clock skew between the
+    /// sender and the node); further ahead, or before 1970, it is refused as `bad_timestamp`.
+    pub max_future_ms: i64,
     /// Take samples of components that are not registered (registering them); off by default.
     pub auto_register: bool,
     /// Batches being ingested at once on this node; beyond it a push is answered
@@ -267,6 +270,7 @@ impl Default for TelemetrySection {
             season: 0,
             load_metric: "requests_per_s".into(),
             out_of_order_tolerance_ms: 0,
+            max_future_ms: 600_000,
             auto_register: false,
             max_inflight_batches: 64,
             remote_write_listen: None,
@@ -402,6 +406,9 @@ impl NodeConfig {
                 "telemetry.out_of_order_tolerance_ms",
                 "must not be negative".into(),
             );
+        }
+        if t.max_future_ms < 0 {
+            err("telemetry.max_future_ms", "must not be negative".into());
         }
         if t.max_inflight_batches == 0 {
             err("telemetry.max_inflight_batches", "must be above 0".into());

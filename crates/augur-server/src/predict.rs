@@ -39,6 +39,8 @@ pub struct Predictors {
     /// Recent series of the registered components, for root causes and causal strength.
     pub history: Arc<MetricHistory>,
     auto_register: bool,
+    /// `telemetry.max_future_ms`: what [`Door`] lets through.
+    max_future_ms: i64,
     /// The other nodes: where samples and forecast reads of their shards go.
     peers: Peers,
 }
@@ -92,8 +94,17 @@ impl Predictors {
             synced_index: Arc::new(AtomicU64::new(0)),
             history: Arc::new(history),
             auto_register: cfg.auto_register,
+            max_future_ms: cfg.max_future_ms,
             peers,
         })
+    }
+
+    /// The checks at this node's door, against its clock now.
+    pub fn door(&self) -> Door {
+        Door {
+            now_ms: i64::try_from(crate::service::now_ms()).unwrap_or(i64::MAX),
+            max_future_ms: self.max_future_ms,
+        }
     }
 
     /// Takes a batch from a client: each sample goes to its shard's owner and standby (this
@@ -517,6 +528,8 @@ pub fn summary_to_wire(s: &IngestSummary) -> augur_proto::pb::PushSummary {
         duplicate: s.duplicate,
         too_many_metrics: s.too_many_metrics,
         lost: s.lost,
+        bad_timestamp: s.bad_timestamp,
+        bad_metric: s.bad_metric,
     }
 }
 
@@ -530,6 +543,8 @@ pub fn summary_from_wire(s: &augur_proto::pb::PushSummary) -> IngestSummary {
         duplicate: s.duplicate,
         too_many_metrics: s.too_many_metrics,
         lost: s.lost,
+        bad_timestamp: s.bad_timestamp,
+        bad_metric: s.bad_metric,
     }
 }
 
@@ -543,25 +558,49 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
     }
 }
 
-/// Makes a sample, or counts it as an unknown component when its id is not a valid id.
-pub fn sample(
-    component: impl Into<String>,
-    metric: impl Into<String>,
-    ts_ms: i64,
-    value: f64,
-    bad_ids: &mut u64,
-) -> Option<Sample> {
-    match ComponentId::new(component) {
-        Ok(component) => Some(Sample {
+/// What a sample must pass at a node's door (gRPC push, forward, remote write) before any
+/// actor or the history sees it: checks that need the node's clock or that no later stage
+/// makes.
+#[derive(Debug, Clone, Copy)]
+pub struct Door {
+    pub now_ms: i64,
+    pub max_future_ms: i64,
+}
+
+impl Door {
+    /// Makes a sample, or counts in `refused` why not: an id that is not a valid component id
+    /// (`unknown_component`), a metric name that is empty, over 128 bytes or holds a control
+    /// character (`bad_metric`), a timestamp before 1970 or more than `max_future_ms` ahead of
+    /// the clock (`bad_timestamp`).
+    pub fn sample(
+        &self,
+        component: impl Into<String>,
+        metric: String,
+        ts_ms: i64,
+        value: f64,
+        refused: &mut IngestSummary,
+    ) -> Option<Sample> {
+        let Ok(component) = ComponentId::new(component) else {
+            refused.unknown_component += 1;
+            return None;
+        };
+        if metric.is_empty()
+            || metric.len() > augur_types::MAX_ID_LEN
+            || metric.chars().any(char::is_control)
+        {
+            refused.bad_metric += 1;
+            return None;
+        }
+        if ts_ms < 0 || ts_ms > self.now_ms.saturating_add(self.max_future_ms) {
+            refused.bad_timestamp += 1;
+            return None;
+        }
+        Some(Sample {
             component,
-            metric: metric.into(),
+            metric,
             ts_ms,
             value,
-        }),
-        Err(_) => {
-            *bad_ids += 1;
-            None
-        }
+        })
     }
 }
 
@@ -670,16 +709,26 @@ pub async fn serve_remote_write(
                         };
                         let (labeled, unlabeled) =
                             augur_proto::prom::remote_write_samples(&wr, &label);
-                        let mut bad = unlabeled;
+                        let mut refused = IngestSummary {
+                            unknown_component: unlabeled,
+                            ..IngestSummary::default()
+                        };
+                        let door = predictors.door();
                         let samples: Vec<Sample> = labeled
                             .iter()
                             .filter_map(|s| {
-                                sample(s.component, s.metric, s.ts_ms, s.value, &mut bad)
+                                door.sample(
+                                    s.component,
+                                    s.metric.to_owned(),
+                                    s.ts_ms,
+                                    s.value,
+                                    &mut refused,
+                                )
                             })
                             .collect();
                         match predictors.take(samples).await {
                             Ok(mut summary) => {
-                                summary.unknown_component += bad;
+                                summary.merge(&refused);
                                 record(&summary, "remote_write");
                                 Ok(reply(StatusCode::NO_CONTENT, String::new()))
                             }

@@ -19,7 +19,7 @@ mod topology;
 
 pub use command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
 pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_STATE_BYTES};
-pub use ids::{ActionId, ComponentId, IdError, NodeId};
+pub use ids::{ActionId, ComponentId, IdError, NodeId, MAX_ID_LEN};
 pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{
     plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,

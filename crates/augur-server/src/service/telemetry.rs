@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
+use augur_actors::IngestSummary;
 use augur_predict::predictor::Forecast;
 use augur_proto::pb;
 use augur_types::ComponentId;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::predict::{actors_status, record, sample, summary_to_wire, Predictors};
+use crate::predict::{actors_status, record, summary_to_wire, Predictors};
 
 pub struct TelemetryService {
     node: crate::node::Node,
@@ -90,17 +91,18 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 }
                 return Err(status);
             };
-            let mut bad_ids = 0u64;
+            let mut refused = IngestSummary::default();
+            let door = self.predictors.door();
             // The decoded strings move into the samples: no copy per sample.
             let samples: Vec<_> = batch
                 .samples
                 .into_iter()
                 .filter_map(|s| {
-                    sample(s.component, s.metric, s.timestamp_ms, s.value, &mut bad_ids)
+                    door.sample(s.component, s.metric, s.timestamp_ms, s.value, &mut refused)
                 })
                 .collect();
             let mut summary = self.predictors.take(samples).await?;
-            summary.unknown_component += bad_ids;
+            summary.merge(&refused);
             record(&summary, "grpc");
             total.merge(&summary);
             batches += 1;
@@ -120,19 +122,22 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 "node saturated; retry the forward later",
             ));
         };
-        let mut bad_ids = 0u64;
+        let mut refused = IngestSummary::default();
+        let door = self.predictors.door();
         let samples: Vec<_> = req
             .into_inner()
             .samples
             .into_iter()
-            .filter_map(|s| sample(s.component, s.metric, s.timestamp_ms, s.value, &mut bad_ids))
+            .filter_map(|s| {
+                door.sample(s.component, s.metric, s.timestamp_ms, s.value, &mut refused)
+            })
             .collect();
         let mut summary = self
             .predictors
             .ingest(samples)
             .await
             .map_err(actors_status)?;
-        summary.unknown_component += bad_ids;
+        summary.merge(&refused);
         record(&summary, "forward");
         Ok(Response::new(pb::PushSummary {
             batches: 1,
