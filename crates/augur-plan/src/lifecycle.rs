@@ -136,6 +136,21 @@ pub(crate) fn outcome(
         })
 }
 
+/// How many times a rolled-back shadow's retire is asked for before the leader leaves it to
+/// an operator (`ctl shadows` shows it rolled back, not retired).
+pub const RETIRE_TRIES: usize = 5;
+
+/// The retire actions of `shadow` in the log, and whether one is still pending.
+fn retires(state: &ControlState, shadow: &ComponentId) -> (usize, bool) {
+    let mine = state.actions.iter().filter(|a| {
+        a.kind == ActionKind::Retire
+            && a.params.get("shadow").map(String::as_str) == Some(shadow.as_str())
+    });
+    mine.fold((0, false), |(n, pending), a| {
+        (n + 1, pending || a.status == ActionStatus::Pending)
+    })
+}
+
 fn append(kind: ActionKind, component: &ComponentId, shadow: &ComponentId) -> LifecycleStep {
     LifecycleStep::Append {
         request_id: format!("{}:{shadow}", kind.as_str()),
@@ -263,7 +278,19 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                     Some((by, ActionOutcome::Succeeded)) => {
                         out.push(advance(ShadowState::Retired, format!("retired by {by}")))
                     }
-                    Some((_, ActionOutcome::Failed { .. })) => {}
+                    // Until it is retired the component gets no other shadow, so a failed
+                    // retire (an agent cut off past its lease, HAProxy refusing the delete)
+                    // is tried again, up to RETIRE_TRIES times in all.
+                    Some((_, ActionOutcome::Failed { .. })) => {
+                        let (tries, pending) = retires(state, shadow);
+                        if !pending && tries < RETIRE_TRIES {
+                            let mut retry = append(ActionKind::Retire, component, shadow);
+                            if let LifecycleStep::Append { request_id, .. } = &mut retry {
+                                request_id.push_str(&format!(":{}", tries + 1));
+                            }
+                            out.push(retry);
+                        }
+                    }
                     None => out.push(append(ActionKind::Retire, component, shadow)),
                 }
             }
@@ -1055,6 +1082,62 @@ mod tests {
             ]
         );
         assert_eq!(rec.history[0].1, "at risk");
+    }
+
+    /// A failed retire is asked for again (the component gets no other shadow until this
+    /// one is retired), a bounded number of times.
+    #[test]
+    fn a_failed_retire_is_retried_a_bounded_number_of_times() {
+        let mut s = state_with_shadow();
+        provision(&mut s);
+        report(
+            &mut s,
+            ActionKind::Provision,
+            ActionOutcome::Failed {
+                reason: "no image".into(),
+            },
+            None,
+        );
+        round(&mut s);
+        round(&mut s);
+        assert_eq!(count(&s, ActionKind::Retire), 1);
+        let failed = || ActionOutcome::Failed {
+            reason: "haproxy: server has connections".into(),
+        };
+        report(&mut s, ActionKind::Retire, failed(), None);
+        round(&mut s);
+        round(&mut s);
+        assert_eq!(
+            count(&s, ActionKind::Retire),
+            2,
+            "one retry, not one a round"
+        );
+        assert!(s.action_by_request("retire:db.shadow-1:2").is_some());
+        report(&mut s, ActionKind::Retire, ActionOutcome::Succeeded, None);
+        round(&mut s);
+        let db = ComponentId::new("db").unwrap();
+        assert_eq!(s.shadows[&db].state, ShadowState::Retired);
+
+        // Every try failing: RETIRE_TRIES actions, then it waits for an operator.
+        let mut s = state_with_shadow();
+        provision(&mut s);
+        report(
+            &mut s,
+            ActionKind::Provision,
+            ActionOutcome::Failed {
+                reason: "no image".into(),
+            },
+            None,
+        );
+        round(&mut s);
+        for _ in 0..RETIRE_TRIES + 2 {
+            round(&mut s);
+            if s.actions.last().unwrap().status == ActionStatus::Pending {
+                report(&mut s, ActionKind::Retire, failed(), None);
+            }
+        }
+        assert_eq!(count(&s, ActionKind::Retire), RETIRE_TRIES);
+        assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
     }
 
     #[test]

@@ -242,12 +242,7 @@ impl ControlState {
             }
         }
         to.validate()?;
-        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
-            return Err(Rejection::ShadowInFlight {
-                component: component.to_string(),
-                shadow: s.shadow.to_string(),
-            });
-        }
+        self.check_no_shadow_in_flight(component)?;
         if let Some(open) = self.open_plan(component) {
             // One open plan per component: a second proposal answers with it. A failover
             // overtakes a proposed migration (its reason, target and severity replace the

@@ -776,6 +776,32 @@ impl ControlState {
         Ok(Applied::Done)
     }
 
+    /// Refuses a new shadow for `component` while it has one in flight, or while it is
+    /// itself a shadow in flight: a shift of its own inside its owner's would leave the
+    /// owner's next step with weights that no longer sum to 100.
+    pub(crate) fn check_no_shadow_in_flight(
+        &self,
+        component: &ComponentId,
+    ) -> Result<(), Rejection> {
+        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
+            return Err(Rejection::ShadowInFlight {
+                component: component.to_string(),
+                shadow: s.shadow.to_string(),
+            });
+        }
+        if let Some((owner, s)) = self
+            .shadows
+            .iter()
+            .find(|(_, s)| s.shadow == *component && s.state.in_flight())
+        {
+            return Err(Rejection::ShadowInFlight {
+                component: owner.to_string(),
+                shadow: s.shadow.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn service_routing_to(&self, id: &ComponentId) -> Option<String> {
         self.weights
             .iter()
@@ -826,12 +852,7 @@ impl ControlState {
             });
         }
         placement.validate()?;
-        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
-            return Err(Rejection::ShadowInFlight {
-                component: component.to_string(),
-                shadow: s.shadow.to_string(),
-            });
-        }
+        self.check_no_shadow_in_flight(component)?;
         let state = ShadowState::Requested;
         if let Some(done) = self.shadows.remove(component) {
             if self.past_shadows.len() == MAX_SHADOW_LOG {
@@ -1341,7 +1362,7 @@ mod tests {
 
     #[test]
     fn one_shadow_in_flight_and_legal_transitions_only() {
-        let mut s = state_with(&["a"]);
+        let mut s = state_with(&["a", "a-s"]);
         let place = Placement {
             host: "h2".into(),
             rack: "r2".into(),
@@ -1358,6 +1379,21 @@ mod tests {
             s.apply(1, &req),
             Err(Rejection::ShadowInFlight { .. })
         ));
+        // Nor may the shadow in flight get one of its own.
+        let of_shadow = Command::RequestShadow {
+            component: cid("a-s"),
+            shadow: cid("a-s-s"),
+            placement: Placement {
+                host: "h2".into(),
+                rack: "r2".into(),
+                zone: "z2".into(),
+            },
+            reason: String::new(),
+        };
+        assert_eq!(
+            s.apply(1, &of_shadow).unwrap_err().to_string(),
+            "component a already has a shadow in flight (a-s)"
+        );
         let adv = |to| Command::AdvanceShadow {
             component: cid("a"),
             to,
