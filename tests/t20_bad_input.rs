@@ -122,6 +122,25 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         err.message()
     );
 
+    // A pushed batch over the limit too (the telemetry service decodes up to a model's size,
+    // for SetModel, and holds each pushed batch to the configured limit itself).
+    let big_batch = pb::SampleBatch {
+        samples: (0..3000)
+            .map(|i| pb::Sample {
+                component: "web-1".into(),
+                metric: "latency_ms".into(),
+                timestamp_ms: i,
+                value: 1.0,
+            })
+            .collect(),
+    };
+    let err = pb::telemetry_client::TelemetryClient::new(channel(&laddr).await.unwrap())
+        .push(futures::stream::iter(vec![big_batch]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(err.message().contains("65536"), "{}", err.message());
+
     // A write sent straight to a follower (of the leader as it is now).
     let leader = cluster.wait_leader().await;
     let laddr = cluster.addr(leader);

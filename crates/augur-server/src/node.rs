@@ -213,6 +213,7 @@ pub async fn run(
         inflight,
         cfg.telemetry.max_inflight_batches,
         cfg.telemetry.tick_ms,
+        cfg.limits.max_message_bytes,
     );
     let addr: SocketAddr = cfg.node.listen.parse()?;
     let max = cfg.limits.max_message_bytes;
@@ -245,7 +246,7 @@ pub async fn run(
         )
         .add_service(augur_proto::TraceServiceServer::new(traces).max_decoding_message_size(max))
         .add_service(
-            // Room for a model (`SetModel`) even when pushes are held to less.
+            // Room for a model (`SetModel`); a pushed batch is held to `max` by the service.
             pb::telemetry_server::TelemetryServer::new(telemetry)
                 .max_decoding_message_size(max.max(augur_types::MAX_MODEL_BYTES + 64 * 1024)),
         );

@@ -143,7 +143,14 @@ impl Predictors {
         for (node, n, reply) in to_owner {
             match reply {
                 Ok(s) => summary.merge(&summary_from_wire(&s)),
-                Err(s) if s.code() == tonic::Code::ResourceExhausted => return Err(s),
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    // The owner's answer, with its retry hint, and nothing else of its headers.
+                    let mut out = Status::resource_exhausted(s.message());
+                    if let Some(v) = s.metadata().get("retry-after-ms") {
+                        out.metadata_mut().insert("retry-after-ms", v.clone());
+                    }
+                    return Err(out);
+                }
                 Err(s) => {
                     metrics::counter!("augur_forward_failures_total", "role" => "owner")
                         .increment(1);

@@ -21,6 +21,9 @@ pub struct TelemetryService {
     /// refuse each other's forwards.
     forwards: tokio::sync::Semaphore,
     retry_after_ms: u64,
+    /// `limits.max_message_bytes`, for a pushed batch (the service's decoding limit is higher,
+    /// to leave room for `SetModel`).
+    max_batch_bytes: usize,
 }
 
 impl TelemetryService {
@@ -31,6 +34,7 @@ impl TelemetryService {
         inflight: Arc<tokio::sync::Semaphore>,
         max_forwards: usize,
         retry_after_ms: u64,
+        max_batch_bytes: usize,
     ) -> Self {
         Self {
             node,
@@ -38,6 +42,7 @@ impl TelemetryService {
             inflight,
             forwards: tokio::sync::Semaphore::new(max_forwards),
             retry_after_ms,
+            max_batch_bytes,
         }
     }
 }
@@ -82,6 +87,14 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         let mut batches = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            let size = prost::Message::encoded_len(&batch);
+            if size > self.max_batch_bytes {
+                return Err(Status::out_of_range(format!(
+                    "a batch of {size} bytes is over limits.max_message_bytes ({}); \
+                     {batches} batches taken before this one",
+                    self.max_batch_bytes
+                )));
+            }
             let Ok(_permit) = self.inflight.try_acquire() else {
                 let mut status = Status::resource_exhausted(format!(
                     "node saturated; {batches} batches taken before this one; retry later"
@@ -118,9 +131,11 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         req: Request<pb::SampleBatch>,
     ) -> Result<Response<pb::PushSummary>, Status> {
         let Ok(_permit) = self.forwards.try_acquire() else {
-            return Err(Status::resource_exhausted(
-                "node saturated; retry the forward later",
-            ));
+            let mut status = Status::resource_exhausted("node saturated; retry the forward later");
+            if let Ok(v) = self.retry_after_ms.to_string().parse() {
+                status.metadata_mut().insert("retry-after-ms", v);
+            }
+            return Err(status);
         };
         let mut refused = IngestSummary::default();
         let door = self.predictors.door();
