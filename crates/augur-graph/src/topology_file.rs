@@ -86,6 +86,12 @@ pub enum TopologyError {
     BadCapacity { host: String, value: i64 },
     #[error("component {component:?}: criticality {value} is outside 1..=5")]
     BadCriticality { component: String, value: i64 },
+    #[error("host {host:?}: {placed} components placed on it, above its capacity of {capacity}")]
+    OverCapacity {
+        host: String,
+        placed: usize,
+        capacity: i64,
+    },
     #[error("component {component:?}: runs on unknown host {host:?}")]
     UnknownHost { component: String, host: String },
     #[error("component {component:?}: depends on unknown component {target:?}")]
@@ -514,6 +520,22 @@ impl RawTopology {
             }
         }
 
+        // The state refuses a component on a full host (`HostFull`): a file that places more
+        // on a host than it holds would be applied only in part, so it is refused whole.
+        let placed = count(self.component.iter().filter_map(|c| c.host.as_deref()));
+        for h in &self.host {
+            match placed.get(h.name.as_str()) {
+                Some(&n) if host_counts[h.name.as_str()] == 1 && n as i64 > h.capacity => {
+                    errors.push(TopologyError::OverCapacity {
+                        host: h.name.clone(),
+                        placed: n,
+                        capacity: h.capacity,
+                    })
+                }
+                _ => {}
+            }
+        }
+
         errors.extend(
             find_cycles(&self.component)
                 .into_iter()
@@ -768,6 +790,29 @@ mod tests {
             ),
             ("service", 3, None, None)
         );
+    }
+
+    #[test]
+    fn a_host_given_more_components_than_its_capacity_is_refused() {
+        let text = r#"
+            version = 1
+            [[host]]
+            name = "h1"
+            rack = "r1"
+            zone = "z1"
+            capacity = 1
+            [[component]]
+            name = "a"
+            host = "h1"
+            [[component]]
+            name = "b"
+            host = "h1"
+        "#;
+        assert_eq!(
+            errors(text),
+            ["host \"h1\": 2 components placed on it, above its capacity of 1"]
+        );
+        parse_topology(&text.replace("capacity = 1", "capacity = 2")).unwrap();
     }
 
     #[test]
