@@ -182,6 +182,53 @@ async fn t70_an_operator_failover_moves_traffic_through_haproxy_without_a_failed
     failover_through_haproxy(cluster, ep, false).await;
 }
 
+/// A service whose weights the cluster never set: HAProxy runs on the agent's own initial
+/// weights, so there is nothing to shift, and the promoted shadow takes the original's share
+/// when the original goes to standby, rather than the service losing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_without_cluster_weights_the_promoted_shadow_takes_the_originals_share() {
+    let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
+    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+    let mut client = augur_cli::Client::new(endpoints.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let web = Web {
+        steps: "50,100",
+        port_lo: 24_500,
+        telemetry_ms: 500,
+        load_for: Duration::from_secs(120),
+        cluster_weights: false,
+    };
+    let (rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
+    let hap = rig.haproxy.client();
+    let before = backend(&hap).await;
+    let share = before["web-1"].0;
+    assert!(share > 0, "{before:?}");
+
+    let (code, _, err) = ctl(&ep, &["failover", "web-1", "--reason", "no weights"]);
+    assert_eq!(code, 0, "{err}");
+    let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
+    on_standby(&endpoints, Duration::from_secs(20)).await;
+    let report = load.stop().await;
+    assert!(
+        done.history
+            .iter()
+            .any(|h| h.reason.contains("nothing to shift")),
+        "{:?}",
+        done.history
+    );
+    let servers = backend(&hap).await;
+    assert_eq!(servers["web-1"], (0, State::Drain), "{servers:?}");
+    assert_eq!(servers[&done.shadow].0, share, "{servers:?}");
+    assert_eq!(servers["web-2"].0, before["web-2"].0, "{servers:?}");
+    assert_eq!(
+        report.failed, 0,
+        "failed requests: {:?}",
+        report.failed_by_kind
+    );
+    rig.stop().await;
+    drop(cluster);
+}
+
 /// The same on three nodes, with the leader killed (SIGKILL) in the middle of the shift: the
 /// next leader takes the next step from the replicated state, the agent's watch resumes on
 /// another node, and still no action is appended or carried out twice.
@@ -226,6 +273,7 @@ async fn t70_a_degrading_instance_is_shadowed_validated_and_drained_before_it_cr
         port_lo: 24_400,
         telemetry_ms: 1000,
         load_for: Duration::from_secs(150),
+        cluster_weights: true,
     };
     let (rig, web1, load) = web.start(dir.path(), &mut client, &endpoints).await;
     let (haproxy, hap) = (&rig.haproxy, rig.haproxy.client());
@@ -320,6 +368,7 @@ async fn failover_through_haproxy(mut cluster: common::Cluster, ep: String, kill
         port_lo: if kill_mid_shift { 24_100 } else { 24_000 },
         telemetry_ms: 500,
         load_for: Duration::from_secs(120),
+        cluster_weights: true,
     };
     let (rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
     let hap = rig.haproxy.client();
@@ -624,6 +673,9 @@ struct Web {
     telemetry_ms: u64,
     /// How long the load lasts.
     load_for: Duration,
+    /// Whether the cluster sets the service's weights (50/50); else HAProxy keeps the
+    /// agent's own initial weights and the cluster has none.
+    cluster_weights: bool,
 }
 
 impl Web {
@@ -639,8 +691,10 @@ impl Web {
         let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--steps", self.steps]);
         assert_eq!(code, 0, "{err}");
         let rig = Rig::start_with(dir, endpoints, self.port_lo, self.telemetry_ms, "").await;
-        let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
-        assert_eq!(code, 0, "{err}");
+        if self.cluster_weights {
+            let (code, _, err) = ctl(&ep, &["weights", "set", "web", "web-1=50", "web-2=50"]);
+            assert_eq!(code, 0, "{err}");
+        }
         let web1 = both_up(&rig.haproxy.client()).await;
         let put = augur_agent::put(web1, "/kv/greeting", "hello")
             .await

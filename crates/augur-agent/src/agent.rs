@@ -1067,12 +1067,25 @@ impl Agent {
             if desired.get(name).is_none() {
                 return Err(format!("{name} is not behind this agent's HAProxy"));
             }
-            self.weight_seq
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.clone(), action.seq);
+            // A promoted shadow takes the original's place: when the cluster held no weights
+            // for the service (nothing was shifted), the original's share here is all the
+            // traffic it had, and the shadow, added at weight 0, would otherwise get none.
+            let share = desired.get(name).map_or(0, |s| s.weight);
+            let heir = action
+                .params
+                .get("shadow")
+                .filter(|s| desired.get(s).is_some_and(|d| d.weight == 0) && share > 0)
+                .cloned();
+            let mut seqs = self.weight_seq.lock().unwrap_or_else(|e| e.into_inner());
+            seqs.insert(name.clone(), action.seq);
             desired.set_weight(name, 0);
             desired.set_state(name, State::Drain);
+            if let Some(heir) = heir {
+                tracing::info!(original = %name, shadow = %heir, weight = share, "the promoted shadow takes the original's share");
+                seqs.insert(heir.clone(), action.seq);
+                desired.set_weight(&heir, share);
+                desired.set_state(&heir, State::Ready);
+            }
         }
         self.reconcile().await?;
         Ok(None)

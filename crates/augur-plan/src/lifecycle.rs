@@ -19,7 +19,9 @@
 //! step the shadow is promoted and the original goes to standby (a `standby` action). A
 //! rolled-back shadow that still holds a verified share keeps serving it and is not retired.
 //! A service with no traffic weights for the original has nothing to shift: the validated
-//! shadow is promoted at once.
+//! shadow is promoted at once (an orchestrator that routes by weights of its own, as the
+//! bundled agent does when the cluster set none, hands the original's share to the shadow
+//! when the original goes to standby).
 
 use std::collections::BTreeMap;
 
