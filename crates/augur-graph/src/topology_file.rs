@@ -524,15 +524,14 @@ impl RawTopology {
         // on a host than it holds would be applied only in part, so it is refused whole.
         let placed = count(self.component.iter().filter_map(|c| c.host.as_deref()));
         for h in &self.host {
-            match placed.get(h.name.as_str()) {
-                Some(&n) if host_counts[h.name.as_str()] == 1 && n as i64 > h.capacity => {
-                    errors.push(TopologyError::OverCapacity {
-                        host: h.name.clone(),
-                        placed: n,
-                        capacity: h.capacity,
-                    })
-                }
-                _ => {}
+            let n = placed.get(h.name.as_str()).copied().unwrap_or(0);
+            // A duplicated host name or a bad capacity is reported as such, not as this.
+            if host_counts[h.name.as_str()] == 1 && h.capacity >= 1 && n as i64 > h.capacity {
+                errors.push(TopologyError::OverCapacity {
+                    host: h.name.clone(),
+                    placed: n,
+                    capacity: h.capacity,
+                });
             }
         }
 
