@@ -9,17 +9,19 @@ use crate::lstm::{Scaling, Sequence};
 use crate::nab::parse_timestamp;
 use crate::PredictError;
 
-/// One C-MAPSS engine: its rows, oldest first, each `settings(3) + sensors(21)`.
+/// One C-MAPSS engine: its rows, oldest first, each `cycle, settings(3), sensors(21)`.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub id: u32,
     pub rows: Vec<Vec<f32>>,
 }
 
-/// Column names of a C-MAPSS row after id and cycle.
+/// Column names of a C-MAPSS row after the engine id. The cycle is the engine's age: online,
+/// as every sensor is (row t knows its own cycle), and what a fleet's age-at-failure
+/// distribution is read from.
 pub fn cmapss_columns() -> Vec<String> {
-    (1..=3)
-        .map(|i| format!("setting{i}"))
+    std::iter::once("cycle".to_string())
+        .chain((1..=3).map(|i| format!("setting{i}")))
         .chain((1..=21).map(|i| format!("s{i}")))
         .collect()
 }
@@ -46,7 +48,7 @@ pub fn read_cmapss(path: &Path) -> Result<Vec<Engine>, PredictError> {
         let bad = |what: &str| PredictError::input(path, format!("line {}: bad {what}", n + 1));
         let id: u32 = fields[0].parse().map_err(|_| bad("engine id"))?;
         let cycle: u32 = fields[1].parse().map_err(|_| bad("cycle"))?;
-        let vals = fields[2..]
+        let vals = fields[1..]
             .iter()
             .map(|f| f.parse::<f32>().ok().filter(|v| v.is_finite()))
             .collect::<Option<Vec<f32>>>()
