@@ -317,6 +317,24 @@ fn offline_rca_names_what_is_wrong_with_its_input() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("time"), "{err}");
+    // The error names the file it is in: here the normal one (its header has no `time`).
+    assert!(err.contains(&normal.display().to_string()), "{err}");
+    // A bad cell in the anomalous file only: that file is named.
+    std::fs::write(&normal, "time,a_cpu\n1,2\n").unwrap();
+    let out = Command::new(AUGUR)
+        .arg("rca")
+        .arg("--normal")
+        .arg(&normal)
+        .arg("--anomalous")
+        .arg(&anomalous)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&anomalous.display().to_string()) && err.contains("\"x\""),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use augur_graph::{rank_from_csv, rank_with_graph, RankedCause, RcaOptions};
+use augur_graph::{
+    join_recordings, rank_root_causes, rank_with_graph, MetricFrame, RankedCause, RcaOptions,
+};
 use clap::Args;
 
 #[derive(Args)]
@@ -37,19 +39,22 @@ fn read(path: &Path) -> anyhow::Result<String> {
 
 pub fn run(args: RcaArgs) -> anyhow::Result<()> {
     let opts = RcaOptions::default();
-    let mut ranked = rank_from_csv(
-        &read(&args.normal)?,
-        &read(&args.anomalous)?,
-        args.fault_time,
-        &opts,
-    )
-    .with_context(|| {
-        format!(
-            "cannot rank {} against {}",
-            args.anomalous.display(),
-            args.normal.display()
-        )
-    })?;
+    // Each file is read and parsed under its own name, so an error says which one it is in.
+    let frame = |path: &Path| -> anyhow::Result<MetricFrame> {
+        MetricFrame::from_csv(&read(path)?).with_context(|| format!("{}", path.display()))
+    };
+    let (normal, anomalous) = (frame(&args.normal)?, frame(&args.anomalous)?);
+    let mut ranked = join_recordings(&normal, &anomalous)
+        .and_then(|(joined, start)| {
+            rank_root_causes(&joined, args.fault_time.unwrap_or(start), &opts)
+        })
+        .with_context(|| {
+            format!(
+                "cannot rank {} against {}",
+                args.anomalous.display(),
+                args.normal.display()
+            )
+        })?;
     if let Some(path) = &args.topology {
         let topo = crate::graph_ctl::parse_topology_file(path, &read(path)?)
             .map_err(|e| anyhow::anyhow!(e))?;
