@@ -10,6 +10,51 @@ use augur_proto::LEADER_ADDR_HEADER;
 use common::*;
 use tonic::Code;
 
+/// `augur backtest` over a folder with one bad file: it names the file, fails, and writes no
+/// result for the good file either (no half-finished tree that looks like a run).
+#[test]
+fn a_backtest_with_a_bad_file_writes_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut good = String::from("timestamp,value\n");
+    for i in 0..50 {
+        good.push_str(&format!("2020-01-01 00:{:02}:00,{}\n", i, i % 7));
+    }
+    std::fs::write(data.join("a.csv"), good).unwrap();
+    std::fs::write(data.join("b.csv"), "time,value\n1,2\n").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = Command::new(AUGUR)
+        .args(["backtest", "--detector", "zscore", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("b.csv"), "{err}");
+    let written: Vec<_> = walk(&out_dir);
+    assert!(written.is_empty(), "{written:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn a_malformed_config_lists_all_its_errors() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -229,20 +229,26 @@ pub fn backtest(args: BacktestArgs) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("{}: no .csv files", args.data.display());
     }
-    let mut summary = Vec::new();
+    // Every file is read and scored before anything is written: a bad file half way through
+    // leaves no partial results behind.
+    let mut scored = Vec::with_capacity(files.len());
     for f in &files {
         let series = nab::read_series_file(f)?;
         let scores = eval::replay(&args.detector, &series, model.clone())?;
+        scored.push((series, scores));
+    }
+    let mut summary = Vec::new();
+    for (series, scores) in &scored {
         let alarms = scores
             .iter()
             .filter(|s| **s >= augur_predict::predictor::ALARM)
             .count();
         if let Some(out) = &args.out {
-            let written = nab::write_results(out, &args.detector, &series, &scores)?;
+            let written = nab::write_results(out, &args.detector, series, scores)?;
             let svg = written.with_extension("svg");
             std::fs::write(
                 &svg,
-                plot::backtest_svg(&series.name, &series.values, &scores, &[], None),
+                plot::backtest_svg(&series.name, &series.values, scores, &[], None),
             )
             .with_context(|| format!("cannot write {}", svg.display()))?;
         }
