@@ -847,7 +847,16 @@ impl Agent {
             self.instance_addr(&action.target)?,
             self.instance_addr(&shadow)?,
         );
-        let keys = state_keys(orig).await?;
+        // The paths replayed: the original's keys. An original that can no longer answer for
+        // its state (the crash a failover runs ahead of) does not fail the shadow: the shadow
+        // was synced with that state, so its keys are the same ones.
+        let keys = match state_keys(orig, &action.target).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(original = %action.target, error = %e, "validating on the shadow's keys");
+                state_keys(shad, &shadow).await.unwrap_or_default()
+            }
+        };
         let paths: Vec<String> = if keys.is_empty() {
             vec!["/".to_owned()]
         } else {
@@ -1408,12 +1417,16 @@ async fn call(addr: SocketAddr, path: &str, k: &mut augur_plan::Kpis) -> Option<
 }
 
 /// The keys of an instance's state, to replay reads of them.
-async fn state_keys(addr: SocketAddr) -> Result<Vec<String>, String> {
+/// The first 64 keys of the state `name` at `addr` serves.
+async fn state_keys(addr: SocketAddr, name: &str) -> Result<Vec<String>, String> {
     let r = http::get(addr, "/state")
         .await
-        .map_err(|e| format!("reading the original's state: {e}"))?;
+        .map_err(|e| format!("reading {name}'s state: {e}"))?;
+    if !r.is_success() {
+        return Err(format!("{name} answered {} to GET /state", r.status));
+    }
     let snap: crate::sample::Snapshot =
-        serde_json::from_slice(&r.body).map_err(|e| format!("the original's state: {e}"))?;
+        serde_json::from_slice(&r.body).map_err(|e| format!("{name}'s state: {e}"))?;
     Ok(snap.entries.keys().take(64).cloned().collect())
 }
 
