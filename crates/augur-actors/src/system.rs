@@ -229,16 +229,24 @@ impl PredictorSystem {
         counts.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
     }
 
+    /// Whether a batch of `len` samples may be taken at all (`BatchTooLarge` if not): what
+    /// [`PredictorSystem::ingest`] checks first, for a caller that records the samples
+    /// elsewhere too and must not record a batch that will be refused whole.
+    pub fn admits(&self, len: usize) -> Result<(), ActorsError> {
+        if len > self.inner.max_batch {
+            return Err(ActorsError::BatchTooLarge {
+                len,
+                max: self.inner.max_batch,
+            });
+        }
+        Ok(())
+    }
+
     /// Takes a batch of samples. A bad sample is counted under its kind and never stops the
     /// rest; a batch over `max_batch` is refused whole. Answers when every sample has been
     /// taken or counted.
     pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
-        if samples.len() > self.inner.max_batch {
-            return Err(ActorsError::BatchTooLarge {
-                len: samples.len(),
-                max: self.inner.max_batch,
-            });
-        }
+        self.admits(samples.len())?;
         if samples.is_empty() {
             return Ok(IngestSummary::default());
         }

@@ -276,6 +276,9 @@ impl Predictors {
                     .collect()
             })
         };
+        // A batch the actors will refuse whole is not recorded in the history either.
+        let system = self.system();
+        system.admits(samples.len())?;
         let recorded = self.history.record(
             samples
                 .iter()
@@ -284,7 +287,7 @@ impl Predictors {
                 .map(|(x, _)| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
         );
         metrics::counter!("augur_history_samples_total").increment(recorded.kept);
-        self.system().ingest(samples).await
+        system.ingest(samples).await
     }
 
     /// The shard map, unless there is none or it has this node serve every shard alone:
