@@ -306,31 +306,26 @@ fn offline_rca_names_what_is_wrong_with_its_input() {
     let anomalous = dir.path().join("anomalous.csv");
     std::fs::write(&normal, "when,a_cpu\n1,2\n").unwrap();
     std::fs::write(&anomalous, "time,a_cpu\n5,x\n").unwrap();
-    let out = Command::new(AUGUR)
-        .arg("rca")
-        .arg("--normal")
-        .arg(&normal)
-        .arg("--anomalous")
-        .arg(&anomalous)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // Fails, and answers what it printed on stderr.
+    let rca = || {
+        let out = Command::new(AUGUR)
+            .arg("rca")
+            .arg("--normal")
+            .arg(&normal)
+            .arg("--anomalous")
+            .arg(&anomalous)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = rca();
     assert!(err.contains("time"), "{err}");
     // The error names the file it is in: here the normal one (its header has no `time`).
     assert!(err.contains(&normal.display().to_string()), "{err}");
     // A bad cell in the anomalous file only: that file is named.
     std::fs::write(&normal, "time,a_cpu\n1,2\n").unwrap();
-    let out = Command::new(AUGUR)
-        .arg("rca")
-        .arg("--normal")
-        .arg(&normal)
-        .arg("--anomalous")
-        .arg(&anomalous)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = rca();
     assert!(
         err.contains(&anomalous.display().to_string()) && err.contains("\"x\""),
         "{err}"

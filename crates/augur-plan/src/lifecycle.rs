@@ -649,6 +649,31 @@ mod tests {
         }
     }
 
+    /// A shadow whose provision failed ("no image"), after the round that rolls it back.
+    fn rolled_back_at_provision() -> ControlState {
+        let mut s = state_with_shadow();
+        provision(&mut s);
+        report(
+            &mut s,
+            ActionKind::Provision,
+            ActionOutcome::Failed {
+                reason: "no image".into(),
+            },
+            None,
+        );
+        round(&mut s);
+        s
+    }
+
+    /// The pending step's gate: the shadow's error rate far above the original's.
+    fn report_worse_shadow(s: &mut ControlState) {
+        let worse = Some(Kpis {
+            original: side(5000, 5, 40),
+            shadow: side(400, 60, 41),
+        });
+        report(s, ActionKind::SetWeights, ActionOutcome::Succeeded, worse);
+    }
+
     fn healthy() -> Option<Kpis> {
         Some(Kpis {
             original: side(5000, 5, 40),
@@ -813,16 +838,7 @@ mod tests {
         }
         assert_eq!(s.shadows[&db].state, ShadowState::Shifting { weight: 25 });
         let verified = s.shadows[&db].shift.as_ref().unwrap().verified.clone();
-        let worse = Some(Kpis {
-            original: side(5000, 5, 40),
-            shadow: side(400, 60, 41),
-        });
-        report(
-            &mut s,
-            ActionKind::SetWeights,
-            ActionOutcome::Succeeded,
-            worse,
-        );
+        report_worse_shadow(&mut s);
         round(&mut s);
         let rec = &s.shadows[&db];
         assert_eq!(rec.state, ShadowState::RolledBack);
@@ -850,16 +866,7 @@ mod tests {
     fn a_rollback_before_any_verified_step_sets_the_shadow_to_0() {
         let mut s = validated();
         let db = ComponentId::new("db").unwrap();
-        let worse = Some(Kpis {
-            original: side(5000, 5, 40),
-            shadow: side(400, 60, 41),
-        });
-        report(
-            &mut s,
-            ActionKind::SetWeights,
-            ActionOutcome::Succeeded,
-            worse,
-        );
+        report_worse_shadow(&mut s);
         round(&mut s);
         assert_eq!(s.shadows[&db].state, ShadowState::RolledBack);
         assert!(!s.weights["g"].contains_key(&ComponentId::new("db.shadow-1").unwrap()));
@@ -1090,17 +1097,7 @@ mod tests {
     /// one is retired), a bounded number of times.
     #[test]
     fn a_failed_retire_is_retried_a_bounded_number_of_times() {
-        let mut s = state_with_shadow();
-        provision(&mut s);
-        report(
-            &mut s,
-            ActionKind::Provision,
-            ActionOutcome::Failed {
-                reason: "no image".into(),
-            },
-            None,
-        );
-        round(&mut s);
+        let mut s = rolled_back_at_provision();
         round(&mut s);
         assert_eq!(count(&s, ActionKind::Retire), 1);
         let failed = || ActionOutcome::Failed {
@@ -1121,17 +1118,7 @@ mod tests {
         assert_eq!(s.shadows[&db].state, ShadowState::Retired);
 
         // Every try failing: RETIRE_TRIES actions, then it waits for an operator.
-        let mut s = state_with_shadow();
-        provision(&mut s);
-        report(
-            &mut s,
-            ActionKind::Provision,
-            ActionOutcome::Failed {
-                reason: "no image".into(),
-            },
-            None,
-        );
-        round(&mut s);
+        let mut s = rolled_back_at_provision();
         for _ in 0..RETIRE_TRIES + 2 {
             round(&mut s);
             if s.actions.last().unwrap().status == ActionStatus::Pending {
@@ -1144,17 +1131,7 @@ mod tests {
 
     #[test]
     fn a_failed_provision_rolls_back() {
-        let mut s = state_with_shadow();
-        provision(&mut s);
-        report(
-            &mut s,
-            ActionKind::Provision,
-            ActionOutcome::Failed {
-                reason: "no image".into(),
-            },
-            None,
-        );
-        round(&mut s);
+        let s = rolled_back_at_provision();
         let rec = s.shadows.values().next().unwrap();
         assert_eq!(rec.state, ShadowState::RolledBack);
         assert!(rec.history.last().unwrap().1.contains("no image"));
