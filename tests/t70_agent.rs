@@ -114,6 +114,19 @@ impl Rig {
         }
     }
 
+    /// Stops the agent (its instances with it) and starts it again on the same config and
+    /// state file; HAProxy keeps running.
+    async fn restart_agent(&mut self, dir: &Path) {
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let _ = std::mem::replace(&mut self.stop, stop).send(());
+        let old = std::mem::replace(&mut self.agent, tokio::spawn(async { Ok(()) }));
+        old.await.unwrap().unwrap();
+        let config = AgentConfig::load(&dir.join("agent.toml")).expect("agent config");
+        self.agent = tokio::spawn(Agent::new(config).run(async {
+            let _ = stop_rx.await;
+        }));
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         self.agent.await.unwrap().unwrap();
@@ -225,6 +238,54 @@ async fn t70_without_cluster_weights_the_promoted_shadow_takes_the_originals_sha
         "failed requests: {:?}",
         report.failed_by_kind
     );
+    rig.stop().await;
+    drop(cluster);
+}
+
+/// The agent stopped after a promotion (its instances, the shadow among them, stop with it)
+/// and started again: it rebuilds HAProxy from what the cluster records, not from its config:
+/// the shadow runs again with web-1's state and its half of the traffic, and web-1 stays
+/// drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t70_a_restarted_agent_rebuilds_the_backend_from_the_cluster() {
+    let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
+    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+    let mut client = augur_cli::Client::new(endpoints.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let web = Web {
+        steps: "50,100",
+        port_lo: 24_600,
+        telemetry_ms: 500,
+        load_for: Duration::from_secs(120),
+        cluster_weights: true,
+    };
+    let (mut rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
+    let hap = rig.haproxy.client();
+    let (code, _, err) = ctl(&ep, &["failover", "web-1", "--reason", "restart"]);
+    assert_eq!(code, 0, "{err}");
+    let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
+    on_standby(&endpoints, Duration::from_secs(20)).await;
+    load.stop().await;
+    let shadow = done.shadow.clone();
+
+    rig.restart_agent(dir.path()).await;
+    // The old shadow process is gone with the old agent: the backend is rebuilt once the
+    // shadow's server answers from a new process, with web-1's state.
+    let servers = eventually("the backend rebuilt", Duration::from_secs(30), || {
+        let hap = hap.clone();
+        let shadow = shadow.clone();
+        async move {
+            let addr = server_addr(&hap, &shadow).await;
+            let got = augur_agent::get(addr, "/kv/greeting").await.ok()?;
+            (got.text() == "hello").then_some(())?;
+            let servers = backend(&hap).await;
+            (servers.get("web-1") == Some(&(0, State::Drain))
+                && servers.get(&shadow).map(|s| s.0) == Some(50))
+            .then_some(servers)
+        }
+    })
+    .await;
+    assert_eq!(servers["web-2"].0, 50, "{servers:?}");
     rig.stop().await;
     drop(cluster);
 }

@@ -459,6 +459,9 @@ impl Agent {
             self.manage(&a.name, a.addr, a.weight).await;
             self.register(&a.name).await?;
         }
+        if let Err(e) = self.restore_from_cluster().await {
+            tracing::warn!(error = %e, "the backend is as configured, not as the cluster records it");
+        }
         // HAProxy gets them all at once.
         self.reconcile().await.map_err(|e| anyhow::anyhow!(e))?;
         tokio::pin!(stop);
@@ -681,6 +684,86 @@ impl Agent {
                 },
             );
         }
+    }
+
+    /// After a restart, what the cluster records for the backend's service wins over the
+    /// config's initial weights: a shadow of one of this agent's instances that the cluster
+    /// still routes to (promoted, or part-way through a shift) is started again and given the
+    /// state the cluster holds for its original; an original whose shadow was promoted is
+    /// drained again (standby); and the service's weights, when the cluster has set them,
+    /// replace the initial ones. (The agent stops its instances when it stops.)
+    async fn restore_from_cluster(&self) -> Result<(), String> {
+        let service = self.cfg.haproxy.backend.clone();
+        let (shadows, weights) = {
+            let mut client = self.client.lock().await;
+            let shadows = client
+                .call(|ch| async move {
+                    ControlClient::new(ch)
+                        .list_shadows(pb::ListShadowsRequest {})
+                        .await
+                })
+                .await
+                .map_err(|e| format!("listing shadows: {}", e.message()))?
+                .into_inner()
+                .shadows;
+            let weights = client
+                .call(|ch| {
+                    let service = service.clone();
+                    async move {
+                        TopologyClient::new(ch)
+                            .get_weights(pb::GetWeightsRequest {
+                                service,
+                                consistency: pb::ReadConsistency::Linearizable as i32,
+                            })
+                            .await
+                    }
+                })
+                .await;
+            let weights = match weights {
+                Ok(w) => w.into_inner().weights,
+                Err(e) if e.code() == tonic::Code::NotFound => HashMap::new(),
+                Err(e) => return Err(format!("reading {service}'s weights: {}", e.message())),
+            };
+            (shadows, weights)
+        };
+        let ours = |name: &str| {
+            self.targets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(name)
+        };
+        for rec in &shadows {
+            if !ours(&rec.component) {
+                continue;
+            }
+            let promoted = rec.state == "promoted";
+            let routed = weights.get(&rec.shadow).is_some_and(|&w| w > 0);
+            if promoted || routed {
+                self.start_instance(&rec.shadow, 0).await?;
+                if let Err(e) = self.sync_state(&rec.component, &rec.shadow).await {
+                    tracing::warn!(shadow = %rec.shadow, error = %e, "restarted shadow without its state");
+                }
+                tracing::info!(shadow = %rec.shadow, state = %rec.state, "shadow started again");
+            }
+            if promoted {
+                let mut desired = self.desired.lock().await;
+                // With no weights in the cluster, the shadow has the original's share, as it
+                // got it on standby.
+                if !weights.contains_key(&rec.shadow) {
+                    let share = desired.get(&rec.component).map_or(0, |d| d.weight);
+                    desired.set_weight(&rec.shadow, share);
+                }
+                desired.set_weight(&rec.component, 0);
+                desired.set_state(&rec.component, State::Drain);
+            }
+        }
+        let mut desired = self.desired.lock().await;
+        for (name, &w) in &weights {
+            if desired.get(name).is_some() {
+                desired.set_weight(name, u16::try_from(w.min(256)).unwrap_or(256));
+            }
+        }
+        Ok(())
     }
 
     /// Makes HAProxy match what the agent wants.
