@@ -367,14 +367,21 @@ impl RawComponent {
     }
 }
 
-/// Why `name` cannot name a host, component, rack, zone, class or group, if it cannot.
+/// Why `name` cannot name a host, component, rack, zone, class or group, if it cannot: the
+/// cluster's rule for ids (`augur_types::validate_id`, which depends on this crate, so the
+/// rule is restated here), so that a file `check` calls valid is one `apply` can write.
 fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("is empty")
-    } else if name.len() > 253 {
-        Some("is longer than 253 bytes")
+    } else if name.len() > 128 {
+        Some("is longer than 128 bytes")
     } else if name.chars().any(char::is_whitespace) {
         Some("contains whitespace")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+    {
+        Some("holds a character other than ASCII letters, digits, '.', '_', ':' and '-'")
     } else {
         None
     }
@@ -788,6 +795,24 @@ mod tests {
                 db.zone.as_deref()
             ),
             ("service", 3, None, None)
+        );
+    }
+
+    /// Names the cluster would refuse are refused by the file already (`check` says what
+    /// `apply` would otherwise stop half way on).
+    #[test]
+    fn names_follow_the_clusters_id_rule() {
+        let text = format!(
+            "version = 1\n[[component]]\nname = \"orders/v2\"\n[[component]]\nname = \"{}\"\ngroup = \"eu/west\"\n",
+            "c".repeat(129)
+        );
+        assert_eq!(
+            errors(&text),
+            [
+                "component #1: name \"orders/v2\" holds a character other than ASCII letters, digits, '.', '_', ':' and '-'".to_owned(),
+                format!("component #2: name \"{}\" is longer than 128 bytes", "c".repeat(129)),
+                "component #2: group \"eu/west\" holds a character other than ASCII letters, digits, '.', '_', ':' and '-'".to_owned(),
+            ]
         );
     }
 
