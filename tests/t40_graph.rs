@@ -173,6 +173,19 @@ async fn unseen_edges_fade_and_the_fade_is_visible() {
     .unwrap();
     let (code, _, err) = ctl(&ep, &["flows", "push", flows.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    // A time in µs where ms are meant: far in the future, it would never fade. Refused.
+    let future = dir.path().join("future.csv");
+    std::fs::write(
+        &future,
+        format!(
+            "src,dst,bytes,connections,at_ms\n10.1.1.16:1,10.1.3.22:27017,1,1,{}\n",
+            now_ms() * 1000
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&ep, &["flows", "push", future.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ahead of this node's clock"), "{err}");
     let g = eventually("the flow edge fades", Duration::from_secs(20), || {
         let ep = ep.clone();
         async move {
