@@ -54,24 +54,50 @@ impl Proposer {
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // A proposal that is a batch itself goes alone (batches do not nest: the state machine
+    // would refuse the whole entry, every caller in it); one met while gathering waits here
+    // for the next entry.
+    let mut held: Option<Proposal> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let first = match held.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let batch = gather(first, &mut rx, &mut held);
         let raft = raft.clone();
         tokio::spawn(async move {
             commit(&raft, batch).await;
             drop(slot);
         });
     }
+}
+
+/// One entry's proposals: `first`, then whatever is queued, up to [`MAX_BATCH`]. A batch
+/// command goes alone; one met while gathering is left in `held` for the next entry.
+fn gather(
+    first: Proposal,
+    rx: &mut mpsc::Receiver<Proposal>,
+    held: &mut Option<Proposal>,
+) -> Vec<Proposal> {
+    let alone = matches!(first.cmd, Command::Batch(_));
+    let mut batch = vec![first];
+    while !alone && batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(p) if matches!(p.cmd, Command::Batch(_)) => {
+                *held = Some(p);
+                break;
+            }
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 async fn commit(raft: &Raft, mut batch: Vec<Proposal>) {
@@ -141,5 +167,57 @@ pub fn raft_error_status(e: RaftError<u64, ClientWriteError<u64, openraft::Basic
             Status::failed_precondition(e.to_string())
         }
         RaftError::Fatal(e) => Status::unavailable(format!("raft stopped: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use augur_types::ComponentId;
+
+    fn proposal(cmd: Command) -> Proposal {
+        Proposal {
+            cmd,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn remove(id: &str) -> Command {
+        Command::RemoveComponent {
+            id: ComponentId::new(id).unwrap(),
+        }
+    }
+
+    fn names(batch: &[Proposal]) -> Vec<&'static str> {
+        batch.iter().map(|p| p.cmd.name()).collect()
+    }
+
+    /// A batch command (the planner's scale step) never shares an entry: nested, the state
+    /// machine would refuse the whole entry and every write grouped with it.
+    #[test]
+    fn a_batch_command_goes_alone_and_the_rest_group_around_it() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for cmd in [
+            remove("b"),
+            Command::Batch(vec![remove("c")]),
+            remove("d"),
+            remove("e"),
+        ] {
+            tx.try_send(proposal(cmd)).unwrap();
+        }
+        let mut held = None;
+        let first = proposal(remove("a"));
+        assert_eq!(
+            names(&gather(first, &mut rx, &mut held)),
+            ["remove_component", "remove_component"]
+        );
+        let next = held.take().expect("the batch waits for the next entry");
+        assert_eq!(names(&gather(next, &mut rx, &mut held)), ["batch"]);
+        assert!(held.is_none());
+        let first = rx.try_recv().unwrap();
+        assert_eq!(
+            names(&gather(first, &mut rx, &mut held)),
+            ["remove_component", "remove_component"]
+        );
     }
 }
