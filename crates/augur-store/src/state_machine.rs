@@ -43,6 +43,10 @@ struct Shared {
     snapshot_seq: AtomicU64,
     /// Last applied log index, for readers that wait for new state (action watchers).
     applied_tx: watch::Sender<u64>,
+    /// One snapshot persisted at a time, and the position (log index + 1; 0: none) of the
+    /// one on disk: openraft builds snapshots in a task of their own, so a build at an older
+    /// position can finish after a newer snapshot was installed, and must not replace it.
+    persisted: tokio::sync::Mutex<u64>,
 }
 
 /// The state machine: the [`ControlState`] in memory, made durable by the Raft log and by
@@ -105,12 +109,14 @@ impl StateMachineStore {
             data.membership = snap.meta.last_membership;
         }
         let (applied_tx, _) = watch::channel(data.last_applied.map(|l| l.index).unwrap_or(0));
+        let persisted = position(data.last_applied.as_ref());
         Ok(Self {
             shared: Arc::new(Shared {
                 db,
                 data: RwLock::new(data),
                 snapshot_seq: AtomicU64::new(0),
                 applied_tx,
+                persisted: tokio::sync::Mutex::new(persisted),
             }),
         })
     }
@@ -142,7 +148,18 @@ impl StateMachineStore {
         Ok(stored)
     }
 
+    /// Writes `snap` (fsync'd) unless a snapshot at a later position is already on disk.
     async fn persist(&self, snap: &StoredSnapshot) -> Result<(), AnyError> {
+        let at = position(snap.meta.last_log_id.as_ref());
+        let mut persisted = self.shared.persisted.lock().await;
+        if at < *persisted {
+            tracing::debug!(
+                at,
+                persisted = *persisted,
+                "an older snapshot is not persisted over a newer one"
+            );
+            return Ok(());
+        }
         let bytes = postcard::to_allocvec(snap).map_err(any)?;
         let db = self.shared.db.clone();
         tokio::task::spawn_blocking(move || {
@@ -153,7 +170,9 @@ impl StateMachineStore {
         })
         .await
         .map_err(any)?
-        .map_err(any)
+        .map_err(any)?;
+        *persisted = at;
+        Ok(())
     }
 
     fn load_stored(&self) -> Result<Option<StoredSnapshot>, AnyError> {
@@ -167,6 +186,11 @@ impl StateMachineStore {
             Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(any),
         }
     }
+}
+
+/// A snapshot's position: its last log index + 1, 0 for none.
+fn position(last: Option<&LogId<NodeId>>) -> u64 {
+    last.map_or(0, |l| l.index + 1)
 }
 
 fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
@@ -273,5 +297,50 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn meta_at(index: u64) -> SnapshotMeta<NodeId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), index)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: format!("1-{index}"),
+        }
+    }
+
+    fn state_bytes() -> Vec<u8> {
+        postcard::to_allocvec(&ControlState::default()).unwrap()
+    }
+
+    /// openraft builds snapshots in a task of their own: a build at an older position that
+    /// finishes after a newer snapshot was installed must not replace it on disk (a restart
+    /// would then find entries purged that no snapshot covers).
+    #[tokio::test]
+    async fn an_older_snapshot_never_replaces_a_newer_one_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, mut sm) = crate::open(dir.path()).unwrap();
+        sm.install_snapshot(&meta_at(200), Box::new(Cursor::new(state_bytes())))
+            .await
+            .unwrap();
+        // The late build, at 100.
+        sm.persist_snapshot(&meta_at(100), state_bytes())
+            .await
+            .unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id.unwrap().index, 200);
+        // A newer one still replaces it, and a restart finds the newest.
+        sm.persist_snapshot(&meta_at(300), state_bytes())
+            .await
+            .unwrap();
+        drop((_log, sm));
+        let (_log, mut sm) = crate::open(dir.path()).unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id.unwrap().index, 300);
     }
 }
