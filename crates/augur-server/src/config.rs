@@ -209,6 +209,11 @@ impl Default for GraphSection {
     }
 }
 
+/// Upper bound of `telemetry.max_inflight_batches` (a semaphore's size).
+const MAX_INFLIGHT_BATCHES: usize = 1 << 20;
+/// Upper bound of `telemetry.history_s`: a year.
+const MAX_HISTORY_S: u64 = 366 * 86_400;
+
 /// Telemetry in, forecasts out: the predictor actors and the ingest endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -410,8 +415,11 @@ impl NodeConfig {
         if t.max_future_ms < 0 {
             err("telemetry.max_future_ms", "must not be negative".into());
         }
-        if t.max_inflight_batches == 0 {
-            err("telemetry.max_inflight_batches", "must be above 0".into());
+        if t.max_inflight_batches == 0 || t.max_inflight_batches > MAX_INFLIGHT_BATCHES {
+            err(
+                "telemetry.max_inflight_batches",
+                format!("must be in 1..={MAX_INFLIGHT_BATCHES}"),
+            );
         }
         if t.component_label.is_empty() {
             err("telemetry.component_label", "must not be empty".into());
@@ -419,8 +427,11 @@ impl NodeConfig {
         if t.history_step_ms < 1000 {
             err("telemetry.history_step_ms", "must be at least 1000".into());
         }
-        if t.history_s == 0 {
-            err("telemetry.history_s", "must be above 0".into());
+        if t.history_s == 0 || t.history_s > MAX_HISTORY_S {
+            err(
+                "telemetry.history_s",
+                format!("must be in 1..={MAX_HISTORY_S} (a year)"),
+            );
         } else if t.history_step_ms >= 1000 && t.history_s * 1000 < t.history_step_ms as u64 {
             err(
                 "telemetry.history_s",
@@ -743,6 +754,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("telemetry.shards: 300 is above 256"), "{err}");
+    }
+
+    /// Values a TOML integer can hold but the node cannot use are listed, not panicked on.
+    #[test]
+    fn huge_values_are_errors_not_panics() {
+        let err = NodeConfig::from_toml(
+            "version = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n\
+             [cluster]\nbootstrap = true\nmembers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n\
+             [telemetry]\nmax_inflight_batches = 9000000000000000000\n\
+             history_s = 100000000000000000\n",
+            "h.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("telemetry.max_inflight_batches: must be in 1..=1048576"),
+            "{err}"
+        );
+        assert!(
+            err.contains("telemetry.history_s: must be in 1..="),
+            "{err}"
+        );
     }
 
     #[test]
