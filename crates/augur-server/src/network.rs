@@ -8,7 +8,8 @@ use augur_proto::pb;
 use augur_proto::pb::raft_internal_client::RaftInternalClient;
 use augur_store::{Raft, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -81,6 +82,33 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let data = self.encode(req)?;
+        self.send(method, data, option).await
+    }
+
+    fn encode<Req: Serialize, E: std::error::Error>(
+        &self,
+        req: &Req,
+    ) -> Result<Vec<u8>, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+        postcard::to_allocvec(req).map_err(|e| {
+            RPCError::Network(NetworkError::new(&PeerError {
+                addr: self.addr.clone(),
+                reason: e.to_string(),
+            }))
+        })
+    }
+
+    /// Sends an encoded request and decodes the answer.
+    async fn send<Resp, E>(
+        &mut self,
+        method: &'static str,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let peer_err = |reason: String| PeerError {
             addr: self.addr.clone(),
             reason,
@@ -90,8 +118,6 @@ impl PeerClient {
                 "bad address".into(),
             ))));
         };
-        let data = postcard::to_allocvec(req)
-            .map_err(|e| RPCError::Network(NetworkError::new(&peer_err(e.to_string()))))?;
         let mut request = Request::new(pb::RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let fut = match method {
@@ -119,7 +145,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &rpc, &option).await
+        let data = self.encode(&rpc)?;
+        // openraft 0.9 sends fewer entries only when told the payload is too large; any other
+        // error resends the same range, which a follower far behind on large entries could
+        // then never take within a heartbeat's deadline.
+        if let Some(hint) = entries_hint(data.len(), rpc.entries.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        self.send("append", data, &option).await
     }
 
     async fn install_snapshot(
@@ -146,6 +181,19 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // or two, not after openraft's default 500 ms.
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
     }
+}
+
+/// An AppendEntries message above this is sent in smaller pieces.
+const MAX_APPEND_BYTES: usize = 4 << 20;
+
+/// How many entries to send instead, when `bytes` for `entries` entries is over
+/// [`MAX_APPEND_BYTES`] and there is more than one to drop: the share that fits, at least 1.
+fn entries_hint(bytes: usize, entries: usize) -> Option<u64> {
+    if bytes <= MAX_APPEND_BYTES || entries <= 1 {
+        return None;
+    }
+    let fit = (entries as u128 * MAX_APPEND_BYTES as u128 / bytes as u128) as u64;
+    Some(fit.clamp(1, entries as u64 - 1))
 }
 
 /// The server side: peers' Raft messages into the local Raft.
@@ -194,5 +242,23 @@ impl pb::raft_internal_server::RaftInternal for RaftInternalService {
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_append_is_split_by_the_share_that_fits() {
+        assert_eq!(entries_hint(MAX_APPEND_BYTES, 512), None);
+        assert_eq!(
+            entries_hint(MAX_APPEND_BYTES * 4, 1),
+            None,
+            "one entry cannot shrink"
+        );
+        assert_eq!(entries_hint(MAX_APPEND_BYTES * 4, 512), Some(128));
+        assert_eq!(entries_hint(MAX_APPEND_BYTES * 1000, 2), Some(1));
+        assert_eq!(entries_hint(MAX_APPEND_BYTES + 1, 2), Some(1));
     }
 }
