@@ -525,22 +525,16 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             });
         }
         CtlCommand::Promote { id } => {
-            let s = client
-                .call(|c| async move { ClusterClient::new(c).status(pb::StatusRequest {}).await })
-                .await?
-                .into_inner();
-            let mut voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
-            if !voters.contains(&id) {
-                voters.push(id);
-            }
+            // Added to the voter set the leader holds (a set read from a follower behind it
+            // could drop a voter promoted a moment ago).
             let r = client
-                .call(|c| {
-                    let voters = voters.clone();
-                    async move {
-                        ClusterClient::new(c)
-                            .change_membership(pb::ChangeMembershipRequest { voters })
-                            .await
-                    }
+                .call(|c| async move {
+                    ClusterClient::new(c)
+                        .change_membership(pb::ChangeMembershipRequest {
+                            voters: vec![id],
+                            add: true,
+                        })
+                        .await
                 })
                 .await?
                 .into_inner();

@@ -5,7 +5,7 @@ use augur_proto::pb;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use tonic::{Request, Response, Status};
 
 use crate::node::{member_addr, Node};
@@ -122,16 +122,29 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let voters: BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
+        let req = req.into_inner();
+        let add = req.add;
+        let voters: BTreeSet<u64> = req.voters.into_iter().collect();
         if voters.is_empty() {
             return Err(Status::invalid_argument("the voter set may not be empty"));
         }
-        let known: BTreeSet<u64> = self.members().iter().map(|m| m.id).collect();
-        if let Some(unknown) = voters.iter().find(|v| !known.contains(v)) {
-            return Err(Status::failed_precondition(format!(
-                "node {unknown} is not a member; add it as a learner first"
-            )));
+        // Checked against the membership the leader holds: on a follower (possibly behind)
+        // openraft answers with the leader to ask instead.
+        if self.node.is_leader() {
+            let known: BTreeSet<u64> = self.members().iter().map(|m| m.id).collect();
+            if let Some(unknown) = voters.iter().find(|v| !known.contains(v)) {
+                return Err(Status::failed_precondition(format!(
+                    "node {unknown} is not a member; add it as a learner first"
+                )));
+            }
         }
+        let change = |voters: BTreeSet<u64>| -> ChangeMembers<u64, BasicNode> {
+            if add {
+                ChangeMembers::AddVoterIds(voters)
+            } else {
+                ChangeMembers::ReplaceAllVoters(voters)
+            }
+        };
         // A membership change still committing (the learner just added, say) makes openraft
         // refuse the next one; it is waited for, a few times, rather than failed.
         let mut tries = 0;
@@ -139,7 +152,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             let res = self
                 .node
                 .raft
-                .change_membership(voters.clone(), false)
+                .change_membership(change(voters.clone()), false)
                 .await;
             let pending = match &res {
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
