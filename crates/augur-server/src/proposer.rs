@@ -18,6 +18,9 @@ use tonic::Status;
 const QUEUE: usize = 4096;
 /// Entries in flight at once: one being flushed, one gathering.
 const IN_FLIGHT: usize = 2;
+/// Payload gathered into one entry at most (state snapshots, models): past it the entry
+/// closes, so one entry stays far below a Raft message's limit.
+const MAX_ENTRY_PAYLOAD: usize = 4 << 20;
 
 pub type WriteResult = Result<(u64, Applied), Status>;
 
@@ -78,22 +81,31 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
     }
 }
 
-/// One entry's proposals: `first`, then whatever is queued, up to [`MAX_BATCH`]. A batch
-/// command goes alone; one met while gathering is left in `held` for the next entry.
+/// One entry's proposals: `first`, then whatever is queued, up to [`MAX_BATCH`] commands and
+/// [`MAX_ENTRY_PAYLOAD`] bytes of payload. A batch command goes alone; one met while
+/// gathering, or one that would take the payload past the limit, is left in `held` for the
+/// next entry.
 fn gather(
     first: Proposal,
     rx: &mut mpsc::Receiver<Proposal>,
     held: &mut Option<Proposal>,
 ) -> Vec<Proposal> {
     let alone = matches!(first.cmd, Command::Batch(_));
+    let mut payload = first.cmd.payload_bytes();
     let mut batch = vec![first];
-    while !alone && batch.len() < MAX_BATCH {
+    while !alone && batch.len() < MAX_BATCH && payload < MAX_ENTRY_PAYLOAD {
         match rx.try_recv() {
-            Ok(p) if matches!(p.cmd, Command::Batch(_)) => {
+            Ok(p)
+                if matches!(p.cmd, Command::Batch(_))
+                    || payload + p.cmd.payload_bytes() > MAX_ENTRY_PAYLOAD =>
+            {
                 *held = Some(p);
                 break;
             }
-            Ok(p) => batch.push(p),
+            Ok(p) => {
+                payload += p.cmd.payload_bytes();
+                batch.push(p);
+            }
             Err(_) => break,
         }
     }
@@ -219,5 +231,33 @@ mod tests {
             names(&gather(first, &mut rx, &mut held)),
             ["remove_component", "remove_component"]
         );
+    }
+
+    /// Near-limit state snapshots are not gathered into one entry past 4 MiB of payload.
+    #[test]
+    fn an_entry_closes_at_its_payload_limit() {
+        let put = |n: usize| Command::PutComponentState {
+            component: ComponentId::new("a").unwrap(),
+            state: augur_types::ComponentState {
+                version: 1,
+                bytes: vec![0; n],
+                orchestrator: "o".into(),
+                at_ms: 0,
+            },
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        for _ in 0..6 {
+            tx.try_send(proposal(put(1 << 20))).unwrap();
+        }
+        let mut held = None;
+        let first = proposal(put(1 << 20));
+        assert_eq!(gather(first, &mut rx, &mut held).len(), 4, "4 MiB");
+        let next = held.take().unwrap_or_else(|| rx.try_recv().unwrap());
+        assert_eq!(gather(next, &mut rx, &mut held).len(), 3);
+        // One more byte than fits: the next one waits.
+        tx.try_send(proposal(put(1))).unwrap();
+        let first = proposal(put(4 << 20));
+        assert_eq!(gather(first, &mut rx, &mut held).len(), 1);
+        assert!(held.take().or_else(|| rx.try_recv().ok()).is_some());
     }
 }

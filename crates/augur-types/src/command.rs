@@ -151,6 +151,18 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_EDGE_BATCH: usize = 4096;
 
 impl Command {
+    /// The bytes it carries beyond its fixed fields (a state snapshot, a model, a batch of
+    /// them): enough to keep a group of commands in one Raft entry within a message's size.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Command::PutComponentState { state, .. } => state.bytes.len(),
+            Command::SetModel(m) => m.bytes.len(),
+            Command::UpsertEdges(u) => u.len() * 64,
+            Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
+            _ => 0,
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
