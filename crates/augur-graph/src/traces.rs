@@ -73,6 +73,11 @@ pub struct ServiceGraphOptions {
     /// How far a server span may start before, or end after, its client span before the
     /// pair is counted as clock skew. Skewed pairs are still paired.
     pub clock_skew_tolerance_ms: u64,
+    /// An edge's running totals are forgotten after this long without a call (its next
+    /// call starts them again), so names seen once do not stay for the life of the process.
+    pub edge_idle_ms: u64,
+    /// Most edges whose totals are kept; a new one beyond it evicts the longest idle.
+    pub max_edges: usize,
 }
 
 impl Default for ServiceGraphOptions {
@@ -81,6 +86,8 @@ impl Default for ServiceGraphOptions {
             wait_ms: 10_000,
             max_pending: 10_000,
             clock_skew_tolerance_ms: 100,
+            edge_idle_ms: 60 * 60 * 1000,
+            max_edges: 10_000,
         }
     }
 }
@@ -137,6 +144,9 @@ pub struct ExpireSummary {
     pub missing_parent: u64,
     /// Virtual-peer calls of a service to itself, not recorded.
     pub self_call: u64,
+    /// Edges whose totals were forgotten: idle for `edge_idle_ms`, or the longest idle one
+    /// when a new edge came beyond `max_edges`.
+    pub edges_forgotten: u64,
 }
 
 /// Everything counted since the [`ServiceGraph`] was made: the sums of every ingest and
@@ -175,6 +185,7 @@ impl ExpireSummary {
         self.unpaired_client += o.unpaired_client;
         self.missing_parent += o.missing_parent;
         self.self_call += o.self_call;
+        self.edges_forgotten += o.edges_forgotten;
     }
 }
 
@@ -313,6 +324,13 @@ impl ServiceGraph {
                 },
             }
         }
+        // Totals of edges with no call for `edge_idle_ms` (and none undrained) go.
+        let idle = self.options.edge_idle_ms;
+        let dirty = &self.dirty;
+        let before = self.edges.len();
+        self.edges
+            .retain(|k, e| dirty.contains(k) || now.saturating_sub(e.last_ms) < idle);
+        sum.edges_forgotten += (before - self.edges.len()) as u64;
         self.stats.expire.add(&sum);
         sum
     }
@@ -457,12 +475,31 @@ impl ServiceGraph {
             return false;
         }
         let key = (from.to_owned(), to.to_owned());
-        self.edges
-            .entry(key.clone())
-            .or_default()
-            .add(latency_ns, error);
+        if !self.edges.contains_key(&key) && self.edges.len() >= self.options.max_edges {
+            // Room for a new edge: the longest idle one's totals go (drained first, if it
+            // still has calls to report, they are lost with it and counted).
+            if let Some(oldest) = self
+                .edges
+                .iter()
+                .min_by_key(|(_, e)| e.last_ms)
+                .map(|(k, _)| k.clone())
+            {
+                self.edges.remove(&oldest);
+                self.dirty.remove(&oldest);
+                self.stats.expire.edges_forgotten += 1;
+            }
+        }
+        let now = self.clock_ms;
+        let edge = self.edges.entry(key.clone()).or_default();
+        edge.add(latency_ns, error);
+        edge.last_ms = now;
         self.dirty.insert(key);
         true
+    }
+
+    /// Edges whose running totals are kept now.
+    pub fn edges_kept(&self) -> usize {
+        self.edges.len()
     }
 }
 
@@ -483,6 +520,8 @@ struct EdgeCalls {
     calls: u64,
     errors: u64,
     latency: LatencyHistogram,
+    /// The engine's clock at its last call.
+    last_ms: u64,
 }
 
 impl EdgeCalls {
@@ -783,6 +822,44 @@ mod tests {
         assert_eq!(st.expire.missing_parent, 1);
         assert_eq!(st.ingest.zero_id, 2);
         assert_eq!(st.ingest.clock_skew, 1);
+    }
+
+    /// A client span and its server span in trace `t`: a call of `from` to `to`.
+    fn call(t: u8, from: &str, to: &str) -> [Span; 2] {
+        [
+            span(t, 1, None, from, SpanKind::Client, 0, 10),
+            span(t, 2, Some(1), to, SpanKind::Server, 1, 9),
+        ]
+    }
+
+    /// Edge totals are bounded: names seen once do not stay for the life of the process.
+    #[test]
+    fn edge_totals_are_forgotten_when_idle_and_capped() {
+        let mut g = ServiceGraph::new(ServiceGraphOptions {
+            edge_idle_ms: 1_000,
+            max_edges: 2,
+            ..ServiceGraphOptions::default()
+        });
+        g.ingest(call(1, "a", "b"), 0);
+        g.ingest(call(2, "a", "c"), 10);
+        assert_eq!(g.edges_kept(), 2);
+        // A third edge: the longest idle (a -> b) goes.
+        g.ingest(call(3, "a", "d"), 20);
+        assert_eq!(g.edges_kept(), 2);
+        assert_eq!(g.stats().expire.edges_forgotten, 1);
+        let drained: Vec<(String, String)> = g
+            .drain_edges(20)
+            .into_iter()
+            .map(|e| (e.from, e.to))
+            .collect();
+        assert_eq!(
+            drained,
+            [("a".into(), "c".into()), ("a".into(), "d".into())]
+        );
+        // Drained and idle past `edge_idle_ms`: forgotten.
+        assert_eq!(g.expire(1_009).edges_forgotten, 0);
+        assert_eq!(g.expire(1_020).edges_forgotten, 2);
+        assert_eq!(g.edges_kept(), 0);
     }
 
     #[test]

@@ -26,6 +26,8 @@ impl OtlpTraceService {
         let engine = Arc::new(Mutex::new(ServiceGraph::new(ServiceGraphOptions {
             wait_ms: cfg.trace_wait_ms,
             max_pending: cfg.max_pending_spans,
+            // An edge the graph itself would fade keeps no totals here either.
+            edge_idle_ms: cfg.edge_ttl_ms,
             ..ServiceGraphOptions::default()
         })));
         let every = Duration::from_millis(cfg.flush_every_ms);
