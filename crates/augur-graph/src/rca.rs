@@ -38,7 +38,7 @@ pub enum RcaError {
         found: usize,
         expected: usize,
     },
-    #[error("csv line {line}: time {value:?} is not unix seconds")]
+    #[error("csv line {line}: time {value:?} is not unix seconds within ±10^12")]
     BadTime { line: u64, value: String },
     #[error("csv line {line}, column {column:?}: {value:?} is not a number")]
     BadValue {
@@ -292,13 +292,22 @@ fn csv_error(e: csv::Error) -> RcaError {
     }
 }
 
+/// Unix seconds within ±10^12 (some 30,000 years either way): far enough for any clock, and
+/// small enough that lining recordings up (a shift by the gap between them) cannot overflow.
+const MAX_ABS_TIME: i64 = 1_000_000_000_000;
+
 fn parse_time(cell: &str) -> Option<i64> {
-    if let Ok(t) = cell.parse::<i64>() {
-        return Some(t);
-    }
-    let f = cell.parse::<f64>().ok()?;
-    // Reject values that do not fit an i64 rather than saturating silently.
-    (f.is_finite() && f.abs() < 9.0e18).then(|| f.floor() as i64)
+    let t = match cell.parse::<i64>() {
+        Ok(t) => t,
+        Err(_) => {
+            let f = cell.parse::<f64>().ok()?;
+            if !(f.is_finite() && f.abs() <= MAX_ABS_TIME as f64) {
+                return None;
+            }
+            f.floor() as i64
+        }
+    };
+    (-MAX_ABS_TIME..=MAX_ABS_TIME).contains(&t).then_some(t)
 }
 
 fn parse_value(cell: &str) -> Option<f64> {
@@ -882,6 +891,16 @@ mod tests {
         assert_eq!(ranked, explicit);
         let err = rank_from_csv(&normal, "time,db_cpu\n", None, &RcaOptions::default());
         assert_eq!(err, Err(RcaError::EmptyAnomalous));
+        // Times at the ends of i64 are refused, not wrapped when the recordings are joined.
+        for t in ["-9223372036854775808", "9e17"] {
+            let err = rank_from_csv(
+                &normal,
+                &format!("time,db_cpu\n{t},1\n"),
+                None,
+                &RcaOptions::default(),
+            );
+            assert!(matches!(err, Err(RcaError::BadTime { .. })), "{t}: {err:?}");
+        }
     }
 
     fn graph(edges: &[(&str, &str)]) -> DepGraph {

@@ -424,6 +424,12 @@ impl pb::topology_server::Topology for TopologyService {
         req: Request<pb::RankRootCausesRequest>,
     ) -> Result<Response<pb::RankRootCausesResponse>, Status> {
         let req = req.into_inner();
+        if req.from_ms < 0 {
+            return Err(Status::invalid_argument(format!(
+                "from_ms is {}; a window starts at 0 (1970) or later",
+                req.from_ms
+            )));
+        }
         if req.to_ms < req.from_ms {
             return Err(Status::invalid_argument(format!(
                 "the window ends (to_ms {}) before it starts (from_ms {})",
@@ -448,9 +454,9 @@ impl pb::topology_server::Topology for TopologyService {
             let cfg = history.config();
             let kept_ms = cfg.step_ms * cfg.slots as i64;
             let start = if req.reference_ms > 0 {
-                req.from_ms - req.reference_ms
+                req.from_ms.saturating_sub(req.reference_ms)
             } else {
-                req.to_ms - kept_ms
+                req.to_ms.saturating_sub(kept_ms)
             };
             let frame = history.frame(start, req.to_ms)?;
             let fault = req.from_ms.div_euclid(1000);
