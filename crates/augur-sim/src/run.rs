@@ -402,6 +402,9 @@ fn run_one(
         // Telemetry into each component's predictor (the process serving as it: the original
         // until replaced, then its replacement, which is healthy).
         let mut dirty = Vec::new();
+        // Whether each instance answered this tick: a down one sends nothing, and its last
+        // forecast (from before it went down) is not acted on.
+        let mut up_now = vec![true; slots.len()];
         for (i, slot) in slots.iter_mut().enumerate() {
             let o = if slot.replaced {
                 let base = &fleet.instances[i];
@@ -414,6 +417,7 @@ fn run_one(
             } else {
                 obs[i]
             };
+            up_now[i] = o.up;
             if !o.up {
                 continue;
             }
@@ -466,7 +470,8 @@ fn run_one(
         // threshold.
         let mut risks = BTreeMap::new();
         for (i, slot) in slots.iter_mut().enumerate() {
-            let Some(f) = slot.predictor.forecast() else {
+            let Some(f) = slot.predictor.forecast().filter(|_| up_now[i]) else {
+                slot.over = 0;
                 continue;
             };
             let s = fleet.instances[i].service;
