@@ -20,6 +20,9 @@ use crate::output::{members, ActionView, ComponentView, StatusView};
 use crate::plan_ctl;
 use augur_cli::Client;
 
+/// One try of a call that legitimately takes long (an upload, a learner catching up).
+pub(crate) const LONG_CALL: Duration = Duration::from_secs(120);
+
 #[derive(Args)]
 pub struct CtlArgs {
     /// Node(s) to talk to, HOST:PORT, comma-separated; redirects to the leader are followed.
@@ -509,8 +512,9 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             });
         }
         CtlCommand::AddLearner { id, addr } => {
+            // The node answers once the learner has caught up: longer than one call's try.
             let r = client
-                .call(|c| {
+                .call_within(LONG_CALL, |c| {
                     let addr = addr.clone();
                     async move {
                         ClusterClient::new(c)

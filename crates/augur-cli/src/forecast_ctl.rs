@@ -141,14 +141,9 @@ pub async fn push(client: &mut Client, output: Output, file: &Path) -> Result<()
             value: rec[3].parse().map_err(|_| bad("value"))?,
         });
     }
-    let batches: Vec<pb::SampleBatch> = samples
-        .chunks(10_000)
-        .map(|c| pb::SampleBatch {
-            samples: c.to_vec(),
-        })
-        .collect();
+    let batches = batches_of(samples);
     let summary = client
-        .call(|c| {
+        .call_within(crate::ctl::LONG_CALL, |c| {
             let batches = batches.clone();
             async move {
                 TelemetryClient::new(c)
@@ -275,4 +270,66 @@ pub async fn model(client: &mut Client, output: Output, cmd: ModelCommand) -> Re
         }
     }
     Ok(())
+}
+
+/// Encoded bytes a pushed batch stays under: half the node's default message limit
+/// (`limits.max_message_bytes`, 1 MiB), whatever the names' lengths.
+const BATCH_BYTES: usize = 512 * 1024;
+/// Samples a pushed batch holds at most.
+const BATCH_SAMPLES: usize = 10_000;
+
+/// Cuts `samples` into batches of at most [`BATCH_SAMPLES`] samples and [`BATCH_BYTES`]
+/// encoded bytes (a node refuses a batch over its message limit).
+fn batches_of(samples: Vec<pb::Sample>) -> Vec<pb::SampleBatch> {
+    let mut out = Vec::new();
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    for s in samples {
+        // The sample and its field tag and length prefix.
+        let len = prost::Message::encoded_len(&s) + 4;
+        if !batch.is_empty() && (batch.len() == BATCH_SAMPLES || bytes + len > BATCH_BYTES) {
+            out.push(pb::SampleBatch {
+                samples: std::mem::take(&mut batch),
+            });
+            bytes = 0;
+        }
+        bytes += len;
+        batch.push(s);
+    }
+    if !batch.is_empty() {
+        out.push(pb::SampleBatch { samples: batch });
+    }
+    out
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_close_at_the_sample_count_or_the_byte_budget() {
+        let sample = |name: &str| pb::Sample {
+            component: name.into(),
+            metric: "m".into(),
+            timestamp_ms: 1_700_000_000_000,
+            value: 1.0,
+        };
+        let short: Vec<_> = (0..25_000).map(|_| sample("a")).collect();
+        let sizes: Vec<usize> = batches_of(short).iter().map(|b| b.samples.len()).collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_000]);
+        let long: Vec<_> = (0..10_000).map(|_| sample(&"c".repeat(120))).collect();
+        let batches = batches_of(long);
+        assert!(batches.len() > 1);
+        for b in &batches {
+            assert!(
+                prost::Message::encoded_len(b) <= BATCH_BYTES,
+                "{}",
+                b.samples.len()
+            );
+        }
+        assert_eq!(
+            batches.iter().map(|b| b.samples.len()).sum::<usize>(),
+            10_000
+        );
+        assert!(batches_of(Vec::new()).is_empty());
+    }
 }

@@ -10,6 +10,9 @@ use tonic::{Code, Status};
 /// How long one call keeps following redirects and trying endpoints (an election takes
 /// a few hundred milliseconds).
 const CALL_DEADLINE: Duration = Duration::from_secs(15);
+/// How long one try on one endpoint may take before the next endpoint is tried: a node that
+/// accepts connections but does not answer (stopped, wedged) must not hold a call for ever.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Client {
     endpoints: Vec<String>,
@@ -41,6 +44,9 @@ impl Client {
                 Status::invalid_argument(format!("bad endpoint {}: {e}", self.endpoint()))
             })?
             .connect_timeout(Duration::from_secs(2))
+            // A peer gone silent under a long stream (`WatchActions`) is noticed.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
             .await
@@ -67,14 +73,28 @@ impl Client {
     }
 
     /// Runs `call`, following a not-leader answer to the leader it names, and moving to the
-    /// next endpoint when one cannot be reached.
-    pub async fn call<T, F, Fut>(&mut self, mut call: F) -> Result<T, Status>
+    /// next endpoint when one cannot be reached or does not answer within [`ATTEMPT_TIMEOUT`].
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.call_within(ATTEMPT_TIMEOUT, call).await
+    }
+
+    /// [`Client::call`] for a call that may take up to `attempt` on one endpoint (an upload, a
+    /// learner catching up), and at least until the whole call's deadline.
+    pub async fn call_within<T, F, Fut>(
+        &mut self,
+        attempt: Duration,
+        mut call: F,
+    ) -> Result<T, Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
         let mut last = None;
-        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        let deadline = tokio::time::Instant::now() + CALL_DEADLINE.max(attempt);
         while tokio::time::Instant::now() < deadline {
             let channel = match self.channel().await {
                 Ok(c) => c,
@@ -85,7 +105,17 @@ impl Client {
                     continue;
                 }
             };
-            match call(channel).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(answer) = tokio::time::timeout(attempt.min(left), call(channel)).await else {
+                last = Some(Status::unavailable(format!(
+                    "{} did not answer within {} ms",
+                    self.endpoint(),
+                    attempt.min(left).as_millis()
+                )));
+                self.next_endpoint();
+                continue;
+            };
+            match answer {
                 Ok(v) => return Ok(v),
                 Err(s) => {
                     if let Some(leader) = leader_from_status(&s) {
