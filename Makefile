@@ -11,8 +11,12 @@ DEB_PACKAGES := clang libclang-dev protobuf-compiler python3 haproxy
 
 .PHONY: deps test demo bench build fmt lint nextest
 
+# Whether Debian package $(1) is installed, not merely known (`dpkg -s` also answers 0 for a
+# package removed but not purged).
+installed = dpkg-query -W -f='$${Status}' $(1) 2>/dev/null | grep -q 'install ok installed'
+
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEB_PACKAGES); do $(call installed,$$p) || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -43,7 +47,7 @@ demo: build
 
 # Side-by-side Raft benchmark against etcd (needs etcd-server; see docs/benchmarks.md).
 bench: deps
-	@dpkg -s etcd-server >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client; }
+	@$(call installed,etcd-server) || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq etcd-server etcd-client; }
 	$(CARGO) build --release -p augur-cli --bins --benches
 	benches/side-by-side/raft-vs-etcd.sh
 	benches/side-by-side/ingest-vs-prometheus.sh

@@ -8,10 +8,20 @@ trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DIR
 echo "== starting a single-node Augur cluster (data in $DIR)"
 "$AUGUR" serve --data-dir "$DIR/node1" 2>"$DIR/node.log" &
 PID=$!
+# The demo's own node must be the one answering: one that cannot start (its ports taken by
+# another `augur serve`, say) stops the demo with its log, not after minutes of retries.
+node_up() {
+  kill -0 "$PID" 2>/dev/null && return 0
+  echo "the demo's node exited; its log:" >&2
+  cat "$DIR/node.log" >&2
+  exit 1
+}
 for _ in $(seq 1 100); do
+  node_up
   "$AUGUR" ctl status >/dev/null 2>&1 && break
   sleep 0.1
 done
+node_up
 "$AUGUR" ctl status
 echo "== registering components"
 "$AUGUR" ctl component register web-1 --zone eu-1a --rack r1 --host h1 --group web --class nginx --criticality 4
