@@ -16,7 +16,6 @@ async fn shipped_three_node_configs_elect_a_leader_and_replicate() {
         .collect();
     let cluster = Cluster::from_configs(&configs);
     let leader = cluster.wait_leader().await;
-    assert!((1..=3).contains(&leader));
 
     let mut client = Client::new(cluster.endpoints());
     for i in 0..10 {

@@ -58,9 +58,12 @@ async fn leader_kill_loses_no_acknowledged_write_and_the_node_catches_up() {
         },
     )
     .await;
+    let first_term = status(&cluster.addr(first)).await.unwrap().term;
     cluster.kill(first);
     let second = cluster.wait_leader().await;
-    assert_ne!(second, first);
+    // A new election, not a stale answer: the new leader's term is past the killed one's.
+    let second_term = status(&cluster.addr(second)).await.unwrap().term;
+    assert!(second_term > first_term, "{first_term} -> {second_term}");
     let at_kill = acked.lock().unwrap().len();
     eventually(
         "writes through the new leader",
@@ -158,7 +161,7 @@ async fn action_watch_resumes_after_a_leader_change_without_gap_or_duplicate() {
             .into_iter()
             .filter(|e| *e != cluster.addr(leader)),
     );
-    let mut watcher = Command::new(AUGUR)
+    let watcher = Command::new(AUGUR)
         .args([
             "ctl",
             "--output",
@@ -172,8 +175,10 @@ async fn action_watch_resumes_after_a_leader_change_without_gap_or_duplicate() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed however the test ends, a panic included.
+    let mut watcher = KillOnDrop(watcher);
     let (line_tx, mut line_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let stdout = watcher.stdout.take().unwrap();
+    let stdout = watcher.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -188,7 +193,7 @@ async fn action_watch_resumes_after_a_leader_change_without_gap_or_duplicate() {
         append(&mut client, n).await;
     }
     while seen.len() < 30 {
-        seen.push(line_rx.recv().await.unwrap());
+        seen.push(next_seq(&mut line_rx, seen.len()).await);
     }
     cluster.kill(leader);
     cluster.wait_leader().await;
@@ -198,10 +203,9 @@ async fn action_watch_resumes_after_a_leader_change_without_gap_or_duplicate() {
     // A retried request id appends nothing new.
     assert_eq!(append(&mut client, 59).await, 60);
     while seen.len() < 60 {
-        seen.push(line_rx.recv().await.unwrap());
+        seen.push(next_seq(&mut line_rx, seen.len()).await);
     }
-    watcher.kill().ok();
-    watcher.wait().ok();
+    drop(watcher);
     assert_eq!(
         seen,
         (1..=60).collect::<Vec<u64>>(),
@@ -226,4 +230,22 @@ async fn append(client: &mut Client, n: usize) -> u64 {
         .unwrap()
         .into_inner()
         .seq
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+/// The watcher's next action: one it misses must fail the test, not hang it.
+async fn next_seq(rx: &mut tokio::sync::mpsc::UnboundedReceiver<u64>, after: usize) -> u64 {
+    tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no action after the {after} seen in 60 s"))
+        .expect("the watcher's output ended")
 }

@@ -111,9 +111,10 @@ impl Default for RaftKnobs {
     }
 }
 
+/// Fields drop in order: the nodes (killed) before the directory they write in.
 pub struct Cluster {
-    pub dir: TempDir,
     pub nodes: BTreeMap<u64, NodeProc>,
+    pub dir: TempDir,
 }
 
 /// A failed test shows what each node logged last: the temporary directory, and the logs

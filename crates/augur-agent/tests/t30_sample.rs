@@ -110,8 +110,10 @@ async fn t30_degrade_shows_in_metrics_then_the_process_exits() {
     let healthy = metrics(addr).await;
     assert_eq!(healthy["degrade_level"], 0.0);
 
+    // The crash far off, so the checks below do not race it; the scheduled crash itself is
+    // shown on an instance of its own at the end.
     let r = inst
-        .post("/degrade?ramp_s=1&crash_after_s=4", "")
+        .post("/degrade?ramp_s=1&crash_after_s=600", "")
         .await
         .unwrap();
     assert_eq!(r.status, 202, "{}", r.text());
@@ -146,8 +148,15 @@ async fn t30_degrade_shows_in_metrics_then_the_process_exits() {
     })
     .await;
 
+    // The degrade's scheduled crash: exits with code 1 when it is due.
+    let timed = instances.start("timed").await.unwrap();
+    let r = timed
+        .post("/degrade?ramp_s=0&crash_after_s=1", "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
     let status = instances
-        .wait_exit("victim", Duration::from_secs(8))
+        .wait_exit("timed", Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(status.code(), Some(1), "{status}");
