@@ -200,46 +200,71 @@ async fn t70_an_operator_failover_moves_traffic_through_haproxy_without_a_failed
 /// when the original goes to standby, rather than the service losing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t70_without_cluster_weights_the_promoted_shadow_takes_the_originals_share() {
-    let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
-    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
-    let mut client = augur_cli::Client::new(endpoints.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let web = Web {
-        steps: "50,100",
-        port_lo: 24_500,
-        telemetry_ms: 500,
-        load_for: Duration::from_secs(120),
-        cluster_weights: false,
-    };
-    let (rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
-    let hap = rig.haproxy.client();
-    let before = backend(&hap).await;
-    let share = before["web-1"].0;
-    assert!(share > 0, "{before:?}");
-
-    let (code, _, err) = ctl(&ep, &["failover", "web-1", "--reason", "no weights"]);
-    assert_eq!(code, 0, "{err}");
-    let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
-    on_standby(&endpoints, Duration::from_secs(20)).await;
-    let report = load.stop().await;
+    let f = OperatorFailover::run(24_500, false).await;
+    let share = f.before["web-1"].0;
+    assert!(share > 0, "{:?}", f.before);
     assert!(
-        done.history
+        f.done
+            .history
             .iter()
             .any(|h| h.reason.contains("nothing to shift")),
         "{:?}",
-        done.history
+        f.done.history
     );
-    let servers = backend(&hap).await;
+    let servers = backend(&f.rig.haproxy.client()).await;
     assert_eq!(servers["web-1"], (0, State::Drain), "{servers:?}");
-    assert_eq!(servers[&done.shadow].0, share, "{servers:?}");
-    assert_eq!(servers["web-2"].0, before["web-2"].0, "{servers:?}");
+    assert_eq!(servers[&f.done.shadow].0, share, "{servers:?}");
+    assert_eq!(servers["web-2"].0, f.before["web-2"].0, "{servers:?}");
     assert_eq!(
-        report.failed, 0,
+        f.report.failed, 0,
         "failed requests: {:?}",
-        report.failed_by_kind
+        f.report.failed_by_kind
     );
-    rig.stop().await;
-    drop(cluster);
+    f.rig.stop().await;
+    drop(f.cluster);
+}
+
+/// A single node and the `web` rig (the cluster setting the service's weights or not), an
+/// operator's failover of web-1 carried through to the standby under load.
+struct OperatorFailover {
+    cluster: common::Cluster,
+    dir: tempfile::TempDir,
+    rig: Rig,
+    /// The backend before the failover.
+    before: BTreeMap<String, (u16, State)>,
+    done: pb::Shadow,
+    report: loadgen::LoadReport,
+}
+
+impl OperatorFailover {
+    async fn run(port_lo: u16, cluster_weights: bool) -> Self {
+        let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
+        let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
+        let mut client = augur_cli::Client::new(endpoints.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let web = Web {
+            steps: "50,100",
+            port_lo,
+            telemetry_ms: 500,
+            load_for: Duration::from_secs(120),
+            cluster_weights,
+        };
+        let (rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
+        let before = backend(&rig.haproxy.client()).await;
+        let (code, _, err) = ctl(&ep, &["failover", "web-1", "--reason", "operator"]);
+        assert_eq!(code, 0, "{err}");
+        let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
+        on_standby(&endpoints, Duration::from_secs(20)).await;
+        let report = load.stop().await;
+        Self {
+            cluster,
+            dir,
+            rig,
+            before,
+            done,
+            report,
+        }
+    }
 }
 
 /// The agent stopped after a promotion (its instances, the shadow among them, stop with it)
@@ -248,24 +273,14 @@ async fn t70_without_cluster_weights_the_promoted_shadow_takes_the_originals_sha
 /// drained.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn t70_a_restarted_agent_rebuilds_the_backend_from_the_cluster() {
-    let (cluster, ep) = single_node("[planner]\nevery_ms = 200\n").await;
-    let endpoints: Vec<String> = ep.split(',').map(str::to_owned).collect();
-    let mut client = augur_cli::Client::new(endpoints.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let web = Web {
-        steps: "50,100",
-        port_lo: 24_600,
-        telemetry_ms: 500,
-        load_for: Duration::from_secs(120),
-        cluster_weights: true,
-    };
-    let (mut rig, _, load) = web.start(dir.path(), &mut client, &endpoints).await;
+    let OperatorFailover {
+        cluster,
+        dir,
+        mut rig,
+        done,
+        ..
+    } = OperatorFailover::run(24_600, true).await;
     let hap = rig.haproxy.client();
-    let (code, _, err) = ctl(&ep, &["failover", "web-1", "--reason", "restart"]);
-    assert_eq!(code, 0, "{err}");
-    let done = web1_promoted(&endpoints, Duration::from_secs(90)).await;
-    on_standby(&endpoints, Duration::from_secs(20)).await;
-    load.stop().await;
     let shadow = done.shadow.clone();
 
     rig.restart_agent(dir.path()).await;
