@@ -883,6 +883,17 @@ async fn a_rising_load_scales_the_group_out_ahead_of_its_peak() {
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = ctl(&ep, &["--output", "json", "policy", "get", "web"]);
     assert_eq!(json(&out)["scaling"]["per_instance_rps"], 100, "{out}");
+    // A flag left out keeps its value: changing the approval keeps the scaling and steps.
+    let (code, _, err) = ctl(&ep, &["policy", "set", "web", "--approval", "act"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&ep, &["--output", "json", "policy", "get", "web"]);
+    let p = json(&out);
+    assert_eq!(p["scaling"]["per_instance_rps"], 100, "{out}");
+    assert_eq!(p["scaling"]["headroom_percent"], 20, "{out}");
+    assert_eq!(p["canary_steps"], serde_json::json!([1, 5, 25, 50, 100]), "{out}");
+    let (code, _, err) = ctl(&ep, &["policy", "set", "db", "--scale-max", "3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("need --scale-rps"), "{err}");
 
     // 20 samples each (fewer than the planner's min_samples: no failover risk counts), 80
     // req/s rising by 0.5 a second: 179 req/s heading to 299 in 120 s, 359 with 20 %

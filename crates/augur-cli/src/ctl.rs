@@ -202,32 +202,38 @@ enum CtlCommand {
 
 #[derive(Subcommand)]
 enum PolicyCommand {
-    /// Sets GROUP's policy (`*` for the default of groups without their own).
+    /// Sets GROUP's policy (`*` for the default of groups without their own). What is not
+    /// given keeps its value in the policy in force for GROUP (its own, else the default).
     Set {
         group: String,
         /// 0 (move at the first sign of risk) ..= 100 (only when failure is near certain).
-        #[arg(long, default_value_t = 50)]
-        risk_tolerance: u32,
-        /// `act`: carry plans out; `recommend`: only show them.
-        #[arg(long, default_value = "act")]
-        approval: String,
-        /// Canary steps in percent, strictly rising, ending at 100.
-        #[arg(long, value_delimiter = ',', default_value = "1,5,25,50,100")]
-        steps: Vec<u32>,
-        /// Scale the group ahead of its forecast load: requests per second one instance
-        /// serves. Without it the group is never scaled.
+        /// Default policy: 50.
         #[arg(long)]
+        risk_tolerance: Option<u32>,
+        /// `act`: carry plans out; `recommend`: only show them. Default policy: act.
+        #[arg(long)]
+        approval: Option<String>,
+        /// Canary steps in percent, strictly rising, ending at 100. Default policy:
+        /// 1,5,25,50,100.
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<u32>>,
+        /// Scale the group ahead of its forecast load: requests per second one instance
+        /// serves. A group without it is never scaled.
+        #[arg(long, conflicts_with = "no_scale")]
         scale_rps: Option<u32>,
-        /// Spare capacity kept above the forecast peak, in percent.
-        #[arg(long, default_value_t = 20, requires = "scale_rps")]
-        scale_headroom: u32,
-        /// Most instances the group may run.
-        #[arg(long, default_value_t = 20, requires = "scale_rps")]
-        scale_max: u32,
+        /// Spare capacity kept above the forecast peak, in percent (20 when scaling starts).
+        #[arg(long)]
+        scale_headroom: Option<u32>,
+        /// Most instances the group may run (20 when scaling starts).
+        #[arg(long)]
+        scale_max: Option<u32>,
         /// How far ahead the load is projected, in seconds: about the time a new instance
-        /// takes to start serving.
-        #[arg(long, default_value_t = 120, requires = "scale_rps")]
-        scale_horizon: u32,
+        /// takes to start serving (120 when scaling starts).
+        #[arg(long)]
+        scale_horizon: Option<u32>,
+        /// Stop scaling the group.
+        #[arg(long)]
+        no_scale: bool,
     },
     /// The policy in force for GROUP.
     Get { group: String },
@@ -448,19 +454,61 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             scale_headroom,
             scale_max,
             scale_horizon,
+            no_scale,
         }) => {
+            // Read, change what was given, write: a flag left out keeps its value.
+            let current = client
+                .call(|c| {
+                    let group = group.clone();
+                    async move {
+                        TopologyClient::new(c)
+                            .get_policy(pb::GetPolicyRequest { group })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            let scale_flags =
+                scale_headroom.is_some() || scale_max.is_some() || scale_horizon.is_some();
+            let scaling = if no_scale {
+                if scale_flags {
+                    return Err(Status::invalid_argument(
+                        "--no-scale with --scale-headroom, --scale-max or --scale-horizon",
+                    ));
+                }
+                None
+            } else {
+                match (current.scaling, scale_rps) {
+                    (None, None) if scale_flags => {
+                        return Err(Status::invalid_argument(format!(
+                            "{group} is not scaled: --scale-headroom, --scale-max and \
+                             --scale-horizon need --scale-rps"
+                        )))
+                    }
+                    (None, None) => None,
+                    (old, rps) => {
+                        let old = old.unwrap_or(pb::ScalingPolicy {
+                            per_instance_rps: 0,
+                            headroom_percent: 20,
+                            max_instances: 20,
+                            horizon_s: 120,
+                        });
+                        Some(pb::ScalingPolicy {
+                            per_instance_rps: rps.unwrap_or(old.per_instance_rps),
+                            headroom_percent: scale_headroom.unwrap_or(old.headroom_percent),
+                            max_instances: scale_max.unwrap_or(old.max_instances),
+                            horizon_s: scale_horizon.unwrap_or(old.horizon_s),
+                        })
+                    }
+                }
+            };
             let req = pb::SetPolicyRequest {
                 group: group.clone(),
                 policy: Some(pb::Policy {
-                    risk_tolerance,
-                    approval,
-                    canary_steps: steps,
-                    scaling: scale_rps.map(|per_instance_rps| pb::ScalingPolicy {
-                        per_instance_rps,
-                        headroom_percent: scale_headroom,
-                        max_instances: scale_max,
-                        horizon_s: scale_horizon,
-                    }),
+                    risk_tolerance: risk_tolerance.unwrap_or(current.risk_tolerance),
+                    approval: approval.unwrap_or(current.approval),
+                    canary_steps: steps.unwrap_or(current.canary_steps),
+                    scaling,
                 }),
             };
             let r = client
@@ -867,19 +915,33 @@ async fn actions(
 ) -> Result<(), Status> {
     let mut next = from.max(1);
     if !follow {
-        let r = client
-            .call(|c| async move {
-                ControlClient::new(c)
-                    .list_actions(pb::ListActionsRequest {
-                        unclaimed_only: false,
-                        from_seq: next,
-                        limit: 0,
-                    })
-                    .await
-            })
-            .await?
-            .into_inner();
-        let views: Vec<ActionView> = r.actions.into_iter().map(Into::into).collect();
+        // Page by page (the node answers at most `PAGE` a call) until a short page.
+        const PAGE: u32 = 1000;
+        let mut views: Vec<ActionView> = Vec::new();
+        loop {
+            let from_seq = next;
+            let page = client
+                .call(|c| async move {
+                    ControlClient::new(c)
+                        .list_actions(pb::ListActionsRequest {
+                            unclaimed_only: false,
+                            from_seq,
+                            limit: PAGE,
+                        })
+                        .await
+                })
+                .await?
+                .into_inner()
+                .actions;
+            let full = page.len() == PAGE as usize;
+            if let Some(last) = page.last() {
+                next = last.seq + 1;
+            }
+            views.extend(page.into_iter().map(ActionView::from));
+            if !full {
+                break;
+            }
+        }
         print(output, &views, |vs| {
             vs.iter()
                 .map(ActionView::line)
