@@ -16,12 +16,14 @@ node_up() {
   cat "$DIR/node.log" >&2
   exit 1
 }
-for _ in $(seq 1 100); do
+# Its own log says when it serves (a status answer could come from another node).
+for _ in $(seq 1 300); do
   node_up
-  "$AUGUR" ctl status >/dev/null 2>&1 && break
+  grep -q "node serving" "$DIR/node.log" && break
   sleep 0.1
 done
 node_up
+grep -q "node serving" "$DIR/node.log" || { echo "the demo's node did not start serving" >&2; exit 1; }
 "$AUGUR" ctl status
 echo "== registering components"
 "$AUGUR" ctl component register web-1 --zone eu-1a --rack r1 --host h1 --group web --class nginx --criticality 4
