@@ -118,10 +118,13 @@ fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     println!("| configuration | standard | low FP | low FN | TP / FP / FN (standard) |");
     println!("|---|---:|---:|---:|---|");
     for (label, cfg) in configs {
-        let (_, p) = augur_predict::eval::score_nab(&corpus, |series| {
-            let step = augur_predict::baseline::median_step(&series.timestamps);
-            let period = augur_predict::baseline::daily_period(step);
-            Ok(Box::new(Novelty::new(period, cfg)))
+        let (_, p) = augur_predict::eval::score_nab(&corpus, |_| {
+            Ok(Box::new(augur_predict::ensemble::StepLearning::new(
+                move |step| {
+                    let period = augur_predict::baseline::daily_period(step);
+                    Box::new(Novelty::new(period, cfg))
+                },
+            )))
         })?;
         println!(
             "| {label} | {:.1} | {:.1} | {:.1} | {} / {} / {} |",

@@ -199,6 +199,65 @@ impl Detector for Ensemble {
 pub const ROBUST_WINDOW: usize = 2016;
 
 /// Builds detector `name` for a series sampled every `step_s` seconds.
+/// Rows a replayed series shows a detector before its sampling step (and so its daily
+/// season) is fixed: the median gap of these rows. Within every NAB file's probationary
+/// period (its shortest file has 1,127 rows: 168 unscored).
+pub const STEP_ROWS: usize = 100;
+
+/// A detector whose sampling step is learnt online, for series whose step is not known
+/// beforehand (a backtest's CSV, NAB): it holds the first [`STEP_ROWS`] rows, scoring them 0,
+/// then builds its detector for their median gap and replays them into it. Row t's score
+/// uses rows ≤ t only (the step from the whole file would be a peek at later rows).
+pub struct StepLearning {
+    make: Box<dyn Fn(i64) -> Box<dyn Detector> + Send>,
+    held: Vec<(i64, f64)>,
+    inner: Option<Box<dyn Detector>>,
+}
+
+impl StepLearning {
+    /// `make` builds the detector for a step in seconds.
+    pub fn new(make: impl Fn(i64) -> Box<dyn Detector> + Send + 'static) -> Self {
+        Self {
+            make: Box::new(make),
+            held: Vec::with_capacity(STEP_ROWS),
+            inner: None,
+        }
+    }
+}
+
+impl Detector for StepLearning {
+    fn score(&mut self, t: i64, value: f64) -> f64 {
+        if let Some(d) = &mut self.inner {
+            return d.score(t, value);
+        }
+        self.held.push((t, value));
+        if self.held.len() < STEP_ROWS {
+            return 0.0;
+        }
+        let times: Vec<i64> = self.held.iter().map(|h| h.0).collect();
+        let mut d = (self.make)(crate::baseline::median_step(&times));
+        let mut last = 0.0;
+        for (t, v) in self.held.drain(..) {
+            last = d.score(t, v);
+        }
+        self.inner = Some(d);
+        last
+    }
+}
+
+/// Detector `name` with its step learnt online ([`StepLearning`]).
+pub fn online_detector(
+    name: &str,
+    model: Option<Arc<LstmModel>>,
+) -> Result<Box<dyn Detector>, PredictError> {
+    // The name (and a model for `lstm`) checked now; the step only picks a season.
+    detector(name, 60, model.clone())?;
+    let name = name.to_owned();
+    Ok(Box::new(StepLearning::new(move |step| {
+        detector(&name, step, model.clone()).expect("name and model checked above")
+    })))
+}
+
 pub fn detector(
     name: &str,
     step_s: i64,

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::baseline::median_step;
 use crate::datasets::{
     azure_feature_names, azure_rows, cmapss_sequence, informative_columns, read_azure, read_cmapss,
 };
-use crate::ensemble::detector;
+use crate::ensemble::{detector, online_detector};
 use crate::hazard::{FitOptions, HazardModel};
 use crate::hps::{health_projection_score, HpsInputs};
 use crate::lstm::{EpochReport, LstmModel, ModelMeta, SeededRng, TrainOptions};
@@ -305,7 +304,7 @@ pub fn replay(
     series: &LabeledSeries,
     model: Option<Arc<LstmModel>>,
 ) -> Result<Vec<f64>, PredictError> {
-    let mut d = detector(name, median_step(&series.timestamps), model)?;
+    let mut d = online_detector(name, model)?;
     Ok(run_series(d.as_mut(), series))
 }
 
@@ -371,9 +370,7 @@ pub fn nab(
     let corpus = read_corpus(root)?;
     // Check the name before the work.
     detector(name, 60, model.clone())?;
-    let (scores, profile_scores) = score_nab(&corpus, |series| {
-        detector(name, median_step(&series.timestamps), model.clone())
-    })?;
+    let (scores, profile_scores) = score_nab(&corpus, |_| online_detector(name, model.clone()))?;
     if let Some(out) = out {
         let standard = profile_scores.first().map(|s| s.threshold);
         for (series, sc) in corpus.iter().zip(&scores) {
