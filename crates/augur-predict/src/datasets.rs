@@ -352,7 +352,7 @@ pub fn azure_rows(pdm: &AzurePdm, horizon_h: i64) -> Vec<HazardRow> {
         };
         for i in 23..t.len() {
             let hour = t[i].0;
-            let mut f = Vec::with_capacity(34);
+            let mut f = Vec::with_capacity(30);
             for s in 0..4 {
                 let last3: Vec<f64> = t[i - 2..=i].iter().map(|r| r.1[s]).collect();
                 let last24: Vec<f64> = t[i - 23..=i].iter().map(|r| r.1[s]).collect();

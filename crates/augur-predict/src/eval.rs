@@ -227,7 +227,13 @@ pub fn azure(
     let pdm = read_azure(data)?;
     let rows = azure_rows(&pdm, 24);
     let train: Vec<_> = rows.iter().filter(|r| r.hour + 24 < split_h).collect();
-    let test: Vec<_> = rows.iter().filter(|r| r.hour >= split_h).collect();
+    // A test row's label window must lie within the data: one reaching past the last hour
+    // of telemetry would be labelled "no failure" whatever comes after.
+    let last_h = rows.iter().map(|r| r.hour).max().unwrap_or(i64::MIN);
+    let test: Vec<_> = rows
+        .iter()
+        .filter(|r| r.hour >= split_h && r.hour + 24 <= last_h)
+        .collect();
     if train.is_empty() || test.is_empty() {
         return Err(PredictError::param(
             "split",
