@@ -427,6 +427,28 @@ fn start_shift(
         return;
     }
     if !state.components.contains_key(&rec.shadow) {
+        // The state registers no component on a full host: a shadow whose host filled up
+        // since it was placed (an operator's `--host`, a registration meanwhile) cannot take
+        // traffic, and is rolled back rather than asked for again and again.
+        let host = &rec.placement.host;
+        if let Some(h) = state.hosts.get(host) {
+            let placed = state
+                .components
+                .values()
+                .filter(|c| &c.placement.host == host)
+                .count();
+            if placed as u64 >= u64::from(h.capacity) {
+                out.push(LifecycleStep::Advance {
+                    component: component.clone(),
+                    to: ShadowState::RolledBack,
+                    reason: format!(
+                        "validated by {by}, but host {host} is full ({placed} of {} components)",
+                        h.capacity
+                    ),
+                });
+                return;
+            }
+        }
         let mut labels = original.labels.clone();
         labels.insert("shadow_of".into(), component.to_string());
         labels.remove("entry");
@@ -647,6 +669,49 @@ mod tests {
             errors,
             p99_us: p99_ms * 1000,
         }
+    }
+
+    /// A shadow whose host filled up while it was validated is rolled back, not registered
+    /// (the state would refuse it on every round).
+    #[test]
+    fn a_validated_shadow_whose_host_filled_up_is_rolled_back() {
+        let mut s = state_with_shadow();
+        // db and db2 on h1, which holds 2: the shadow (placed on h1 too) has no room.
+        s.apply(
+            1,
+            &Command::UpsertHost(augur_types::Host {
+                placement: Placement {
+                    host: "h1".into(),
+                    rack: "r1".into(),
+                    zone: "z1".into(),
+                },
+                capacity: 2,
+            }),
+        )
+        .unwrap();
+        let db2 = Component {
+            id: ComponentId::new("db2").unwrap(),
+            ..s.components[&ComponentId::new("db").unwrap()].clone()
+        };
+        s.apply(1, &Command::UpsertComponent(db2)).unwrap();
+        let weights = [("db", 50), ("db2", 50)]
+            .into_iter()
+            .map(|(c, w)| (ComponentId::new(c).unwrap(), w))
+            .collect();
+        s.apply(
+            1,
+            &Command::SetWeights {
+                service: "g".into(),
+                weights,
+            },
+        )
+        .unwrap();
+        provision(&mut s);
+        succeed_to_validation(&mut s);
+        let rec = &s.shadows[&ComponentId::new("db").unwrap()];
+        assert_eq!(rec.state, ShadowState::RolledBack, "{:?}", rec.history);
+        assert!(rec.history.last().unwrap().1.contains("host h1 is full"));
+        assert!(!s.components.contains_key(&rec.shadow));
     }
 
     /// A shadow whose provision failed ("no image"), after the round that rolls it back.

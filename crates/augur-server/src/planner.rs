@@ -149,7 +149,8 @@ async fn inputs(
     Ok(Inputs { risks, why, loads })
 }
 
-/// On the leader. Every `planner.every_ms`: expires action leases (see [`expire_leases`]),
+/// On the leader. Every `planner.every_ms`: expires action leases (see [`expire_leases`];
+/// not in its first `planner.claim_within_ms` as leader, so holders can renew first),
 /// then, with `planner.act`, records each decision as a plan (see [`propose`]) and expires
 /// stale proposals. Every round, and also as soon as anything is applied (an orchestrator's
 /// outcome, an approval), it moves every shadow on and starts every approved plan (see
@@ -166,6 +167,13 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
     };
     let cache: Arc<RiskCache> = Default::default();
     let mut applied = node.state.subscribe();
+    // Steps the state refused, held back until this instant: a refusal is itself an applied
+    // entry, and retrying on the wake it causes would commit refusals as fast as Raft can.
+    let mut refused: HashMap<String, tokio::time::Instant> = HashMap::new();
+    // Leases are expired only once this node has led for `claim_within_ms`: deadlines passed
+    // while no node led (nobody could renew then) must not release live holders' claims.
+    let lease_grace = Duration::from_millis(cfg.claim_within_ms);
+    let mut leading_since: Option<tokio::time::Instant> = None;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -180,12 +188,18 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 }
             };
             if !node.is_leader() {
+                // What a former term saw is not this term's: decisions confirm afresh.
+                leading_since = None;
+                due_since.clear();
                 continue;
             }
+            let leading = leading_since.get_or_insert_with(tokio::time::Instant::now);
             if round {
                 // Leases first: an action given up on fails here, and its shadow rolls back
                 // below.
-                expire_leases(&node, &leases).await;
+                if leading.elapsed() >= lease_grace {
+                    expire_leases(&node, &leases).await;
+                }
                 if act {
                     match inputs(&node, &predictors, &cache, admit).await {
                         Ok(Inputs { risks, why, loads }) => {
@@ -231,23 +245,35 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     }
                 }
             }
+            let now_i = tokio::time::Instant::now();
+            refused.retain(|_, until| *until > now_i);
             // Shadows in flight: the outcomes reported since the last look move them on.
             let steps = node.state.read(augur_plan::next_steps);
             for step in steps {
+                let key = format!("{step:?}");
+                if refused.contains_key(&key) {
+                    break;
+                }
                 if let Err(e) = commit_step(&node, step).await {
-                    tracing::warn!(error = %e, "shadow step not committed");
+                    tracing::warn!(error = %e, "shadow step not committed; again next round");
+                    refused.insert(key, now_i + every);
                     break;
                 }
             }
             // New instances of scale plans: traffic once provisioned, forgotten if not.
             let steps = node.state.read(augur_plan::scale_steps);
             for step in steps {
+                let key = format!("{step:?}");
+                if refused.contains_key(&key) {
+                    break;
+                }
                 tracing::info!(?step, "scale-out step");
                 if let Err(e) = node
                     .write(Command::Batch(step.into_commands(now_ms())))
                     .await
                 {
-                    tracing::warn!(error = %e, "scale-out step not committed");
+                    tracing::warn!(error = %e, "scale-out step not committed; again next round");
+                    refused.insert(key, now_i + every);
                     break;
                 }
             }
