@@ -33,6 +33,7 @@ pub fn rejection_status(r: &Rejection) -> Status {
         Rejection::ComponentInUse { .. }
         | Rejection::HostFull { .. }
         | Rejection::ShadowInFlight { .. }
+        | Rejection::ShadowNotRetired { .. }
         | Rejection::IllegalShadowTransition { .. }
         | Rejection::OutcomeConflict { .. }
         | Rejection::IllegalPlanTransition { .. }

@@ -40,7 +40,9 @@ pub async fn watch_raft(mut rx: watch::Receiver<RaftMetrics<u64, openraft::Basic
             } else {
                 0.0
             });
-            if m.current_leader != leader {
+            // A change to a known leader other than the last one; the leaderless moment of
+            // an election in between is not a change of its own.
+            if m.current_leader.is_some() && m.current_leader != leader {
                 leader = m.current_leader;
                 metrics::counter!("augur_raft_leader_changes_total").increment(1);
             }

@@ -230,6 +230,15 @@ pub enum Rejection {
     HostFull { host: String, capacity: u32 },
     #[error("component {component} already has a shadow in flight ({shadow})")]
     ShadowInFlight { component: String, shadow: String },
+    #[error(
+        "component {component}'s shadow {shadow} is {state} and not retired yet \
+         (a promoted shadow took its place; a rolled-back one is retired once it carries no traffic)"
+    )]
+    ShadowNotRetired {
+        component: String,
+        shadow: String,
+        state: String,
+    },
     #[error("component {component} has no shadow")]
     NoShadow { component: String },
     #[error("shadow of {component} cannot go from {from} to {to}")]

@@ -789,6 +789,18 @@ impl ControlState {
                 shadow: s.shadow.to_string(),
             });
         }
+        // A new record would replace this one, and nothing would track its shadow any more.
+        if let Some(s) = self
+            .shadows
+            .get(component)
+            .filter(|s| matches!(s.state, ShadowState::RolledBack | ShadowState::Promoted))
+        {
+            return Err(Rejection::ShadowNotRetired {
+                component: component.to_string(),
+                shadow: s.shadow.to_string(),
+                state: s.state.to_string(),
+            });
+        }
         if let Some((owner, s)) = self
             .shadows
             .iter()
@@ -1416,6 +1428,13 @@ mod tests {
             .apply(1, &adv(ShadowState::Shifting { weight: 1 }))
             .is_err());
         s.apply(1, &adv(ShadowState::RolledBack)).unwrap();
+        // Rolled back but not retired: still tracked, so no new shadow replaces its record.
+        assert_eq!(
+            s.apply(1, &req).unwrap_err().to_string(),
+            "component a's shadow a-s is rolledback and not retired yet (a promoted shadow took \
+             its place; a rolled-back one is retired once it carries no traffic)"
+        );
+        s.apply(1, &adv(ShadowState::Retired)).unwrap();
         s.apply(1, &req).unwrap();
     }
 
