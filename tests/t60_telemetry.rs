@@ -680,6 +680,15 @@ async fn a_recommended_plan_waits_for_approval() {
     let (_, out, _) = ctl(&ep, &["--output", "json", "shadows"]);
     assert_eq!(json(&out).as_array().unwrap().len(), 0, "{out}");
 
+    // An operator's failover to another host than the open plan's would be quietly placed
+    // by the plan: refused, naming the plan.
+    let (code, _, err) = ctl(&ep, &["failover", "db", "--host", "h3"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("{id} is open for db, to host h2")),
+        "{err}"
+    );
+
     for (args, want) in [
         (vec!["plan", "approve", "plan-999"], "unknown plan"),
         (vec!["plan", "approve", "db"], "unknown plan"),
@@ -890,7 +899,11 @@ async fn a_rising_load_scales_the_group_out_ahead_of_its_peak() {
     let p = json(&out);
     assert_eq!(p["scaling"]["per_instance_rps"], 100, "{out}");
     assert_eq!(p["scaling"]["headroom_percent"], 20, "{out}");
-    assert_eq!(p["canary_steps"], serde_json::json!([1, 5, 25, 50, 100]), "{out}");
+    assert_eq!(
+        p["canary_steps"],
+        serde_json::json!([1, 5, 25, 50, 100]),
+        "{out}"
+    );
     let (code, _, err) = ctl(&ep, &["policy", "set", "db", "--scale-max", "3"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("need --scale-rps"), "{err}");

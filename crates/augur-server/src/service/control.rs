@@ -196,6 +196,21 @@ impl pb::control_server::Control for ControlService {
                     .hosts
                     .get(&req.host)
                     .ok_or_else(|| Status::not_found(format!("unknown host {}", req.host)))?;
+                // An open plan is approved as it is, with its own target: a different host
+                // asked for now would be quietly ignored.
+                if let Some(p) = s.open_plan(&component).filter(|p| p.to.host != req.host) {
+                    return Err(Status::failed_precondition(format!(
+                        "{} is open for {component}, to host {}: approve or reject it \
+                         (`ctl plan approve|reject {}`), or ask without --host",
+                        p.id, p.to.host, p.id
+                    )));
+                }
+                if augur_plan::Occupancy::of(s).room(h) == 0 {
+                    return Err(Status::failed_precondition(format!(
+                        "host {} has no room for a shadow of {component} (capacity {})",
+                        req.host, h.capacity
+                    )));
+                }
                 return Ok(h.placement.clone());
             }
             let occupancy = augur_plan::Occupancy::of(s);
@@ -221,6 +236,12 @@ impl pb::control_server::Control for ControlService {
             "operator",
         )
         .await?;
+        // Where the plan places it (an open plan answered keeps its own target).
+        let to = self
+            .node
+            .state
+            .read(|s| s.plan(&plan).map(|p| p.to.clone()))
+            .unwrap_or(to);
         Ok(Response::new(pb::RequestFailoverResponse {
             shadow: shadow.to_string(),
             placement: Some(augur_proto::placement_to_wire(&to)),
