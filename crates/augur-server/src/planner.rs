@@ -416,7 +416,8 @@ async fn expire_stale(node: &Node, due: &[ComponentId], now: u64) {
             "no longer at risk {} min after it was proposed",
             PLAN_TTL_MS / 60_000
         );
-        if let Err(e) = decide(node, &id, PlanDecision::Expire, &note).await {
+        // Only while still proposed: an operator's approval may have committed since the read.
+        if let Err(e) = decide(node, &id, PlanDecision::ExpireProposed, &note).await {
             tracing::warn!(plan = %id, error = %e, "plan not expired");
         }
     }

@@ -116,6 +116,9 @@ pub enum PlanDecision {
     Approve,
     Reject,
     Expire,
+    /// Expires the plan only if it is still waiting for approval (the leader's expiry of a
+    /// stale proposal): an approval that committed first wins, and this is refused.
+    ExpireProposed,
     /// The leader requested the plan's shadow (it must be the component's current one), or,
     /// for a scale plan, registered its new instance (named here, the plan's component).
     Start {
@@ -128,7 +131,7 @@ impl PlanDecision {
         match self {
             PlanDecision::Approve => PlanStatus::Approved,
             PlanDecision::Reject => PlanStatus::Rejected,
-            PlanDecision::Expire => PlanStatus::Expired,
+            PlanDecision::Expire | PlanDecision::ExpireProposed => PlanStatus::Expired,
             PlanDecision::Start { .. } => PlanStatus::Started,
         }
     }
@@ -362,7 +365,10 @@ impl ControlState {
         ) || (plan.kind == PlanKind::Scale
             && plan.status == PlanStatus::Started
             && to == PlanStatus::Expired);
-        if !allowed {
+        if !allowed
+            || (matches!(decision, PlanDecision::ExpireProposed)
+                && plan.status != PlanStatus::Proposed)
+        {
             return Err(illegal(plan, to));
         }
         if let PlanDecision::Start { shadow } = decision {
@@ -668,6 +674,27 @@ mod tests {
             s.apply(1, &propose(None)),
             Ok(Applied::Plan { ref id, duplicate: false }) if id == "plan-1"
         ));
+    }
+
+    /// The leader's expiry of a stale proposal loses to an approval committed before it.
+    #[test]
+    fn expiring_a_proposal_is_refused_once_it_is_approved() {
+        let mut s = state();
+        s.apply(1, &propose(None)).unwrap();
+        s.apply(1, &decide("plan-1", PlanDecision::Approve))
+            .unwrap();
+        let approved = s.clone();
+        assert!(matches!(
+            s.apply(1, &decide("plan-1", PlanDecision::ExpireProposed)),
+            Err(Rejection::IllegalPlanTransition { .. })
+        ));
+        assert_eq!(s, approved);
+        // Still proposed: it expires.
+        let mut s = state();
+        s.apply(1, &propose(None)).unwrap();
+        s.apply(1, &decide("plan-1", PlanDecision::ExpireProposed))
+            .unwrap();
+        assert_eq!(s.plan("plan-1").unwrap().status, PlanStatus::Expired);
     }
 
     #[test]
