@@ -31,5 +31,7 @@ pub use footprint::{plan_footprints, FootprintPlan};
 pub use judge::{gate_summary, judge, mann_whitney_greater, GateConfig, Kpis, Verdict};
 pub use lifecycle::{encode_weights, next_steps, provision, LifecycleStep};
 pub use placement::{choose_host, domain_tier, Occupancy, Tier};
-pub use scaling::{plan_scaling, scale_steps, scale_up, Load, ScaleDecision, ScaleStep};
+pub use scaling::{
+    plan_scaling, scale_steps, scale_up, wanted_proposals, Load, ScaleDecision, ScaleStep,
+};
 pub use shift::{GateOutcome, Shift, ShiftError, ShiftStep};

@@ -89,26 +89,16 @@ pub fn plan_scaling(
         let Some(scaling) = policy.scaling else {
             continue;
         };
-        let serving = serving(state, group);
-        if serving.is_empty() {
+        let Some(Sizing {
+            serving,
+            level,
+            peak,
+            at_risk,
+        }) = sizing(state, group, &scaling, loads, risks, cfg)
+        else {
             continue;
-        }
+        };
         let coming = coming(state, group, &serving);
-        let with_load: Vec<Load> = serving
-            .iter()
-            .filter_map(|c| loads.get(*c))
-            .copied()
-            .collect();
-        if with_load.is_empty() {
-            continue;
-        }
-        let level: f64 = with_load.iter().map(|l| l.level).sum();
-        let trend: f64 = with_load.iter().map(|l| l.per_s).sum();
-        let peak = level + trend.max(0.0) * f64::from(scaling.horizon_s);
-        let at_risk = serving
-            .iter()
-            .filter(|c| unattended_risk(state, risks, c, cfg))
-            .count() as u32;
         let running = serving.len() as u32 + coming;
         let n = scale_up(running, at_risk, peak, &scaling);
         if n == 0 {
@@ -144,6 +134,80 @@ pub fn plan_scaling(
             at_risk,
             reason,
         });
+    }
+    out
+}
+
+/// Where a scaling group stands: its serving instances, their load now and projected, and
+/// how many of them are at risk with nothing taking care of them.
+struct Sizing<'s> {
+    serving: Vec<&'s ComponentId>,
+    level: f64,
+    peak: f64,
+    at_risk: u32,
+}
+
+/// `None` for a group with no serving instance or no load reported.
+fn sizing<'s>(
+    state: &'s ControlState,
+    group: &str,
+    scaling: &ScalingPolicy,
+    loads: &BTreeMap<ComponentId, Load>,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    cfg: &PlannerConfig,
+) -> Option<Sizing<'s>> {
+    let serving = serving(state, group);
+    let with_load: Vec<Load> = serving
+        .iter()
+        .filter_map(|c| loads.get(*c))
+        .copied()
+        .collect();
+    if serving.is_empty() || with_load.is_empty() {
+        return None;
+    }
+    let level: f64 = with_load.iter().map(|l| l.level).sum();
+    let trend: f64 = with_load.iter().map(|l| l.per_s).sum();
+    let peak = level + trend.max(0.0) * f64::from(scaling.horizon_s);
+    let at_risk = serving
+        .iter()
+        .filter(|c| unattended_risk(state, risks, c, cfg))
+        .count() as u32;
+    Some(Sizing {
+        serving,
+        level,
+        peak,
+        at_risk,
+    })
+}
+
+/// The proposed scale plans (waiting for approval) that their group's sizing still wants: as
+/// many of the oldest as the group would add now were none of them proposed. Those are not
+/// stale, however long they wait; the others are.
+pub fn wanted_proposals(
+    state: &ControlState,
+    loads: &BTreeMap<ComponentId, Load>,
+    risks: &BTreeMap<ComponentId, ComponentRisk>,
+    cfg: &PlannerConfig,
+) -> Vec<ComponentId> {
+    let mut out = Vec::new();
+    for (group, policy) in &state.policies {
+        let Some(scaling) = policy.scaling else {
+            continue;
+        };
+        let Some(z) = sizing(state, group, &scaling, loads, risks, cfg) else {
+            continue;
+        };
+        // Counting the instances already coming other than these proposals.
+        let proposed: Vec<&ComponentId> = state
+            .plans
+            .values()
+            .filter(|p| p.kind == PlanKind::Scale && p.status == PlanStatus::Proposed)
+            .filter(|p| plan_group(state, p) == Some(group.as_str()))
+            .map(|p| &p.component)
+            .collect();
+        let others = coming(state, group, &z.serving).saturating_sub(proposed.len() as u32);
+        let want = scale_up(z.serving.len() as u32 + others, z.at_risk, z.peak, &scaling);
+        out.extend(proposed.into_iter().take(want as usize).cloned());
     }
     out
 }
@@ -562,6 +626,40 @@ mod tests {
         moving.get_mut(&cid("web-1")).unwrap().per_s = -1.0;
         moving.get_mut(&cid("web-2")).unwrap().per_s = 1.0;
         assert!(plan_scaling(&fleet(), &moving, &risks(0.01), &cfg).is_empty());
+    }
+
+    /// Proposals waiting for an operator stay wanted while the load that asked for them
+    /// holds, and only the surplus is stale when it falls.
+    #[test]
+    fn waiting_proposals_are_wanted_while_the_load_holds() {
+        let mut s = fleet();
+        let cfg = PlannerConfig::default();
+        let d = plan_scaling(&s, &loads(80.0, 0.5), &risks(0.01), &cfg);
+        for (id, to) in &d[0].add {
+            let cmd = Command::ProposePlan {
+                component: id.clone(),
+                kind: PlanKind::Scale,
+                template: Some(d[0].template.clone()),
+                to: to.clone(),
+                severity: augur_types::Severity::Elevated,
+                reason: d[0].reason.clone(),
+                approved_by: None,
+                at_ms: 1,
+            };
+            s.apply(1, &cmd).unwrap();
+        }
+        let both = vec![cid("web.scale-1"), cid("web.scale-2")];
+        assert_eq!(
+            wanted_proposals(&s, &loads(80.0, 0.5), &risks(0.01), &cfg),
+            both
+        );
+        // 2 × 100 req/s, flat: 240 with headroom, 3 instances: the older proposal only.
+        assert_eq!(
+            wanted_proposals(&s, &loads(100.0, 0.0), &risks(0.01), &cfg),
+            [cid("web.scale-1")]
+        );
+        // The load fell back: neither.
+        assert!(wanted_proposals(&s, &loads(80.0, 0.0), &risks(0.01), &cfg).is_empty());
     }
 
     #[test]

@@ -204,11 +204,12 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                     match inputs(&node, &predictors, &cache, admit).await {
                         Ok(Inputs { risks, why, loads }) => {
                             let cfg = PlannerConfig::default();
-                            let (found, footprints, scale) = node.state.read(|s| {
+                            let (found, footprints, scale, waiting) = node.state.read(|s| {
                                 (
                                     augur_plan::plan_failovers(s, &risks, &cfg),
                                     augur_plan::plan_footprints(s, &risks),
                                     augur_plan::plan_scaling(s, &loads, &risks, &cfg),
+                                    augur_plan::wanted_proposals(s, &loads, &risks, &cfg),
                                 )
                             });
                             let now = now_ms();
@@ -239,6 +240,9 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                                 }
                                 due.extend(d.add.iter().map(|(c, _)| c.clone()));
                             }
+                            // Scale-outs waiting for approval that the load still wants
+                            // are not stale.
+                            due.extend(waiting);
                             expire_stale(&node, &due, now).await;
                         }
                         Err(e) => tracing::debug!(error = %e, "no plan this round"),
