@@ -20,6 +20,22 @@ use crate::output::{members, ActionView, ComponentView, StatusView};
 use crate::plan_ctl;
 use augur_cli::Client;
 
+/// The policy in force for `group` (its own, else the default).
+async fn get_policy(client: &mut Client, group: &str) -> Result<pb::Policy, Status> {
+    let group = group.to_owned();
+    Ok(client
+        .call(|c| {
+            let group = group.clone();
+            async move {
+                TopologyClient::new(c)
+                    .get_policy(pb::GetPolicyRequest { group })
+                    .await
+            }
+        })
+        .await?
+        .into_inner())
+}
+
 /// One try of a call that legitimately takes long (an upload, a learner catching up).
 pub(crate) const LONG_CALL: Duration = Duration::from_secs(120);
 
@@ -457,17 +473,7 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             no_scale,
         }) => {
             // Read, change what was given, write: a flag left out keeps its value.
-            let current = client
-                .call(|c| {
-                    let group = group.clone();
-                    async move {
-                        TopologyClient::new(c)
-                            .get_policy(pb::GetPolicyRequest { group })
-                            .await
-                    }
-                })
-                .await?
-                .into_inner();
+            let current = get_policy(&mut client, &group).await?;
             let scale_flags =
                 scale_headroom.is_some() || scale_max.is_some() || scale_horizon.is_some();
             let scaling = if no_scale {
@@ -523,17 +529,7 @@ async fn execute(args: CtlArgs) -> Result<(), Status> {
             });
         }
         CtlCommand::Policy(PolicyCommand::Get { group }) => {
-            let p = client
-                .call(|c| {
-                    let group = group.clone();
-                    async move {
-                        TopologyClient::new(c)
-                            .get_policy(pb::GetPolicyRequest { group })
-                            .await
-                    }
-                })
-                .await?
-                .into_inner();
+            let p = get_policy(&mut client, &group).await?;
             let view = PolicyView {
                 group,
                 risk_tolerance: p.risk_tolerance,

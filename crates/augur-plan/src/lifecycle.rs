@@ -689,23 +689,7 @@ mod tests {
             }),
         )
         .unwrap();
-        let db2 = Component {
-            id: ComponentId::new("db2").unwrap(),
-            ..s.components[&ComponentId::new("db").unwrap()].clone()
-        };
-        s.apply(1, &Command::UpsertComponent(db2)).unwrap();
-        let weights = [("db", 50), ("db2", 50)]
-            .into_iter()
-            .map(|(c, w)| (ComponentId::new(c).unwrap(), w))
-            .collect();
-        s.apply(
-            1,
-            &Command::SetWeights {
-                service: "g".into(),
-                weights,
-            },
-        )
-        .unwrap();
+        add_db2_half_and_half(&mut s);
         provision(&mut s);
         succeed_to_validation(&mut s);
         let rec = &s.shadows[&ComponentId::new("db").unwrap()];
@@ -776,8 +760,8 @@ mod tests {
     }
 
     /// A shadow of `db` (half of service `g`, with `db2`) walked to validated.
-    fn validated() -> ControlState {
-        let mut s = state_with_shadow();
+    /// db2 joins db's service, the two at 50 / 50.
+    fn add_db2_half_and_half(s: &mut ControlState) {
         let db2 = Component {
             id: ComponentId::new("db2").unwrap(),
             ..s.components[&ComponentId::new("db").unwrap()].clone()
@@ -795,6 +779,11 @@ mod tests {
             },
         )
         .unwrap();
+    }
+
+    fn validated() -> ControlState {
+        let mut s = state_with_shadow();
+        add_db2_half_and_half(&mut s);
         provision(&mut s);
         succeed_to_validation(&mut s);
         s
