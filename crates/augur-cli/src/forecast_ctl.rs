@@ -234,8 +234,9 @@ pub async fn model(client: &mut Client, output: Output, cmd: ModelCommand) -> Re
             let bytes = std::fs::read(&file).map_err(|e| {
                 Status::invalid_argument(format!("cannot read {}: {e}", file.display()))
             })?;
+            // Up to 4 MiB uploaded, then committed through Raft: an upload's time.
             let r = client
-                .call(|c| {
+                .call_within(crate::ctl::LONG_CALL, |c| {
                     let req = pb::SetModelRequest {
                         model: bytes.clone(),
                     };
