@@ -93,10 +93,7 @@ impl Rig {
         let haproxy = HaproxyProcess::start(cfg, dir).await.expect("haproxy");
         let socket = haproxy.client().socket_path().to_owned();
         let config = agent_config(dir, endpoints, &socket, port_lo, telemetry_ms, extra);
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let agent = tokio::spawn(Agent::new(config).run(async {
-            let _ = stop_rx.await;
-        }));
+        let (stop, agent) = spawn_agent(config);
         eventually(
             "the agent's instances registered",
             Duration::from_secs(20),
@@ -117,14 +114,12 @@ impl Rig {
     /// Stops the agent (its instances with it) and starts it again on the same config and
     /// state file; HAProxy keeps running.
     async fn restart_agent(&mut self, dir: &Path) {
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let _ = std::mem::replace(&mut self.stop, stop).send(());
+        // The old agent stops (and its instances with it) before the new one starts them.
+        let _ = std::mem::replace(&mut self.stop, tokio::sync::oneshot::channel().0).send(());
         let old = std::mem::replace(&mut self.agent, tokio::spawn(async { Ok(()) }));
         old.await.unwrap().unwrap();
         let config = AgentConfig::load(&dir.join("agent.toml")).expect("agent config");
-        self.agent = tokio::spawn(Agent::new(config).run(async {
-            let _ = stop_rx.await;
-        }));
+        (self.stop, self.agent) = spawn_agent(config);
     }
 
     async fn stop(self) {
@@ -132,6 +127,20 @@ impl Rig {
         self.agent.await.unwrap().unwrap();
         drop(self.haproxy);
     }
+}
+
+/// The agent, running in this process until the sender is used (or dropped).
+fn spawn_agent(
+    config: AgentConfig,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(Agent::new(config).run(async {
+        let _ = stop_rx.await;
+    }));
+    (stop, agent)
 }
 
 fn agent_config(

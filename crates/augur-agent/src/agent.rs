@@ -746,15 +746,12 @@ impl Agent {
                 tracing::info!(shadow = %rec.shadow, state = %rec.state, "shadow started again");
             }
             if promoted {
-                let mut desired = self.desired.lock().await;
-                // With no weights in the cluster, the shadow has the original's share, as it
-                // got it on standby.
-                if !weights.contains_key(&rec.shadow) {
-                    let share = desired.get(&rec.component).map_or(0, |d| d.weight);
-                    desired.set_weight(&rec.shadow, share);
-                }
-                desired.set_weight(&rec.component, 0);
-                desired.set_state(&rec.component, State::Drain);
+                // As on standby; the cluster's weights, if it has any, are laid over below.
+                drain_to(
+                    &mut *self.desired.lock().await,
+                    &rec.component,
+                    Some(&rec.shadow),
+                );
             }
         }
         let mut desired = self.desired.lock().await;
@@ -1159,24 +1156,11 @@ impl Agent {
             if desired.get(name).is_none() {
                 return Err(format!("{name} is not behind this agent's HAProxy"));
             }
-            // A promoted shadow takes the original's place: when the cluster held no weights
-            // for the service (nothing was shifted), the original's share here is all the
-            // traffic it had, and the shadow, added at weight 0, would otherwise get none.
-            let share = desired.get(name).map_or(0, |s| s.weight);
-            let heir = action
-                .params
-                .get("shadow")
-                .filter(|s| desired.get(s).is_some_and(|d| d.weight == 0) && share > 0)
-                .cloned();
+            let heir = drain_to(&mut desired, name, action.params.get("shadow"));
             let mut seqs = self.weight_seq.lock().unwrap_or_else(|e| e.into_inner());
             seqs.insert(name.clone(), action.seq);
-            desired.set_weight(name, 0);
-            desired.set_state(name, State::Drain);
             if let Some(heir) = heir {
-                tracing::info!(original = %name, shadow = %heir, weight = share, "the promoted shadow takes the original's share");
-                seqs.insert(heir.clone(), action.seq);
-                desired.set_weight(&heir, share);
-                desired.set_state(&heir, State::Ready);
+                seqs.insert(heir, action.seq);
             }
         }
         self.reconcile().await?;
@@ -1500,6 +1484,25 @@ async fn call(addr: SocketAddr, path: &str, k: &mut augur_plan::Kpis) -> Option<
 }
 
 /// The keys of an instance's state, to replay reads of them.
+/// Drains `original` in `desired`. A promoted `shadow` that is still at weight 0 takes its
+/// share: when the cluster held no weights for the service (nothing was shifted), the
+/// original's share here is all the traffic it had, and the shadow, added at weight 0, would
+/// otherwise get none. Answers the shadow that took it over, if one did.
+fn drain_to(desired: &mut Desired, original: &str, shadow: Option<&String>) -> Option<String> {
+    let share = desired.get(original).map_or(0, |s| s.weight);
+    let heir = shadow
+        .filter(|s| share > 0 && desired.get(s).is_some_and(|d| d.weight == 0))
+        .cloned();
+    desired.set_weight(original, 0);
+    desired.set_state(original, State::Drain);
+    if let Some(heir) = &heir {
+        tracing::info!(%original, shadow = %heir, weight = share, "the promoted shadow takes the original's share");
+        desired.set_weight(heir, share);
+        desired.set_state(heir, State::Ready);
+    }
+    heir
+}
+
 /// The first 64 keys of the state `name` at `addr` serves.
 async fn state_keys(addr: SocketAddr, name: &str) -> Result<Vec<String>, String> {
     let r = http::get(addr, "/state")

@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use augur_graph::{
-    join_recordings, rank_root_causes, rank_with_graph, MetricFrame, RankedCause, RcaOptions,
-};
+use augur_graph::{rank_recordings, rank_with_graph, MetricFrame, RankedCause, RcaOptions};
 use clap::Args;
 
 #[derive(Args)]
@@ -44,11 +42,8 @@ pub fn run(args: RcaArgs) -> anyhow::Result<()> {
         MetricFrame::from_csv(&read(path)?).with_context(|| format!("{}", path.display()))
     };
     let (normal, anomalous) = (frame(&args.normal)?, frame(&args.anomalous)?);
-    let mut ranked = join_recordings(&normal, &anomalous)
-        .and_then(|(joined, start)| {
-            rank_root_causes(&joined, args.fault_time.unwrap_or(start), &opts)
-        })
-        .with_context(|| {
+    let mut ranked =
+        rank_recordings(&normal, &anomalous, args.fault_time, &opts).with_context(|| {
             format!(
                 "cannot rank {} against {}",
                 args.anomalous.display(),

@@ -533,7 +533,18 @@ pub fn rank_from_csv(
 ) -> Result<Vec<RankedCause>, RcaError> {
     let normal = MetricFrame::from_csv(normal)?;
     let anomalous = MetricFrame::from_csv(anomalous)?;
-    let (frame, start) = join_recordings(&normal, &anomalous)?;
+    rank_recordings(&normal, &anomalous, fault_time, opts)
+}
+
+/// Ranks from two recordings already read: laid end to end ([`join_recordings`]), the fault
+/// time defaulting to the first anomalous row.
+pub fn rank_recordings(
+    normal: &MetricFrame,
+    anomalous: &MetricFrame,
+    fault_time: Option<i64>,
+    opts: &RcaOptions,
+) -> Result<Vec<RankedCause>, RcaError> {
+    let (frame, start) = join_recordings(normal, anomalous)?;
     rank_root_causes(&frame, fault_time.unwrap_or(start), opts)
 }
 

@@ -367,20 +367,26 @@ impl RawComponent {
     }
 }
 
+/// The longest id the cluster takes (components, hosts, racks, zones, classes, groups), in
+/// bytes. The cluster's id rule lives here, beside the topology file that must follow it,
+/// because `augur-types` (whose `validate_id` applies it) builds on this crate.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Whether `c` may appear in an id: ASCII letters and digits, `.`, `_`, `:` and `-`.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._:-".contains(c)
+}
+
 /// Why `name` cannot name a host, component, rack, zone, class or group, if it cannot: the
-/// cluster's rule for ids (`augur_types::validate_id`, which depends on this crate, so the
-/// rule is restated here), so that a file `check` calls valid is one `apply` can write.
+/// cluster's id rule, so that a file `check` calls valid is one `apply` can write.
 fn name_problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         Some("is empty")
-    } else if name.len() > 128 {
+    } else if name.len() > MAX_ID_LEN {
         Some("is longer than 128 bytes")
     } else if name.chars().any(char::is_whitespace) {
         Some("contains whitespace")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
-    {
+    } else if !name.chars().all(is_id_char) {
         Some("holds a character other than ASCII letters, digits, '.', '_', ':' and '-'")
     } else {
         None

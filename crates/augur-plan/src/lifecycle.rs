@@ -427,37 +427,27 @@ fn start_shift(
         return;
     }
     if !state.components.contains_key(&rec.shadow) {
-        // The state registers no component on a full host: a shadow whose host filled up
-        // since it was placed (an operator's `--host`, a registration meanwhile) cannot take
-        // traffic, and is rolled back rather than asked for again and again.
-        let host = &rec.placement.host;
-        if let Some(h) = state.hosts.get(host) {
-            let placed = state
-                .components
-                .values()
-                .filter(|c| &c.placement.host == host)
-                .count();
-            if placed as u64 >= u64::from(h.capacity) {
-                out.push(LifecycleStep::Advance {
-                    component: component.clone(),
-                    to: ShadowState::RolledBack,
-                    reason: format!(
-                        "validated by {by}, but host {host} is full ({placed} of {} components)",
-                        h.capacity
-                    ),
-                });
-                return;
-            }
-        }
         let mut labels = original.labels.clone();
         labels.insert("shadow_of".into(), component.to_string());
         labels.remove("entry");
-        out.push(LifecycleStep::Register(Component {
+        let shadow = Component {
             id: rec.shadow.clone(),
             placement: rec.placement.clone(),
             labels,
             ..original.clone()
-        }));
+        };
+        // The state would refuse it on a full host: a shadow whose host filled up since it
+        // was placed (an operator's `--host`, a registration meanwhile) cannot take traffic,
+        // and is rolled back rather than asked for again and again.
+        if let Err(full) = state.check_host_room(&shadow) {
+            out.push(LifecycleStep::Advance {
+                component: component.clone(),
+                to: ShadowState::RolledBack,
+                reason: format!("validated by {by}, but {full}"),
+            });
+            return;
+        }
+        out.push(LifecycleStep::Register(shadow));
     }
     let first = state.policy_for(service).canary_steps[0];
     let weights = step_weights(

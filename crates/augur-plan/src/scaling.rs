@@ -587,6 +587,11 @@ mod tests {
     }
 
     fn propose(s: &mut ControlState, d: &ScaleDecision) {
+        propose_by(s, d, Some("policy"));
+    }
+
+    /// Records `d`'s instances as scale plans, approved by `approved_by` if any.
+    fn propose_by(s: &mut ControlState, d: &ScaleDecision, approved_by: Option<&str>) {
         for (id, to) in &d.add {
             let cmd = Command::ProposePlan {
                 component: id.clone(),
@@ -595,7 +600,7 @@ mod tests {
                 to: to.clone(),
                 severity: augur_types::Severity::Elevated,
                 reason: d.reason.clone(),
-                approved_by: Some("policy".into()),
+                approved_by: approved_by.map(str::to_owned),
                 at_ms: 1,
             };
             s.apply(1, &cmd).unwrap();
@@ -635,19 +640,7 @@ mod tests {
         let mut s = fleet();
         let cfg = PlannerConfig::default();
         let d = plan_scaling(&s, &loads(80.0, 0.5), &risks(0.01), &cfg);
-        for (id, to) in &d[0].add {
-            let cmd = Command::ProposePlan {
-                component: id.clone(),
-                kind: PlanKind::Scale,
-                template: Some(d[0].template.clone()),
-                to: to.clone(),
-                severity: augur_types::Severity::Elevated,
-                reason: d[0].reason.clone(),
-                approved_by: None,
-                at_ms: 1,
-            };
-            s.apply(1, &cmd).unwrap();
-        }
+        propose_by(&mut s, &d[0], None);
         let both = vec![cid("web.scale-1"), cid("web.scale-2")];
         assert_eq!(
             wanted_proposals(&s, &loads(80.0, 0.5), &risks(0.01), &cfg),

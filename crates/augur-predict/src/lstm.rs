@@ -422,7 +422,7 @@ impl LstmModel {
                         ),
                     ));
                 }
-                check_finite(name, t)?;
+                finite_values(name, t)?;
                 var.set(t)?;
             }
             Ok(())
@@ -460,15 +460,12 @@ impl LstmModel {
     pub fn save(&mut self, path: &Path) -> Result<String, PredictError> {
         let data = locked(&self.varmap)?;
         let named = by_name(&data);
-        for (name, var) in &named {
-            check_finite(name, var.as_tensor())?;
-        }
         let mut h = 0xcbf2_9ce4_8422_2325u64;
         for (name, var) in &named {
             for b in name.bytes() {
                 h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
             }
-            for v in var.flatten_all()?.to_vec1::<f32>()? {
+            for v in finite_values(name, var.as_tensor())? {
                 h = (h ^ v.to_bits() as u64).wrapping_mul(0x100_0000_01b3);
             }
         }
@@ -832,23 +829,19 @@ fn locked(
         .map_err(|_| PredictError::param("varmap", "poisoned"))
 }
 
-/// A model with a NaN or an infinity in it would score every component NaN, which the hazard
-/// and the score would read as anything; such weights are refused, named.
-fn check_finite(name: &str, t: &Tensor) -> Result<(), PredictError> {
-    let bad = t
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1::<f32>()?
-        .iter()
-        .filter(|v| !v.is_finite())
-        .count();
+/// Tensor `name`'s values, all finite. A model with a NaN or an infinity in it would score
+/// every component NaN, which the hazard and the score would read as anything; such weights
+/// are refused, named.
+fn finite_values(name: &str, t: &Tensor) -> Result<Vec<f32>, PredictError> {
+    let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         return Err(PredictError::param(
             "model",
             format!("tensor {name} has {bad} non-finite values"),
         ));
     }
-    Ok(())
+    Ok(values)
 }
 
 /// The variables in name order: the one order of initialisation, hashing and saving.

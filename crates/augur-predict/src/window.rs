@@ -88,10 +88,7 @@ impl Window {
         if self.len == 0 {
             self.start(ts_ms, value);
         } else if ts_ms > self.last_ms {
-            let Some(gap) = ts_ms
-                .checked_sub(self.last_ms)
-                .and_then(|d| u32::try_from(d).ok())
-            else {
+            let Some(gap) = gap_ms(ts_ms, self.last_ms) else {
                 // More than 49 days after the newest: the window is history.
                 self.start(ts_ms, value);
                 return;
@@ -105,11 +102,7 @@ impl Window {
             self.set_gap(i, gap);
             self.last_ms = ts_ms;
         } else if ts_ms < self.first_ms {
-            let Some(gap) = self
-                .first_ms
-                .checked_sub(ts_ms)
-                .and_then(|d| u32::try_from(d).ok())
-            else {
+            let Some(gap) = gap_ms(self.first_ms, ts_ms) else {
                 return;
             };
             if self.len() == self.capacity() {
@@ -262,6 +255,13 @@ impl DoubleEndedIterator for Iter<'_> {
 }
 
 impl ExactSizeIterator for Iter<'_> {}
+
+/// `later − earlier` in ms when it fits a gap (u32: about 49 days), for any two timestamps.
+fn gap_ms(later: i64, earlier: i64) -> Option<u32> {
+    later
+        .checked_sub(earlier)
+        .and_then(|d| u32::try_from(d).ok())
+}
 
 #[cfg(test)]
 mod tests {

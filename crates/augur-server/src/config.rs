@@ -275,7 +275,7 @@ impl Default for TelemetrySection {
             season: 0,
             load_metric: "requests_per_s".into(),
             out_of_order_tolerance_ms: 0,
-            max_future_ms: 600_000,
+            max_future_ms: crate::service::CLOCK_SKEW_MS as i64,
             auto_register: false,
             max_inflight_batches: 64,
             remote_write_listen: None,

@@ -251,36 +251,33 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
             }
             let now_i = tokio::time::Instant::now();
             refused.retain(|_, until| *until > now_i);
+            let retry_at = now_i + every;
             // Shadows in flight: the outcomes reported since the last look move them on.
             let steps = node.state.read(augur_plan::next_steps);
-            for step in steps {
-                let key = format!("{step:?}");
-                if refused.contains_key(&key) {
-                    break;
-                }
-                if let Err(e) = commit_step(&node, step).await {
-                    tracing::warn!(error = %e, "shadow step not committed; again next round");
-                    refused.insert(key, now_i + every);
-                    break;
-                }
-            }
+            commit_in_order(
+                &node,
+                &mut refused,
+                retry_at,
+                steps,
+                step_command,
+                "shadow step",
+            )
+            .await;
             // New instances of scale plans: traffic once provisioned, forgotten if not.
             let steps = node.state.read(augur_plan::scale_steps);
-            for step in steps {
-                let key = format!("{step:?}");
-                if refused.contains_key(&key) {
-                    break;
-                }
+            let scale_command = |step: augur_plan::ScaleStep| {
                 tracing::info!(?step, "scale-out step");
-                if let Err(e) = node
-                    .write(Command::Batch(step.into_commands(now_ms())))
-                    .await
-                {
-                    tracing::warn!(error = %e, "scale-out step not committed; again next round");
-                    refused.insert(key, now_i + every);
-                    break;
-                }
-            }
+                Command::Batch(step.into_commands(now_ms()))
+            };
+            commit_in_order(
+                &node,
+                &mut refused,
+                retry_at,
+                steps,
+                scale_command,
+                "scale-out step",
+            )
+            .await;
             // Approved plans start whether or not this node plans on its own: an operator
             // may have approved one, or the leader that approved it died before starting it.
             start_approved(&node).await;
@@ -596,7 +593,32 @@ async fn start_scale(node: &Node, plan: &PlanRecord) -> Result<ComponentId, Stat
 }
 
 /// Commits one step of a shadow's lifecycle.
-async fn commit_step(node: &Node, step: LifecycleStep) -> Result<(), Status> {
+/// Commits `steps` in order, each as `command` makes it, and stops at the first the state
+/// refuses (held back in `refused` until `retry_at`) or at one still held back from an earlier
+/// refusal: a step depends on those before it.
+async fn commit_in_order<S: std::fmt::Debug>(
+    node: &Node,
+    refused: &mut HashMap<String, tokio::time::Instant>,
+    retry_at: tokio::time::Instant,
+    steps: Vec<S>,
+    command: impl Fn(S) -> Command,
+    what: &str,
+) {
+    for step in steps {
+        let key = format!("{step:?}");
+        if refused.contains_key(&key) {
+            break;
+        }
+        if let Err(e) = node.write(command(step)).await {
+            tracing::warn!(error = %e, "{what} not committed; again next round");
+            refused.insert(key, retry_at);
+            break;
+        }
+    }
+}
+
+/// The command of a lifecycle step, logged.
+fn step_command(step: LifecycleStep) -> Command {
     if let LifecycleStep::Advance {
         component,
         to,
@@ -614,5 +636,5 @@ async fn commit_step(node: &Node, step: LifecycleStep) -> Result<(), Status> {
     {
         tracing::info!(%component, percent, %reason, "traffic step");
     }
-    node.write(step.into_command(now_ms())).await.map(|_| ())
+    step.into_command(now_ms())
 }

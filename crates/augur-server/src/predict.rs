@@ -146,8 +146,8 @@ impl Predictors {
                 Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                     // The owner's answer, with its retry hint, and nothing else of its headers.
                     let mut out = Status::resource_exhausted(s.message());
-                    if let Some(v) = s.metadata().get("retry-after-ms") {
-                        out.metadata_mut().insert("retry-after-ms", v.clone());
+                    if let Some(v) = s.metadata().get(RETRY_AFTER_MS) {
+                        out.metadata_mut().insert(RETRY_AFTER_MS, v.clone());
                     }
                     return Err(out);
                 }
@@ -491,12 +491,7 @@ struct Synced {
 /// accepts, within what a [`augur_types::ModelRecord`] may hold. The reason names the problem.
 pub fn node_model(bytes: &[u8]) -> Result<LstmModel, String> {
     let model = LstmModel::for_node(bytes).map_err(|e| e.to_string())?;
-    augur_types::ModelRecord {
-        version: model.meta.version.clone(),
-        bytes: bytes.to_vec(),
-    }
-    .validate()
-    .map_err(|e| e.to_string())?;
+    augur_types::ModelRecord::check(&model.meta.version, bytes.len()).map_err(|e| e.to_string())?;
     Ok(model)
 }
 
@@ -568,6 +563,18 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
     }
 }
 
+/// The metadata key of a saturated node's retry hint, in milliseconds.
+pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// `RESOURCE_EXHAUSTED` saying `message`, with the retry hint.
+pub fn saturated(message: impl Into<String>, retry_after_ms: u64) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    if let Ok(v) = retry_after_ms.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER_MS, v);
+    }
+    status
+}
+
 /// What a sample must pass at a node's door (gRPC push, forward, remote write) before any
 /// actor or the history sees it: checks that need the node's clock or that no later stage
 /// makes.
@@ -611,6 +618,20 @@ impl Door {
             ts_ms,
             value,
         })
+    }
+
+    /// A batch from the wire through [`Door::sample`]: the samples let in, and the counts of
+    /// those refused.
+    pub fn batch(&self, samples: Vec<augur_proto::pb::Sample>) -> (Vec<Sample>, IngestSummary) {
+        let mut refused = IngestSummary::default();
+        // The decoded strings move into the samples: no copy per sample.
+        let samples = samples
+            .into_iter()
+            .filter_map(|s| {
+                self.sample(s.component, s.metric, s.timestamp_ms, s.value, &mut refused)
+            })
+            .collect();
+        (samples, refused)
     }
 }
 

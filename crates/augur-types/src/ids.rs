@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 /// A controller node's Raft id.
 pub type NodeId = u64;
 
-/// Longest accepted identifier, in bytes.
-pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted identifier, in bytes (the rule is `augur_graph`'s, whose topology files
+/// follow it too).
+pub use augur_graph::MAX_ID_LEN;
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,10 +41,7 @@ pub fn validate_id(what: &'static str, id: &str) -> Result<(), IdError> {
             max: MAX_ID_LEN,
         });
     }
-    if let Some(ch) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "._:-".contains(*c)))
-    {
+    if let Some(ch) = id.chars().find(|c| !augur_graph::is_id_char(*c)) {
         return Err(IdError::BadChar {
             what,
             id: id.to_string(),

@@ -245,7 +245,7 @@ impl ControlState {
             }
         }
         to.validate()?;
-        self.check_no_shadow_in_flight(component)?;
+        self.check_may_get_shadow(component)?;
         if let Some(open) = self.open_plan(component) {
             // One open plan per component: a second proposal answers with it. A failover
             // overtakes a proposed migration (its reason, target and severity replace the

@@ -230,12 +230,16 @@ impl fmt::Debug for ModelRecord {
 
 impl ModelRecord {
     pub fn validate(&self) -> Result<(), Rejection> {
-        validate_id("model version", &self.version).map_err(invalid)?;
-        if self.bytes.is_empty() || self.bytes.len() > MAX_MODEL_BYTES {
+        Self::check(&self.version, self.bytes.len())
+    }
+
+    /// What [`ModelRecord::validate`] checks, for a model of `len` bytes not (yet) in a
+    /// record: its version is an id, and its size within the record's bounds.
+    pub fn check(version: &str, len: usize) -> Result<(), Rejection> {
+        validate_id("model version", version).map_err(invalid)?;
+        if len == 0 || len > MAX_MODEL_BYTES {
             return Err(invalid(format!(
-                "model {} is {} bytes; it must be 1..={MAX_MODEL_BYTES}",
-                self.version,
-                self.bytes.len()
+                "model {version} is {len} bytes; it must be 1..={MAX_MODEL_BYTES}"
             )));
         }
         Ok(())
@@ -717,8 +721,9 @@ impl ControlState {
             .collect();
     }
 
-    fn upsert_component(&mut self, c: &Component) -> Result<Applied, Rejection> {
-        c.validate()?;
+    /// Refuses `c` on a host that is full without it: the host's capacity counts the
+    /// registered components (a known host; an unknown one has no capacity to keep).
+    pub fn check_host_room(&self, c: &Component) -> Result<(), Rejection> {
         if let Some(host) = self.hosts.get(&c.placement.host) {
             let others = self
                 .components
@@ -732,6 +737,12 @@ impl ControlState {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn upsert_component(&mut self, c: &Component) -> Result<Applied, Rejection> {
+        c.validate()?;
+        self.check_host_room(c)?;
         if let Some(old) = self.components.get(&c.id) {
             if old.group != c.group {
                 if let Some(service) = self.service_routing_to(&c.id) {
@@ -776,30 +787,25 @@ impl ControlState {
         Ok(Applied::Done)
     }
 
-    /// Refuses a new shadow for `component` while it has one in flight, or while it is
-    /// itself a shadow in flight: a shift of its own inside its owner's would leave the
-    /// owner's next step with weights that no longer sum to 100.
-    pub(crate) fn check_no_shadow_in_flight(
-        &self,
-        component: &ComponentId,
-    ) -> Result<(), Rejection> {
-        if let Some(s) = self.shadows.get(component).filter(|s| s.state.in_flight()) {
-            return Err(Rejection::ShadowInFlight {
-                component: component.to_string(),
-                shadow: s.shadow.to_string(),
-            });
-        }
-        // A new record would replace this one, and nothing would track its shadow any more.
-        if let Some(s) = self
-            .shadows
-            .get(component)
-            .filter(|s| matches!(s.state, ShadowState::RolledBack | ShadowState::Promoted))
-        {
-            return Err(Rejection::ShadowNotRetired {
-                component: component.to_string(),
-                shadow: s.shadow.to_string(),
-                state: s.state.to_string(),
-            });
+    /// Refuses a new shadow for `component` while it has one in flight or one not yet
+    /// retired, or while it is itself a shadow in flight: a shift of its own inside its
+    /// owner's would leave the owner's next step with weights that no longer sum to 100.
+    pub(crate) fn check_may_get_shadow(&self, component: &ComponentId) -> Result<(), Rejection> {
+        if let Some(s) = self.shadows.get(component) {
+            if s.state.in_flight() {
+                return Err(Rejection::ShadowInFlight {
+                    component: component.to_string(),
+                    shadow: s.shadow.to_string(),
+                });
+            }
+            // A new record would replace this one, and nothing would track its shadow any more.
+            if matches!(s.state, ShadowState::RolledBack | ShadowState::Promoted) {
+                return Err(Rejection::ShadowNotRetired {
+                    component: component.to_string(),
+                    shadow: s.shadow.to_string(),
+                    state: s.state.to_string(),
+                });
+            }
         }
         if let Some((owner, s)) = self
             .shadows
@@ -864,7 +870,7 @@ impl ControlState {
             });
         }
         placement.validate()?;
-        self.check_no_shadow_in_flight(component)?;
+        self.check_may_get_shadow(component)?;
         let state = ShadowState::Requested;
         if let Some(done) = self.shadows.remove(component) {
             if self.past_shadows.len() == MAX_SHADOW_LOG {

@@ -123,7 +123,6 @@ impl pb::cluster_server::Cluster for ClusterService {
         req: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let req = req.into_inner();
-        let add = req.add;
         let voters: BTreeSet<u64> = req.voters.into_iter().collect();
         if voters.is_empty() {
             return Err(Status::invalid_argument("the voter set may not be empty"));
@@ -138,12 +137,10 @@ impl pb::cluster_server::Cluster for ClusterService {
                 )));
             }
         }
-        let change = |voters: BTreeSet<u64>| -> ChangeMembers<u64, BasicNode> {
-            if add {
-                ChangeMembers::AddVoterIds(voters)
-            } else {
-                ChangeMembers::ReplaceAllVoters(voters)
-            }
+        let change: ChangeMembers<u64, BasicNode> = if req.add {
+            ChangeMembers::AddVoterIds(voters)
+        } else {
+            ChangeMembers::ReplaceAllVoters(voters)
         };
         // A membership change still committing (the learner just added, say) makes openraft
         // refuse the next one; it is waited for, a few times, rather than failed.
@@ -152,7 +149,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             let res = self
                 .node
                 .raft
-                .change_membership(change(voters.clone()), false)
+                .change_membership(change.clone(), false)
                 .await;
             let pending = match &res {
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(

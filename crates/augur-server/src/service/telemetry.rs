@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use augur_actors::IngestSummary;
 use augur_predict::predictor::Forecast;
 use augur_proto::pb;
 use augur_types::ComponentId;
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::predict::{actors_status, record, summary_to_wire, Predictors};
+use crate::predict::{actors_status, record, saturated, summary_to_wire, Predictors};
 
 pub struct TelemetryService {
     node: crate::node::Node,
@@ -96,24 +95,12 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 )));
             }
             let Ok(_permit) = self.inflight.try_acquire() else {
-                let mut status = Status::resource_exhausted(format!(
-                    "node saturated; {batches} batches taken before this one; retry later"
+                return Err(saturated(
+                    format!("node saturated; {batches} batches taken before this one; retry later"),
+                    self.retry_after_ms,
                 ));
-                if let Ok(v) = self.retry_after_ms.to_string().parse() {
-                    status.metadata_mut().insert("retry-after-ms", v);
-                }
-                return Err(status);
             };
-            let mut refused = IngestSummary::default();
-            let door = self.predictors.door();
-            // The decoded strings move into the samples: no copy per sample.
-            let samples: Vec<_> = batch
-                .samples
-                .into_iter()
-                .filter_map(|s| {
-                    door.sample(s.component, s.metric, s.timestamp_ms, s.value, &mut refused)
-                })
-                .collect();
+            let (samples, refused) = self.predictors.door().batch(batch.samples);
             let mut summary = self.predictors.take(samples).await?;
             summary.merge(&refused);
             record(&summary, "grpc");
@@ -131,22 +118,12 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         req: Request<pb::SampleBatch>,
     ) -> Result<Response<pb::PushSummary>, Status> {
         let Ok(_permit) = self.forwards.try_acquire() else {
-            let mut status = Status::resource_exhausted("node saturated; retry the forward later");
-            if let Ok(v) = self.retry_after_ms.to_string().parse() {
-                status.metadata_mut().insert("retry-after-ms", v);
-            }
-            return Err(status);
+            return Err(saturated(
+                "node saturated; retry the forward later",
+                self.retry_after_ms,
+            ));
         };
-        let mut refused = IngestSummary::default();
-        let door = self.predictors.door();
-        let samples: Vec<_> = req
-            .into_inner()
-            .samples
-            .into_iter()
-            .filter_map(|s| {
-                door.sample(s.component, s.metric, s.timestamp_ms, s.value, &mut refused)
-            })
-            .collect();
+        let (samples, refused) = self.predictors.door().batch(req.into_inner().samples);
         let mut summary = self
             .predictors
             .ingest(samples)

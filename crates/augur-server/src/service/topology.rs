@@ -11,8 +11,6 @@ use augur_proto::{
 };
 use augur_types::{Command, ComponentId, ControlState, Host, MAX_EDGE_BATCH};
 
-/// How far ahead of the node's clock an edge observation may be stamped (clock skew).
-const MAX_EDGE_SKEW_MS: u64 = 600_000;
 use tonic::{Request, Response, Status};
 
 use crate::node::{Consistency, Node};
@@ -293,14 +291,14 @@ impl pb::topology_server::Topology for TopologyService {
             .collect::<Result<Vec<_>, _>>()?;
         // An observation stamped in the future would never fade, and would hide every later
         // one of its edge and source as "older" (a time in µs instead of ms does it).
-        let latest = super::now_ms().saturating_add(MAX_EDGE_SKEW_MS);
+        let latest = super::now_ms().saturating_add(super::CLOCK_SKEW_MS);
         if let Some(u) = updates.iter().find(|u| u.observation.last_seen_ms > latest) {
             return Err(Status::invalid_argument(format!(
                 "edge {} -> {}: seen at {} ms, more than {} s ahead of this node's clock",
                 u.from,
                 u.to,
                 u.observation.last_seen_ms,
-                MAX_EDGE_SKEW_MS / 1000
+                super::CLOCK_SKEW_MS / 1000
             )));
         }
         self.write(Command::UpsertEdges(updates)).await
