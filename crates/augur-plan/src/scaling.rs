@@ -335,7 +335,9 @@ fn place(
     out
 }
 
-/// What to commit for one started scale plan.
+/// What to commit for one started scale plan: one command per step, so a step the state
+/// refuses changes nothing, and the next step is read from what was committed (a leader that
+/// dies between two steps leaves the next one due, not lost).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum ScaleStep {
     /// Its instance was provisioned: it takes an equal share of the group's traffic.
@@ -345,54 +347,59 @@ pub enum ScaleStep {
         group: String,
         weights: TrafficWeights,
     },
-    /// Its instance could not be provisioned: it is forgotten and the plan expires.
+    /// Its share is in the group's weights: they go out to orchestrators (once per plan).
+    Announce {
+        plan: String,
+        component: ComponentId,
+        group: String,
+        weights: TrafficWeights,
+    },
+    /// Its instance could not be provisioned: it is forgotten.
     Abandon {
         plan: String,
         component: ComponentId,
         reason: String,
     },
+    /// Its instance is gone (forgotten after a failed provisioning, or removed by an
+    /// operator): the plan expires.
+    Expire { plan: String, reason: String },
+}
+
+/// The request id of the action that sends a scale plan's weights out.
+fn announce_request(plan: &str, component: &ComponentId) -> String {
+    format!("scale:{plan}:{component}")
 }
 
 impl ScaleStep {
-    /// The commands that carry the step out, in order (`at_ms` stamps them).
-    pub fn into_commands(self, at_ms: u64) -> Vec<Command> {
+    /// The command that carries the step out (`at_ms` stamps it).
+    pub fn into_command(self, at_ms: u64) -> Command {
         match self {
-            ScaleStep::Admit {
+            ScaleStep::Admit { group, weights, .. } => Command::SetWeights {
+                service: group,
+                weights,
+            },
+            ScaleStep::Announce {
                 plan,
                 component,
                 group,
                 weights,
-            } => {
-                let action = set_weights(
-                    format!("scale:{plan}:{component}"),
-                    &component,
-                    &component,
-                    &group,
-                    0,
-                    &weights,
-                );
-                vec![
-                    Command::SetWeights {
-                        service: group,
-                        weights,
-                    },
-                    action.into_command(at_ms),
-                ]
-            }
-            ScaleStep::Abandon {
-                plan,
-                component,
-                reason,
-            } => vec![
-                Command::RemoveComponent { id: component },
-                Command::DecidePlan {
-                    id: plan,
-                    decision: PlanDecision::Expire,
-                    by: "leader".to_owned(),
-                    note: reason,
-                    at_ms,
-                },
-            ],
+            } => set_weights(
+                announce_request(&plan, &component),
+                &component,
+                &component,
+                &group,
+                0,
+                &weights,
+            )
+            .into_command(at_ms),
+            ScaleStep::Abandon { component, .. } => Command::RemoveComponent { id: component },
+            ScaleStep::Expire { plan, reason } => Command::DecidePlan {
+                id: plan,
+                decision: PlanDecision::Expire,
+                by: "leader".to_owned(),
+                note: reason,
+                at_ms,
+            },
         }
     }
 }
@@ -406,31 +413,57 @@ pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
         if p.kind != PlanKind::Scale || p.status != PlanStatus::Started {
             continue;
         }
+        let provisioned = outcome(state, &p.component, ActionKind::Provision);
+        let failed = match &provisioned {
+            Some((by, ActionOutcome::Failed { reason })) => {
+                Some(format!("provisioning failed ({by}): {reason}"))
+            }
+            _ => None,
+        };
         let Some(c) = state.components.get(&p.component) else {
+            out.push(ScaleStep::Expire {
+                plan: p.id.clone(),
+                reason: failed.unwrap_or_else(|| "its instance was removed".to_owned()),
+            });
             continue;
         };
-        match outcome(state, &p.component, ActionKind::Provision) {
-            Some((by, ActionOutcome::Failed { reason })) => out.push(ScaleStep::Abandon {
+        if let Some(reason) = failed {
+            out.push(ScaleStep::Abandon {
                 plan: p.id.clone(),
                 component: p.component.clone(),
-                reason: format!("provisioning failed ({by}): {reason}"),
-            }),
-            Some((_, ActionOutcome::Succeeded)) => {
-                let Some(w) = state.weights.get(&c.group).filter(|w| !w.is_empty()) else {
-                    continue; // no traffic weights: serving as soon as it runs
-                };
-                if w.contains_key(&p.component) || shifting(state, w) {
-                    continue;
-                }
-                out.push(ScaleStep::Admit {
+                reason,
+            });
+            continue;
+        }
+        if !matches!(provisioned, Some((_, ActionOutcome::Succeeded))) {
+            continue;
+        }
+        let Some(w) = state.weights.get(&c.group).filter(|w| !w.is_empty()) else {
+            continue; // no traffic weights: serving as soon as it runs
+        };
+        if w.contains_key(&p.component) {
+            if state
+                .action_by_request(&announce_request(&p.id, &p.component))
+                .is_none()
+            {
+                out.push(ScaleStep::Announce {
                     plan: p.id.clone(),
                     component: p.component.clone(),
                     group: c.group.clone(),
-                    weights: with_equal_share(w, &p.component),
+                    weights: w.clone(),
                 });
             }
-            None => {}
+            continue;
         }
+        if shifting(state, w) {
+            continue;
+        }
+        out.push(ScaleStep::Admit {
+            plan: p.id.clone(),
+            component: p.component.clone(),
+            group: c.group.clone(),
+            weights: with_equal_share(w, &p.component),
+        });
     }
     out
 }
@@ -718,6 +751,17 @@ mod tests {
             s.apply(1, &cmd).unwrap();
         }
         assert!(scale_steps(&s).is_empty(), "nothing before an outcome");
+        // An instance an operator removes before its outcome takes its plan with it.
+        let mut removed = s.clone();
+        let id = cid("web.scale-2");
+        removed.apply(1, &Command::RemoveComponent { id }).unwrap();
+        assert_eq!(
+            scale_steps(&removed),
+            [ScaleStep::Expire {
+                plan: "plan-2".into(),
+                reason: "its instance was removed".into()
+            }]
+        );
         // Fresh instances are not moved on a prediction until the hold has passed.
         let fresh = crate::recently_started(&s, crate::FRESH_HOLD_MS, crate::FRESH_HOLD_MS);
         assert_eq!(
@@ -754,12 +798,30 @@ mod tests {
             reason: "port range exhausted".into(),
         };
         report(&mut s, "web.scale-2", failed);
+        // One command a step: the admission sets the weights and the failed instance is
+        // forgotten; then the weights go out and the failed plan expires.
         let steps = scale_steps(&s);
-        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert!(
+            matches!(
+                &steps[..],
+                [ScaleStep::Admit { .. }, ScaleStep::Abandon { .. }]
+            ),
+            "{steps:?}"
+        );
         for step in steps {
-            for cmd in step.into_commands(3) {
-                s.apply(1, &cmd).unwrap();
+            s.apply(1, &step.into_command(3)).unwrap();
+        }
+        assert!(s.action_by_request("scale:plan-1:web.scale-1").is_none());
+        let steps = scale_steps(&s);
+        match &steps[..] {
+            [ScaleStep::Announce { weights, .. }, ScaleStep::Expire { reason, .. }] => {
+                assert_eq!(weights, &s.weights["web"]);
+                assert!(reason.contains("port range exhausted"), "{reason}");
             }
+            _ => panic!("{steps:?}"),
+        }
+        for step in steps {
+            s.apply(1, &step.into_command(3)).unwrap();
         }
         let w = &s.weights["web"];
         assert_eq!(w[&cid("web.scale-1")], 33);

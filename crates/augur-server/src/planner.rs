@@ -267,7 +267,7 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
             let steps = node.state.read(augur_plan::scale_steps);
             let scale_command = |step: augur_plan::ScaleStep| {
                 tracing::info!(?step, "scale-out step");
-                Command::Batch(step.into_commands(now_ms()))
+                step.into_command(now_ms())
             };
             commit_in_order(
                 &node,
