@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -36,15 +35,11 @@ where
     }
 }
 
-/// Free TCP ports on 127.0.0.1 (held until all are chosen, so they differ).
+/// Different free TCP ports on 127.0.0.1, reserved to this test process until it exits and
+/// taken from above the ephemeral range, so neither another test nor an outgoing connection
+/// takes one before the node under test binds it.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    augur_agent::reserve_local_ports(n).expect("free ports")
 }
 
 pub struct NodeProc {

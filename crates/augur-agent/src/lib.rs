@@ -14,6 +14,7 @@ pub mod agent;
 mod haproxy;
 mod http;
 pub mod loadgen;
+mod ports;
 mod process;
 mod sample;
 pub mod scenario;
@@ -26,6 +27,7 @@ pub use haproxy::{
     State, StaticServer, Weight,
 };
 pub use http::{get, post, put, request, HttpError, HttpResponse, DEFAULT_HTTP_TIMEOUT};
+pub use ports::reserve_local_ports;
 pub use process::{free_local_port, Instance, InstanceSpec, Instances, ProcessError};
 pub use sample::{
     parse_metrics, serve, SampleConfig, SampleServer, Snapshot, DEGRADE_MAX_ERROR_RATE,

@@ -127,11 +127,10 @@ pub enum ProcessError {
     StillRunning { name: String, timeout: Duration },
 }
 
-/// Binds `127.0.0.1:0` and returns the port the kernel chose (then frees it).
+/// A port on 127.0.0.1 for a listener another process opens later, reserved to this
+/// process until it exits ([`crate::ports::reserve_local_ports`]).
 pub fn free_local_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+    Ok(crate::ports::reserve_local_ports(1)?[0])
 }
 
 #[derive(Debug)]
