@@ -199,11 +199,12 @@ fn entries_hint(bytes: usize, entries: usize) -> Option<u64> {
 /// The server side: peers' Raft messages into the local Raft.
 pub struct RaftInternalService {
     raft: Raft,
+    gate: augur_store::SnapshotGate,
 }
 
 impl RaftInternalService {
-    pub fn new(raft: Raft) -> Self {
-        Self { raft }
+    pub fn new(raft: Raft, gate: augur_store::SnapshotGate) -> Self {
+        Self { raft, gate }
     }
 }
 
@@ -241,6 +242,11 @@ impl pb::raft_internal_server::RaftInternal for RaftInternalService {
         req: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        if rpc.done {
+            // The last chunk: openraft installs the snapshot and purges the log behind it
+            // at once; the purge must wait for the install to reach the disk.
+            self.gate.expect(rpc.meta.last_log_id.as_ref());
+        }
         encode(&self.raft.install_snapshot(rpc).await)
     }
 }

@@ -134,6 +134,7 @@ pub async fn run(
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let (log_store, sm) = augur_store::open(data_dir)?;
     let state = sm.reader();
+    let gate = sm.snapshot_gate();
     let raft = Raft::new(
         cfg.node.id,
         Arc::new(raft_config(&cfg)?),
@@ -224,6 +225,7 @@ pub async fn run(
         .add_service(
             pb::raft_internal_server::RaftInternalServer::new(RaftInternalService::new(
                 raft.clone(),
+                gate,
             ))
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE),

@@ -6,6 +6,7 @@
 //! and passes openraft's own storage test suite (`tests/suite.rs`).
 
 mod error;
+mod gate;
 mod log_store;
 mod state_machine;
 mod types;
@@ -14,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use gate::SnapshotGate;
 pub use log_store::LogStore;
 pub use state_machine::{StateMachineStore, StateReader};
 pub use types::{CommandResult, Raft, TypeConfig};
@@ -40,5 +42,5 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     })?;
     let db = Arc::new(db);
     let sm = StateMachineStore::restore(db.clone())?;
-    Ok((LogStore::new(db), sm))
+    Ok((LogStore::new(db, sm.snapshot_gate()), sm))
 }

@@ -9,6 +9,7 @@ use openraft::{
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use crate::types::TypeConfig;
+use crate::SnapshotGate;
 use crate::{CF_LOGS, CF_META};
 
 type NodeId = u64;
@@ -23,6 +24,7 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    gate: SnapshotGate,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -34,8 +36,8 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        Self { db }
+    pub(crate) fn new(db: Arc<DB>, gate: SnapshotGate) -> Self {
+        Self { db, gate }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
@@ -193,6 +195,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.gate.before_purge(&log_id).await;
         let mut batch = WriteBatch::default();
         let bytes =
             postcard::to_allocvec(&log_id).map_err(|e| StorageIOError::write_logs(any(e)))?;

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::gate::position;
 use crate::types::{CommandResult, TypeConfig};
+use crate::SnapshotGate;
 use crate::CF_SM;
 
 type NodeId = u64;
@@ -47,6 +49,8 @@ struct Shared {
     /// one on disk: openraft builds snapshots in a task of their own, so a build at an older
     /// position can finish after a newer snapshot was installed, and must not replace it.
     persisted: tokio::sync::Mutex<u64>,
+    /// Tells the log store which snapshot is on disk.
+    gate: SnapshotGate,
 }
 
 /// The state machine: the [`ControlState`] in memory, made durable by the Raft log and by
@@ -117,8 +121,15 @@ impl StateMachineStore {
                 snapshot_seq: AtomicU64::new(0),
                 applied_tx,
                 persisted: tokio::sync::Mutex::new(persisted),
+                gate: SnapshotGate::new(persisted),
             }),
         })
+    }
+
+    /// The gate that keeps the log's purge behind a snapshot being installed: the node's
+    /// Raft service announces each snapshot it hands to openraft on it.
+    pub fn snapshot_gate(&self) -> SnapshotGate {
+        self.shared.gate.clone()
     }
 
     /// A read handle on the applied state.
@@ -172,6 +183,7 @@ impl StateMachineStore {
         .map_err(any)?
         .map_err(any)?;
         *persisted = at;
+        self.shared.gate.persisted(at);
         Ok(())
     }
 
@@ -186,11 +198,6 @@ impl StateMachineStore {
             Some(bytes) => postcard::from_bytes(&bytes).map(Some).map_err(any),
         }
     }
-}
-
-/// A snapshot's position: its last log index + 1, 0 for none.
-fn position(last: Option<&LogId<NodeId>>) -> u64 {
-    last.map_or(0, |l| l.index + 1)
 }
 
 fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
@@ -342,5 +349,33 @@ mod tests {
         let (_log, mut sm) = crate::open(dir.path()).unwrap();
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(current.meta.last_log_id.unwrap().index, 300);
+    }
+
+    /// A follower's purge up to a snapshot it is installing waits for the install to reach
+    /// the disk; purges of a snapshot not announced (the node's own) never wait.
+    #[tokio::test]
+    async fn a_purge_waits_for_the_snapshot_announced_to_cover_it() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, mut sm) = crate::open(dir.path()).unwrap();
+        let upto = meta_at(200).last_log_id.unwrap();
+        sm.snapshot_gate().expect(Some(&upto));
+        let mut purging = log.clone();
+        let mut purge = tokio::spawn(async move { purging.purge(upto).await });
+        // Not on disk yet: the purge holds (bounded look, not a wait for anything).
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut purge).await;
+        assert!(
+            early.is_err(),
+            "the purge ran before the snapshot was persisted"
+        );
+        assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, None);
+        sm.install_snapshot(&meta_at(200), Box::new(Cursor::new(state_bytes())))
+            .await
+            .unwrap();
+        purge.await.unwrap().unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(upto));
+        // Past anything announced (the suite's purges, with no snapshot at all): no wait.
+        log.purge(meta_at(400).last_log_id.unwrap()).await.unwrap();
     }
 }

@@ -1,0 +1,92 @@
+//! Keeps a follower's log purge behind the snapshot it is installing.
+//!
+//! When a follower installs a snapshot from the leader, openraft 0.9 hands the install to the
+//! state machine's worker and runs the purge of the log up to the snapshot right after,
+//! without waiting for the install. Were the process killed after the purge reached the disk
+//! but before the snapshot did, it would restart with entries purged that its older snapshot
+//! does not cover, and could not start. So the node announces a snapshot it is about to hand
+//! to openraft ([`SnapshotGate::expect`]), and a purge beyond the snapshot on disk waits until
+//! that snapshot is persisted. Purges behind a snapshot the node built itself never wait: a
+//! built snapshot is on disk before openraft learns of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::LogId;
+use tokio::sync::watch;
+
+/// How long a purge waits for an announced snapshot before going on without it (an install
+/// that failed, or one openraft found not newer than what the node has).
+const WAIT_LIMIT: Duration = Duration::from_secs(60);
+
+/// Shared by the log store, the state machine and the node's Raft service. Positions are a
+/// log index + 1 (0: none).
+#[derive(Clone)]
+pub struct SnapshotGate(Arc<Inner>);
+
+struct Inner {
+    /// The position of the snapshot on disk.
+    persisted: watch::Sender<u64>,
+    /// The furthest position of a snapshot announced for install.
+    expected: AtomicU64,
+}
+
+impl std::fmt::Debug for SnapshotGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotGate")
+            .field("persisted", &*self.0.persisted.borrow())
+            .field("expected", &self.0.expected.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A log id's position: its index + 1, 0 for none.
+pub(crate) fn position(last: Option<&LogId<u64>>) -> u64 {
+    last.map_or(0, |l| l.index + 1)
+}
+
+impl SnapshotGate {
+    pub(crate) fn new(persisted: u64) -> Self {
+        Self(Arc::new(Inner {
+            persisted: watch::Sender::new(persisted),
+            expected: AtomicU64::new(0),
+        }))
+    }
+
+    /// A snapshot up to `last` is about to be handed to openraft for install: purges up to it
+    /// wait until it is on disk.
+    pub fn expect(&self, last: Option<&LogId<u64>>) {
+        self.0.expected.fetch_max(position(last), Ordering::SeqCst);
+    }
+
+    /// A snapshot at `position` is on disk.
+    pub(crate) fn persisted(&self, position: u64) {
+        self.0.persisted.send_if_modified(|p| {
+            let newer = position > *p;
+            *p = (*p).max(position);
+            newer
+        });
+    }
+
+    /// Waits, if a purge up to `upto` would pass the snapshot on disk while an announced
+    /// snapshot is to cover it, until that snapshot is persisted (at most [`WAIT_LIMIT`]).
+    pub(crate) async fn before_purge(&self, upto: &LogId<u64>) {
+        let want = upto.index + 1;
+        if self.0.expected.load(Ordering::SeqCst) < want {
+            return;
+        }
+        let mut rx = self.0.persisted.subscribe();
+        if *rx.borrow() >= want {
+            return;
+        }
+        let covered = tokio::time::timeout(WAIT_LIMIT, rx.wait_for(|p| *p >= want)).await;
+        if !matches!(covered, Ok(Ok(_))) {
+            tracing::warn!(
+                upto = upto.index,
+                "purging the log past the snapshot on disk: the snapshot announced for it \
+                 was not persisted in time"
+            );
+        }
+    }
+}
