@@ -32,6 +32,10 @@ pub struct TrainArgs {
     epochs: Option<usize>,
     #[arg(long)]
     hidden: Option<usize>,
+    /// C-MAPSS: LSTMs trained from different initial weights (seeds `seed`, `seed` +
+    /// 1,000,003, …), merged into one model that averages them.
+    #[arg(long, conflicts_with = "synthetic")]
+    members: Option<usize>,
     /// Share of C-MAPSS engines held out for the evaluation.
     #[arg(long, default_value_t = 0.2)]
     holdout: f64,
@@ -75,7 +79,7 @@ fn bar(epochs: usize) -> ProgressBar {
 
 fn on_epoch(pb: &ProgressBar) -> impl FnMut(EpochReport) + '_ {
     |r: EpochReport| {
-        pb.set_position(r.epoch as u64);
+        pb.inc(1);
         pb.set_message(format!(
             "next-step loss {:.4}, failure loss {:.4}",
             r.next_loss, r.fail_loss
@@ -149,15 +153,20 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(h) = args.hidden {
             opts.hidden = h;
         }
-        let pb = bar(opts.train.epochs);
+        if let Some(m) = args.members {
+            opts.members = m;
+        }
+        let pb = bar(opts.train.epochs * opts.members);
         let report = eval::cmapss(data, &args.out, opts, on_epoch(&pb))?;
         pb.finish();
         print(args.output, &report, |_| {
             let mut lines = Vec::new();
             lines.push(format!(
-                "{} ({}) trained on {} engines; held out {}",
+                "{} ({}, {} LSTM{} merged) trained on {} engines; held out {}",
                 args.out.display(),
                 report.model_version,
+                report.members,
+                if report.members == 1 { "" } else { "s" },
                 report.train_engines,
                 report.test_engines.len()
             ));

@@ -25,6 +25,7 @@ fn cmapss_options() -> augur_predict::eval::CmapssOptions {
     set("AVG", &mut o.train.average_last);
     set("TTF", &mut o.train.ttf_weight);
     set("SEED", &mut o.train.seed);
+    set("MEMBERS", &mut o.members);
     o
 }
 

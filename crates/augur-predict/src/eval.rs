@@ -82,6 +82,8 @@ pub struct CmapssReport {
     pub test_engines: Vec<u32>,
     pub features: Vec<String>,
     pub horizon_cycles: usize,
+    /// LSTMs merged into the model ([`CmapssOptions::members`]).
+    pub members: usize,
     pub threshold: f64,
     /// Every cycle of every held-out engine.
     pub all_cycles: Confusion,
@@ -91,12 +93,21 @@ pub struct CmapssReport {
     pub model_version: String,
 }
 
+/// Most members of a C-MAPSS model.
+pub const MAX_MEMBERS: usize = 16;
+
+/// How far apart the seeds of a model's members are.
+const MEMBER_SEED_STEP: u64 = 1_000_003;
+
 /// Options for the C-MAPSS run.
 #[derive(Debug, Clone, Copy)]
 pub struct CmapssOptions {
     pub hidden: usize,
     pub horizon: usize,
     pub holdout: f64,
+    /// LSTMs trained from different initial weights on the same engines, merged into one
+    /// model that averages them ([`LstmModel::merge`]).
+    pub members: usize,
     pub train: TrainOptions,
 }
 
@@ -106,6 +117,7 @@ impl Default for CmapssOptions {
             hidden: 32,
             horizon: 30,
             holdout: 0.2,
+            members: 1,
             train: TrainOptions {
                 epochs: 150,
                 chunk: 50,
@@ -134,6 +146,12 @@ pub fn cmapss(
     if !(0.0..1.0).contains(&opts.holdout) {
         return Err(PredictError::param("holdout", "must be in [0, 1)"));
     }
+    if !(1..=MAX_MEMBERS).contains(&opts.members) {
+        return Err(PredictError::param(
+            "members",
+            format!("must be 1 to {MAX_MEMBERS}"),
+        ));
+    }
     let engines = read_cmapss(data)?;
     let mut order: Vec<usize> = (0..engines.len()).collect();
     SeededRng::new(opts.train.seed).shuffle(&mut order);
@@ -160,8 +178,23 @@ pub fn cmapss(
         .iter()
         .map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon))
         .collect();
-    let mut model = LstmModel::new(meta)?;
-    model.train(&train_seqs, opts.train, on_epoch)?;
+    let mut on_epoch = on_epoch;
+    let mut members = Vec::new();
+    for m in 0..opts.members {
+        // Member m starts from its own weights (and batch order); the split stays the seed's.
+        let mut meta = meta.clone();
+        let mut train = opts.train;
+        meta.seed = opts.train.seed.wrapping_add(m as u64 * MEMBER_SEED_STEP);
+        train.seed = meta.seed;
+        let mut model = LstmModel::new(meta)?;
+        model.train(&train_seqs, train, &mut on_epoch)?;
+        members.push(model);
+    }
+    let mut model = if members.len() == 1 {
+        members.remove(0)
+    } else {
+        LstmModel::merge(&members)?
+    };
     let version = model.save(out)?;
     let pairs = |seqs: &[crate::lstm::Sequence]| -> Result<Vec<(f64, bool)>, PredictError> {
         let refs: Vec<_> = seqs.iter().collect();
@@ -189,6 +222,7 @@ pub fn cmapss(
         test_engines: test.iter().map(|e| e.id).collect(),
         features,
         horizon_cycles: opts.horizon,
+        members: opts.members,
         threshold,
         all_cycles_f1: c.f1(),
         all_cycles_precision: c.precision(),
@@ -403,4 +437,63 @@ pub fn nab(
         windows: corpus.iter().map(|s| s.windows.len()).sum(),
         scores: profile_scores,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small fleet in C-MAPSS's layout: one sensor climbs with wear towards each engine's
+    /// failure, another cycles, the rest are constant.
+    fn fleet(dir: &Path) -> PathBuf {
+        let mut text = String::new();
+        for id in 1..=10u32 {
+            let life = 40 + id * 3;
+            for cycle in 1..=life {
+                let wear = cycle as f32 / life as f32;
+                let mut row = vec![id as f32, cycle as f32, 0.0, 0.0, 100.0];
+                row.extend((1..=21).map(|s| match s {
+                    2 => 640.0 + 5.0 * wear,
+                    3 => 1500.0 + (cycle % 7) as f32,
+                    _ => 1.0,
+                }));
+                let row: Vec<String> = row.iter().map(f32::to_string).collect();
+                text += &row.join(" ");
+                text.push('\n');
+            }
+        }
+        let path = dir.join("PM_train.txt");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn members_are_merged_into_one_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = fleet(dir.path());
+        let mut opts = CmapssOptions {
+            hidden: 4,
+            horizon: 10,
+            members: 2,
+            ..Default::default()
+        };
+        opts.train.epochs = 2;
+        opts.train.chunk = 20;
+        opts.train.batch = 4;
+        let out = dir.path().join("m.safetensors");
+        let report = cmapss(&data, &out, opts, |_| {}).unwrap();
+        assert_eq!(report.members, 2);
+        let model = LstmModel::load(&out).unwrap();
+        assert_eq!(model.meta.hidden, 8, "two members of 4 units");
+        assert_eq!(model.meta.version, report.model_version);
+        // Out of range: named, and nothing is written.
+        let bad = dir.path().join("bad.safetensors");
+        for members in [0, MAX_MEMBERS + 1] {
+            let err = cmapss(&data, &bad, CmapssOptions { members, ..opts }, |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("members"), "{err}");
+        }
+        assert!(!bad.exists());
+    }
 }

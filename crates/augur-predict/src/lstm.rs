@@ -389,6 +389,133 @@ impl LstmModel {
         })
     }
 
+    /// One model that is the members side by side: an LSTM of their hidden units together,
+    /// each member's units reading only their own state (the recurrent weights are block
+    /// diagonal), and heads that average the members' heads (the failure head averages their
+    /// logits). Run as one model, it gives the mean of the members' outputs; it is served,
+    /// saved and loaded like any other. The members must read the same inputs the same way.
+    pub fn merge(members: &[LstmModel]) -> Result<Self, PredictError> {
+        let first = members
+            .first()
+            .ok_or_else(|| PredictError::param("members", "none to merge"))?;
+        for m in members {
+            let (a, b) = (&m.meta, &first.meta);
+            if (a.inputs, &a.features, &a.scaling, a.horizon_steps)
+                != (b.inputs, &b.features, &b.scaling, b.horizon_steps)
+            {
+                return Err(PredictError::param(
+                    "members",
+                    "they differ in inputs, scaling or horizon",
+                ));
+            }
+        }
+        let k = members.len();
+        let total: usize = members.iter().map(|m| m.meta.hidden).sum();
+        let inputs = first.meta.inputs;
+        let mut meta = first.meta.clone();
+        meta.hidden = total;
+        meta.version.clear();
+        // Each member's tensors as rows of f32.
+        let tensors: Vec<HashMap<String, Vec<Vec<f32>>>> = members
+            .iter()
+            .map(|m| {
+                locked(&m.varmap)?
+                    .iter()
+                    .map(|(name, var)| {
+                        let t = var.as_tensor();
+                        let rows = if t.rank() == 1 {
+                            vec![t.to_vec1::<f32>()?]
+                        } else {
+                            t.to_vec2::<f32>()?
+                        };
+                        Ok((name.clone(), rows))
+                    })
+                    .collect::<Result<_, PredictError>>()
+            })
+            .collect::<Result<_, _>>()?;
+        let get = |m: usize, name: &str| -> Result<&Vec<Vec<f32>>, PredictError> {
+            tensors[m]
+                .get(name)
+                .ok_or_else(|| PredictError::param("model", format!("tensor {name} missing")))
+        };
+        // Gate rows: for each gate (i, f, g, o), every member's rows of that gate in turn;
+        // `block` places a recurrent row's columns at its member's own offset.
+        let gate_rows = |name: &str, block: bool| -> Result<Vec<f32>, PredictError> {
+            let mut out = Vec::new();
+            for gate in 0..4 {
+                let mut offset = 0;
+                for (m, member) in members.iter().enumerate() {
+                    let h = member.meta.hidden;
+                    for row in &get(m, name)?[gate * h..(gate + 1) * h] {
+                        if block {
+                            let mut wide = vec![0.0; total];
+                            wide[offset..offset + row.len()].copy_from_slice(row);
+                            out.extend(wide);
+                        } else {
+                            out.extend_from_slice(row);
+                        }
+                    }
+                    offset += h;
+                }
+            }
+            Ok(out)
+        };
+        let bias = |name: &str| -> Result<Vec<f32>, PredictError> {
+            let mut out = Vec::new();
+            for gate in 0..4 {
+                for (m, member) in members.iter().enumerate() {
+                    let h = member.meta.hidden;
+                    out.extend_from_slice(&get(m, name)?[0][gate * h..(gate + 1) * h]);
+                }
+            }
+            Ok(out)
+        };
+        // Heads: [out, h] per member → [out, total], each member's columns over k.
+        let head_w = |name: &str, outs: usize| -> Result<Vec<f32>, PredictError> {
+            let mut out = vec![0.0; outs * total];
+            let mut offset = 0;
+            for (m, member) in members.iter().enumerate() {
+                let h = member.meta.hidden;
+                for (r, row) in get(m, name)?.iter().enumerate() {
+                    for (j, v) in row.iter().enumerate() {
+                        out[r * total + offset + j] = v / k as f32;
+                    }
+                }
+                offset += h;
+            }
+            Ok(out)
+        };
+        let head_b = |name: &str| -> Result<Vec<f32>, PredictError> {
+            let mut out = vec![0.0; get(0, name)?[0].len()];
+            for m in 0..k {
+                for (a, v) in out.iter_mut().zip(&get(m, name)?[0]) {
+                    *a += v / k as f32;
+                }
+            }
+            Ok(out)
+        };
+        let merged: HashMap<&str, Vec<f32>> = [
+            ("lstm.weight_ih_l0", gate_rows("lstm.weight_ih_l0", false)?),
+            ("lstm.weight_hh_l0", gate_rows("lstm.weight_hh_l0", true)?),
+            ("lstm.bias_ih_l0", bias("lstm.bias_ih_l0")?),
+            ("lstm.bias_hh_l0", bias("lstm.bias_hh_l0")?),
+            ("next.weight", head_w("next.weight", inputs)?),
+            ("next.bias", head_b("next.bias")?),
+            ("fail.weight", head_w("fail.weight", 1)?),
+            ("fail.bias", head_b("fail.bias")?),
+        ]
+        .into();
+        Self::with_weights(meta, |vars| {
+            for (name, var) in vars {
+                let vals = merged.get(name.as_str()).ok_or_else(|| {
+                    PredictError::param("model", format!("tensor {name} not merged"))
+                })?;
+                var.set(&Tensor::from_vec(vals.clone(), var.shape(), &Device::Cpu)?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Loads a model file.
     pub fn load(path: &Path) -> Result<Self, PredictError> {
         let buf = std::fs::read(path).map_err(|e| PredictError::io(path, e))?;
@@ -900,6 +1027,42 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_merged_model_gives_its_members_mean() {
+        let meta = |hidden, seed| ModelMeta::new(vec!["x".into()], hidden, 10, seed);
+        let a = LstmModel::new(meta(4, 1)).unwrap();
+        let b = LstmModel::new(meta(3, 2)).unwrap();
+        let merged = LstmModel::merge(&[a, b]).unwrap();
+        assert_eq!(merged.meta.hidden, 7);
+        let (a, b) = (
+            LstmModel::new(meta(4, 1)).unwrap(),
+            LstmModel::new(meta(3, 2)).unwrap(),
+        );
+        let seqs = sine_sequences(2, 30);
+        let refs: Vec<_> = seqs.iter().collect();
+        let (oa, ob, om) = (
+            a.run(&refs).unwrap(),
+            b.run(&refs).unwrap(),
+            merged.run(&refs).unwrap(),
+        );
+        let logit = |p: f32| (p / (1.0 - p)).ln();
+        for s in 0..2 {
+            for t in 0..30 {
+                let want = sigmoid((logit(oa[s].p_fail[t]) + logit(ob[s].p_fail[t])) / 2.0);
+                let got = om[s].p_fail[t];
+                assert!((want - got).abs() < 1e-3, "p_fail {s}/{t}: {got} vs {want}");
+                let want = (oa[s].next[t] + ob[s].next[t]) / 2.0;
+                let got = om[s].next[t];
+                assert!((want - got).abs() < 1e-3, "next {s}/{t}: {got} vs {want}");
+            }
+        }
+        // Members that read other inputs are not merged.
+        let other = LstmModel::new(ModelMeta::new(vec!["y".into()], 4, 10, 1)).unwrap();
+        let err = LstmModel::merge(&[a, other]).unwrap_err().to_string();
+        assert!(err.contains("differ"), "{err}");
+        assert!(LstmModel::merge(&[]).is_err());
     }
 
     #[test]
