@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use augur_cli::Client;
 use common::*;
@@ -81,4 +82,62 @@ async fn full_restart_keeps_state_and_a_fourth_node_joins_and_is_promoted() {
     cluster.wait_applied(4, leader_status.last_applied).await;
     let ids4 = component_ids(&addr4, true).await.unwrap();
     assert_eq!(ids4.len(), 50, "the new node holds the whole state");
+}
+
+/// `/metrics` has Raft's term, commit and apply positions, the leader changes and the RPC
+/// latencies; a node elected once counts one leader change, however often its metrics move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_exports_its_raft_metrics() {
+    let ports = free_ports(2);
+    let dir = tempfile::TempDir::new().unwrap();
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", ports[1]).parse().unwrap();
+    let data_dir = dir.path().join("node1");
+    let config = dir.path().join("node1.toml");
+    let text = node_config(
+        1,
+        &addr,
+        &data_dir,
+        &[(1, addr.clone())],
+        true,
+        RaftKnobs::default(),
+    )
+    .replacen(
+        "[cluster]",
+        &format!("metrics_listen = \"{metrics}\"\n[cluster]"),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut node = NodeProc::new(1, addr.clone(), config, data_dir);
+    node.start();
+    let cluster = Cluster {
+        nodes: [(1, node)].into(),
+        dir,
+    };
+    cluster.wait_leader().await;
+    let mut client = Client::new(cluster.endpoints());
+    for i in 0..20 {
+        assert!(register(&mut client, &format!("c{i}")).await);
+    }
+    let st = status(&addr).await.unwrap();
+    let (applied, term) = (st.last_applied, st.term);
+    let want_applied = format!("augur_raft_last_applied {applied}");
+    let body = eventually("metrics at the last write", Duration::from_secs(10), || {
+        let want_applied = want_applied.clone();
+        async move {
+            let r = augur_agent::get(metrics, "/metrics").await.ok()?;
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            body.contains(&want_applied).then_some(body)
+        }
+    })
+    .await;
+    for series in [
+        &format!("augur_raft_term {term}"),
+        "augur_raft_is_leader 1",
+        "augur_raft_apply_lag 0",
+        "augur_raft_leader_changes_total 1",
+        "augur_rpc_duration_seconds",
+    ] {
+        assert!(body.contains(series), "{series} missing from:\n{body}");
+    }
 }

@@ -51,6 +51,17 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
+    /// A node not started yet.
+    pub fn new(id: u64, addr: String, config: PathBuf, data_dir: PathBuf) -> Self {
+        Self {
+            id,
+            addr,
+            config,
+            data_dir,
+            child: None,
+        }
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} already running", self.id);
         let log = std::fs::File::create(self.data_dir.with_extension("log")).expect("log file");

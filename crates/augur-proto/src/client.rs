@@ -145,3 +145,46 @@ pub fn unique_suffix() -> String {
         .unwrap_or(0);
     format!("{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts connections and never answers on them: a wedged node.
+    async fn silent_endpoint() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        addr
+    }
+
+    /// A try that gets no answer moves on to the next endpoint within the try's limit,
+    /// where it used to wait for ever.
+    #[tokio::test]
+    async fn a_silent_endpoint_is_left_after_the_attempt_timeout() {
+        let (wedged, good) = (silent_endpoint().await, silent_endpoint().await);
+        let mut client = Client::new(vec![wedged.clone(), good.clone()]);
+        let mut tries = Vec::new();
+        let answer = client
+            .call_within(Duration::from_millis(200), |_| {
+                tries.push(tries.len());
+                let first = tries.len() == 1;
+                async move {
+                    if first {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, Status>(42)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer, 42);
+        assert_eq!(tries.len(), 2, "one try each");
+        assert_eq!(client.endpoint(), good);
+    }
+}
