@@ -121,23 +121,29 @@ async fn a_node_exports_its_raft_metrics() {
     }
     let st = status(&addr).await.unwrap();
     let (applied, term) = (st.last_applied, st.term);
-    let want_applied = format!("augur_raft_last_applied {applied}");
-    let body = eventually("metrics at the last write", Duration::from_secs(10), || {
-        let want_applied = want_applied.clone();
-        async move {
+    // A gauge's value, from the exposition's `name value` line.
+    fn gauge(body: &str, name: &str) -> Option<f64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+    let body = eventually(
+        "metrics at the last write",
+        Duration::from_secs(10),
+        || async move {
             let r = augur_agent::get(metrics, "/metrics").await.ok()?;
             let body = String::from_utf8_lossy(&r.body).into_owned();
-            body.contains(&want_applied).then_some(body)
-        }
-    })
+            (gauge(&body, "augur_raft_last_applied")? >= applied as f64).then_some(body)
+        },
+    )
     .await;
-    for series in [
-        &format!("augur_raft_term {term}"),
-        "augur_raft_is_leader 1",
-        "augur_raft_apply_lag 0",
-        "augur_raft_leader_changes_total 1",
-        "augur_rpc_duration_seconds",
-    ] {
-        assert!(body.contains(series), "{series} missing from:\n{body}");
-    }
+    let value = |name: &str| gauge(&body, name);
+    assert_eq!(value("augur_raft_term"), Some(term as f64), "{body}");
+    assert_eq!(value("augur_raft_is_leader"), Some(1.0), "{body}");
+    assert_eq!(
+        value("augur_raft_leader_changes_total"),
+        Some(1.0),
+        "one election, one change:\n{body}"
+    );
+    assert!(body.contains("augur_rpc_duration_seconds"), "{body}");
+    assert!(gauge(&body, "augur_raft_apply_lag").is_some(), "{body}");
 }

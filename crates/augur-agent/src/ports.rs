@@ -17,20 +17,37 @@ use std::sync::Mutex;
 /// open, so until the process exits).
 static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
 
-/// Where the lock files live: one directory for every process on the machine.
+/// Where the lock files live: one directory per user (another user's files could not be
+/// opened), shared by all of that user's processes.
 fn lock_dir() -> PathBuf {
-    std::env::temp_dir().join("augur-ports")
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+    std::env::temp_dir().join(format!("augur-ports-{uid}"))
 }
 
-/// The ports searched: those above the kernel's ephemeral range, or 61000–65535 when it
-/// cannot be read (Linux's default range ends at 60999).
+/// The ports searched: those above the kernel's ephemeral range when it leaves 1,000 or more
+/// there, else the 3,000 below it (Linux's default range is 32768–60999). Ports the kernel may
+/// hand out on its own are used only when it leaves no room on either side.
 fn search_range() -> (u16, u16) {
-    let hi = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+    let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u16>().ok())
-        .filter(|&hi| hi < 64_000)
-        .unwrap_or(60_999);
-    (hi + 1, u16::MAX)
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999));
+    if hi <= u16::MAX - 1_000 {
+        (hi + 1, u16::MAX)
+    } else if lo > 4_024 {
+        (lo - 3_000, lo - 1)
+    } else {
+        tracing::warn!(
+            lo,
+            hi,
+            "the ephemeral port range leaves no room: test ports may clash"
+        );
+        (61_000, u16::MAX)
+    }
 }
 
 /// `n` different ports on 127.0.0.1 that bind now and that no other process using this
@@ -49,11 +66,14 @@ pub fn reserve_local_ports(n: usize) -> std::io::Result<Vec<u16>> {
             break;
         }
         let port = lo + ((start + offset) % span) as u16;
-        let file = File::options()
+        let Ok(file) = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(dir.join(port.to_string()))?;
+            .open(dir.join(port.to_string()))
+        else {
+            continue; // a file this user cannot open: not a port to take
+        };
         if file.try_lock().is_err() {
             continue; // another process holds it (or this one does)
         }
@@ -82,12 +102,15 @@ mod tests {
 
     #[test]
     fn reserved_ports_differ_and_lie_above_the_ephemeral_range() {
-        let (lo, _) = search_range();
+        let (lo, hi) = search_range();
         let a = reserve_local_ports(3).unwrap();
         let b = reserve_local_ports(2).unwrap();
         let all: std::collections::BTreeSet<u16> = a.iter().chain(&b).copied().collect();
         assert_eq!(all.len(), 5, "{a:?} {b:?}");
-        assert!(all.iter().all(|&p| p >= lo), "{all:?} below {lo}");
+        assert!(
+            all.iter().all(|p| (lo..=hi).contains(p)),
+            "{all:?} outside {lo}–{hi}"
+        );
         // Each is locked: a second lock on its file, as another process would try, fails.
         for p in &all {
             let f = File::options()

@@ -371,6 +371,17 @@ fn announce_request(plan: &str, component: &ComponentId) -> String {
 }
 
 impl ScaleStep {
+    /// The plan it belongs to: the steps of one plan depend on each other, those of
+    /// different plans do not.
+    pub fn plan(&self) -> String {
+        match self {
+            ScaleStep::Admit { plan, .. }
+            | ScaleStep::Announce { plan, .. }
+            | ScaleStep::Abandon { plan, .. }
+            | ScaleStep::Expire { plan, .. } => plan.clone(),
+        }
+    }
+
     /// The command that carries the step out (`at_ms` stamps it).
     pub fn into_command(self, at_ms: u64) -> Command {
         match self {

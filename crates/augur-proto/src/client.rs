@@ -170,18 +170,20 @@ mod tests {
         let (wedged, good) = (silent_endpoint().await, silent_endpoint().await);
         let mut client = Client::new(vec![wedged.clone(), good.clone()]);
         let mut tries = Vec::new();
-        let answer = client
-            .call_within(Duration::from_millis(200), |_| {
-                tries.push(tries.len());
-                let first = tries.len() == 1;
-                async move {
-                    if first {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok::<_, Status>(42)
+        // Bounded, so a regression fails instead of hanging.
+        let call = client.call_within(Duration::from_millis(200), |_| {
+            tries.push(tries.len());
+            let first = tries.len() == 1;
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
                 }
-            })
+                Ok::<_, Status>(42)
+            }
+        });
+        let answer = tokio::time::timeout(Duration::from_secs(30), call)
             .await
+            .expect("the call moved on")
             .unwrap();
         assert_eq!(answer, 42);
         assert_eq!(tries.len(), 2, "one try each");

@@ -6,7 +6,7 @@
 //! orchestrators. It moves every shadow in flight on as orchestrators report outcomes
 //! (`augur_plan::lifecycle`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -259,6 +259,9 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 &mut refused,
                 retry_at,
                 steps,
+                // Steps of different shadows can depend on each other (one service's
+                // weights): one group.
+                |_| String::new(),
                 step_command,
                 "shadow step",
             )
@@ -274,6 +277,7 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
                 &mut refused,
                 retry_at,
                 steps,
+                augur_plan::ScaleStep::plan,
                 scale_command,
                 "scale-out step",
             )
@@ -592,27 +596,34 @@ async fn start_scale(node: &Node, plan: &PlanRecord) -> Result<ComponentId, Stat
     Ok(plan.component.clone())
 }
 
-/// Commits one step of a shadow's lifecycle.
-/// Commits `steps` in order, each as `command` makes it, and stops at the first the state
-/// refuses (held back in `refused` until `retry_at`) or at one still held back from an earlier
-/// refusal: a step depends on those before it.
+/// Commits `steps` in order, each as `command` makes it. A step the state refuses is held
+/// back in `refused` until `retry_at`, and it stops the steps after it in its `group` (a step
+/// depends on those before it in its group), as does one still held back from an earlier
+/// refusal; other groups go on.
 async fn commit_in_order<S: std::fmt::Debug>(
     node: &Node,
     refused: &mut HashMap<String, tokio::time::Instant>,
     retry_at: tokio::time::Instant,
     steps: Vec<S>,
+    group: impl Fn(&S) -> String,
     command: impl Fn(S) -> Command,
     what: &str,
 ) {
+    let mut stopped: HashSet<String> = HashSet::new();
     for step in steps {
+        let g = group(&step);
+        if stopped.contains(&g) {
+            continue;
+        }
         let key = format!("{step:?}");
         if refused.contains_key(&key) {
-            break;
+            stopped.insert(g);
+            continue;
         }
         if let Err(e) = node.write(command(step)).await {
             tracing::warn!(error = %e, "{what} not committed; again next round");
             refused.insert(key, retry_at);
-            break;
+            stopped.insert(g);
         }
     }
 }

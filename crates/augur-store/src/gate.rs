@@ -5,20 +5,19 @@
 //! without waiting for the install. Were the process killed after the purge reached the disk
 //! but before the snapshot did, it would restart with entries purged that its older snapshot
 //! does not cover, and could not start. So the node announces a snapshot it is about to hand
-//! to openraft ([`SnapshotGate::expect`]), and a purge beyond the snapshot on disk waits until
-//! that snapshot is persisted. Purges behind a snapshot the node built itself never wait: a
-//! built snapshot is on disk before openraft learns of it.
+//! to openraft ([`SnapshotGate::expect`]), and a purge past the snapshot on disk that such a
+//! snapshot is to cover is put off until that snapshot is persisted: the log store answers
+//! openraft at once (its core never waits on the install) and deletes the entries later. A
+//! crash in between leaves the older snapshot and the whole log, which restart fine. Purges
+//! behind a snapshot the node built itself are never put off: a built snapshot is on disk
+//! before openraft learns of it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::LogId;
 use tokio::sync::watch;
-
-/// How long a purge waits for an announced snapshot before going on without it (an install
-/// that failed, or one openraft found not newer than what the node has).
-const WAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// Shared by the log store, the state machine and the node's Raft service. Positions are a
 /// log index + 1 (0: none).
@@ -69,24 +68,21 @@ impl SnapshotGate {
         });
     }
 
-    /// Waits, if a purge up to `upto` would pass the snapshot on disk while an announced
-    /// snapshot is to cover it, until that snapshot is persisted (at most [`WAIT_LIMIT`]).
-    pub(crate) async fn before_purge(&self, upto: &LogId<u64>) {
+    /// For a purge up to `upto` that would pass the snapshot on disk while an announced
+    /// snapshot is to cover it: a future that resolves `true` once that snapshot is persisted
+    /// (`false` if the store closes first: then the purge must not run). `None`: purge now.
+    pub(crate) fn purge_after(
+        &self,
+        upto: &LogId<u64>,
+    ) -> Option<impl Future<Output = bool> + Send + 'static> {
         let want = upto.index + 1;
         if self.0.expected.load(Ordering::SeqCst) < want {
-            return;
+            return None;
         }
         let mut rx = self.0.persisted.subscribe();
         if *rx.borrow() >= want {
-            return;
+            return None;
         }
-        let covered = tokio::time::timeout(WAIT_LIMIT, rx.wait_for(|p| *p >= want)).await;
-        if !matches!(covered, Ok(Ok(_))) {
-            tracing::warn!(
-                upto = upto.index,
-                "purging the log past the snapshot on disk: the snapshot announced for it \
-                 was not persisted in time"
-            );
-        }
+        Some(async move { rx.wait_for(|p| *p >= want).await.is_ok() })
     }
 }

@@ -25,6 +25,8 @@ const KEY_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     gate: SnapshotGate,
+    /// Purges one at a time, so one put off ([`SnapshotGate`]) never moves the mark back.
+    purging: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -37,34 +39,67 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>, gate: SnapshotGate) -> Self {
-        Self { db, gate }
+        Self {
+            db,
+            gate,
+            purging: Arc::default(),
+        }
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        self.db
-            .cf_handle(name)
-            .expect("column family created at open")
+        cf(&self.db, name)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_META), key).map_err(any)? else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&bytes).map(Some).map_err(any)
+        get_meta(&self.db, key)
     }
 
-    /// Writes `batch` and waits until it is on disk, on a blocking thread.
     async fn write_synced(&self, batch: WriteBatch) -> Result<(), AnyError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)
-        })
-        .await
-        .map_err(any)?
-        .map_err(any)
+        write_synced(self.db.clone(), batch).await
     }
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("column family created at open")
+}
+
+fn get_meta<T: serde::de::DeserializeOwned>(db: &DB, key: &[u8]) -> Result<Option<T>, AnyError> {
+    let Some(bytes) = db.get_cf(cf(db, CF_META), key).map_err(any)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(&bytes).map(Some).map_err(any)
+}
+
+/// Writes `batch` and waits until it is on disk, on a blocking thread.
+async fn write_synced(db: Arc<DB>, batch: WriteBatch) -> Result<(), AnyError> {
+    tokio::task::spawn_blocking(move || {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)
+    })
+    .await
+    .map_err(any)?
+    .map_err(any)
+}
+
+/// Deletes the entries up to `log_id` and records it as purged, unless a purge at or past it
+/// is recorded already; `purging` keeps purges one at a time, so one put off
+/// ([`SnapshotGate`]) never moves the mark back.
+async fn write_purge(
+    db: Arc<DB>,
+    purging: &tokio::sync::Mutex<()>,
+    log_id: LogId<NodeId>,
+) -> Result<(), AnyError> {
+    let _one = purging.lock().await;
+    let done: Option<LogId<NodeId>> = get_meta(&db, KEY_PURGED)?;
+    if done.is_some_and(|d| d.index >= log_id.index) {
+        return Ok(());
+    }
+    let mut batch = WriteBatch::default();
+    let bytes = postcard::to_allocvec(&log_id).map_err(any)?;
+    batch.put_cf(cf(&db, CF_META), KEY_PURGED, bytes);
+    batch.delete_range_cf(cf(&db, CF_LOGS), index_key(0), index_key(log_id.index + 1));
+    write_synced(db, batch).await
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -195,13 +230,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        self.gate.before_purge(&log_id).await;
-        let mut batch = WriteBatch::default();
-        let bytes =
-            postcard::to_allocvec(&log_id).map_err(|e| StorageIOError::write_logs(any(e)))?;
-        batch.put_cf(self.cf(CF_META), KEY_PURGED, bytes);
-        batch.delete_range_cf(self.cf(CF_LOGS), index_key(0), index_key(log_id.index + 1));
-        self.write_synced(batch)
+        if let Some(covered) = self.gate.purge_after(&log_id) {
+            // Put off: the task holds neither the gate nor the database, so a store closed
+            // first (the node stopping) ends it without a purge.
+            let db = Arc::downgrade(&self.db);
+            let purging = self.purging.clone();
+            tokio::spawn(async move {
+                if !covered.await {
+                    return;
+                }
+                let Some(db) = db.upgrade() else { return };
+                if let Err(e) = write_purge(db, &purging, log_id).await {
+                    tracing::warn!(error = %e, upto = log_id.index, "put-off log purge failed");
+                }
+            });
+            return Ok(());
+        }
+        write_purge(self.db.clone(), &self.purging, log_id)
             .await
             .map_err(StorageIOError::write_logs)?;
         Ok(())
