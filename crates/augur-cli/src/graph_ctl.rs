@@ -539,26 +539,27 @@ pub fn parse_when(s: &str, now_ms: i64) -> Result<i64, String> {
         // The unit is the last character, which need not be one byte ("10м").
         let split = ago.char_indices().next_back().map_or(0, |(i, _)| i);
         let (n, unit) = ago.split_at(split);
-        let n: i64 = n
-            .parse()
-            .map_err(|_| format!("{ago:?} is not a number followed by s, m or h"))?;
+        let n: i64 =
+            n.parse().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                format!("{ago:?} is not a number of 0 or more followed by s, m or h")
+            })?;
         let unit_ms = match unit {
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
             _ => return Err(format!("unit {unit:?} is not one of s, m, h")),
         };
-        return Ok(now_ms - n.saturating_mul(unit_ms));
+        return Ok(now_ms.saturating_sub(n.saturating_mul(unit_ms)));
     }
     if let Ok(n) = t.parse::<i64>() {
-        return Ok(if n.abs() > 100_000_000_000 {
+        return Ok(if n.unsigned_abs() > 100_000_000_000 {
             n
         } else {
             n.saturating_mul(1000)
         });
     }
     augur_predict::nab::parse_timestamp(t)
-        .map(|secs| secs * 1000)
+        .map(|secs| secs.saturating_mul(1000))
         .ok_or_else(|| {
             "not a time: give unix seconds or ms, YYYY-mm-dd HH:MM:SS, now, or now-10m".into()
         })
@@ -656,8 +657,15 @@ mod tests {
             "yesterday",
             "2022-13-01 00:00:00",
             "",
+            "now--5m",
         ] {
             assert!(parse_when(bad, now).is_err(), "{bad}");
         }
+        // Extremes saturate instead of overflowing.
+        assert_eq!(
+            parse_when("now-9223372036854775807s", now),
+            Ok(now - i64::MAX)
+        );
+        assert_eq!(parse_when("9223372036854775807", now), Ok(i64::MAX));
     }
 }

@@ -156,7 +156,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(m) = args.members {
             opts.members = m;
         }
-        let pb = bar(opts.train.epochs * opts.members);
+        let pb = bar(opts.train.epochs.saturating_mul(opts.members));
         let report = eval::cmapss(data, &args.out, opts, on_epoch(&pb))?;
         pb.finish();
         print(args.output, &report, |_| {

@@ -13,6 +13,12 @@ pub enum GraphError {
         to: String,
         strength: f64,
     },
+    #[error("edge {from} -> {to}: {why}")]
+    BadStats {
+        from: String,
+        to: String,
+        why: String,
+    },
     #[error("unknown edge source {0:?}; expected declared, trace, flow or causal")]
     UnknownSource(String),
     #[error("unknown component {0}")]

@@ -125,6 +125,23 @@ impl EdgeUpdate {
                 strength: s,
             });
         }
+        if let Some(st) = &self.observation.stats {
+            let why = if st.errors > st.calls {
+                Some(format!("{} errors in {} calls", st.errors, st.calls))
+            } else {
+                [st.p50_ms, st.p90_ms, st.p99_ms]
+                    .into_iter()
+                    .find(|v| !(v.is_finite() && *v >= 0.0))
+                    .map(|v| format!("latency {v} ms is not a finite duration of 0 or more"))
+            };
+            if let Some(why) = why {
+                return Err(GraphError::BadStats {
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    why,
+                });
+            }
+        }
         Ok(())
     }
 }
@@ -588,7 +605,26 @@ mod tests {
             err.to_string(),
             "edge a -> b has strength 1.5; it must be within [0, 1]"
         );
+        let with_stats = |errors, p99_ms| {
+            let mut u = upd("a", "b", EdgeSource::Trace, 1.0, 1);
+            u.observation.stats = Some(CallStats {
+                calls: 10,
+                errors,
+                p50_ms: 1.0,
+                p90_ms: 2.0,
+                p99_ms,
+            });
+            u
+        };
+        let err = g.apply(&with_stats(11, 3.0)).unwrap_err();
+        assert_eq!(err.to_string(), "edge a -> b: 11 errors in 10 calls");
+        let err = g.apply(&with_stats(1, f64::NAN)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "edge a -> b: latency NaN ms is not a finite duration of 0 or more"
+        );
         assert_eq!(g.node_count(), 0);
+        g.apply(&with_stats(10, 3.0)).unwrap();
     }
 
     #[test]

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::graph::{CallStats, EdgeSource, EdgeUpdate, Observation};
 
-/// The virtual node that calls a server span with no parent, as the connector names it.
-pub const USER_NODE: &str = "user";
+/// The virtual node that calls a server span with no parent (the connector's "user"). Its
+/// `~` is outside the component id rule, so it never merges with a component named `user`.
+pub const USER_NODE: &str = "~user";
 
 /// Longest component name an [`EdgeUpdate`] accepts.
 const MAX_NAME_LEN: usize = 253;
@@ -935,6 +936,8 @@ mod tests {
             (edges[0].from.as_str(), edges[0].to.as_str()),
             (USER_NODE, "front-end")
         );
+        // Not a name a component can have: a component called `user` stays apart.
+        assert!(!USER_NODE.chars().all(crate::is_id_char));
     }
 
     #[test]

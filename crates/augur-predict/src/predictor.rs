@@ -71,6 +71,8 @@ impl Default for PredictorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SampleReject {
+    /// NaN, an infinity, or a value beyond what the window stores (|v| > f32::MAX, which it
+    /// would hold as an infinity and turn the load and lead-time estimates into NaN).
     NotFinite,
     OutOfOrder,
     Duplicate,
@@ -197,7 +199,7 @@ impl ComponentPredictor {
         ts_ms: i64,
         value: f64,
     ) -> Result<(), SampleReject> {
-        if !value.is_finite() {
+        if !value.is_finite() || value.abs() > f64::from(f32::MAX) {
             return Err(SampleReject::NotFinite);
         }
         let idx = match self.metrics.iter().position(|m| &*m.name == metric) {
@@ -240,7 +242,11 @@ impl ComponentPredictor {
                 if last.saturating_sub(ts_ms) > cfg.out_of_order_tolerance_ms {
                     return Err(SampleReject::OutOfOrder);
                 }
-                // Within tolerance: slot it into the window, without touching the detectors.
+                // Within tolerance: slot it into the window, without touching the detectors;
+                // unless the window is full and it is older than all it holds.
+                if !m.window.would_keep(ts_ms) {
+                    return Err(SampleReject::OutOfOrder);
+                }
                 m.window.insert(ts_ms, value as f32);
                 return Ok(());
             }
@@ -567,6 +573,27 @@ mod tests {
     }
 
     #[test]
+    fn a_late_sample_the_full_window_cannot_hold_is_out_of_order() {
+        let cfg = PredictorConfig {
+            out_of_order_tolerance_ms: 1_000,
+            window: 4,
+            ..Default::default()
+        };
+        let mut p = ComponentPredictor::new(4);
+        for t in [100, 200, 300, 400] {
+            p.ingest(&cfg, "a", t, 1.0).unwrap();
+        }
+        // Within tolerance, but older than all four samples the full window holds.
+        assert_eq!(p.ingest(&cfg, "a", 50, 2.0), Err(SampleReject::OutOfOrder));
+        // Inside the window's span it is taken.
+        p.ingest(&cfg, "a", 250, 2.0).unwrap();
+        assert_eq!(
+            p.window("a").iter().map(|s| s.0).collect::<Vec<_>>(),
+            [200, 250, 300, 400]
+        );
+    }
+
+    #[test]
     fn rejects_change_nothing() {
         let cfg = PredictorConfig {
             max_metrics: 1,
@@ -576,10 +603,9 @@ mod tests {
         p.ingest(&cfg, "a", 10, 1.0).unwrap();
         assert_eq!(p.ingest(&cfg, "a", 10, 2.0), Err(SampleReject::Duplicate));
         assert_eq!(p.ingest(&cfg, "a", 5, 2.0), Err(SampleReject::OutOfOrder));
-        assert_eq!(
-            p.ingest(&cfg, "a", 11, f64::NAN),
-            Err(SampleReject::NotFinite)
-        );
+        for v in [f64::NAN, f64::INFINITY, 1e39, -1e39] {
+            assert_eq!(p.ingest(&cfg, "a", 11, v), Err(SampleReject::NotFinite));
+        }
         assert_eq!(
             p.ingest(&cfg, "b", 11, 1.0),
             Err(SampleReject::TooManyMetrics)

@@ -71,6 +71,14 @@ impl Window {
             && self.iter().rev().any(|(t, _)| t == ts_ms)
     }
 
+    /// Whether [`Window::insert`] would keep a sample at `ts_ms`: not one older than all when
+    /// the window is full, or too far before its oldest to be held.
+    pub fn would_keep(&self, ts_ms: i64) -> bool {
+        self.len == 0
+            || ts_ms >= self.first_ms
+            || (self.len() < self.capacity() && gap_ms(self.first_ms, ts_ms).is_some())
+    }
+
     /// The samples, oldest first.
     pub fn iter(&self) -> Iter<'_> {
         Iter {

@@ -150,6 +150,10 @@ pub const MAX_BATCH: usize = 1024;
 /// Most edge updates in one [`Command::UpsertEdges`].
 pub const MAX_EDGE_BATCH: usize = 4096;
 
+/// Most edges the state holds: traces with high-cardinality peer names (one per pod or
+/// bucket) would otherwise grow the replicated state, and every snapshot, without bound.
+pub const MAX_EDGES: usize = 100_000;
+
 impl Command {
     /// The bytes it carries beyond its fixed fields (a state snapshot, a model, a batch of
     /// them): enough to keep a group of commands in one Raft entry within a message's size.

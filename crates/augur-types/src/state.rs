@@ -1,9 +1,9 @@
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGE_BATCH};
+use crate::command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH};
 use crate::ids::{validate_id, ActionId, ComponentId};
 use crate::topology::{Component, Host, Placement};
 
@@ -634,6 +634,18 @@ impl ControlState {
         for u in updates {
             u.validate().map_err(|e| invalid(e.to_string()))?;
         }
+        let new: BTreeSet<(&str, &str)> = updates
+            .iter()
+            .map(|u| (u.from.as_str(), u.to.as_str()))
+            .filter(|&(f, t)| !self.edges.contains_key(&(f.to_owned(), t.to_owned())))
+            .collect();
+        if self.edges.len() + new.len() > MAX_EDGES {
+            return Err(invalid(format!(
+                "{} new edges would make {}; the graph holds at most {MAX_EDGES}",
+                new.len(),
+                self.edges.len() + new.len()
+            )));
+        }
         for u in updates {
             self.edges
                 .entry((u.from.clone(), u.to.clone()))
@@ -1248,6 +1260,24 @@ mod tests {
             .map(|f| (f.to.as_str(), f.edge_removed))
             .collect();
         assert_eq!(log, vec![("b", false), ("c", true)]);
+        // At the cap, a batch with a new edge is refused whole; updates of known edges pass.
+        let mut full = ControlState::default();
+        for i in 0..MAX_EDGES {
+            full.edges
+                .insert((format!("n{i}"), "z".into()), Default::default());
+        }
+        let known = Command::UpsertEdges(vec![u("n1", "z", EdgeSource::Trace, 1.0, 10)]);
+        full.apply(1, &known).unwrap();
+        let more = Command::UpsertEdges(vec![
+            u("n2", "z", EdgeSource::Trace, 1.0, 10),
+            u("new", "z", EdgeSource::Trace, 1.0, 10),
+        ]);
+        let err = full.apply(1, &more).unwrap_err().to_string();
+        assert!(err.contains("at most 100000"), "{err}");
+        assert_eq!(full.edges.len(), MAX_EDGES);
+        assert!(full.edges[&("n2".to_string(), "z".to_string())]
+            .observations
+            .is_empty());
         let g = s.dependency_graph();
         assert_eq!(g.callees("a"), vec!["b"]);
         assert!(g.node("a").unwrap().virtual_peer);
