@@ -362,7 +362,11 @@ impl ServiceGraph {
         self.clock_ms
     }
 
-    fn ingest_one(&mut self, span: Span, now: u64, sum: &mut IngestSummary) {
+    fn ingest_one(&mut self, mut span: Span, now: u64, sum: &mut IngestSummary) {
+        // A peer name no edge could carry is dropped now, not held while the span waits.
+        if span.peer_service.as_deref().is_some_and(|p| !valid_name(p)) {
+            span.peer_service = None;
+        }
         let side = match span.kind {
             SpanKind::Client | SpanKind::Producer => Side::Client,
             SpanKind::Server | SpanKind::Consumer => Side::Server,
@@ -906,6 +910,16 @@ mod tests {
         );
         let s = edges[0].observation.stats.clone().unwrap();
         assert_eq!((s.calls, s.errors, s.p50_ms), (1, 1, 30.0));
+    }
+
+    #[test]
+    fn a_waiting_client_span_does_not_hold_a_peer_name_no_edge_could_carry() {
+        let mut g = ServiceGraph::default();
+        let mut c = span(1, 1, None, "orders", SpanKind::Client, 0, 30);
+        c.peer_service = Some("x".repeat(100_000));
+        let s = g.ingest([c], 0);
+        assert_eq!(s.pending, 1);
+        assert!(g.clients.values().all(|w| w.span.peer_service.is_none()));
     }
 
     #[test]
