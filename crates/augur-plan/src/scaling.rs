@@ -476,6 +476,21 @@ pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
             weights: with_equal_share(w, &p.component),
         });
     }
+    // One group's weights change at most once a round: a second admission would overwrite
+    // the first, and an announcement would go out with the weights from before it. They wait
+    // for the next round, read from the state the admission leaves.
+    let mut admitting: BTreeSet<String> = BTreeSet::new();
+    for step in &out {
+        if let ScaleStep::Admit { group, .. } = step {
+            admitting.insert(group.clone());
+        }
+    }
+    let mut admitted: BTreeSet<String> = BTreeSet::new();
+    out.retain(|step| match step {
+        ScaleStep::Admit { group, .. } => admitted.insert(group.clone()),
+        ScaleStep::Announce { group, .. } => !admitting.contains(group),
+        _ => true,
+    });
     out
 }
 
@@ -804,6 +819,32 @@ mod tests {
             };
             s.apply(1, &cmd).unwrap();
         };
+        // Both provisioned: one admission a round, and the weights go out after the last.
+        let mut both = s.clone();
+        report(&mut both, "web.scale-1", ActionOutcome::Succeeded);
+        report(&mut both, "web.scale-2", ActionOutcome::Succeeded);
+        for _ in 0..10 {
+            let steps = scale_steps(&both);
+            let admits = steps
+                .iter()
+                .filter(|s| matches!(s, ScaleStep::Admit { .. }))
+                .count();
+            let announces = steps.len() - admits;
+            assert!(admits <= 1 && (admits == 0 || announces == 0), "{steps:?}");
+            for step in steps {
+                both.apply(1, &step.into_command(3)).unwrap();
+            }
+        }
+        assert!(scale_steps(&both).is_empty());
+        let w = &both.weights["web"];
+        assert_eq!((w.len(), w.values().sum::<u32>()), (4, 100));
+        let sent = |plan: &str, c: &str| {
+            both.action_by_request(&format!("scale:{plan}:{c}"))
+                .unwrap()
+                .params["weights"]
+                .clone()
+        };
+        assert_eq!(sent("plan-1", "web.scale-1"), sent("plan-2", "web.scale-2"));
         report(&mut s, "web.scale-1", ActionOutcome::Succeeded);
         let failed = ActionOutcome::Failed {
             reason: "port range exhausted".into(),
