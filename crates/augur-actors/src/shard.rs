@@ -408,7 +408,10 @@ impl Handler<AtRisk> for Shard {
             })
             .collect();
         found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        found.truncate(msg.limit);
+        // A few more than asked for: an actor restarted since its last score keeps that score
+        // here but has no forecast, and must not take a place from the next one.
+        let limit = msg.limit;
+        found.truncate(limit.saturating_mul(2).saturating_add(16));
         let reqs: Vec<_> = found
             .into_iter()
             .map(|(_, id, a)| (id.clone(), a.send(GetForecast)))
@@ -418,6 +421,7 @@ impl Handler<AtRisk> for Shard {
             ids.into_iter()
                 .zip(join_all(reqs).await)
                 .filter_map(|(id, f)| Some((id, f.ok()??)))
+                .take(limit)
                 .collect()
         })
     }
