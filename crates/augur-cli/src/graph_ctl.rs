@@ -497,6 +497,7 @@ pub async fn causal(
 ) -> Result<(), Status> {
     let text = read_file(&metrics)?;
     let frame = MetricFrame::from_csv(&text)
+        .and_then(|f| f.check_time_order().map(|()| f))
         .map_err(|e| Status::invalid_argument(format!("{}: {e}", metrics.display())))?;
     let columns = frame.filled_series(component_of);
     let series: Vec<(&str, &[f64])> = columns

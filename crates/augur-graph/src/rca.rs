@@ -58,6 +58,11 @@ pub enum RcaError {
     NoAnomalousRows(i64),
     #[error("anomalous csv has no rows: no fault time to default to")]
     EmptyAnomalous,
+    #[error(
+        "data row {row}: time {after} is not after {before}; lagged tests read rows as steps \
+         in time order"
+    )]
+    NotInTimeOrder { row: usize, before: i64, after: i64 },
     #[error("option {name} is {value}; {expected}")]
     BadOption {
         name: &'static str,
@@ -228,6 +233,19 @@ impl MetricFrame {
 
     pub fn times(&self) -> &[i64] {
         &self.times
+    }
+
+    /// Refuses rows out of time order or with a repeated time (rows numbered from 1 after the
+    /// header): a lag of k rows must be k steps back in time.
+    pub fn check_time_order(&self) -> Result<(), RcaError> {
+        match self.times.windows(2).position(|w| w[1] <= w[0]) {
+            Some(i) => Err(RcaError::NotInTimeOrder {
+                row: i + 2,
+                before: self.times[i],
+                after: self.times[i + 1],
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Number of rows.
@@ -705,6 +723,27 @@ mod tests {
             score,
             metric: format!("{component}_cpu"),
         }
+    }
+
+    #[test]
+    fn rows_out_of_time_order_are_named() {
+        let csv = |times: &str| {
+            let rows: String = times.split(',').map(|t| format!("{t},1.0\n")).collect();
+            MetricFrame::from_csv(&format!("time,web_cpu\n{rows}")).unwrap()
+        };
+        assert_eq!(csv("1,2,3").check_time_order(), Ok(()));
+        assert_eq!(
+            csv("1,3,2").check_time_order().unwrap_err().to_string(),
+            "data row 3: time 2 is not after 3; lagged tests read rows as steps in time order"
+        );
+        assert_eq!(
+            csv("1,2,2").check_time_order(),
+            Err(RcaError::NotInTimeOrder {
+                row: 3,
+                before: 2,
+                after: 2
+            })
+        );
     }
 
     #[test]
