@@ -27,8 +27,14 @@ fn lock_dir() -> PathBuf {
 
 /// The ports searched: those above the kernel's ephemeral range when it leaves 1,000 or more
 /// there, else the 3,000 below it (Linux's default range is 32768–60999). Ports the kernel may
-/// hand out on its own are used only when it leaves no room on either side.
+/// hand out on its own are used only when it leaves no room on either side. Read once a
+/// process.
 fn search_range() -> (u16, u16) {
+    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(read_search_range)
+}
+
+fn read_search_range() -> (u16, u16) {
     let (lo, hi) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| {

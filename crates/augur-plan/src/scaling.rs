@@ -420,6 +420,7 @@ impl ScaleStep {
 /// are the shift's to change.
 pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
     let mut out = Vec::new();
+    let mut admitted: BTreeSet<String> = BTreeSet::new();
     for p in state.plans.values() {
         if p.kind != PlanKind::Scale || p.status != PlanStatus::Started {
             continue;
@@ -466,7 +467,10 @@ pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
             }
             continue;
         }
-        if shifting(state, w) {
+        // One group's weights change at most once a round: a second admission would
+        // overwrite the first. It waits for the next round, read from the state this one
+        // leaves.
+        if shifting(state, w) || !admitted.insert(c.group.clone()) {
             continue;
         }
         out.push(ScaleStep::Admit {
@@ -476,21 +480,11 @@ pub fn scale_steps(state: &ControlState) -> Vec<ScaleStep> {
             weights: with_equal_share(w, &p.component),
         });
     }
-    // One group's weights change at most once a round: a second admission would overwrite
-    // the first, and an announcement would go out with the weights from before it. They wait
-    // for the next round, read from the state the admission leaves.
-    let mut admitting: BTreeSet<String> = BTreeSet::new();
-    for step in &out {
-        if let ScaleStep::Admit { group, .. } = step {
-            admitting.insert(group.clone());
-        }
-    }
-    let mut admitted: BTreeSet<String> = BTreeSet::new();
-    out.retain(|step| match step {
-        ScaleStep::Admit { group, .. } => admitted.insert(group.clone()),
-        ScaleStep::Announce { group, .. } => !admitting.contains(group),
-        _ => true,
-    });
+    // Nor does an announcement go out in a round that admits to its group: it would carry
+    // the weights from before the admission.
+    out.retain(
+        |step| !matches!(step, ScaleStep::Announce { group, .. } if admitted.contains(group)),
+    );
     out
 }
 

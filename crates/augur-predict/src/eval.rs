@@ -144,7 +144,7 @@ pub fn cmapss(
     data: &Path,
     out: &Path,
     opts: CmapssOptions,
-    on_epoch: impl FnMut(EpochReport),
+    mut on_epoch: impl FnMut(EpochReport),
 ) -> Result<CmapssReport, PredictError> {
     if !(0.0..1.0).contains(&opts.holdout) {
         return Err(PredictError::param("holdout", "must be in [0, 1)"));
@@ -181,7 +181,6 @@ pub fn cmapss(
         .iter()
         .map(|e| cmapss_sequence(e, &keep, &scaling, opts.horizon))
         .collect();
-    let mut on_epoch = on_epoch;
     let mut members = Vec::new();
     for m in 0..opts.members {
         // Member m starts from its own weights (and batch order); the split stays the seed's.
@@ -193,11 +192,8 @@ pub fn cmapss(
         model.train(&train_seqs, train, &mut on_epoch)?;
         members.push(model);
     }
-    let mut model = if members.len() == 1 {
-        members.remove(0)
-    } else {
-        LstmModel::merge(&members)?
-    };
+    // One member merges into a copy of itself.
+    let mut model = LstmModel::merge(&members)?;
     let version = model.save(out)?;
     let pairs = |seqs: &[crate::lstm::Sequence]| -> Result<Vec<(f64, bool)>, PredictError> {
         let refs: Vec<_> = seqs.iter().collect();

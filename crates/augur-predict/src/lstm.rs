@@ -415,7 +415,7 @@ impl LstmModel {
         let mut meta = first.meta.clone();
         meta.hidden = total;
         meta.version.clear();
-        // Each member's tensors as rows of f32.
+        // Each member's tensors as rows of f32 (a vector as a column: one value a row).
         let tensors: Vec<HashMap<String, Vec<Vec<f32>>>> = members
             .iter()
             .map(|m| {
@@ -424,7 +424,7 @@ impl LstmModel {
                     .map(|(name, var)| {
                         let t = var.as_tensor();
                         let rows = if t.rank() == 1 {
-                            vec![t.to_vec1::<f32>()?]
+                            t.to_vec1::<f32>()?.into_iter().map(|v| vec![v]).collect()
                         } else {
                             t.to_vec2::<f32>()?
                         };
@@ -438,8 +438,9 @@ impl LstmModel {
                 .get(name)
                 .ok_or_else(|| PredictError::param("model", format!("tensor {name} missing")))
         };
-        // Gate rows: for each gate (i, f, g, o), every member's rows of that gate in turn;
-        // `block` places a recurrent row's columns at its member's own offset.
+        // Gate rows (weights and biases): for each gate (i, f, g, o), every member's rows of
+        // that gate in turn; `block` places a recurrent row's columns at its member's own
+        // offset.
         let gate_rows = |name: &str, block: bool| -> Result<Vec<f32>, PredictError> {
             let mut out = Vec::new();
             for gate in 0..4 {
@@ -460,16 +461,6 @@ impl LstmModel {
             }
             Ok(out)
         };
-        let bias = |name: &str| -> Result<Vec<f32>, PredictError> {
-            let mut out = Vec::new();
-            for gate in 0..4 {
-                for (m, member) in members.iter().enumerate() {
-                    let h = member.meta.hidden;
-                    out.extend_from_slice(&get(m, name)?[0][gate * h..(gate + 1) * h]);
-                }
-            }
-            Ok(out)
-        };
         // Heads: [out, h] per member → [out, total], each member's columns over k.
         let head_w = |name: &str, outs: usize| -> Result<Vec<f32>, PredictError> {
             let mut out = vec![0.0; outs * total];
@@ -486,19 +477,19 @@ impl LstmModel {
             Ok(out)
         };
         let head_b = |name: &str| -> Result<Vec<f32>, PredictError> {
-            let mut out = vec![0.0; get(0, name)?[0].len()];
+            let mut out = vec![0.0; get(0, name)?.len()];
             for m in 0..k {
-                for (a, v) in out.iter_mut().zip(&get(m, name)?[0]) {
-                    *a += v / k as f32;
+                for (a, row) in out.iter_mut().zip(get(m, name)?) {
+                    *a += row[0] / k as f32;
                 }
             }
             Ok(out)
         };
-        let merged: HashMap<&str, Vec<f32>> = [
+        let mut merged: HashMap<&str, Vec<f32>> = [
             ("lstm.weight_ih_l0", gate_rows("lstm.weight_ih_l0", false)?),
             ("lstm.weight_hh_l0", gate_rows("lstm.weight_hh_l0", true)?),
-            ("lstm.bias_ih_l0", bias("lstm.bias_ih_l0")?),
-            ("lstm.bias_hh_l0", bias("lstm.bias_hh_l0")?),
+            ("lstm.bias_ih_l0", gate_rows("lstm.bias_ih_l0", false)?),
+            ("lstm.bias_hh_l0", gate_rows("lstm.bias_hh_l0", false)?),
             ("next.weight", head_w("next.weight", inputs)?),
             ("next.bias", head_b("next.bias")?),
             ("fail.weight", head_w("fail.weight", 1)?),
@@ -507,10 +498,10 @@ impl LstmModel {
         .into();
         Self::with_weights(meta, |vars| {
             for (name, var) in vars {
-                let vals = merged.get(name.as_str()).ok_or_else(|| {
+                let vals = merged.remove(name.as_str()).ok_or_else(|| {
                     PredictError::param("model", format!("tensor {name} not merged"))
                 })?;
-                var.set(&Tensor::from_vec(vals.clone(), var.shape(), &Device::Cpu)?)?;
+                var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?)?;
             }
             Ok(())
         })

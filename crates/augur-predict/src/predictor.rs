@@ -244,10 +244,9 @@ impl ComponentPredictor {
                 }
                 // Within tolerance: slot it into the window, without touching the detectors;
                 // unless the window is full and it is older than all it holds.
-                if !m.window.would_keep(ts_ms) {
+                if !m.window.insert(ts_ms, value as f32) {
                     return Err(SampleReject::OutOfOrder);
                 }
-                m.window.insert(ts_ms, value as f32);
                 return Ok(());
             }
         }

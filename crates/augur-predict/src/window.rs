@@ -71,14 +71,6 @@ impl Window {
             && self.iter().rev().any(|(t, _)| t == ts_ms)
     }
 
-    /// Whether [`Window::insert`] would keep a sample at `ts_ms`: not one older than all when
-    /// the window is full, or too far before its oldest to be held.
-    pub fn would_keep(&self, ts_ms: i64) -> bool {
-        self.len == 0
-            || ts_ms >= self.first_ms
-            || (self.len() < self.capacity() && gap_ms(self.first_ms, ts_ms).is_some())
-    }
-
     /// The samples, oldest first.
     pub fn iter(&self) -> Iter<'_> {
         Iter {
@@ -91,15 +83,16 @@ impl Window {
     }
 
     /// Puts a sample in time order (the caller rejects a timestamp already held). When the
-    /// window is full the oldest sample goes, which is the new one when it is older than all.
-    pub fn insert(&mut self, ts_ms: i64, value: f32) {
+    /// window is full the oldest sample goes, which is the new one when it is older than all:
+    /// then, or when it is too far before the oldest to be held, `false` and nothing changed.
+    pub fn insert(&mut self, ts_ms: i64, value: f32) -> bool {
         if self.len == 0 {
             self.start(ts_ms, value);
         } else if ts_ms > self.last_ms {
             let Some(gap) = gap_ms(ts_ms, self.last_ms) else {
                 // More than 49 days after the newest: the window is history.
                 self.start(ts_ms, value);
-                return;
+                return true;
             };
             if self.len() == self.capacity() {
                 self.pop_front();
@@ -111,10 +104,10 @@ impl Window {
             self.last_ms = ts_ms;
         } else if ts_ms < self.first_ms {
             let Some(gap) = gap_ms(self.first_ms, ts_ms) else {
-                return;
+                return false;
             };
             if self.len() == self.capacity() {
-                return;
+                return false;
             }
             self.head = (self.head + self.capacity() as u32 - 1) % self.capacity() as u32;
             self.len += 1;
@@ -146,6 +139,7 @@ impl Window {
             self.set_gap(j, (ts_ms - before) as u32);
             self.set_gap(j + 1, (t - ts_ms) as u32);
         }
+        true
     }
 
     fn start(&mut self, ts_ms: i64, value: f32) {

@@ -59,6 +59,11 @@ impl SnapshotGate {
         self.0.expected.fetch_max(position(last), Ordering::SeqCst);
     }
 
+    /// The position of the snapshot on disk.
+    pub(crate) fn persisted_at(&self) -> u64 {
+        *self.0.persisted.borrow()
+    }
+
     /// A snapshot at `position` is on disk.
     pub(crate) fn persisted(&self, position: u64) {
         self.0.persisted.send_if_modified(|p| {
@@ -75,7 +80,7 @@ impl SnapshotGate {
         &self,
         upto: &LogId<u64>,
     ) -> Option<impl Future<Output = bool> + Send + 'static> {
-        let want = upto.index + 1;
+        let want = position(Some(upto));
         if self.0.expected.load(Ordering::SeqCst) < want {
             return None;
         }

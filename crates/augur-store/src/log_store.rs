@@ -45,18 +45,6 @@ impl LogStore {
             purging: Arc::default(),
         }
     }
-
-    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        cf(&self.db, name)
-    }
-
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
-        get_meta(&self.db, key)
-    }
-
-    async fn write_synced(&self, batch: WriteBatch) -> Result<(), AnyError> {
-        write_synced(self.db.clone(), batch).await
-    }
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -114,7 +102,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         let mut out = Vec::new();
         let iter = self.db.iterator_cf(
-            self.cf(CF_LOGS),
+            cf(&self.db, CF_LOGS),
             rocksdb::IteratorMode::From(&index_key(start), rocksdb::Direction::Forward),
         );
         for item in iter {
@@ -135,12 +123,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> = self
-            .get_meta(KEY_PURGED)
-            .map_err(StorageIOError::read_logs)?;
+        let last_purged: Option<LogId<NodeId>> =
+            get_meta(&self.db, KEY_PURGED).map_err(StorageIOError::read_logs)?;
         let mut iter = self
             .db
-            .iterator_cf(self.cf(CF_LOGS), rocksdb::IteratorMode::End);
+            .iterator_cf(cf(&self.db, CF_LOGS), rocksdb::IteratorMode::End);
         let last = match iter.next() {
             Some(item) => {
                 let (_, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
@@ -163,15 +150,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         let mut batch = WriteBatch::default();
         let bytes = postcard::to_allocvec(vote).map_err(|e| StorageIOError::write_vote(any(e)))?;
-        batch.put_cf(self.cf(CF_META), KEY_VOTE, bytes);
-        self.write_synced(batch)
+        batch.put_cf(cf(&self.db, CF_META), KEY_VOTE, bytes);
+        write_synced(self.db.clone(), batch)
             .await
             .map_err(StorageIOError::write_vote)?;
         Ok(())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
-        Ok(self.get_meta(KEY_VOTE).map_err(StorageIOError::read_vote)?)
+        Ok(get_meta(&self.db, KEY_VOTE).map_err(StorageIOError::read_vote)?)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
@@ -181,14 +168,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // rides on the next synced write instead of paying an fsync of its own.
         let bytes = postcard::to_allocvec(&committed).map_err(|e| StorageIOError::write(any(e)))?;
         self.db
-            .put_cf(self.cf(CF_META), KEY_COMMITTED, bytes)
+            .put_cf(cf(&self.db, CF_META), KEY_COMMITTED, bytes)
             .map_err(|e| StorageIOError::write(any(e)))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
+        Ok(get_meta::<Option<LogId<NodeId>>>(&self.db, KEY_COMMITTED)
             .map_err(StorageIOError::read)?
             .flatten())
     }
@@ -199,14 +185,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = WriteBatch::default();
-        let cf = self.cf(CF_LOGS);
+        let cf = cf(&self.db, CF_LOGS);
         for entry in entries {
             let bytes =
                 postcard::to_allocvec(&entry).map_err(|e| StorageIOError::write_logs(any(e)))?;
             batch.put_cf(cf, index_key(entry.log_id.index), bytes);
         }
         // The callback means "on disk": only after the synced write returns.
-        let res = self.write_synced(batch).await;
+        let res = write_synced(self.db.clone(), batch).await;
         let io_res = res
             .as_ref()
             .map(|_| ())
@@ -219,11 +205,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
-            self.cf(CF_LOGS),
+            cf(&self.db, CF_LOGS),
             index_key(log_id.index).to_vec(),
             vec![0xffu8; 9],
         );
-        self.write_synced(batch)
+        write_synced(self.db.clone(), batch)
             .await
             .map_err(StorageIOError::write_logs)?;
         Ok(())

@@ -45,11 +45,12 @@ struct Shared {
     snapshot_seq: AtomicU64,
     /// Last applied log index, for readers that wait for new state (action watchers).
     applied_tx: watch::Sender<u64>,
-    /// One snapshot persisted at a time, and the position (log index + 1; 0: none) of the
-    /// one on disk: openraft builds snapshots in a task of their own, so a build at an older
-    /// position can finish after a newer snapshot was installed, and must not replace it.
-    persisted: tokio::sync::Mutex<u64>,
-    /// Tells the log store which snapshot is on disk.
+    /// One snapshot persisted at a time: openraft builds snapshots in a task of their own, so
+    /// a build at an older position can finish after a newer snapshot was installed, and must
+    /// not replace it.
+    persisting: tokio::sync::Mutex<()>,
+    /// The position (log index + 1; 0: none) of the snapshot on disk, which the log store
+    /// reads too.
     gate: SnapshotGate,
 }
 
@@ -120,7 +121,7 @@ impl StateMachineStore {
                 data: RwLock::new(data),
                 snapshot_seq: AtomicU64::new(0),
                 applied_tx,
-                persisted: tokio::sync::Mutex::new(persisted),
+                persisting: tokio::sync::Mutex::new(()),
                 gate: SnapshotGate::new(persisted),
             }),
         })
@@ -162,11 +163,12 @@ impl StateMachineStore {
     /// Writes `snap` (fsync'd) unless a snapshot at a later position is already on disk.
     async fn persist(&self, snap: &StoredSnapshot) -> Result<(), AnyError> {
         let at = position(snap.meta.last_log_id.as_ref());
-        let mut persisted = self.shared.persisted.lock().await;
-        if at < *persisted {
+        let _one = self.shared.persisting.lock().await;
+        let persisted = self.shared.gate.persisted_at();
+        if at < persisted {
             tracing::debug!(
                 at,
-                persisted = *persisted,
+                persisted,
                 "an older snapshot is not persisted over a newer one"
             );
             return Ok(());
@@ -182,7 +184,6 @@ impl StateMachineStore {
         .await
         .map_err(any)?
         .map_err(any)?;
-        *persisted = at;
         self.shared.gate.persisted(at);
         Ok(())
     }

@@ -634,11 +634,16 @@ impl ControlState {
         for u in updates {
             u.validate().map_err(|e| invalid(e.to_string()))?;
         }
-        let new: BTreeSet<(&str, &str)> = updates
-            .iter()
-            .map(|u| (u.from.as_str(), u.to.as_str()))
-            .filter(|&(f, t)| !self.edges.contains_key(&(f.to_owned(), t.to_owned())))
-            .collect();
+        // Counted only near the cap: the lookup copies each edge's names.
+        let new: BTreeSet<(&str, &str)> = if self.edges.len() + updates.len() > MAX_EDGES {
+            updates
+                .iter()
+                .map(|u| (u.from.as_str(), u.to.as_str()))
+                .filter(|&(f, t)| !self.edges.contains_key(&(f.to_owned(), t.to_owned())))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         if self.edges.len() + new.len() > MAX_EDGES {
             return Err(invalid(format!(
                 "{} new edges would make {}; the graph holds at most {MAX_EDGES}",
