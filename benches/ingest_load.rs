@@ -204,6 +204,7 @@ impl Target {
                         value: v,
                     })
                     .collect(),
+                applied_index: 0,
             }),
             Target::Prometheus(..) => {
                 Payload::Prometheus(Bytes::from(encode_remote_write(&WriteRequest {

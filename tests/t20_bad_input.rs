@@ -178,6 +178,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
                 value: 1.0,
             })
             .collect(),
+        applied_index: 0,
     };
     let err = pb::telemetry_client::TelemetryClient::new(channel(&laddr).await.unwrap())
         .push(futures::stream::iter(vec![big_batch]))

@@ -31,6 +31,7 @@ async fn push(cluster: &Cluster, samples: Vec<pb::Sample>, per_batch: usize) -> 
         .chunks(per_batch)
         .map(|c| pb::SampleBatch {
             samples: c.to_vec(),
+            applied_index: 0,
         })
         .collect();
     push_to(&cluster.addr(1), batches).await
@@ -1047,4 +1048,77 @@ async fn a_rising_load_scales_the_group_out_ahead_of_its_peak() {
     let ids = component_ids(&cluster.addr(1), false).await.unwrap();
     assert!(!ids.contains(&"web.scale-2".to_owned()), "{ids:?}");
     drop(cluster);
+}
+
+/// A batch a peer sends on carries how far that peer had applied the replicated state; the
+/// receiver waits to have applied as far before judging it, so a component registered just
+/// before its first samples is taken there, not refused as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_batch_is_judged_after_the_registration_its_sender_had_applied() {
+    use pb::telemetry_client::TelemetryClient;
+    use pb::topology_client::TopologyClient;
+    // One forward slot, so a waiting forward shows as a refused second one.
+    let (cluster, _) =
+        single_node("[telemetry]\nmax_inflight_batches = 1\nforward_catch_up_ms = 60000\n").await;
+    let addr = cluster.addr(1);
+    // The leader's own first writes (the model, the shard map) are in: the next entry is the
+    // registration below.
+    let applied = eventually(
+        "the node's own writes applied",
+        Duration::from_secs(20),
+        || {
+            let addr = addr.clone();
+            async move {
+                let s = status(&addr).await?;
+                let model = TelemetryClient::new(channel(&addr).await?)
+                    .get_model(pb::GetModelRequest {})
+                    .await
+                    .ok()?
+                    .into_inner();
+                (s.shard_epoch > 0 && !model.recorded_version.is_empty()).then_some(())?;
+                status(&addr).await.map(|s| s.last_applied)
+            }
+        },
+    )
+    .await;
+
+    let forward = |samples: Vec<pb::Sample>, applied_index: u64| {
+        let addr = addr.clone();
+        async move {
+            TelemetryClient::new(channel(&addr).await.expect("channel"))
+                .forward(pb::SampleBatch {
+                    samples,
+                    applied_index,
+                })
+                .await
+        }
+    };
+    // As if sent on by a peer that had applied one entry more: the registration.
+    let waiting = tokio::spawn(forward(
+        vec![sample("late-1", "latency_ms", 1000, 5.0)],
+        applied + 1,
+    ));
+    eventually("the forward waiting", Duration::from_secs(20), || {
+        let probe = forward(Vec::new(), 0);
+        async move {
+            matches!(probe.await, Err(s) if s.code() == tonic::Code::ResourceExhausted)
+                .then_some(())
+        }
+    })
+    .await;
+    let registered = TopologyClient::new(channel(&addr).await.expect("channel"))
+        .upsert_component(pb::UpsertComponentRequest {
+            component: Some(component("late-1", "web")),
+        })
+        .await
+        .expect("register late-1")
+        .into_inner();
+    assert_eq!(
+        registered.log_index,
+        applied + 1,
+        "another entry came between: the test's premise does not hold"
+    );
+    let summary = waiting.await.unwrap().expect("forward").into_inner();
+    assert_eq!(summary.accepted, 1, "{summary:?}");
+    assert_eq!(summary.unknown_component, 0, "{summary:?}");
 }

@@ -531,7 +531,10 @@ pub fn fleet_step(
             })
         })
         .collect();
-    pb::SampleBatch { samples }
+    pb::SampleBatch {
+        samples,
+        applied_index: 0,
+    }
 }
 
 /// Pushes `batches` to the node at `addr` over one stream.

@@ -1438,7 +1438,10 @@ async fn push_telemetry(mut client: Client, targets: Targets, every: Duration) {
         if samples.is_empty() {
             continue;
         }
-        let batch = pb::SampleBatch { samples };
+        let batch = pb::SampleBatch {
+            samples,
+            applied_index: 0,
+        };
         let sent = client
             .call(|ch| {
                 let batch = batch.clone();

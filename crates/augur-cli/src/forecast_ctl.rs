@@ -290,6 +290,7 @@ fn batches_of(samples: Vec<pb::Sample>) -> Vec<pb::SampleBatch> {
         if !batch.is_empty() && (batch.len() == BATCH_SAMPLES || bytes + len > BATCH_BYTES) {
             out.push(pb::SampleBatch {
                 samples: std::mem::take(&mut batch),
+                applied_index: 0,
             });
             bytes = 0;
         }
@@ -297,7 +298,10 @@ fn batches_of(samples: Vec<pb::Sample>) -> Vec<pb::SampleBatch> {
         batch.push(s);
     }
     if !batch.is_empty() {
-        out.push(pb::SampleBatch { samples: batch });
+        out.push(pb::SampleBatch {
+            samples: batch,
+            applied_index: 0,
+        });
     }
     out
 }

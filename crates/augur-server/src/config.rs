@@ -243,6 +243,10 @@ pub struct TelemetrySection {
     /// RESOURCE_EXHAUSTED with a retry hint. Batches forwarded by peers (to a shard's owner
     /// and standby) have a budget of the same size of their own.
     pub max_inflight_batches: usize,
+    /// How long a node waits, before judging a batch forwarded by a peer, to have applied
+    /// the entries the peer had when it took the batch (a component registered there just
+    /// before is then known here too), ms; past it the batch is judged as things stand.
+    pub forward_catch_up_ms: u64,
     /// Prometheus remote-write receiver (`POST /api/v1/write`), IP:PORT; off when absent.
     pub remote_write_listen: Option<String>,
     /// The remote-write label that names the component.
@@ -278,6 +282,7 @@ impl Default for TelemetrySection {
             max_future_ms: crate::service::CLOCK_SKEW_MS as i64,
             auto_register: false,
             max_inflight_batches: 64,
+            forward_catch_up_ms: 1_000,
             remote_write_listen: None,
             component_label: "component".into(),
             model: None,
@@ -410,6 +415,12 @@ impl NodeConfig {
             err(
                 "telemetry.out_of_order_tolerance_ms",
                 "must not be negative".into(),
+            );
+        }
+        if t.forward_catch_up_ms > 60_000 {
+            err(
+                "telemetry.forward_catch_up_ms",
+                format!("{} is over a minute", t.forward_catch_up_ms),
             );
         }
         if t.max_future_ms < 0 {
@@ -763,11 +774,15 @@ mod tests {
             "version = 1\n[node]\nid = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\n\
              [cluster]\nbootstrap = true\nmembers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n\
              [telemetry]\nmax_inflight_batches = 9000000000000000000\n\
-             history_s = 100000000000000000\n",
+             history_s = 100000000000000000\nforward_catch_up_ms = 9000000000000000000\n",
             "h.toml",
         )
         .unwrap_err()
         .to_string();
+        assert!(
+            err.contains("telemetry.forward_catch_up_ms: 9000000000000000000 is over a minute"),
+            "{err}"
+        );
         assert!(
             err.contains("telemetry.max_inflight_batches: must be in 1..=1048576"),
             "{err}"

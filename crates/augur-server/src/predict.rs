@@ -41,6 +41,8 @@ pub struct Predictors {
     auto_register: bool,
     /// `telemetry.max_future_ms`: what [`Door`] lets through.
     max_future_ms: i64,
+    /// `telemetry.forward_catch_up_ms`: see [`Predictors::catch_up_to`].
+    forward_catch_up: Duration,
     /// The other nodes: where samples and forecast reads of their shards go.
     peers: Peers,
 }
@@ -95,6 +97,7 @@ impl Predictors {
             history: Arc::new(history),
             auto_register: cfg.auto_register,
             max_future_ms: cfg.max_future_ms,
+            forward_catch_up: Duration::from_millis(cfg.forward_catch_up_ms),
             peers,
         })
     }
@@ -113,6 +116,8 @@ impl Predictors {
     /// saturated owner's `RESOURCE_EXHAUSTED` comes back as it is.
     pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, Status> {
         let me = self.peers.me;
+        // What the owners must have applied to judge these samples as this node would.
+        let applied = self.state.last_applied_index();
         let Some(map) = self.shared_map() else {
             return self.ingest(samples).await.map_err(actors_status);
         };
@@ -127,7 +132,7 @@ impl Predictors {
         let there = |to: std::collections::HashMap<u64, Vec<Sample>>| {
             join_all(to.into_iter().map(|(node, xs)| async move {
                 let n = xs.len() as u64;
-                (node, n, self.peers.forward(node, xs).await)
+                (node, n, self.peers.forward(node, xs, applied).await)
             }))
         };
         let (owned, standby, to_owner, to_standby) = tokio::join!(
@@ -260,6 +265,21 @@ impl Predictors {
             best.into_iter().map(|(id, (_, f))| (id, f)).collect();
         augur_actors::rank_at_risk(&mut rows, usize::MAX, 0.0);
         Ok(rows)
+    }
+
+    /// Waits (at most `telemetry.forward_catch_up_ms`) until this node has applied the entries up to
+    /// `index`: a forwarding node's position, so that a component it knows is known here.
+    /// Gives up quietly: the samples are then judged against what is applied.
+    pub async fn catch_up_to(&self, index: u64) {
+        if index > self.state.last_applied_index()
+            && !self.state.wait_applied(index, self.forward_catch_up).await
+        {
+            metrics::counter!("augur_forward_apply_wait_timeouts_total").increment(1);
+            tracing::debug!(
+                index,
+                "forwarded samples judged before their sender's position"
+            );
+        }
     }
 
     /// Takes a batch into this node's own actors: the registered components' samples go

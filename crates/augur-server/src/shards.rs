@@ -74,6 +74,7 @@ impl Peers {
         &self,
         id: NodeId,
         samples: Vec<Sample>,
+        applied_index: u64,
     ) -> Result<pb::PushSummary, tonic::Status> {
         let mut client = self.telemetry(id)?;
         let batch = pb::SampleBatch {
@@ -86,6 +87,7 @@ impl Peers {
                     value: s.value,
                 })
                 .collect(),
+            applied_index,
         };
         Ok(client.forward(batch).await?.into_inner())
     }

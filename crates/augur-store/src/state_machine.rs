@@ -84,6 +84,13 @@ impl StateReader {
         self.shared.applied_tx.subscribe()
     }
 
+    /// Waits until entries up to `index` are applied, for at most `within`: whether they are.
+    pub async fn wait_applied(&self, index: u64, within: std::time::Duration) -> bool {
+        let mut applied = self.subscribe();
+        let reached = tokio::time::timeout(within, applied.wait_for(|&a| a >= index)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
     fn guard(&self) -> RwLockReadGuard<'_, SmData> {
         self.shared.data.read().expect("state lock poisoned")
     }

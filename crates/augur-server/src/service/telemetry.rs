@@ -123,7 +123,9 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
                 self.retry_after_ms,
             ));
         };
-        let (samples, refused) = self.predictors.door().batch(req.into_inner().samples);
+        let batch = req.into_inner();
+        self.predictors.catch_up_to(batch.applied_index).await;
+        let (samples, refused) = self.predictors.door().batch(batch.samples);
         let mut summary = self
             .predictors
             .ingest(samples)
