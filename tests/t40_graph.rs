@@ -483,3 +483,96 @@ async fn spans_sent_to_a_follower_reach_the_graph_through_the_leader() {
     )
     .await;
 }
+
+/// Applying a topology again makes the graph what the file now says: a dependency dropped
+/// from one of its components is withdrawn. A file the cluster refuses (one that would
+/// overfill a host) changes nothing at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_applied_again_withdraws_what_it_dropped_and_a_refused_one_changes_nothing() {
+    let (_cluster, ep) = single_node("").await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let file = |name: &str, web_deps: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "version = 1\n\
+                 {extra}\
+                 [[host]]\nname = \"h1\"\nrack = \"r1\"\nzone = \"z1\"\ncapacity = 3\n\
+                 [[component]]\nname = \"web\"\nclass = \"web\"\nhost = \"h1\"\nentry = true\n\
+                 depends_on = [{web_deps}]\n\
+                 [[component]]\nname = \"api\"\nclass = \"service\"\nhost = \"h1\"\n\
+                 depends_on = [\"db\"]\n\
+                 [[component]]\nname = \"db\"\nclass = \"db\"\nhost = \"h1\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let apply = |path: &PathBuf| {
+        ctl(
+            &ep,
+            &[
+                "--output",
+                "json",
+                "topology",
+                "apply",
+                path.to_str().unwrap(),
+            ],
+        )
+    };
+    let edges = |ep: &str| {
+        let g = graph(ep);
+        let mut e: Vec<String> = g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} -> {}",
+                    e["from"].as_str().unwrap(),
+                    e["to"].as_str().unwrap()
+                )
+            })
+            .collect();
+        e.sort();
+        (e, g["nodes"].as_array().unwrap().len())
+    };
+
+    let (code, out, err) = apply(&file("v1.toml", "\"api\", \"db\"", ""));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["withdrawn"], 0, "{out}");
+    assert_eq!(
+        edges(&ep),
+        (
+            vec!["api -> db".into(), "web -> api".into(), "web -> db".into()],
+            3
+        )
+    );
+
+    // web no longer calls db.
+    let (code, out, err) = apply(&file("v2.toml", "\"api\"", ""));
+    assert_eq!(code, 0, "{err}");
+    let v = json(&out);
+    assert_eq!(
+        (v["withdrawn"].as_u64(), v["edges_removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    let before = edges(&ep);
+    assert_eq!(
+        before,
+        (vec!["api -> db".into(), "web -> api".into()], 2 + 1)
+    );
+
+    // A fourth component on h1 (capacity 3): the file is refused whole; neither cache nor
+    // web's new dependency on it is recorded.
+    let extra = "[[component]]\nname = \"cache\"\nclass = \"cache\"\nhost = \"h1\"\n";
+    let (code, _, err) = apply(&file("v3.toml", "\"cache\"", extra));
+    assert_ne!(code, 0);
+    assert!(err.contains("h1"), "{err}");
+    assert_eq!(edges(&ep), before);
+    let (code, out, err) = ctl(&ep, &["--output", "json", "component", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("cache"), "{out}");
+}

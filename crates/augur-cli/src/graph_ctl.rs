@@ -356,68 +356,83 @@ pub async fn topology(
         });
         return Ok(());
     }
-    for h in topo.hosts() {
-        let req = pb::UpsertHostRequest {
+    let hosts = topo
+        .hosts()
+        .iter()
+        .map(|h| pb::UpsertHostRequest {
             placement: Some(pb::Placement {
                 host: h.name.clone(),
                 rack: h.rack.clone(),
                 zone: h.zone.clone(),
             }),
             capacity: h.capacity,
-        };
-        client
-            .call(|c| {
-                let req = req.clone();
-                async move { TopologyClient::new(c).upsert_host(req).await }
-            })
-            .await?;
-    }
-    for c in topo.components() {
-        let unplaced = || "unplaced".to_owned();
-        let mut labels = std::collections::HashMap::new();
-        if c.entry {
-            labels.insert(ENTRY_LABEL.to_owned(), "true".to_owned());
-        }
-        if !c.addresses.is_empty() {
-            labels.insert(ADDRESSES_LABEL.to_owned(), c.addresses.join(","));
-        }
-        let component = pb::Component {
-            id: c.name.clone(),
-            class: c.class.clone(),
-            group: c.group.clone().unwrap_or_else(|| "default".into()),
-            criticality: u32::from(c.criticality),
-            placement: Some(pb::Placement {
-                host: c.host.clone().unwrap_or_else(unplaced),
-                rack: c.rack.clone().unwrap_or_else(unplaced),
-                zone: c.zone.clone().unwrap_or_else(unplaced),
-            }),
-            labels,
-        };
-        client
-            .call(|ch| {
-                let component = Some(component.clone());
-                async move {
-                    TopologyClient::new(ch)
-                        .upsert_component(pb::UpsertComponentRequest { component })
-                        .await
-                }
-            })
-            .await?;
-    }
-    let edges = topo.edge_updates(now_ms());
-    push_edges(client, &edges).await?;
+        })
+        .collect();
+    let components = topo
+        .components()
+        .iter()
+        .map(|c| {
+            let unplaced = || "unplaced".to_owned();
+            let mut labels = std::collections::HashMap::new();
+            if c.entry {
+                labels.insert(ENTRY_LABEL.to_owned(), "true".to_owned());
+            }
+            if !c.addresses.is_empty() {
+                labels.insert(ADDRESSES_LABEL.to_owned(), c.addresses.join(","));
+            }
+            pb::Component {
+                id: c.name.clone(),
+                class: c.class.clone(),
+                group: c.group.clone().unwrap_or_else(|| "default".into()),
+                criticality: u32::from(c.criticality),
+                placement: Some(pb::Placement {
+                    host: c.host.clone().unwrap_or_else(unplaced),
+                    rack: c.rack.clone().unwrap_or_else(unplaced),
+                    zone: c.zone.clone().unwrap_or_else(unplaced),
+                }),
+                labels,
+            }
+        })
+        .collect();
+    let dependencies: Vec<pb::Dependency> = topo
+        .edge_updates(0)
+        .into_iter()
+        .map(|u| pb::Dependency {
+            from: u.from,
+            to: u.to,
+            strength: u.observation.strength,
+        })
+        .collect();
+    let req = pb::ApplyTopologyRequest {
+        hosts,
+        components,
+        dependencies,
+    };
+    let reply = client
+        .call(|c| {
+            let req = req.clone();
+            async move { TopologyClient::new(c).apply_topology(req).await }
+        })
+        .await?
+        .into_inner();
     let view = serde_json::json!({
         "hosts": topo.hosts().len(),
         "components": topo.components().len(),
-        "edges": edges.len(),
+        "edges": req.dependencies.len(),
+        "withdrawn": reply.withdrawn,
+        "edges_removed": reply.edges_removed,
+        "log_index": reply.log_index,
     });
     print(output, &view, |_| {
         format!(
-            "applied {}: {} hosts, {} components, {} dependencies",
+            "applied {}: {} hosts, {} components, {} dependencies; {} no longer declared \
+             withdrawn ({} edges removed)",
             path.display(),
             topo.hosts().len(),
             topo.components().len(),
-            edges.len()
+            req.dependencies.len(),
+            reply.withdrawn,
+            reply.edges_removed
         )
     });
     Ok(())

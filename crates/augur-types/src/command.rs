@@ -142,6 +142,18 @@ pub enum Command {
     /// Several independent commands in one Raft entry (group commit). Each is applied on
     /// its own: one's rejection does not undo the others. Batches do not nest.
     Batch(Vec<Command>),
+    /// A topology file (a CMDB's view): its hosts and components registered, and its
+    /// declared dependencies recorded, all or none. The file speaks for its components'
+    /// dependencies: a declared observation from one of them that the file no longer
+    /// declares is withdrawn, and an edge left with no observation is removed. Each host and
+    /// component is checked as its own upsert would be, against the state the whole file
+    /// leaves (a host's capacity included), so one refusal refuses the file.
+    ApplyTopology {
+        hosts: Vec<Host>,
+        components: Vec<Component>,
+        /// Every declared edge of the file, each from one of `components`.
+        edges: Vec<augur_graph::EdgeUpdate>,
+    },
 }
 
 /// Most commands in one [`Command::Batch`].
@@ -162,6 +174,11 @@ impl Command {
             Command::PutComponentState { state, .. } => state.bytes.len(),
             Command::SetModel(m) => m.bytes.len(),
             Command::UpsertEdges(u) => u.len() * 64,
+            Command::ApplyTopology {
+                hosts,
+                components,
+                edges,
+            } => hosts.len() * 64 + components.len() * 128 + edges.len() * 64,
             Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
             _ => 0,
         }
@@ -191,6 +208,7 @@ impl Command {
             Command::DecidePlan { .. } => "decide_plan",
             Command::SetShards(_) => "set_shards",
             Command::Batch(_) => "batch",
+            Command::ApplyTopology { .. } => "apply_topology",
         }
     }
 }
@@ -210,6 +228,9 @@ pub enum Applied {
     Faded { observations: u32 },
     /// One answer per command of a batch, in order.
     Batch(Vec<Result<Applied, Rejection>>),
+    /// A topology file was applied; how many declared observations it withdrew, and how
+    /// many edges went with them (left with no observation).
+    Topology { withdrawn: u32, edges_removed: u32 },
 }
 
 /// Why a command was refused. Every replica refuses the same command the same way; a

@@ -621,7 +621,173 @@ impl ControlState {
                     cmds.iter().map(|c| self.apply(term, c)).collect(),
                 ))
             }
+            Command::ApplyTopology {
+                hosts,
+                components,
+                edges,
+            } => self.apply_topology(hosts, components, edges),
         }
+    }
+
+    /// [`Command::ApplyTopology`]: every check against the state the file would leave, then
+    /// the changes.
+    fn apply_topology(
+        &mut self,
+        hosts: &[Host],
+        components: &[Component],
+        edges: &[augur_graph::EdgeUpdate],
+    ) -> Result<Applied, Rejection> {
+        use augur_graph::EdgeSource;
+        if edges.len() > MAX_EDGE_BATCH {
+            return Err(invalid(format!(
+                "{} dependencies in one topology; at most {MAX_EDGE_BATCH}",
+                edges.len()
+            )));
+        }
+        let mut capacity: HashMap<&str, u32> = HashMap::new();
+        for h in hosts {
+            h.placement.validate()?;
+            if capacity.insert(&h.placement.host, h.capacity).is_some() {
+                return Err(invalid(format!(
+                    "host {} twice in one topology",
+                    h.placement.host
+                )));
+            }
+        }
+        let mut declared: BTreeSet<&str> = BTreeSet::new();
+        for c in components {
+            c.validate()?;
+            if !declared.insert(c.id.as_str()) {
+                return Err(invalid(format!("component {} twice in one topology", c.id)));
+            }
+            if let Some(old) = self.components.get(&c.id) {
+                if old.group != c.group {
+                    if let Some(service) = self.service_routing_to(&c.id) {
+                        return Err(Rejection::ComponentInUse {
+                            id: c.id.to_string(),
+                            service,
+                        });
+                    }
+                }
+            }
+        }
+        let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for u in edges {
+            u.validate().map_err(|e| invalid(e.to_string()))?;
+            if u.observation.source != EdgeSource::Declared {
+                return Err(invalid(format!(
+                    "dependency {} -> {} is not a declared one",
+                    u.from, u.to
+                )));
+            }
+            if !declared.contains(u.from.as_str()) {
+                return Err(invalid(format!(
+                    "dependency {} -> {}: {} is not a component of this topology",
+                    u.from, u.to, u.from
+                )));
+            }
+            if !pairs.insert((&u.from, &u.to)) {
+                return Err(invalid(format!(
+                    "dependency {} -> {} twice in one topology",
+                    u.from, u.to
+                )));
+            }
+        }
+        // Hosts' room as the file leaves them: the file's components where it puts them, the
+        // others where they are, against the file's capacity or the recorded one.
+        for c in components {
+            let host = c.placement.host.as_str();
+            if !capacity.contains_key(host) {
+                if let Some(h) = self.hosts.get(host) {
+                    capacity.insert(host, h.capacity);
+                }
+            }
+        }
+        let mut count: HashMap<&str, u64> = HashMap::new();
+        let placed = self
+            .components
+            .values()
+            .filter(|o| !declared.contains(o.id.as_str()))
+            .chain(components.iter());
+        for c in placed {
+            if capacity.contains_key(c.placement.host.as_str()) {
+                *count.entry(&c.placement.host).or_default() += 1;
+            }
+        }
+        for c in components {
+            let host = c.placement.host.as_str();
+            if let (Some(&cap), Some(&n)) = (capacity.get(host), count.get(host)) {
+                if n > u64::from(cap) {
+                    return Err(Rejection::HostFull {
+                        host: host.to_owned(),
+                        capacity: cap,
+                    });
+                }
+            }
+        }
+        // Declared observations from the file's components that it no longer declares.
+        let mut withdraw: Vec<(String, String)> = Vec::new();
+        for c in components {
+            let from = c.id.as_str();
+            let start = (from.to_owned(), String::new());
+            for ((f, t), edge) in self.edges.range(start..) {
+                if f != from {
+                    break;
+                }
+                if edge.observations.contains_key(&EdgeSource::Declared)
+                    && !pairs.contains(&(f.as_str(), t.as_str()))
+                {
+                    withdraw.push((f.clone(), t.clone()));
+                }
+            }
+        }
+        let emptied = withdraw
+            .iter()
+            .filter(|k| {
+                self.edges
+                    .get(*k)
+                    .is_some_and(|e| e.observations.len() == 1)
+            })
+            .count();
+        let new = pairs
+            .iter()
+            .filter(|&&(f, t)| !self.edges.contains_key(&(f.to_owned(), t.to_owned())))
+            .count();
+        if self.edges.len() + new - emptied > MAX_EDGES {
+            return Err(invalid(format!(
+                "{new} new edges would make {}; the graph holds at most {MAX_EDGES}",
+                self.edges.len() + new - emptied
+            )));
+        }
+
+        for h in hosts {
+            self.hosts.insert(h.placement.host.clone(), h.clone());
+        }
+        for c in components {
+            if self.components.insert(c.id.clone(), c.clone()).is_none() {
+                self.id_changes.record(&c.id, true);
+            }
+        }
+        let mut edges_removed = 0u32;
+        for key in &withdraw {
+            if let Some(edge) = self.edges.get_mut(key) {
+                edge.observations.remove(&EdgeSource::Declared);
+                if edge.observations.is_empty() {
+                    self.edges.remove(key);
+                    edges_removed += 1;
+                }
+            }
+        }
+        for u in edges {
+            self.edges
+                .entry((u.from.clone(), u.to.clone()))
+                .or_default()
+                .observe(&u.observation);
+        }
+        Ok(Applied::Topology {
+            withdrawn: withdraw.len() as u32,
+            edges_removed,
+        })
     }
 
     fn upsert_edges(&mut self, updates: &[augur_graph::EdgeUpdate]) -> Result<Applied, Rejection> {
@@ -1219,6 +1385,160 @@ mod tests {
             s.id_changes.record(&cid(&format!("x{i}")), true);
         }
         assert_eq!(s.id_changes_since(start), None);
+    }
+
+    #[test]
+    fn a_topology_is_applied_whole_or_not_at_all_and_withdraws_what_it_no_longer_declares() {
+        use augur_graph::{EdgeSource, EdgeUpdate, Observation};
+        let dep = |from: &str, to: &str| EdgeUpdate {
+            from: from.into(),
+            to: to.into(),
+            observation: Observation::new(EdgeSource::Declared, 1.0, 5),
+        };
+        let host = |name: &str, capacity| Host {
+            placement: Placement {
+                host: name.into(),
+                rack: "r1".into(),
+                zone: "z1".into(),
+            },
+            capacity,
+        };
+        let topo = |hosts, components, edges| Command::ApplyTopology {
+            hosts,
+            components,
+            edges,
+        };
+        // "other" is on h1 already, from outside the file.
+        let mut s = state_with(&["other"]);
+        s.apply(
+            1,
+            &Command::UpsertEdges(vec![EdgeUpdate {
+                from: "a".into(),
+                to: "c".into(),
+                observation: Observation::new(EdgeSource::Trace, 1.0, 5),
+            }]),
+        )
+        .unwrap();
+        let first = topo(
+            vec![host("h1", 3)],
+            vec![component("a", "web", "h1"), component("b", "web", "h1")],
+            vec![dep("a", "b"), dep("a", "c"), dep("b", "c")],
+        );
+        assert_eq!(
+            s.apply(1, &first),
+            Ok(Applied::Topology {
+                withdrawn: 0,
+                edges_removed: 0
+            })
+        );
+        assert_eq!(s.components.len(), 3);
+        assert_eq!(s.edges.len(), 3);
+
+        // A file that would put a fourth component on h1 (capacity 3, "other" counted) is
+        // refused whole: no host, component or edge of it is recorded.
+        let before = s.clone();
+        let full = topo(
+            vec![host("h2", 10)],
+            vec![
+                component("a", "web", "h1"),
+                component("b", "web", "h1"),
+                component("d", "web", "h1"),
+            ],
+            vec![dep("a", "b"), dep("a", "c"), dep("b", "c"), dep("d", "a")],
+        );
+        assert_eq!(
+            s.apply(1, &full),
+            Err(Rejection::HostFull {
+                host: "h1".into(),
+                capacity: 3
+            })
+        );
+        assert_eq!(s, before);
+        // Raising h1's capacity in the same file lets it through.
+        let mut roomy = full.clone();
+        if let Command::ApplyTopology { hosts, .. } = &mut roomy {
+            hosts.push(host("h1", 4));
+        }
+        assert_eq!(
+            s.apply(1, &roomy),
+            Ok(Applied::Topology {
+                withdrawn: 0,
+                edges_removed: 0
+            })
+        );
+        assert_eq!(s.components.len(), 4);
+        assert_eq!(s.edges.len(), 4);
+        assert_eq!(s.hosts["h1"].capacity, 4);
+
+        // The file speaks for its components' dependencies: a -> b and b -> c were declared
+        // and are no longer. a -> c keeps its trace observation; the others go. "d" is not in
+        // this file, so its declared d -> a stays.
+        let second = topo(
+            vec![],
+            vec![component("a", "web", "h2"), component("b", "web", "h2")],
+            vec![dep("b", "a")],
+        );
+        assert_eq!(
+            s.apply(1, &second),
+            Ok(Applied::Topology {
+                withdrawn: 3,
+                edges_removed: 2
+            })
+        );
+        let mut left: Vec<(String, String, usize)> = s
+            .edges
+            .iter()
+            .map(|((f, t), e)| (f.clone(), t.clone(), e.observations.len()))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                ("a".into(), "c".into(), 1),
+                ("b".into(), "a".into(), 1),
+                ("d".into(), "a".into(), 1)
+            ]
+        );
+        assert!(!s.edges[&("a".into(), "c".into())]
+            .observations
+            .contains_key(&EdgeSource::Declared));
+
+        // Bad files name what is wrong and change nothing.
+        let before = s.clone();
+        for (bad, says) in [
+            (
+                topo(
+                    vec![],
+                    vec![component("a", "web", "h2")],
+                    vec![dep("x", "a")],
+                ),
+                "x is not a component of this topology",
+            ),
+            (
+                topo(
+                    vec![],
+                    vec![component("a", "web", "h2"), component("a", "web", "h2")],
+                    vec![],
+                ),
+                "component a twice",
+            ),
+            (
+                topo(vec![host("h9", 1), host("h9", 2)], vec![], vec![]),
+                "host h9 twice",
+            ),
+            (
+                topo(
+                    vec![],
+                    vec![component("a", "web", "h2")],
+                    vec![dep("a", "b"), dep("a", "b")],
+                ),
+                "a -> b twice",
+            ),
+        ] {
+            let err = s.apply(1, &bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+            assert_eq!(s, before);
+        }
     }
 
     #[test]

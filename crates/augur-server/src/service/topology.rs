@@ -9,7 +9,7 @@ use augur_proto::{
     graph_edge_to_wire, graph_node_to_wire, impact_to_wire, pb, placement_from_wire, risk_to_wire,
     weights_from_wire,
 };
-use augur_types::{Command, ComponentId, ControlState, Host, MAX_EDGE_BATCH};
+use augur_types::{Applied, Command, ComponentId, ControlState, Host, MAX_EDGE_BATCH};
 
 use tonic::{Request, Response, Status};
 
@@ -172,6 +172,65 @@ impl pb::topology_server::Topology for TopologyService {
             capacity: req.capacity,
         }))
         .await
+    }
+
+    async fn apply_topology(
+        &self,
+        req: Request<pb::ApplyTopologyRequest>,
+    ) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
+        let req = req.into_inner();
+        let hosts = req
+            .hosts
+            .into_iter()
+            .map(|h| {
+                Ok(Host {
+                    placement: placement_from_wire(h.placement)?,
+                    capacity: h.capacity,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let components = req
+            .components
+            .into_iter()
+            .map(|c| component_from_wire(Some(c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Stamped here: a declared dependency never fades, and this clock is the cluster's.
+        let at = super::now_ms();
+        let edges = req
+            .dependencies
+            .into_iter()
+            .map(|d| augur_graph::EdgeUpdate {
+                from: d.from,
+                to: d.to,
+                observation: augur_graph::Observation::new(
+                    augur_graph::EdgeSource::Declared,
+                    d.strength,
+                    at,
+                ),
+            })
+            .collect();
+        let (log_index, applied) = self
+            .node
+            .write(Command::ApplyTopology {
+                hosts,
+                components,
+                edges,
+            })
+            .await?;
+        let Applied::Topology {
+            withdrawn,
+            edges_removed,
+        } = applied
+        else {
+            return Err(Status::internal(format!(
+                "apply_topology answered {applied:?}"
+            )));
+        };
+        Ok(Response::new(pb::ApplyTopologyResponse {
+            log_index,
+            withdrawn,
+            edges_removed,
+        }))
     }
 
     async fn set_policy(
