@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_TICK_MS: u64 = 1_000;
 /// The default cap on the samples of one `ingest` call.
 pub const DEFAULT_MAX_BATCH: usize = 1_000_000;
+/// How often (in ticks) a shard looks for auto-registered components gone quiet.
+pub const AUTO_SWEEP_TICKS: u64 = 64;
 /// More shards than this is a mistake: each is a thread.
 pub const MAX_SHARDS: usize = 256;
 
@@ -28,6 +30,11 @@ pub struct ActorsConfig {
     /// Create a component's actor on its first sample even if it was never registered. Off
     /// by default: samples for unknown components are counted and dropped.
     pub auto_register: bool,
+    /// With `auto_register`: a component created that way (never registered) is forgotten,
+    /// its actor stopped and its window dropped, once it has had no sample for this many
+    /// ticks (checked every [`AUTO_SWEEP_TICKS`] ticks); 0: never. Registered components are
+    /// forgotten only when deregistered.
+    pub auto_forget_ticks: u64,
     /// The most samples one `ingest` call may carry; a larger batch is refused whole.
     pub max_batch: usize,
 }
@@ -39,6 +46,7 @@ impl Default for ActorsConfig {
             tick_ms: DEFAULT_TICK_MS,
             predictor: PredictorConfig::default(),
             auto_register: false,
+            auto_forget_ticks: 3_600,
             max_batch: DEFAULT_MAX_BATCH,
         }
     }

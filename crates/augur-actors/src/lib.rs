@@ -27,7 +27,9 @@ mod shard;
 mod system;
 
 pub use component::{ComponentActor, ComponentSetup, GetForecast, Ingest, Observe};
-pub use config::{ActorsConfig, ConfigError, DEFAULT_MAX_BATCH, DEFAULT_TICK_MS, MAX_SHARDS};
+pub use config::{
+    ActorsConfig, ConfigError, AUTO_SWEEP_TICKS, DEFAULT_MAX_BATCH, DEFAULT_TICK_MS, MAX_SHARDS,
+};
 pub use error::ActorsError;
 pub use report::{
     ComponentSnapshot, IngestSummary, MetricSnapshot, Sample, ShardSnapshot, TickReport,

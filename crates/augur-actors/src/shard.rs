@@ -11,6 +11,7 @@ use futures::future::join_all;
 use crate::component::{
     ApplyStep, ComponentActor, ComponentSetup, GetForecast, IngestPart, Observe, TakeInputs,
 };
+use crate::config::AUTO_SWEEP_TICKS;
 use crate::gather::gather;
 use crate::report::{ComponentSnapshot, IngestSummary, Sample, ShardSnapshot};
 use crate::system::shard_of;
@@ -152,6 +153,10 @@ struct Slot {
     due: bool,
     /// From the last step that scored it.
     hps: Option<f64>,
+    /// Created by a sample (auto-registered), not registered: forgotten when it goes quiet.
+    auto: bool,
+    /// The shard's tick count at its last sample.
+    last_tick: u64,
 }
 
 /// The router of one arbiter: its components' actors, which are due, their last scores.
@@ -170,7 +175,10 @@ struct Slot {
 pub struct Shard {
     index: usize,
     setup: Arc<ComponentSetup>,
-    auto_register: bool,
+    /// `Some(forget_after_ticks)` with `auto_register` on (0: never forget).
+    auto: Option<u64>,
+    /// Scoring ticks seen.
+    tick: u64,
     components: HashMap<ComponentId, Slot>,
     due: Vec<ComponentId>,
     ingested: IngestSummary,
@@ -186,12 +194,14 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
-    /// An empty shard. Start it in its arbiter with a mailbox of [`SHARD_MAILBOX`].
-    pub fn new(index: usize, setup: Arc<ComponentSetup>, auto_register: bool) -> Self {
+    /// An empty shard. Start it in its arbiter with a mailbox of [`SHARD_MAILBOX`]. `auto`:
+    /// take unregistered components, forgetting them after that many quiet ticks (0: never).
+    pub fn new(index: usize, setup: Arc<ComponentSetup>, auto: Option<u64>) -> Self {
         Self {
             index,
             setup,
-            auto_register,
+            auto,
+            tick: 0,
             components: HashMap::new(),
             due: Vec::new(),
             ingested: IngestSummary::default(),
@@ -201,6 +211,23 @@ impl Shard {
     fn publish_size(&self) {
         metrics::gauge!("augur_components", "shard" => self.index.to_string())
             .set(self.components.len() as f64);
+    }
+
+    /// Forgets the auto-registered components without a sample for `auto` ticks: dropping
+    /// the only address stops the actor.
+    fn forget_quiet(&mut self) {
+        let Some(after) = self.auto.filter(|&t| t > 0) else {
+            return;
+        };
+        let tick = self.tick;
+        let before = self.components.len();
+        self.components
+            .retain(|_, s| !s.auto || tick - s.last_tick <= after);
+        let forgotten = before - self.components.len();
+        if forgotten > 0 {
+            metrics::counter!("augur_components_forgotten_total").increment(forgotten as u64);
+            self.publish_size();
+        }
     }
 
     fn actor(&self, id: &ComponentId) -> Option<&Addr<ComponentActor>> {
@@ -218,7 +245,7 @@ impl Handler<Register> for Shard {
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> usize {
         let before = self.components.len();
         for id in msg.0 {
-            self.components.entry(id).or_default();
+            self.components.entry(id).or_default().auto = false;
         }
         self.publish_size();
         self.components.len() - before
@@ -266,17 +293,22 @@ impl Handler<IngestGroups> for Shard {
         let mut created = false;
         for (id, samples) in msg.0 {
             if !self.components.contains_key(&id) {
-                if !self.auto_register {
+                if self.auto.is_none() {
                     unknown += samples.len() as u64;
                     continue;
                 }
-                self.components.insert(id.clone(), Slot::default());
+                let slot = Slot {
+                    auto: true,
+                    ..Slot::default()
+                };
+                self.components.insert(id.clone(), slot);
                 created = true;
             }
             let slot = self
                 .components
                 .get_mut(&id)
                 .expect("present or just inserted");
+            slot.last_tick = self.tick;
             let actor = slot.actor.get_or_insert_with(|| {
                 ComponentActor::start_supervised(id.clone(), Arc::clone(&self.setup))
             });
@@ -431,6 +463,10 @@ impl Handler<CollectInputs> for Shard {
     type Result = ResponseFuture<ShardInputs>;
 
     fn handle(&mut self, _: CollectInputs, _: &mut Context<Self>) -> Self::Result {
+        self.tick += 1;
+        if self.tick.is_multiple_of(AUTO_SWEEP_TICKS) {
+            self.forget_quiet();
+        }
         let mut due = std::mem::take(&mut self.due);
         // Rows in id order: the same samples give the same batch on every run.
         due.sort_unstable();

@@ -95,6 +95,7 @@ impl PredictorSystem {
         let model_version = setup.model_version.clone();
         let period = (cfg.tick_ms > 0).then(|| Duration::from_millis(cfg.tick_ms));
         let (shards, auto_register) = (cfg.shards, cfg.auto_register);
+        let auto_forget_ticks = cfg.auto_forget_ticks;
         let (tx, rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("augur-actors".into())
@@ -109,7 +110,8 @@ impl PredictorSystem {
                             let setup = Arc::clone(&setup);
                             Shard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                                 ctx.set_mailbox_capacity(SHARD_MAILBOX);
-                                Shard::new(i, setup, auto_register)
+                                let auto = auto_register.then_some(auto_forget_ticks);
+                                Shard::new(i, setup, auto)
                             })
                         })
                         .collect();

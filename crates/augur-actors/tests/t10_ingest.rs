@@ -2,7 +2,7 @@
 
 mod common;
 
-use augur_actors::{ActorsConfig, ActorsError, IngestSummary};
+use augur_actors::{ActorsConfig, ActorsError, IngestSummary, AUTO_SWEEP_TICKS};
 use common::{config, id, ids, sample, start, MODEL_VERSION};
 
 #[tokio::test]
@@ -117,6 +117,57 @@ async fn unknown_components_are_counted_and_dropped_unless_auto_register() {
     let s = sys.ingest(batch()).await.unwrap();
     assert_eq!((s.accepted, s.unknown_component), (10, 0));
     assert_eq!(sys.tick().await.unwrap().batch_size, 10);
+}
+
+/// An auto-registered component that goes quiet is forgotten, its actor stopped; a registered
+/// one is kept however quiet, and one that keeps sending stays.
+#[tokio::test]
+async fn quiet_auto_registered_components_are_forgotten() {
+    let sys = start(ActorsConfig {
+        auto_register: true,
+        auto_forget_ticks: 100,
+        ..config(2)
+    });
+    let (quiet, busy, kept) = (id("quiet-1"), id("busy-1"), id("kept-1"));
+    sys.register([kept.clone()]).await.unwrap();
+    let all = [&quiet, &busy, &kept].map(|c| sample(c, "cpu", 0, 0.5));
+    assert_eq!(sys.ingest(all.to_vec()).await.unwrap().accepted, 3);
+    let count = || async {
+        sys.observe_shards()
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| (s.registered, s.actors))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    // Sweeps come every AUTO_SWEEP_TICKS ticks; "busy" sends on every tick.
+    let sweeps_past = 100 / AUTO_SWEEP_TICKS + 2;
+    for t in 1..=sweeps_past * AUTO_SWEEP_TICKS {
+        if t == 100 {
+            assert_eq!(
+                count().await,
+                (3, 3),
+                "none is forgotten before 100 quiet ticks"
+            );
+        }
+        let s = sys
+            .ingest(vec![sample(&busy, "cpu", t as i64, 0.5)])
+            .await
+            .unwrap();
+        assert_eq!(s.accepted, 1);
+        sys.tick().await.unwrap();
+    }
+    assert_eq!(count().await, (2, 2));
+    assert_eq!(sys.observe(&quiet).await.unwrap(), None);
+    assert!(sys.observe(&kept).await.unwrap().is_some());
+    // A forgotten component that sends again starts afresh.
+    let s = sys
+        .ingest(vec![sample(&quiet, "cpu", 1, 0.5)])
+        .await
+        .unwrap();
+    assert_eq!(s.accepted, 1);
+    let snap = sys.observe(&quiet).await.unwrap().expect("started again");
+    assert_eq!(snap.metrics[0].window_fill, 1);
 }
 
 #[tokio::test]

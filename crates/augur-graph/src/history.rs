@@ -195,6 +195,28 @@ impl MetricHistory {
         (t != i64::MIN).then_some(t)
     }
 
+    /// Drops the components none of whose series holds a step the ring still reaches (from
+    /// the newest timestamp recorded): a component that stopped sending (one never
+    /// registered, say) holds no memory once its samples have aged out. How many went.
+    pub fn prune(&self) -> usize {
+        let Some(newest) = self.newest_ms() else {
+            return 0;
+        };
+        let oldest_kept = newest.div_euclid(self.cfg.step_ms) - self.cfg.slots as i64 + 1;
+        let mut gone = 0;
+        for shard in &self.shards {
+            let mut shard = shard.lock().expect("history lock");
+            let before = shard.len();
+            shard.retain(|_, series| {
+                series
+                    .iter()
+                    .any(|s| s.first + s.values.len() as i64 > oldest_kept)
+            });
+            gone += before - shard.len();
+        }
+        gone
+    }
+
     /// Drops every series of `components`.
     pub fn forget<'a>(&self, components: impl IntoIterator<Item = &'a str>) {
         for c in components {
@@ -294,6 +316,21 @@ mod tests {
         assert!(a[1].is_nan() && a[2].is_nan());
         assert_eq!(a[3], 3.0);
         assert_eq!(history_component("my_db.1/cpu_total"), "my_db.1");
+    }
+
+    #[test]
+    fn components_whose_samples_aged_out_of_the_ring_are_pruned() {
+        let h = history(1000, 10);
+        assert_eq!(h.prune(), 0, "empty");
+        h.record([("old", "cpu", 10_000, 1.0), ("b", "cpu", 10_000, 1.0)]);
+        h.record([("b", "cpu", 19_000, 1.0)]);
+        // Steps 10..=19 are in the ring: nothing has aged out.
+        assert_eq!(h.prune(), 0);
+        h.record([("b", "cpu", 20_000, 1.0)]);
+        // Step 10 has: "old" holds nothing the ring reaches; "b" still does.
+        assert_eq!(h.prune(), 1);
+        let f = h.frame(0, 20_999).unwrap();
+        assert_eq!(f.names(), &["b/cpu".to_string()]);
     }
 
     #[test]

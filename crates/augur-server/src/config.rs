@@ -239,6 +239,9 @@ pub struct TelemetrySection {
     pub max_future_ms: i64,
     /// Take samples of components that are not registered (registering them); off by default.
     pub auto_register: bool,
+    /// With `auto_register`: a component taken that way (never registered) is forgotten by
+    /// the actors once it has sent nothing for this long, s (0: never).
+    pub auto_forget_s: u64,
     /// Batches being ingested at once on this node; beyond it a push is answered
     /// RESOURCE_EXHAUSTED with a retry hint. Batches forwarded by peers (to a shard's owner
     /// and standby) have a budget of the same size of their own.
@@ -281,6 +284,7 @@ impl Default for TelemetrySection {
             out_of_order_tolerance_ms: 0,
             max_future_ms: crate::service::CLOCK_SKEW_MS as i64,
             auto_register: false,
+            auto_forget_s: 3_600,
             max_inflight_batches: 64,
             forward_catch_up_ms: 1_000,
             remote_write_listen: None,

@@ -73,6 +73,11 @@ impl Predictors {
                 inputs: Vec::new(),
             },
             auto_register: cfg.auto_register,
+            // At least a tick when on: a second's worth may be less than one.
+            auto_forget_ticks: match cfg.auto_forget_s {
+                0 => 0,
+                s => (s.saturating_mul(1000) / cfg.tick_ms.max(1)).max(1),
+            },
             ..ActorsConfig::default()
         };
         let system = PredictorSystem::start(actors.clone(), Arc::new(model))
@@ -481,8 +486,22 @@ impl Predictors {
         });
     }
 
-    /// Keeps [`Predictors::sync`] running on every applied change.
+    /// Keeps [`Predictors::sync`] running on every applied change, and drops from the
+    /// history, once a minute, the components whose samples have all aged out of it.
     pub fn spawn_sync(&self) {
+        let history = self.history.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let gone = history.prune();
+                if gone > 0 {
+                    metrics::counter!("augur_history_components_pruned_total")
+                        .increment(gone as u64);
+                }
+            }
+        });
         let this = self.clone();
         let mut changes = self.state.subscribe();
         tokio::spawn(async move {
