@@ -25,23 +25,7 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
     let entry = cluster.addr(leader);
 
     // The leader spreads the shards: every member owns some and stands by for others.
-    eventually(
-        "a shard map over all three nodes",
-        Duration::from_secs(20),
-        || {
-            let entry = entry.clone();
-            async move {
-                let s = status(&entry).await?;
-                (s.shard_epoch > 0
-                    && s.members.len() == 3
-                    && s.members
-                        .iter()
-                        .all(|m| m.shards_owned > 0 && m.shards_standby > 0))
-                .then_some(())
-            }
-        },
-    )
-    .await;
+    shards_spread(&entry).await;
     let mut client = augur_cli::Client::new(cluster.endpoints());
     for id in ids() {
         assert!(register(&mut client, &id).await, "register {id}");
@@ -141,5 +125,106 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
     assert!(
         listed.iter().all(|f| f.samples > 150),
         "all warm: {listed:?}"
+    );
+}
+
+/// Waits for a shard map over all three nodes: each owns some shards and stands by for
+/// others.
+async fn shards_spread(entry: &str) {
+    eventually(
+        "a shard map over all three nodes",
+        Duration::from_secs(20),
+        || async move {
+            let s = status(entry).await?;
+            (s.shard_epoch > 0
+                && s.members.len() == 3
+                && s.members
+                    .iter()
+                    .all(|m| m.shards_owned > 0 && m.shards_standby > 0))
+            .then_some(())
+        },
+    )
+    .await;
+}
+
+/// `node`'s own forecast of `component` (as owner or standby), if it has one.
+async fn own_forecast(node: &str, component: &str) -> Option<pb::Forecast> {
+    TelemetryClient::new(channel(node).await?)
+        .get_forecast(pb::GetForecastRequest {
+            component: component.into(),
+            this_node_only: true,
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// A node restarted empty warms its windows from the other holder of each component it
+/// serves (the standby of those it owns, the owner of those it stands by for): with no
+/// sample pushed since, it has full windows and forecasts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_warms_its_windows_from_its_peers() {
+    let mut cluster = Cluster::start(3, RaftKnobs::default());
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+    shards_spread(&entry).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    // 100 steps: more than the 64 a window holds.
+    let mut rng = SeededRng::new(11);
+    let ids = ids();
+    let steps: Vec<pb::SampleBatch> = (0..100).map(|k| fleet_step(&ids, k, &mut rng)).collect();
+    let summary = push_to(&entry, steps).await;
+    assert_eq!(summary.accepted, 100 * COMPONENTS as u64 * 2, "{summary:?}");
+
+    let restarted = (1..=3).find(|&n| n != leader).expect("a follower");
+    let node = cluster.addr(restarted);
+    let served = |node: String| {
+        let ids = ids.clone();
+        async move {
+            let mut warm = Vec::new();
+            for id in &ids {
+                if let Some(f) = own_forecast(&node, id).await {
+                    warm.push((id.clone(), f.samples));
+                }
+            }
+            warm
+        }
+    };
+    let before = eventually(
+        "its forecasts before the restart",
+        Duration::from_secs(20),
+        || {
+            let served = served(node.clone());
+            async move {
+                let w = served.await;
+                (w.len() >= 4 && w.iter().all(|(_, n)| *n == 100)).then_some(w)
+            }
+        },
+    )
+    .await;
+
+    cluster.kill(restarted);
+    cluster.restart(restarted);
+    // Nothing is pushed from here on: all it holds comes from its peers.
+    let after = eventually(
+        "warm windows after the restart",
+        Duration::from_secs(30),
+        || {
+            let served = served(node.clone());
+            async move {
+                let w = served.await;
+                (w.len() >= 4 && w.iter().all(|(_, n)| *n == 64)).then_some(w)
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "node {restarted} served {} components before the restart, {} after, each with a full \
+         window of 64 steps",
+        before.len(),
+        after.len()
     );
 }

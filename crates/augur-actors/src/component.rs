@@ -66,6 +66,17 @@ pub struct Ingest {
 #[rtype(result = "ComponentSnapshot")]
 pub struct Observe;
 
+/// Asks for the windows as samples `(metric, ts_ms, value)`, for a peer to warm its copy.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<(String, i64, f64)>")]
+pub struct ExportWindows;
+
+/// Older samples of the component's series, from a peer's copy: see
+/// [`ComponentPredictor::seed`]. Answers how many went in.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "u64")]
+pub struct Seed(pub Vec<(String, i64, f64)>);
+
 /// Asks for the last forecast.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Option<Forecast>")]
@@ -321,6 +332,29 @@ impl Handler<Ingest> for ComponentActor {
             self.shielded(ctx, |this| this.ingest(&msg.samples))
                 .unwrap_or(lost),
         )
+    }
+}
+
+impl Handler<ExportWindows> for ComponentActor {
+    type Result = MessageResult<ExportWindows>;
+
+    fn handle(&mut self, _: ExportWindows, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.predictor.windows())
+    }
+}
+
+impl Handler<Seed> for ComponentActor {
+    type Result = u64;
+
+    fn handle(&mut self, msg: Seed, ctx: &mut Context<Self>) -> u64 {
+        self.shielded(ctx, |this| {
+            let n = this.predictor.seed(&this.setup.predictor, &msg.0);
+            if n > 0 && this.in_step {
+                this.redo = true;
+            }
+            n
+        })
+        .unwrap_or(0)
     }
 }
 

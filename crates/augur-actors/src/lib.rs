@@ -26,7 +26,9 @@ mod scorer;
 mod shard;
 mod system;
 
-pub use component::{ComponentActor, ComponentSetup, GetForecast, Ingest, Observe};
+pub use component::{
+    ComponentActor, ComponentSetup, ExportWindows, GetForecast, Ingest, Observe, Seed,
+};
 pub use config::{
     ActorsConfig, ConfigError, AUTO_SWEEP_TICKS, DEFAULT_MAX_BATCH, DEFAULT_TICK_MS, MAX_SHARDS,
 };
@@ -37,6 +39,6 @@ pub use report::{
 pub use scorer::{Scorer, Tick};
 pub use shard::{
     AtRisk, Deregister, ForecastOf, IngestBatch, ObserveComponent, ObserveShard, Register, Shard,
-    SHARD_MAILBOX,
+    WindowsOf, SHARD_MAILBOX,
 };
 pub use system::{rank_at_risk, risk_of, shard_of, PredictorSystem};

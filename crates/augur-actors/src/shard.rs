@@ -9,7 +9,8 @@ use augur_types::ComponentId;
 use futures::future::join_all;
 
 use crate::component::{
-    ApplyStep, ComponentActor, ComponentSetup, GetForecast, IngestPart, Observe, TakeInputs,
+    ApplyStep, ComponentActor, ComponentSetup, ExportWindows, GetForecast, IngestPart, Observe,
+    Seed, TakeInputs,
 };
 use crate::config::AUTO_SWEEP_TICKS;
 use crate::gather::gather;
@@ -34,6 +35,17 @@ pub struct Deregister(pub Vec<ComponentId>);
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "IngestSummary")]
 pub struct IngestBatch(pub Vec<Sample>);
+
+/// Asks for the windows of these components (those with an actor) as samples.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Vec<Sample>")]
+pub struct WindowsOf(pub Vec<ComponentId>);
+
+/// Older samples from a peer's copies, grouped by component (each once), for components
+/// this shard knows; answers how many went in. See [`Seed`].
+#[derive(Debug, Message)]
+#[rtype(result = "u64")]
+pub(crate) struct SeedGroups(pub Vec<Group>);
 
 /// Asks for a [`ShardSnapshot`].
 #[derive(Debug, Clone, Copy, Message)]
@@ -389,6 +401,60 @@ pub(crate) fn group_by_shard(samples: Vec<Sample>, shards: usize) -> Vec<Vec<Gro
         }
     }
     parts
+}
+
+impl Handler<WindowsOf> for Shard {
+    type Result = ResponseFuture<Vec<Sample>>;
+
+    fn handle(&mut self, msg: WindowsOf, _: &mut Context<Self>) -> Self::Result {
+        let reqs: Vec<_> = msg
+            .0
+            .into_iter()
+            .filter_map(|id| {
+                let req = self.actor(&id)?.send(ExportWindows);
+                Some((id, req))
+            })
+            .collect();
+        Box::pin(async move {
+            let (ids, reqs): (Vec<_>, Vec<_>) = reqs.into_iter().unzip();
+            let mut out = Vec::new();
+            for (id, rows) in ids.into_iter().zip(join_all(reqs).await) {
+                for (metric, ts_ms, value) in rows.unwrap_or_default() {
+                    out.push(Sample {
+                        component: id.clone(),
+                        metric,
+                        ts_ms,
+                        value,
+                    });
+                }
+            }
+            out
+        })
+    }
+}
+
+impl Handler<SeedGroups> for Shard {
+    type Result = ResponseFuture<u64>;
+
+    /// Only components this shard knows (registered, or auto-registered) are seeded: a peer's
+    /// copy is no reason to take a component on.
+    fn handle(&mut self, msg: SeedGroups, _: &mut Context<Self>) -> Self::Result {
+        let mut reqs = Vec::new();
+        for (id, samples) in msg.0 {
+            let Some(slot) = self.components.get_mut(&id) else {
+                continue;
+            };
+            let actor = slot.actor.get_or_insert_with(|| {
+                ComponentActor::start_supervised(id.clone(), Arc::clone(&self.setup))
+            });
+            reqs.push(actor.send(Seed(samples)));
+            if !slot.due {
+                slot.due = true;
+                self.due.push(id);
+            }
+        }
+        Box::pin(async move { join_all(reqs).await.into_iter().flatten().sum() })
+    }
 }
 
 impl Handler<ObserveShard> for Shard {

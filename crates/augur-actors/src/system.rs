@@ -17,7 +17,7 @@ use crate::report::{ComponentSnapshot, IngestSummary, Sample, ShardSnapshot, Tic
 use crate::scorer::{Scorer, Tick};
 use crate::shard::{
     group_by_shard, AtRisk, Deregister, ForecastOf, IngestGroups, ObserveComponent, ObserveShard,
-    Register, Shard, SHARD_MAILBOX,
+    Register, SeedGroups, Shard, WindowsOf, SHARD_MAILBOX,
 };
 
 /// Batches up to this many samples are grouped on the caller's thread (well under 0.5 ms);
@@ -267,6 +267,32 @@ impl PredictorSystem {
             summary.merge(&reply?);
         }
         Ok(summary)
+    }
+
+    /// The windows of these components (those that have had a sample here), as samples:
+    /// what a peer seeds its copies with ([`PredictorSystem::seed`]).
+    pub async fn windows(&self, ids: Vec<ComponentId>) -> Result<Vec<Sample>, ActorsError> {
+        let parts = self.split(ids, |id| id);
+        let mut out = Vec::new();
+        for reply in self.send_parts(parts, WindowsOf).await {
+            out.extend(reply?);
+        }
+        Ok(out)
+    }
+
+    /// Warms the windows of known components with older samples of their series from a
+    /// peer's copies (see [`ComponentPredictor::seed`]); samples of unknown components are
+    /// left out. Answers how many went in.
+    ///
+    /// [`ComponentPredictor::seed`]: augur_predict::predictor::ComponentPredictor::seed
+    pub async fn seed(&self, samples: Vec<Sample>) -> Result<u64, ActorsError> {
+        self.admits(samples.len())?;
+        let parts = group_by_shard(samples, self.inner.shards.len());
+        let mut n = 0;
+        for reply in self.send_parts(parts, SeedGroups).await {
+            n += reply?;
+        }
+        Ok(n)
     }
 
     /// Scores every component that had samples since its last step, in one batched model

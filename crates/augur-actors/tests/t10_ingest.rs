@@ -3,6 +3,7 @@
 mod common;
 
 use augur_actors::{ActorsConfig, ActorsError, IngestSummary, AUTO_SWEEP_TICKS};
+use augur_types::ComponentId;
 use common::{config, id, ids, sample, start, MODEL_VERSION};
 
 #[tokio::test]
@@ -280,4 +281,40 @@ async fn a_large_interleaved_batch_is_taken_whole() {
     let names: Vec<_> = snap.metrics.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, metrics, "each component's samples in batch order");
     assert_eq!(sys.tick().await.unwrap().batch_size, 625);
+}
+
+/// One node's windows warm another's copies of the same components: the copy that took only
+/// the latest samples gets the older ones first, and a component the copy does not know is
+/// not taken on.
+#[tokio::test]
+async fn a_peers_windows_warm_the_copies_that_missed_their_start() {
+    let (peer, here) = (start(config(2)), start(config(2)));
+    let (c, stranger) = (id("db-1"), id("cache-1"));
+    peer.register([c.clone(), stranger.clone()]).await.unwrap();
+    here.register([c.clone()]).await.unwrap();
+    let series = |comp: &ComponentId, from: i64, to: i64| {
+        (from..to)
+            .map(|t| sample(comp, "latency_ms", t * 1000, 100.0 + (t % 5) as f64))
+            .collect::<Vec<_>>()
+    };
+    let mut all = series(&c, 0, 100);
+    all.extend(series(&stranger, 0, 10));
+    assert_eq!(peer.ingest(all).await.unwrap().accepted, 110);
+    assert_eq!(here.ingest(series(&c, 90, 100)).await.unwrap().accepted, 10);
+
+    let windows = peer
+        .windows(vec![c.clone(), stranger.clone(), id("nobody")])
+        .await
+        .unwrap();
+    // The default window holds 64 samples: db-1's last 64, and cache-1's 10.
+    assert_eq!(windows.len(), 64 + 10);
+    // db-1's window has room for 54 more, all older than here's oldest; cache-1 is unknown here.
+    assert_eq!(here.seed(windows).await.unwrap(), 54);
+    let snap = here.observe(&c).await.unwrap().unwrap();
+    assert_eq!(snap.metrics[0].window_fill, 64);
+    assert_eq!(here.observe(&stranger).await.unwrap(), None);
+    // Due for scoring, and scored as the peer's copy is.
+    assert_eq!(here.tick().await.unwrap().batch_size, 1);
+    let f = here.forecast(&c).await.unwrap().unwrap();
+    assert_eq!(f.samples, 64);
 }

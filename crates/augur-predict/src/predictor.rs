@@ -386,6 +386,65 @@ impl ComponentPredictor {
             .collect()
     }
 
+    /// Every metric's window as samples `(metric, ts_ms, value)`, each oldest first: what a
+    /// peer needs to warm its copy ([`ComponentPredictor::seed`]).
+    pub fn windows(&self) -> Vec<(String, i64, f64)> {
+        self.metrics
+            .iter()
+            .flat_map(|m| {
+                m.window
+                    .iter()
+                    .map(|(t, v)| (m.name.to_string(), t, f64::from(v)))
+            })
+            .collect()
+    }
+
+    /// Warms the windows with older samples of the same series (a peer's copy, for a node
+    /// that just took the component on or restarted). For each metric whose window is not
+    /// full: the given samples older than all it holds go first, then what it held is taken
+    /// again, so the window and the detectors see the series in time order, as if it had
+    /// all come here. The window is refilled from its own samples, which are all the metric
+    /// ever had here while it is not full. Samples not older than the window, of full
+    /// windows, or of metrics beyond `max_metrics` are left out. Answers how many went in.
+    pub fn seed(&mut self, cfg: &PredictorConfig, samples: &[(String, i64, f64)]) -> u64 {
+        let mut by_metric: std::collections::BTreeMap<&str, Vec<(i64, f64)>> = Default::default();
+        for (metric, t, v) in samples {
+            by_metric.entry(metric).or_default().push((*t, *v));
+        }
+        let mut taken = 0;
+        for (metric, mut older) in by_metric {
+            let held = self.window(metric);
+            if held.len() >= cfg.window {
+                continue;
+            }
+            let first = held.first().map(|&(t, _)| t);
+            older.retain(|&(t, _)| first.is_none_or(|f| t < f));
+            older.sort_by_key(|&(t, _)| t);
+            older.dedup_by_key(|&mut (t, _)| t);
+            if older.is_empty() {
+                continue;
+            }
+            if let Some(m) = self.metrics.iter_mut().find(|m| &*m.name == metric) {
+                // Its place (and LSTM slot) stays; what it learnt is learnt again below.
+                m.window = Window::new(cfg.window);
+                m.detector = MetricDetector::new(cfg.season);
+                m.lead_time_s = None;
+            }
+            let counted = self.samples;
+            let mut n = 0;
+            for (t, v) in older {
+                n += u64::from(self.ingest(cfg, metric, t, v).is_ok());
+            }
+            for (t, v) in held {
+                // Taken before: in order, so taken again.
+                let _ = self.ingest(cfg, metric, t, f64::from(v));
+            }
+            self.samples = counted + n;
+            taken += n;
+        }
+        taken
+    }
+
     /// The window of `metric`, oldest first.
     pub fn window(&self, metric: &str) -> Vec<(i64, f32)> {
         self.metrics
@@ -438,6 +497,40 @@ mod tests {
             out.push(f.anomaly);
         }
         out
+    }
+
+    #[test]
+    fn a_peers_older_samples_warm_a_window_that_took_only_the_latest() {
+        let cfg = PredictorConfig {
+            window: 64,
+            ..PredictorConfig::default()
+        };
+        let value = |t: i64| 100.0 + (t % 7) as f64;
+        // The peer had the whole series; this copy only its last 20 samples, and no cpu.
+        let (mut peer, mut here) = (ComponentPredictor::new(4), ComponentPredictor::new(4));
+        for t in 0..100 {
+            peer.ingest(&cfg, "latency", t * 1000, value(t)).unwrap();
+            peer.ingest(&cfg, "cpu", t * 1000, 0.5).unwrap();
+        }
+        for t in 80..100 {
+            here.ingest(&cfg, "latency", t * 1000, value(t)).unwrap();
+        }
+        let seeded = here.seed(&cfg, &peer.windows());
+        // latency: the 44 samples before here's oldest that its window has room for are
+        // among the 80 older ones the peer's window holds from 36 s on; cpu: all 64.
+        assert_eq!(seeded, 44 + 64);
+        assert_eq!(here.window("latency"), peer.window("latency"));
+        assert_eq!(here.window("cpu"), peer.window("cpu"));
+        assert!(here.is_dirty());
+        // Seeding again, or into full windows, adds nothing.
+        assert_eq!(here.seed(&cfg, &peer.windows()), 0);
+        // A window that is not full takes only what is older than all it holds.
+        let mut late = ComponentPredictor::new(4);
+        late.ingest(&cfg, "latency", 50_000, value(50)).unwrap();
+        assert_eq!(late.seed(&cfg, &peer.windows()), 14 + 64);
+        let lat = late.window("latency");
+        assert_eq!(lat.len(), 15);
+        assert_eq!((lat[0].0, lat[14].0), (36_000, 50_000));
     }
 
     #[test]

@@ -449,6 +449,9 @@ impl Predictors {
                 return;
             }
         }
+        if !added.is_empty() {
+            self.spawn_warm_up(added);
+        }
         if !removed.is_empty() {
             self.history.forget(removed.iter().map(ComponentId::as_str));
             if let Err(e) = self.system().deregister(removed.clone()).await {
@@ -461,6 +464,60 @@ impl Predictors {
         synced.cursor = Some(now_cursor);
         synced.shard_epoch = now_epoch;
         self.synced_index.store(applied, Ordering::Release);
+    }
+
+    /// Warms the windows of components this node just took on (a new shard map, a restart)
+    /// from the other node that holds them (the standby of those it owns, the owner of those
+    /// it stands by for), in the background: their older samples go in before what has
+    /// arrived here since (see [`PredictorSystem::seed`]), and into the history.
+    fn spawn_warm_up(&self, added: Vec<ComponentId>) {
+        let Some(map) = self.shared_map() else {
+            return;
+        };
+        let me = self.peers.me;
+        let mut from: std::collections::BTreeMap<u64, Vec<ComponentId>> = Default::default();
+        for id in added {
+            let a = map.assignment(id.as_str());
+            let source = if a.owner == me {
+                a.standby
+            } else {
+                Some(a.owner)
+            };
+            if let Some(node) = source.filter(|&n| n != me) {
+                from.entry(node).or_default().push(id);
+            }
+        }
+        if from.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            for (node, ids) in from {
+                for chunk in ids.chunks(WARM_UP_CHUNK) {
+                    let samples = match this.peers.windows(node, chunk).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(node, error = %e, "no windows to warm up from");
+                            break;
+                        }
+                    };
+                    this.history.record(
+                        samples
+                            .iter()
+                            .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
+                    );
+                    match this.system().seed(samples).await {
+                        Ok(n) => {
+                            metrics::counter!("augur_warm_up_samples_total").increment(n);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot seed the windows");
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// On the leader, while the state records no model: records this node's own, so every
@@ -601,6 +658,9 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
         }
     }
 }
+
+/// Components a node asks a peer's windows of at once (default windows: ~32 KiB each).
+const WARM_UP_CHUNK: usize = 16;
 
 /// The metadata key of a saturated node's retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";

@@ -92,6 +92,33 @@ impl Peers {
         Ok(client.forward(batch).await?.into_inner())
     }
 
+    /// `id`'s windows of `components`, as samples.
+    pub async fn windows(
+        &self,
+        id: NodeId,
+        components: &[ComponentId],
+    ) -> Result<Vec<Sample>, tonic::Status> {
+        let mut client = self.telemetry(id)?;
+        let req = pb::GetWindowsRequest {
+            components: components.iter().map(|c| c.to_string()).collect(),
+        };
+        let batch = client.get_windows(req).await?.into_inner();
+        batch
+            .samples
+            .into_iter()
+            .map(|s| {
+                let component = ComponentId::new(s.component)
+                    .map_err(|e| tonic::Status::internal(format!("a peer's window: {e}")))?;
+                Ok(Sample {
+                    component,
+                    metric: s.metric,
+                    ts_ms: s.timestamp_ms,
+                    value: s.value,
+                })
+            })
+            .collect()
+    }
+
     /// `id`'s own forecast of `component`, if it has one.
     pub async fn forecast(
         &self,

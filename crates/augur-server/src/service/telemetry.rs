@@ -25,6 +25,9 @@ pub struct TelemetryService {
     max_batch_bytes: usize,
 }
 
+/// Most components one `GetWindows` asks for.
+pub const MAX_WINDOWS_PER_REQUEST: usize = 64;
+
 impl TelemetryService {
     /// `max_forwards`: forwarded batches taken at once (`telemetry.max_inflight_batches`).
     pub fn new(
@@ -136,6 +139,44 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         Ok(Response::new(pb::PushSummary {
             batches: 1,
             ..summary_to_wire(&summary)
+        }))
+    }
+
+    async fn get_windows(
+        &self,
+        req: Request<pb::GetWindowsRequest>,
+    ) -> Result<Response<pb::SampleBatch>, Status> {
+        let ids = req.into_inner().components;
+        if ids.len() > MAX_WINDOWS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "{} components; at most {MAX_WINDOWS_PER_REQUEST} a request",
+                ids.len()
+            )));
+        }
+        let ids = ids
+            .into_iter()
+            .map(|id| {
+                ComponentId::new(id)
+                    .map_err(|e| Status::invalid_argument(format!("component: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let samples = self
+            .predictors
+            .system()
+            .windows(ids)
+            .await
+            .map_err(actors_status)?
+            .into_iter()
+            .map(|s| pb::Sample {
+                component: s.component.into(),
+                metric: s.metric,
+                timestamp_ms: s.ts_ms,
+                value: s.value,
+            })
+            .collect();
+        Ok(Response::new(pb::SampleBatch {
+            samples,
+            applied_index: 0,
         }))
     }
 
