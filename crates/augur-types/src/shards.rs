@@ -92,10 +92,12 @@ impl ShardMap {
     /// The map `live` nodes should serve, from `current` (none yet: a fresh spread), or `None`
     /// when nothing needs to change. `live` must not be empty.
     ///
-    /// Moves as little as it can: an owner that is alive keeps its shard; a dead owner's
-    /// shard goes to its standby (its windows are warm), or to the least loaded live node
-    /// when the standby is dead too (cold); every shard whose standby is missing or dead gets
-    /// the live node other than its owner that stands by for the fewest shards.
+    /// Moves as little as it can: a dead owner's shard goes to its standby (its windows are
+    /// warm), or to the least loaded live node when the standby is dead too (cold); every
+    /// shard whose standby is missing or dead gets the live node other than its owner that
+    /// stands by for the fewest shards. Then, unless this map hands shards of a dead owner
+    /// over, owners even out (to within one shard) by trading roles with standbys that
+    /// `current` already named, and standby roles even out the same way.
     pub fn rebalanced(current: Option<&ShardMap>, live: &[NodeId]) -> Option<ShardMap> {
         let mut live: Vec<NodeId> = live.to_vec();
         live.sort_unstable();
@@ -115,6 +117,8 @@ impl ShardMap {
         };
         let alive = |n: NodeId| live.binary_search(&n).is_ok();
         let mut shards = current.shards.clone();
+        // A map that hands a dead node's shards over changes nothing else of ownership.
+        let handover = shards.iter().any(|a| !alive(a.owner));
         let count = |shards: &[ShardAssignment], n: NodeId, standby: bool| {
             shards
                 .iter()
@@ -159,9 +163,37 @@ impl ShardMap {
                 .filter(|&n| n != a.owner)
                 .min_by_key(|&n| (count(&shards, n, true), n));
         }
+        // Owners even out too, one shard at a time, but only by trading roles with a standby
+        // that already was one in the current map: it has taken the shard's samples (and was
+        // warmed from the owner when it took the role), so forecasts go on from a warm copy,
+        // and the old owner stays on as its standby. A node that came back therefore gets
+        // standby roles in one map and owns some in the next.
+        while !handover {
+            let idlest = *live
+                .iter()
+                .min_by_key(|&&n| (count(&shards, n, false), n))
+                .expect("live");
+            let floor = count(&shards, idlest, false) + 1;
+            // Of the shards it stood by for already, one of the busiest owner's.
+            let Some(i) = (0..shards.len())
+                .filter(|&i| {
+                    shards[i].standby == Some(idlest)
+                        && current.shards[i].standby == Some(idlest)
+                        && count(&shards, shards[i].owner, false) > floor
+                })
+                .max_by_key(|&i| (count(&shards, shards[i].owner, false), shards[i].owner))
+            else {
+                break;
+            };
+            let owner = shards[i].owner;
+            shards[i] = ShardAssignment {
+                owner: idlest,
+                standby: Some(owner),
+            };
+        }
         // A node that came back (or joined) takes standby roles from the busiest ones, one
-        // at a time, until no two live nodes differ by more than one. Owners stay: a moved
-        // standby only starts cold, a moved owner would stop forecasting.
+        // at a time, until no two live nodes differ by more than one. A moved standby starts
+        // cold and is warmed from the owner.
         loop {
             let by_load = |n: &NodeId| (count(&shards, *n, true), *n);
             let busiest = *live.iter().max_by_key(|n| by_load(n)).expect("live");
@@ -231,8 +263,13 @@ mod tests {
             }
             assert!(now.standby.is_some() && now.standby != Some(2));
         }
+        // The next map evens the owners out between the two (node 3 stood by for all of node
+        // 2's shards), by trades with warm standbys; then it is settled.
+        let after = ShardMap::rebalanced(Some(&after), &[1, 3]).unwrap();
+        let owned: Vec<usize> = [1, 3].iter().map(|&n| after.load_of(n).0).collect();
+        assert_eq!(owned, vec![32, 32]);
         assert_eq!(ShardMap::rebalanced(Some(&after), &[1, 3]), None);
-        // Node 2 comes back: it takes standby roles, not shards from warm owners.
+        // Node 2 comes back: it takes standby roles first, not shards from warm owners.
         let back = ShardMap::rebalanced(Some(&after), &[1, 2, 3]).unwrap();
         back.validate().unwrap();
         assert_eq!(back.load_of(2).0, 0);
@@ -244,6 +281,24 @@ mod tests {
         for (a, b) in after.shards.iter().zip(&back.shards) {
             assert_eq!(a.owner, b.owner);
         }
+        // In the next map it owns its share again, each shard taken from the owner it stood
+        // by for, which stays on as the standby; then the map is settled.
+        let even = ShardMap::rebalanced(Some(&back), &[1, 2, 3]).unwrap();
+        even.validate().unwrap();
+        let owned: Vec<usize> = (1..=3).map(|n| even.load_of(n).0).collect();
+        assert!(owned.iter().all(|&o| (21..=22).contains(&o)), "{owned:?}");
+        for (b, e) in back.shards.iter().zip(&even.shards) {
+            if e.owner != b.owner {
+                assert_eq!((Some(e.owner), e.standby), (b.standby, Some(b.owner)));
+            }
+        }
+        let standbys: Vec<usize> = (1..=3).map(|n| even.load_of(n).1).collect();
+        assert!(
+            standbys.iter().all(|&s| (20..=23).contains(&s)),
+            "{standbys:?}"
+        );
+        let settled = ShardMap::rebalanced(Some(&even), &[1, 2, 3]).unwrap_or(even.clone());
+        assert_eq!(ShardMap::rebalanced(Some(&settled), &[1, 2, 3]), None);
     }
 
     #[test]
@@ -300,8 +355,10 @@ mod tests {
                 if let Some(s) = a.standby {
                     prop_assert!(then.contains(&s) && s != a.owner);
                 }
+                // A live owner keeps its shard, or trades roles with its standby of the map
+                // before (a warm copy).
                 if then.contains(&before.owner) {
-                    prop_assert_eq!(a.owner, before.owner);
+                    prop_assert!(a.owner == before.owner || Some(a.owner) == before.standby);
                 }
             }
         }
