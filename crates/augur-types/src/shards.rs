@@ -168,7 +168,10 @@ impl ShardMap {
         // warmed from the owner when it took the role), so forecasts go on from a warm copy,
         // and the old owner stays on as its standby. A node that came back therefore gets
         // standby roles in one map and owns some in the next.
-        while !handover {
+        loop {
+            if handover {
+                break;
+            }
             let idlest = *live
                 .iter()
                 .min_by_key(|&&n| (count(&shards, n, false), n))
