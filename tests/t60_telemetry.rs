@@ -211,12 +211,19 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
             },
         ],
     };
-    let status = post(rw_port, encode_remote_write(&req)).await;
+    let status = remote_write(&format!("127.0.0.1:{rw_port}"), encode_remote_write(&req)).await;
     assert_eq!(status, 204);
-    assert_eq!(post(rw_port, b"garbage".to_vec()).await, 400);
+    assert_eq!(
+        remote_write(&format!("127.0.0.1:{rw_port}"), b"garbage".to_vec()).await,
+        400
+    );
     // Six bytes whose snappy header claims 4 GiB: refused as too large, nothing allocated.
     assert_eq!(
-        post(rw_port, vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]).await,
+        remote_write(
+            &format!("127.0.0.1:{rw_port}"),
+            vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]
+        )
+        .await,
         413
     );
     eventually(
@@ -232,24 +239,6 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
         },
     )
     .await;
-}
-
-async fn post(port: u16, body: Vec<u8>) -> u16 {
-    use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<hyper::body::Bytes>>();
-    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/api/v1/write"))
-        .header("content-encoding", "snappy")
-        .header("content-type", "application/x-protobuf")
-        .body(Full::new(hyper::body::Bytes::from(body)))
-        .unwrap();
-    client
-        .request(req)
-        .await
-        .expect("remote write")
-        .status()
-        .as_u16()
 }
 
 /// The node keeps a history of what it is pushed: `ctl root-cause` ranks an incident window

@@ -233,3 +233,156 @@ async fn a_restarted_node_warms_its_windows_from_its_peers() {
         after.len()
     );
 }
+
+/// An owner too busy to take its share answers `RESOURCE_EXHAUSTED`; the push to another node
+/// comes back with that answer, its retry hint, and how many samples the other owners took
+/// (sent again, those count as duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
+    let cluster = Cluster::start(
+        3,
+        RaftKnobs {
+            // One forwarded batch at a time, and a forward may wait a minute for its sender's
+            // position: a forward from "the future" holds a node's only slot.
+            extra_toml: "[telemetry]\nmax_inflight_batches = 1\nforward_catch_up_ms = 60000\n",
+            ..RaftKnobs::default()
+        },
+    );
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+    shards_spread(&entry).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    let busy = cluster.addr((1..=3).find(|&n| n != leader).expect("a follower"));
+    let forward = |samples: Vec<pb::Sample>, applied_index: u64| {
+        let busy = busy.clone();
+        async move {
+            TelemetryClient::new(channel(&busy).await.expect("channel"))
+                .forward(pb::SampleBatch {
+                    samples,
+                    applied_index,
+                })
+                .await
+        }
+    };
+    let held = tokio::spawn(forward(Vec::new(), u64::MAX));
+    eventually(
+        "the busy node's forward slot taken",
+        Duration::from_secs(20),
+        || {
+            let probe = forward(Vec::new(), 0);
+            async move {
+                matches!(probe.await, Err(s) if s.code() == tonic::Code::ResourceExhausted)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    let mut rng = SeededRng::new(3);
+    let step = fleet_step(&ids(), 0, &mut rng);
+    let err = TelemetryClient::new(channel(&entry).await.expect("channel"))
+        .push(futures::stream::iter(vec![step]))
+        .await
+        .expect_err("the busy node owns some of the components");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.metadata().get("retry-after-ms").is_some(), "{err:?}");
+    let msg = err.message();
+    assert!(
+        msg.contains("samples of this batch were taken all the same"),
+        "{msg}"
+    );
+    // Some of the 24 samples were the other two nodes' to take, and they took them.
+    let taken: u64 = msg
+        .split("; ")
+        .last()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {msg}"));
+    assert!((1..24).contains(&taken), "{msg}");
+    held.abort();
+}
+
+/// A remote-write body decodes to many times the message limit; what the node that took it
+/// sends on to each owner and standby is cut into forwards within that limit (a forward over
+/// it is refused), so every holder of every component takes all of its samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
+    use augur_proto::prom::{encode_remote_write, Label, PromSample, TimeSeries, WriteRequest};
+    let port = free_ports(1)[0];
+    // Each node listens on an address of its own on the loopback network.
+    let extra = Box::leak(
+        format!("[telemetry]\nremote_write_listen = \"127.0.0.{{node}}:{port}\"\n")
+            .into_boxed_str(),
+    );
+    let cluster = Cluster::start(
+        3,
+        RaftKnobs {
+            extra_toml: extra,
+            ..RaftKnobs::default()
+        },
+    );
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+    shards_spread(&entry).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    // A long metric name makes each sample several times larger in a forward (which names
+    // the component and the metric in every sample) than in a remote write (once a series).
+    const STEPS: i64 = 400;
+    let metric = "requests_waiting_in_the_accept_queue_of_the_listener";
+    let label = |n: &str, v: &str| Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let req = WriteRequest {
+        timeseries: ids()
+            .iter()
+            .map(|id| TimeSeries {
+                labels: vec![label("__name__", metric), label("component", id)],
+                samples: (1..=STEPS)
+                    .map(|k| PromSample {
+                        value: 5.0,
+                        timestamp: k * 1000,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let body = encode_remote_write(&req);
+    // The harness's limits.max_message_bytes: the body fits it, its samples do not.
+    let limit = 65_536;
+    assert!(body.len() < limit, "a body of {} bytes", body.len());
+    let rw = format!("127.0.0.{leader}:{port}");
+    assert_eq!(remote_write(&rw, body).await, 204);
+
+    // Every node that holds a component (its owner and its standby) took all of its samples.
+    for id in ids() {
+        eventually(
+            &format!("{id}'s owner and standby at the last sample"),
+            Duration::from_secs(20),
+            || {
+                let (id, nodes) = (
+                    id.clone(),
+                    (1..=3).map(|n| cluster.addr(n)).collect::<Vec<_>>(),
+                );
+                async move {
+                    let mut holders = 0;
+                    for n in &nodes {
+                        if let Some(f) = own_forecast(n, &id).await {
+                            if f.at_ms == STEPS * 1000 && f.samples >= STEPS as u64 {
+                                holders += 1;
+                            }
+                        }
+                    }
+                    (holders == 2).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}

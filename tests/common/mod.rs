@@ -103,7 +103,8 @@ impl Drop for NodeProc {
 pub struct RaftKnobs {
     pub snapshot_every: u64,
     pub keep_after_snapshot: u64,
-    /// Appended to every node's config (e.g. a `[graph]` section).
+    /// Appended to every node's config (e.g. a `[graph]` section), with `{node}` replaced by
+    /// the node's id (e.g. a listener on `127.0.0.{node}:PORT` of its own).
     pub extra_toml: &'static str,
 }
 
@@ -167,7 +168,7 @@ pub fn node_config(
         data_dir.display(),
         knobs.snapshot_every,
         knobs.keep_after_snapshot,
-        knobs.extra_toml
+        knobs.extra_toml.replace("{node}", &id.to_string())
     )
 }
 
@@ -611,4 +612,24 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Posts a remote-write body (snappy-compressed `prometheus.WriteRequest`) to `addr`
+/// (`host:port`); the HTTP status.
+pub async fn remote_write(addr: &str, body: Vec<u8>) -> u16 {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<hyper::body::Bytes>>();
+    let req = hyper::Request::post(format!("http://{addr}/api/v1/write"))
+        .header("content-encoding", "snappy")
+        .header("content-type", "application/x-protobuf")
+        .body(Full::new(hyper::body::Bytes::from(body)))
+        .unwrap();
+    client
+        .request(req)
+        .await
+        .expect("remote write")
+        .status()
+        .as_u16()
 }

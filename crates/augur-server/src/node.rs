@@ -167,7 +167,7 @@ pub async fn run(
     let edges = crate::graph::spawn_committer(node.clone(), &cfg.graph);
     crate::graph::spawn_fader(node.clone(), &cfg.graph);
     let traces = OtlpTraceService::spawn(&cfg.graph, edges.clone());
-    let peers = crate::shards::Peers::new(raft.clone(), cfg.node.id);
+    let peers = crate::shards::Peers::new(raft.clone(), cfg.node.id, cfg.limits.max_message_bytes);
     let predictors =
         crate::predict::Predictors::start(&cfg.telemetry, node.state.clone(), peers.clone())?;
     predictors.spawn_sync();

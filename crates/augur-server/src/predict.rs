@@ -118,7 +118,8 @@ impl Predictors {
     /// Takes a batch from a client: each sample goes to its shard's owner and standby (this
     /// node's actors, or another node's). The summary is the owners' judgement; the samples
     /// of an owner that cannot be reached count as lost (its standby still took them). A
-    /// saturated owner's `RESOURCE_EXHAUSTED` comes back as it is.
+    /// saturated owner's `RESOURCE_EXHAUSTED` comes back with its retry hint, saying how many
+    /// samples were taken (by the other owners, and by that owner in the chunks before).
     pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, Status> {
         let me = self.peers.me;
         // What the owners must have applied to judge these samples as this node would.
@@ -136,8 +137,7 @@ impl Predictors {
         };
         let there = |to: std::collections::HashMap<u64, Vec<Sample>>| {
             join_all(to.into_iter().map(|(node, xs)| async move {
-                let n = xs.len() as u64;
-                (node, n, self.peers.forward(node, xs, applied).await)
+                (node, self.peers.forward(node, xs, applied).await)
             }))
         };
         let (owned, standby, to_owner, to_standby) = tokio::join!(
@@ -150,30 +150,42 @@ impl Predictors {
         if let Err(e) = standby {
             tracing::debug!(error = %e, "standby samples not taken");
         }
-        for (node, n, reply) in to_owner {
-            match reply {
-                Ok(s) => summary.merge(&summary_from_wire(&s)),
-                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                    // The owner's answer, with its retry hint, and nothing else of its headers.
-                    let mut out = Status::resource_exhausted(s.message());
-                    if let Some(v) = s.metadata().get(RETRY_AFTER_MS) {
-                        out.metadata_mut().insert(RETRY_AFTER_MS, v.clone());
-                    }
-                    return Err(out);
+        let mut saturated: Option<(u64, Status)> = None;
+        for (node, reply) in to_owner {
+            summary.merge(&reply.taken);
+            match reply.failed {
+                None => {}
+                Some((s, _)) if s.code() == tonic::Code::ResourceExhausted => {
+                    saturated.get_or_insert((node, s));
                 }
-                Err(s) => {
+                Some((s, unsent)) => {
                     metrics::counter!("augur_forward_failures_total", "role" => "owner")
                         .increment(1);
                     tracing::debug!(node, error = %s, "cannot forward samples to their owner");
-                    summary.lost += n;
+                    summary.lost += unsent;
                 }
             }
         }
-        for (node, _, reply) in to_standby {
-            if let Err(s) = reply {
+        for (node, reply) in to_standby {
+            if let Some((s, _)) = reply.failed {
                 metrics::counter!("augur_forward_failures_total", "role" => "standby").increment(1);
                 tracing::debug!(node, error = %s, "cannot forward samples to their standby");
             }
+        }
+        if let Some((node, s)) = saturated {
+            // The owner's answer, with its retry hint (and nothing else of its headers), and
+            // what was taken all the same (by the other owners, or by this one before it filled
+            // up): sent again, those count as duplicates.
+            let mut out = Status::resource_exhausted(format!(
+                "node {node}: {}; {} samples of this batch were taken all the same \
+                 (sent again, they count as duplicate)",
+                s.message(),
+                summary.accepted
+            ));
+            if let Some(v) = s.metadata().get(RETRY_AFTER_MS) {
+                out.metadata_mut().insert(RETRY_AFTER_MS, v.clone());
+            }
+            return Err(out);
         }
         Ok(summary)
     }

@@ -25,14 +25,27 @@ pub struct Peers {
     /// This node's id.
     pub me: NodeId,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// The most bytes one `Forward` message may hold: `limits.max_message_bytes`, as for a
+    /// pushed batch (the same on every node, as the configuration is assumed to be).
+    max_forward_bytes: usize,
+}
+
+/// What a forward to one node came to: the summaries of the chunks it took, and, when a
+/// chunk was refused or could not be sent, why and how many samples were left unsent (that
+/// chunk and the ones after it).
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    pub taken: augur_actors::IngestSummary,
+    pub failed: Option<(tonic::Status, u64)>,
 }
 
 impl Peers {
-    pub fn new(raft: augur_store::Raft, me: NodeId) -> Self {
+    pub fn new(raft: augur_store::Raft, me: NodeId, max_forward_bytes: usize) -> Self {
         Self {
             raft,
             me,
             channels: Arc::default(),
+            max_forward_bytes,
         }
     }
 
@@ -69,27 +82,39 @@ impl Peers {
             .max_encoding_message_size(256 * 1024 * 1024))
     }
 
-    /// Sends `samples` to `id` to take as they are.
-    pub async fn forward(
-        &self,
-        id: NodeId,
-        samples: Vec<Sample>,
-        applied_index: u64,
-    ) -> Result<pb::PushSummary, tonic::Status> {
-        let mut client = self.telemetry(id)?;
-        let batch = pb::SampleBatch {
-            samples: samples
-                .into_iter()
-                .map(|s| pb::Sample {
-                    component: s.component.into(),
-                    metric: s.metric,
-                    timestamp_ms: s.ts_ms,
-                    value: s.value,
-                })
-                .collect(),
-            applied_index,
+    /// Sends `samples` to `id` to take as they are, in order, in as many `Forward` messages as
+    /// the message limit needs (a remote-write body can decode to many times that limit). Stops at the first chunk that fails: the chunks after it are not sent, so
+    /// a component's samples never arrive out of order.
+    pub async fn forward(&self, id: NodeId, samples: Vec<Sample>, applied_index: u64) -> Forwarded {
+        let mut out = Forwarded::default();
+        let mut client = match self.telemetry(id) {
+            Ok(c) => c,
+            Err(s) => {
+                out.failed = Some((s, samples.len() as u64));
+                return out;
+            }
         };
-        Ok(client.forward(batch).await?.into_inner())
+        let chunks = forward_chunks(samples, self.max_forward_bytes);
+        let mut left: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        for samples in chunks {
+            let n = samples.len() as u64;
+            let batch = pb::SampleBatch {
+                samples,
+                applied_index,
+            };
+            match client.forward(batch).await {
+                Ok(reply) => {
+                    out.taken
+                        .merge(&crate::predict::summary_from_wire(&reply.into_inner()));
+                    left -= n;
+                }
+                Err(s) => {
+                    out.failed = Some((s, left));
+                    break;
+                }
+            }
+        }
+        out
     }
 
     /// `id`'s windows of `components`, as samples.
@@ -286,6 +311,38 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration
     });
 }
 
+/// Bytes a `SampleBatch` spends on everything but its samples (`applied_index`), with room.
+const BATCH_OVERHEAD: usize = 16;
+
+/// `samples` on the wire, cut in order into batches of at most `max_bytes` encoded bytes each
+/// (a sample larger than that on its own still travels, alone).
+pub fn forward_chunks(samples: Vec<Sample>, max_bytes: usize) -> Vec<Vec<pb::Sample>> {
+    let budget = max_bytes.saturating_sub(BATCH_OVERHEAD);
+    let mut chunks = Vec::new();
+    let (mut chunk, mut size) = (Vec::new(), 0usize);
+    for s in samples {
+        let s = pb::Sample {
+            component: s.component.into(),
+            metric: s.metric,
+            timestamp_ms: s.ts_ms,
+            value: s.value,
+        };
+        // One field of a repeated message: its tag, its length, its body.
+        let len = prost::Message::encoded_len(&s);
+        let field = 1 + prost::length_delimiter_len(len) + len;
+        if !chunk.is_empty() && size + field > budget {
+            chunks.push(std::mem::take(&mut chunk));
+            size = 0;
+        }
+        chunk.push(s);
+        size += field;
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,5 +382,40 @@ mod tests {
         }
         assert!(!serves_alone(&map, 1));
         assert!(serves_alone(&ShardMap::rebalanced(None, &[1]).unwrap(), 1));
+    }
+
+    #[test]
+    fn a_forward_is_cut_in_order_into_messages_within_the_limit() {
+        let samples: Vec<Sample> = (0..5_000)
+            .map(|i| Sample {
+                component: ComponentId::new(format!("component-{}", i % 7)).unwrap(),
+                metric: format!("metric-{}", i % 3),
+                ts_ms: 1_700_000_000_000 + i,
+                value: i as f64,
+            })
+            .collect();
+        let max = 4 * 1024;
+        let chunks = forward_chunks(samples.clone(), max);
+        assert!(chunks.len() > 10, "{} chunks", chunks.len());
+        for c in &chunks {
+            let batch = pb::SampleBatch {
+                samples: c.clone(),
+                applied_index: u64::MAX,
+            };
+            let len = prost::Message::encoded_len(&batch);
+            assert!(len <= max, "a chunk of {len} bytes");
+            // Not cut much below the limit either.
+            assert!(
+                len > max / 2 || c == chunks.last().unwrap(),
+                "a chunk of {len} bytes"
+            );
+        }
+        let back: Vec<i64> = chunks.concat().iter().map(|s| s.timestamp_ms).collect();
+        let want: Vec<i64> = samples.iter().map(|s| s.ts_ms).collect();
+        assert_eq!(back, want);
+        // All in one message when the limit allows; one sample over the limit still travels.
+        assert_eq!(forward_chunks(samples.clone(), usize::MAX).len(), 1);
+        assert_eq!(forward_chunks(samples[..3].to_vec(), 1).len(), 3);
+        assert!(forward_chunks(Vec::new(), max).is_empty());
     }
 }

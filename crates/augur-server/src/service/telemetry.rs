@@ -20,8 +20,8 @@ pub struct TelemetryService {
     /// refuse each other's forwards.
     forwards: tokio::sync::Semaphore,
     retry_after_ms: u64,
-    /// `limits.max_message_bytes`, for a pushed batch (the service's decoding limit is higher,
-    /// to leave room for `SetModel`).
+    /// `limits.max_message_bytes`, for a pushed or forwarded batch (the service's decoding
+    /// limit is higher, to leave room for `SetModel`).
     max_batch_bytes: usize,
 }
 
@@ -29,6 +29,18 @@ pub struct TelemetryService {
 pub const MAX_WINDOWS_PER_REQUEST: usize = 64;
 
 impl TelemetryService {
+    /// `OUT_OF_RANGE` for a batch over `limits.max_message_bytes`, saying `what_else`.
+    fn within_limit(&self, batch: &pb::SampleBatch, what_else: &str) -> Result<(), Status> {
+        let size = prost::Message::encoded_len(batch);
+        if size > self.max_batch_bytes {
+            return Err(Status::out_of_range(format!(
+                "a batch of {size} bytes is over limits.max_message_bytes ({}); {what_else}",
+                self.max_batch_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// `max_forwards`: forwarded batches taken at once (`telemetry.max_inflight_batches`).
     pub fn new(
         node: crate::node::Node,
@@ -89,14 +101,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         let mut batches = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let size = prost::Message::encoded_len(&batch);
-            if size > self.max_batch_bytes {
-                return Err(Status::out_of_range(format!(
-                    "a batch of {size} bytes is over limits.max_message_bytes ({}); \
-                     {batches} batches taken before this one",
-                    self.max_batch_bytes
-                )));
-            }
+            self.within_limit(&batch, &format!("{batches} batches taken before this one"))?;
             let Ok(_permit) = self.inflight.try_acquire() else {
                 return Err(saturated(
                     format!("node saturated; {batches} batches taken before this one; retry later"),
@@ -127,6 +132,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
             ));
         };
         let batch = req.into_inner();
+        self.within_limit(&batch, "the sender cuts its forwards to its own limit")?;
         self.predictors.catch_up_to(batch.applied_index).await;
         let (samples, refused) = self.predictors.door().batch(batch.samples);
         let mut summary = self
