@@ -113,6 +113,7 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
                     limit: 100,
                     min_risk: 0.0,
                     this_node_only: false,
+                    shards: vec![],
                 })
                 .await
                 .ok()?
@@ -385,4 +386,80 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
         )
         .await;
     }
+}
+
+/// The fleet's at-risk list asks each node only for its own shards' riskiest forecasts, and
+/// a standby for the shards of an owner that does not answer: with an owner dead and the map
+/// not yet moved on (here it never does), every component is still listed once, and a top-k
+/// list is the full list's first k.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
+    let mut cluster = Cluster::start(
+        3,
+        RaftKnobs {
+            // The leader never takes a member for dead: the map keeps naming the dead owner.
+            cluster_toml: "dead_after_probes = 1000000",
+            ..RaftKnobs::default()
+        },
+    );
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+    shards_spread(&entry).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    let mut rng = SeededRng::new(11);
+    let ids = ids();
+    let steps: Vec<pb::SampleBatch> = (0..80).map(|k| fleet_step(&ids, k, &mut rng)).collect();
+    let summary = push_to(&entry, steps).await;
+    assert_eq!(summary.lost + summary.unknown_component, 0, "{summary:?}");
+
+    let list = |limit: u32, this_node_only: bool, shards: Vec<u32>| {
+        let entry = entry.clone();
+        async move {
+            TelemetryClient::new(channel(&entry).await.expect("channel"))
+                .list_at_risk(pb::ListAtRiskRequest {
+                    limit,
+                    min_risk: 0.0,
+                    this_node_only,
+                    shards,
+                })
+                .await
+                .map(|r| r.into_inner().forecasts)
+        }
+    };
+    let everyone =
+        |rows: &[pb::Forecast]| rows.len() == COMPONENTS && rows.iter().all(|f| f.at_ms == 79_000);
+    eventually(
+        "every component listed",
+        Duration::from_secs(20),
+        || async { list(100, false, vec![]).await.ok().filter(|r| everyone(r)) },
+    )
+    .await;
+
+    // A follower that owns shards dies; the map still names it.
+    let victim = (1..=3).find(|&n| n != leader).expect("a follower");
+    cluster.kill(victim);
+    let all = list(100, false, vec![]).await.expect("the list");
+    assert!(everyone(&all), "{} rows: {all:?}", all.len());
+    let top = list(3, false, vec![]).await.expect("the top 3");
+    let names =
+        |rows: &[pb::Forecast]| rows.iter().map(|f| f.component.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&top), names(&all[..3]));
+
+    // A node's own list narrowed to shards: the components of those shards it holds.
+    let mine = list(100, true, vec![0, 1, 2, 3]).await.expect("own list");
+    assert!(
+        mine.iter().all(|f| augur_types::shard_of(&f.component) < 4),
+        "{mine:?}"
+    );
+    // Bad input: a shard that does not exist, or shards without this_node_only.
+    let err = list(100, true, vec![64]).await.expect_err("shard 64");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("shard 64 does not exist"), "{err:?}");
+    let err = list(100, false, vec![1])
+        .await
+        .expect_err("shards of the fleet");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 }

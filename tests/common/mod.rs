@@ -106,6 +106,8 @@ pub struct RaftKnobs {
     /// Appended to every node's config (e.g. a `[graph]` section), with `{node}` replaced by
     /// the node's id (e.g. a listener on `127.0.0.{node}:PORT` of its own).
     pub extra_toml: &'static str,
+    /// Lines added to every node's `[cluster]` section (e.g. `dead_after_probes = …`).
+    pub cluster_toml: &'static str,
 }
 
 impl Default for RaftKnobs {
@@ -114,6 +116,7 @@ impl Default for RaftKnobs {
             snapshot_every: 10_000,
             keep_after_snapshot: 5_000,
             extra_toml: "",
+            cluster_toml: "",
         }
     }
 }
@@ -162,10 +165,11 @@ pub fn node_config(
         .join(", ");
     format!(
         "version = 1\n[node]\nid = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
-         [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n\
+         [cluster]\nbootstrap = {bootstrap}\nmembers = [{members}]\n{}\n\
          [raft]\nsnapshot_every_entries = {}\nkeep_after_snapshot = {}\n\
          [limits]\nmax_message_bytes = 65536\n{}",
         data_dir.display(),
+        knobs.cluster_toml,
         knobs.snapshot_every,
         knobs.keep_after_snapshot,
         knobs.extra_toml.replace("{node}", &id.to_string())

@@ -99,9 +99,13 @@ pub async fn at_risk(
         limit,
         min_risk,
         this_node_only: false,
+        shards: vec![],
     };
     let r = client
-        .call(|c| async move { TelemetryClient::new(c).list_at_risk(req).await })
+        .call(|c| {
+            let req = req.clone();
+            async move { TelemetryClient::new(c).list_at_risk(req).await }
+        })
         .await?
         .into_inner();
     let rows: Vec<ForecastView> = r.forecasts.into_iter().map(ForecastView::from).collect();

@@ -92,7 +92,7 @@ async fn inputs(
     cache: &Arc<RiskCache>,
     admit: Admit,
 ) -> Result<Inputs, Status> {
-    let forecasts = predictors.fleet_forecasts().await?;
+    let forecasts = predictors.fleet_forecasts(usize::MAX, 0.0).await?;
     let g = node.state.read(ControlState::dependency_graph);
     let cache = cache.clone();
     let radii = tokio::task::spawn_blocking(move || cached_blast_radii(&cache, g))

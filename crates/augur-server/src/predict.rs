@@ -1,7 +1,7 @@
 //! The node's predictors: the actor system, kept in step with the registered components, and
 //! the Prometheus remote-write receiver.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +14,12 @@ use augur_graph::{HistoryConfig, MetricHistory};
 use augur_predict::lstm::LstmModel;
 use augur_predict::predictor::{Forecast, PredictorConfig};
 use augur_store::StateReader;
-use augur_types::ComponentId;
+use augur_types::{ComponentId, NodeId};
 use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::config::TelemetrySection;
-use crate::shards::{nodes_of, serves_alone, Peers, Split};
+use crate::shards::{group_shards, serves_alone, Peers, Split};
 use tonic::Status;
 
 /// The predictor actors plus the set of components they were told about.
@@ -223,64 +223,98 @@ impl Predictors {
         }
     }
 
-    /// The latest forecast of every component the fleet scores: each shard's from its owner,
-    /// or from its standby where the owner cannot be reached.
-    pub async fn fleet_forecasts(&self) -> Result<Vec<(ComponentId, Forecast)>, Status> {
-        let me = self.peers.me;
+    /// The fleet's `limit` riskiest forecasts with risk (1 − HPS/100) at least `min_risk`,
+    /// riskiest first: each shard's from its owner, or from its standby where the owner did
+    /// not answer. Each node is asked only for the shards it owns, and for its own `limit`
+    /// riskiest of them, so a top-k list costs k rows a node, not the fleet.
+    pub async fn fleet_forecasts(
+        &self,
+        limit: usize,
+        min_risk: f64,
+    ) -> Result<Vec<(ComponentId, Forecast)>, Status> {
         let Some(map) = self.shared_map() else {
-            return self
-                .system()
-                .list_at_risk(usize::MAX, 0.0)
-                .await
-                .map_err(actors_status);
+            return self.own_forecasts(&[], limit, min_risk).await;
         };
-        let replies = join_all(nodes_of(&map).into_iter().map(|node| async move {
-            let rows = if node == me {
-                self.system()
-                    .list_at_risk(usize::MAX, 0.0)
-                    .await
-                    .map_err(actors_status)
-            } else {
-                self.peers.forecasts(node).await
-            };
-            (node, rows)
-        }))
-        .await;
-        // Per component, the owner's forecast beats the standby's.
-        let mut best: std::collections::HashMap<ComponentId, (u8, Forecast)> = Default::default();
-        let mut answered = false;
-        for (node, rows) in replies {
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::debug!(node, error = %e, "no forecasts from a node");
-                    continue;
-                }
-            };
-            answered = true;
-            for (id, f) in rows {
-                let a = map.assignment(id.as_str());
-                let rank = if a.owner == node {
-                    0
-                } else if a.standby == Some(node) {
-                    1
-                } else {
-                    2
-                };
-                match best.get(&id) {
-                    Some((r, _)) if *r <= rank => {}
-                    _ => {
-                        best.insert(id, (rank, f));
-                    }
-                }
-            }
+        let by_owner = group_shards(&map, |a| Some(a.owner));
+        let asked = by_owner.len();
+        let (mut rows, missed) = self.gather(by_owner, limit, min_risk).await;
+        let mut answered = missed.len() < asked;
+        if !missed.is_empty() {
+            // The standbys stand in for the owners that did not answer.
+            let by_standby =
+                group_shards(&map, |a| a.standby.filter(|_| missed.contains(&a.owner)));
+            let asked = by_standby.len();
+            let (more, missed) = self.gather(by_standby, limit, min_risk).await;
+            answered |= missed.len() < asked;
+            rows.extend(more);
         }
         if !answered {
             return Err(Status::unavailable("no node answered with its forecasts"));
         }
-        let mut rows: Vec<(ComponentId, Forecast)> =
-            best.into_iter().map(|(id, (_, f))| (id, f)).collect();
-        augur_actors::rank_at_risk(&mut rows, usize::MAX, 0.0);
+        augur_actors::rank_at_risk(&mut rows, limit, min_risk);
+        Ok(rows)
+    }
+
+    /// Asks each node (this one from its own actors) for its forecasts of its shards; the
+    /// rows, and the nodes that did not answer.
+    async fn gather(
+        &self,
+        shards_of: BTreeMap<NodeId, Vec<usize>>,
+        limit: usize,
+        min_risk: f64,
+    ) -> (Vec<(ComponentId, Forecast)>, BTreeSet<NodeId>) {
+        let me = self.peers.me;
+        let replies = join_all(shards_of.iter().map(|(&node, shards)| async move {
+            let rows = if node == me {
+                self.own_forecasts(shards, limit, min_risk).await
+            } else {
+                self.peers.forecasts(node, shards, limit, min_risk).await
+            };
+            (node, rows)
+        }))
+        .await;
+        let mut rows = Vec::new();
+        let mut missed = BTreeSet::new();
+        for (node, reply) in replies {
+            match reply {
+                Ok(r) => rows.extend(r),
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "no forecasts from a node");
+                    missed.insert(node);
+                }
+            }
+        }
+        (rows, missed)
+    }
+
+    /// This node's own forecasts of the components of `shards` (all it holds when empty): its
+    /// `limit` riskiest with risk at least `min_risk`, riskiest first.
+    pub async fn own_forecasts(
+        &self,
+        shards: &[usize],
+        limit: usize,
+        min_risk: f64,
+    ) -> Result<Vec<(ComponentId, Forecast)>, Status> {
+        if shards.is_empty() {
+            return self
+                .system()
+                .list_at_risk(limit, min_risk)
+                .await
+                .map_err(actors_status);
+        }
+        let mut wanted = [false; augur_types::SHARD_COUNT];
+        for &s in shards {
+            if let Some(w) = wanted.get_mut(s) {
+                *w = true;
+            }
+        }
+        let mut rows = self
+            .system()
+            .list_at_risk(usize::MAX, min_risk)
+            .await
+            .map_err(actors_status)?;
+        rows.retain(|(id, _)| wanted[augur_types::shard_of(id.as_str())]);
+        augur_actors::rank_at_risk(&mut rows, limit, min_risk);
         Ok(rows)
     }
 

@@ -2,7 +2,7 @@
 //! live nodes, and every node sends each sample to its shard's owner and standby and reads
 //! forecasts from them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,16 +162,21 @@ impl Peers {
         }
     }
 
-    /// Every forecast `id`'s own predictors hold (rows with an id that is not one dropped).
+    /// `id`'s own forecasts of the components of `shards` (every one it holds when empty),
+    /// its `limit` riskiest with risk at least `min_risk` (rows with an invalid id dropped).
     pub async fn forecasts(
         &self,
         id: NodeId,
+        shards: &[usize],
+        limit: usize,
+        min_risk: f64,
     ) -> Result<Vec<(ComponentId, Forecast)>, tonic::Status> {
         let mut client = self.telemetry(id)?;
         let req = pb::ListAtRiskRequest {
-            limit: u32::MAX,
-            min_risk: 0.0,
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            min_risk,
             this_node_only: true,
+            shards: shards.iter().map(|&s| s as u32).collect(),
         };
         let rows = client.list_at_risk(req).await?.into_inner().forecasts;
         Ok(rows
@@ -257,12 +262,18 @@ pub fn serves_alone(map: &ShardMap, me: NodeId) -> bool {
         .all(|a| a.owner == me && a.standby.is_none())
 }
 
-/// The nodes the map names.
-pub fn nodes_of(map: &ShardMap) -> BTreeSet<NodeId> {
-    map.shards
-        .iter()
-        .flat_map(|a| std::iter::once(a.owner).chain(a.standby))
-        .collect()
+/// The shards of `map` by the node `pick` names for each (none: left out).
+pub fn group_shards(
+    map: &ShardMap,
+    pick: impl Fn(&augur_types::ShardAssignment) -> Option<NodeId>,
+) -> BTreeMap<NodeId, Vec<usize>> {
+    let mut out = BTreeMap::<NodeId, Vec<usize>>::new();
+    for (shard, a) in map.shards.iter().enumerate() {
+        if let Some(node) = pick(a) {
+            out.entry(node).or_default().push(shard);
+        }
+    }
+    out
 }
 
 /// On the leader, every `probe`: asks every member for its status (waiting up to `timeout`

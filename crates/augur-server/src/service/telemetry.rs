@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use augur_predict::predictor::Forecast;
 use augur_proto::pb;
-use augur_types::ComponentId;
+use augur_types::{ComponentId, SHARD_COUNT};
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -233,16 +233,23 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         } else {
             0
         };
+        if let Some(bad) = req.shards.iter().find(|&&s| s as usize >= SHARD_COUNT) {
+            return Err(Status::invalid_argument(format!(
+                "shard {bad} does not exist; shards are 0..{SHARD_COUNT}"
+            )));
+        }
+        if !req.shards.is_empty() && !req.this_node_only {
+            return Err(Status::invalid_argument(
+                "shards narrows this node's own forecasts: it needs this_node_only",
+            ));
+        }
         let rows = if req.this_node_only {
+            let shards: Vec<usize> = req.shards.iter().map(|&s| s as usize).collect();
             self.predictors
-                .system()
-                .list_at_risk(limit, req.min_risk)
-                .await
-                .map_err(actors_status)?
+                .own_forecasts(&shards, limit, req.min_risk)
+                .await?
         } else {
-            let mut rows = self.predictors.fleet_forecasts().await?;
-            augur_actors::rank_at_risk(&mut rows, limit, req.min_risk);
-            rows
+            self.predictors.fleet_forecasts(limit, req.min_risk).await?
         };
         Ok(Response::new(pb::ListAtRiskResponse {
             forecasts: rows

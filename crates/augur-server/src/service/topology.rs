@@ -416,10 +416,20 @@ impl pb::topology_server::Topology for TopologyService {
         }
         let cache = self.risk_cache.clone();
         let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
-        // P(fail within 1 h) of every component with a forecast, from each shard's owner.
+        // P(fail within 1 h) of the component asked about, or of every component with a
+        // forecast, from each shard's owner.
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
+            Some(p) if !req.component.is_empty() => {
+                let id = ComponentId::new(req.component.clone())
+                    .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
+                p.forecast(&id)
+                    .await?
+                    .map(|(_, f)| (req.component.clone(), f.p_fail[1]))
+                    .into_iter()
+                    .collect()
+            }
             Some(p) => p
-                .fleet_forecasts()
+                .fleet_forecasts(usize::MAX, 0.0)
                 .await?
                 .into_iter()
                 .map(|(id, f)| (id.to_string(), f.p_fail[1]))
