@@ -156,6 +156,27 @@ async fn bad_graph_input_is_refused_whole_with_every_error() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("10.0.0.999"), "{err}");
     assert!(graph(&ep)["edges"].as_array().unwrap().is_empty());
+
+    // A file with more dependencies than one entry takes: said before anything is sent.
+    let big = dir.path().join("big.yaml");
+    let mut yaml = String::from("version: 1\ncomponent:\n");
+    for i in 0..92 {
+        let deps: Vec<String> = (i + 1..92).map(|j| format!("\"c{j}\"")).collect();
+        yaml.push_str(&format!(
+            "  - name: \"c{i}\"\n    depends_on: [{}]\n",
+            deps.join(", ")
+        ));
+    }
+    std::fs::write(&big, yaml).unwrap();
+    for verb in ["check", "apply"] {
+        let (code, _, err) = ctl(&ep, &["topology", verb, big.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("4186 dependencies; a topology file holds at most 4096"),
+            "{err}"
+        );
+    }
+    assert!(graph(&ep)["nodes"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,7 +244,8 @@ async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
         3,
         RaftKnobs {
             // One forwarded batch at a time, and a forward may wait a minute for its sender's
-            // position: a forward from "the future" holds a node's only slot.
+            // position: a forward from "the future" with an unknown component holds a node's
+            // only slot.
             extra_toml: "[telemetry]\nmax_inflight_batches = 1\nforward_catch_up_ms = 60000\n",
             ..RaftKnobs::default()
         },
@@ -268,7 +269,15 @@ async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
                 .await
         }
     };
-    let held = tokio::spawn(forward(Vec::new(), u64::MAX));
+    // A sample of a component the node does not know, from a sender "ahead" of it: the node
+    // waits to catch up before it judges the sample.
+    let ghost = pb::Sample {
+        component: "ghost".into(),
+        metric: "cpu".into(),
+        timestamp_ms: 1,
+        value: 1.0,
+    };
+    let held = tokio::spawn(forward(vec![ghost], u64::MAX));
     eventually(
         "the busy node's forward slot taken",
         Duration::from_secs(20),
@@ -388,10 +397,10 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
     }
 }
 
-/// The fleet's at-risk list asks each node only for its own shards' riskiest forecasts, and
-/// a standby for the shards of an owner that does not answer: with an owner dead and the map
-/// not yet moved on (here it never does), every component is still listed once, and a top-k
-/// list is the full list's first k.
+/// The fleet's at-risk list asks each node for its riskiest forecasts of the shards it owns
+/// and, apart, of those it stands by for, keeping the owner's row else the standby's: with an
+/// owner dead and the map not yet moved on (here it never does), every component is still
+/// listed once, and a top-k list is the full list's first k.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
     let mut cluster = Cluster::start(

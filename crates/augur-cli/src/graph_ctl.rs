@@ -339,6 +339,14 @@ pub async fn topology(
         TopologyCommand::Check { file } => (file, false),
     };
     let topo = parse_topology_file(path, &read_file(path)?).map_err(Status::invalid_argument)?;
+    let dependencies = topo.edge_updates(0).len();
+    if dependencies > MAX_EDGE_BATCH {
+        // The cluster applies a file as one entry; it would refuse this one whole.
+        return Err(Status::invalid_argument(format!(
+            "{}: {dependencies} dependencies; a topology file holds at most {MAX_EDGE_BATCH}",
+            path.display()
+        )));
+    }
     if !apply {
         let view = serde_json::json!({
             "hosts": topo.hosts().len(),

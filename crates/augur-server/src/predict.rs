@@ -224,9 +224,12 @@ impl Predictors {
     }
 
     /// The fleet's `limit` riskiest forecasts with risk (1 − HPS/100) at least `min_risk`,
-    /// riskiest first: each shard's from its owner, or from its standby where the owner did
-    /// not answer. Each node is asked only for the shards it owns, and for its own `limit`
-    /// riskiest of them, so a top-k list costs k rows a node, not the fleet.
+    /// riskiest first: each component's from its owner, or from its standby where the owner
+    /// has none (it did not answer, or holds no forecast of it yet). Each node is asked, at
+    /// once, for its `limit` riskiest of the shards it owns and of those it stands by for, so
+    /// a top-k list costs at most 2k rows a node, not the fleet. Exact while every owner
+    /// holds its components' forecasts (an owner's rows compete only with each other); where
+    /// the standbys stand in, a standby row that loses to its owner's can crowd one out.
     pub async fn fleet_forecasts(
         &self,
         limit: usize,
@@ -235,34 +238,31 @@ impl Predictors {
         let Some(map) = self.shared_map() else {
             return self.own_forecasts(&[], limit, min_risk).await;
         };
-        let by_owner = group_shards(&map, |a| Some(a.owner));
-        let asked = by_owner.len();
-        let (mut rows, missed) = self.gather(by_owner, limit, min_risk).await;
-        let mut answered = missed.len() < asked;
-        if !missed.is_empty() {
-            // The standbys stand in for the owners that did not answer.
-            let by_standby =
-                group_shards(&map, |a| a.standby.filter(|_| missed.contains(&a.owner)));
-            let asked = by_standby.len();
-            let (more, missed) = self.gather(by_standby, limit, min_risk).await;
-            answered |= missed.len() < asked;
-            rows.extend(more);
-        }
-        if !answered {
+        let (owned, standby) = tokio::join!(
+            self.gather(group_shards(&map, |a| Some(a.owner)), limit, min_risk),
+            self.gather(group_shards(&map, |a| a.standby), limit, min_risk)
+        );
+        if owned.is_none() && standby.is_none() {
             return Err(Status::unavailable("no node answered with its forecasts"));
         }
+        let mut best: std::collections::HashMap<ComponentId, Forecast> =
+            owned.unwrap_or_default().into_iter().collect();
+        for (id, f) in standby.unwrap_or_default() {
+            best.entry(id).or_insert(f);
+        }
+        let mut rows: Vec<(ComponentId, Forecast)> = best.into_iter().collect();
         augur_actors::rank_at_risk(&mut rows, limit, min_risk);
         Ok(rows)
     }
 
-    /// Asks each node (this one from its own actors) for its forecasts of its shards; the
-    /// rows, and the nodes that did not answer.
+    /// Asks each node (this one its own actors) for its forecasts of the shards named for it;
+    /// the rows, or `None` when no node answered.
     async fn gather(
         &self,
         shards_of: BTreeMap<NodeId, Vec<usize>>,
         limit: usize,
         min_risk: f64,
-    ) -> (Vec<(ComponentId, Forecast)>, BTreeSet<NodeId>) {
+    ) -> Option<Vec<(ComponentId, Forecast)>> {
         let me = self.peers.me;
         let replies = join_all(shards_of.iter().map(|(&node, shards)| async move {
             let rows = if node == me {
@@ -274,17 +274,17 @@ impl Predictors {
         }))
         .await;
         let mut rows = Vec::new();
-        let mut missed = BTreeSet::new();
+        let mut answered = false;
         for (node, reply) in replies {
             match reply {
-                Ok(r) => rows.extend(r),
-                Err(e) => {
-                    tracing::debug!(node, error = %e, "no forecasts from a node");
-                    missed.insert(node);
+                Ok(r) => {
+                    answered = true;
+                    rows.extend(r);
                 }
+                Err(e) => tracing::debug!(node, error = %e, "no forecasts from a node"),
             }
         }
-        (rows, missed)
+        answered.then_some(rows)
     }
 
     /// This node's own forecasts of the components of `shards` (all it holds when empty): its
@@ -318,13 +318,21 @@ impl Predictors {
         Ok(rows)
     }
 
-    /// Waits (at most `telemetry.forward_catch_up_ms`) until this node has applied the entries up to
-    /// `index`: a forwarding node's position, so that a component it knows is known here.
-    /// Gives up quietly: the samples are then judged against what is applied.
-    pub async fn catch_up_to(&self, index: u64) {
-        if index > self.state.last_applied_index()
-            && !self.state.wait_applied(index, self.forward_catch_up).await
-        {
+    /// Waits (at most `telemetry.forward_catch_up_ms`) until this node has applied the entries
+    /// up to `index`, a forwarding node's position, when a component of `samples` is unknown
+    /// here: one its sender knew may have been registered in between. Gives up quietly: the
+    /// samples are then judged against what is applied. No wait when every component is
+    /// known (or auto-registered).
+    pub async fn catch_up_to(&self, index: u64, samples: &[augur_proto::pb::Sample]) {
+        if index <= self.state.last_applied_index() || self.auto_register {
+            return;
+        }
+        let all_known = self.state.read(|s| {
+            samples
+                .iter()
+                .all(|x| s.components.contains_key(x.component.as_str()))
+        });
+        if !all_known && !self.state.wait_applied(index, self.forward_catch_up).await {
             metrics::counter!("augur_forward_apply_wait_timeouts_total").increment(1);
             tracing::debug!(
                 index,

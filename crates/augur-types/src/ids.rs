@@ -68,6 +68,14 @@ impl ComponentId {
     }
 }
 
+/// Maps keyed by id can be searched with a `&str` (the derived order and hash are the
+/// string's).
+impl std::borrow::Borrow<str> for ComponentId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for ComponentId {
     type Error = IdError;
     fn try_from(s: String) -> Result<Self, IdError> {

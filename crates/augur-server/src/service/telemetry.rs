@@ -133,7 +133,9 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         };
         let batch = req.into_inner();
         self.within_limit(&batch, "the sender cuts its forwards to its own limit")?;
-        self.predictors.catch_up_to(batch.applied_index).await;
+        self.predictors
+            .catch_up_to(batch.applied_index, &batch.samples)
+            .await;
         let (samples, refused) = self.predictors.door().batch(batch.samples);
         let mut summary = self
             .predictors

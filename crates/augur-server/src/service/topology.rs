@@ -420,10 +420,12 @@ impl pb::topology_server::Topology for TopologyService {
         // forecast, from each shard's owner.
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
             Some(p) if !req.component.is_empty() => {
-                let id = ComponentId::new(req.component.clone())
-                    .map_err(|e| Status::invalid_argument(format!("component: {e}")))?;
-                p.forecast(&id)
-                    .await?
+                // A graph node that is no component (a peer seen in traces) has no forecast.
+                let forecast = match ComponentId::new(req.component.clone()) {
+                    Ok(id) => p.forecast(&id).await?,
+                    Err(_) => None,
+                };
+                forecast
                     .map(|(_, f)| (req.component.clone(), f.p_fail[1]))
                     .into_iter()
                     .collect()
