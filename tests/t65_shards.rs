@@ -233,6 +233,15 @@ async fn a_restarted_node_warms_its_windows_from_its_peers() {
         before.len(),
         after.len()
     );
+    // It says so: warm at the map it serves (the leader hands ownership only to such a node).
+    eventually("the node warm at its map", Duration::from_secs(20), || {
+        let node = node.clone();
+        async move {
+            let s = status(&node).await?;
+            (s.shard_epoch > 0 && s.warm_shard_epoch == s.shard_epoch).then_some(())
+        }
+    })
+    .await;
 }
 
 /// An owner too busy to take its share answers `RESOURCE_EXHAUSTED`; the push to another node

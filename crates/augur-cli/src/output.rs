@@ -26,6 +26,8 @@ pub struct StatusView {
     pub last_applied: u64,
     /// The shard map's epoch; 0 while there is none.
     pub shard_epoch: u64,
+    /// The shard map epoch whose newly served components this node has finished warming.
+    pub warm_shard_epoch: u64,
     pub members: Vec<MemberView>,
 }
 
@@ -85,6 +87,7 @@ impl From<pb::StatusResponse> for StatusView {
             last_log_index: s.last_log_index,
             last_applied: s.last_applied,
             shard_epoch: s.shard_epoch,
+            warm_shard_epoch: s.warm_shard_epoch,
             members: members(s.members),
         }
     }

@@ -171,6 +171,7 @@ pub async fn run(
     let predictors =
         crate::predict::Predictors::start(&cfg.telemetry, node.state.clone(), peers.clone())?;
     predictors.spawn_sync();
+    let warmth = peers.warmth.clone();
     crate::shards::spawn_keeper(
         node.clone(),
         peers,
@@ -231,7 +232,7 @@ pub async fn run(
             .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
         .add_service(
-            pb::cluster_server::ClusterServer::new(ClusterService::new(node.clone()))
+            pb::cluster_server::ClusterServer::new(ClusterService::new(node.clone(), warmth))
                 .max_decoding_message_size(max),
         )
         .add_service(

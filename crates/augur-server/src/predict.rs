@@ -517,6 +517,7 @@ impl Predictors {
         synced.applied = applied;
         synced.cursor = Some(now_cursor);
         synced.shard_epoch = now_epoch;
+        self.peers.warmth.synced(now_epoch);
         self.synced_index.store(applied, Ordering::Release);
     }
 
@@ -545,33 +546,54 @@ impl Predictors {
             return;
         }
         let this = self.clone();
+        self.peers.warmth.begin();
         tokio::spawn(async move {
-            for (node, ids) in from {
-                for chunk in ids.chunks(WARM_UP_CHUNK) {
-                    let samples = match this.peers.windows(node, chunk).await {
-                        Ok(s) => s,
+            this.warm_up(from).await;
+            this.peers.warmth.end();
+        });
+    }
+
+    /// See [`Predictors::spawn_warm_up`]. A peer that does not answer is asked again a few
+    /// times, further apart each time, before its components are left to warm from the
+    /// samples that arrive.
+    async fn warm_up(&self, from: std::collections::BTreeMap<u64, Vec<ComponentId>>) {
+        let this = self;
+        for (node, ids) in from {
+            for chunk in ids.chunks(WARM_UP_CHUNK) {
+                let mut tries = 0u32;
+                let samples = loop {
+                    match this.peers.windows(node, chunk).await {
+                        Ok(s) => break Some(s),
+                        Err(e) if tries < WARM_UP_TRIES => {
+                            tries += 1;
+                            tracing::debug!(node, error = %e, tries, "no windows yet; asking again");
+                            tokio::time::sleep(WARM_UP_RETRY * tries).await;
+                        }
                         Err(e) => {
-                            tracing::debug!(node, error = %e, "no windows to warm up from");
-                            break;
+                            tracing::warn!(node, error = %e, "no windows to warm up from");
+                            break None;
                         }
-                    };
-                    this.history.record(
-                        samples
-                            .iter()
-                            .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
-                    );
-                    match this.system().seed(samples).await {
-                        Ok(n) => {
-                            metrics::counter!("augur_warm_up_samples_total").increment(n);
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "cannot seed the windows");
-                            return;
-                        }
+                    }
+                };
+                let Some(samples) = samples else {
+                    break;
+                };
+                this.history.record(
+                    samples
+                        .iter()
+                        .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
+                );
+                match this.system().seed(samples).await {
+                    Ok(n) => {
+                        metrics::counter!("augur_warm_up_samples_total").increment(n);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot seed the windows");
+                        return;
                     }
                 }
             }
-        });
+        }
     }
 
     /// On the leader, while the state records no model: records this node's own, so every
@@ -715,6 +737,11 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
 
 /// Components a node asks a peer's windows of at once (default windows: ~32 KiB each).
 const WARM_UP_CHUNK: usize = 16;
+
+/// Times a warm-up asks a peer again after it did not answer, and the first wait (each
+/// wait is longer by as much): 0.5 + 1 + 1.5 + 2 + 2.5 s in all.
+const WARM_UP_TRIES: u32 = 5;
+const WARM_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// The metadata key of a saturated node's retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";

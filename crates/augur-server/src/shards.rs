@@ -25,9 +25,54 @@ pub struct Peers {
     /// This node's id.
     pub me: NodeId,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// How far this node's warm-ups have come.
+    pub warmth: Arc<Warmth>,
     /// The most bytes one `Forward` message may hold: `limits.max_message_bytes`, as for a
     /// pushed batch (the same on every node, as the configuration is assumed to be).
     max_forward_bytes: usize,
+}
+
+/// How far a node has warmed the components the shard maps gave it: the latest map epoch
+/// such that every warm-up begun for it, or for an earlier one, has ended.
+#[derive(Debug, Default)]
+pub struct Warmth(Mutex<WarmthState>);
+
+#[derive(Debug, Default)]
+struct WarmthState {
+    in_flight: usize,
+    /// The latest epoch a sync reached; warm once nothing is in flight.
+    pending: u64,
+    warm: u64,
+}
+
+impl Warmth {
+    /// A sync reached map `epoch` (after beginning any warm-up it needs).
+    pub fn synced(&self, epoch: u64) {
+        let mut w = self.0.lock().expect("warmth lock");
+        w.pending = w.pending.max(epoch);
+        if w.in_flight == 0 {
+            w.warm = w.warm.max(w.pending);
+        }
+    }
+
+    /// A warm-up begins.
+    pub fn begin(&self) {
+        self.0.lock().expect("warmth lock").in_flight += 1;
+    }
+
+    /// A warm-up ended (done, or given up).
+    pub fn end(&self) {
+        let mut w = self.0.lock().expect("warmth lock");
+        w.in_flight = w.in_flight.saturating_sub(1);
+        if w.in_flight == 0 {
+            w.warm = w.warm.max(w.pending);
+        }
+    }
+
+    /// The epoch this node is warm at.
+    pub fn epoch(&self) -> u64 {
+        self.0.lock().expect("warmth lock").warm
+    }
 }
 
 /// What a forward to one node came to: the summaries of the chunks it took, and, when a
@@ -45,6 +90,7 @@ impl Peers {
             raft,
             me,
             channels: Arc::default(),
+            warmth: Arc::default(),
             max_forward_bytes,
         }
     }
@@ -186,16 +232,14 @@ impl Peers {
             .collect())
     }
 
-    /// Whether `id` answers a status call within `within`.
-    async fn alive(&self, id: NodeId, within: Duration) -> bool {
-        let Some(channel) = self.channel(id) else {
-            return false;
-        };
+    /// `id`'s warm shard epoch, when it answers a status call within `within`.
+    async fn probe(&self, id: NodeId, within: Duration) -> Option<u64> {
+        let channel = self.channel(id)?;
         let mut client = pb::cluster_client::ClusterClient::new(channel);
-        matches!(
-            tokio::time::timeout(within, client.status(pb::StatusRequest {})).await,
-            Ok(Ok(_))
-        )
+        match tokio::time::timeout(within, client.status(pb::StatusRequest {})).await {
+            Ok(Ok(r)) => Some(r.into_inner().warm_shard_epoch),
+            _ => None,
+        }
     }
 }
 
@@ -291,11 +335,20 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration
                 m.membership().nodes().map(|(id, _)| *id).collect()
             };
             let others: Vec<NodeId> = members.iter().copied().filter(|&m| m != peers.me).collect();
-            let answers = join_all(others.iter().map(|&m| peers.alive(m, timeout))).await;
+            let answers = join_all(others.iter().map(|&m| peers.probe(m, timeout))).await;
             missed.retain(|id, _| members.contains(id));
-            for (&id, alive) in others.iter().zip(answers) {
+            let mut warm_at: HashMap<NodeId, u64> = HashMap::new();
+            warm_at.insert(peers.me, peers.warmth.epoch());
+            for (&id, answer) in others.iter().zip(answers) {
                 let n = missed.entry(id).or_default();
-                *n = if alive { 0 } else { n.saturating_add(1) };
+                *n = if answer.is_some() {
+                    0
+                } else {
+                    n.saturating_add(1)
+                };
+                if let Some(epoch) = answer {
+                    warm_at.insert(id, epoch);
+                }
             }
             let live: Vec<NodeId> = members
                 .iter()
@@ -303,7 +356,10 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration
                 .filter(|id| missed.get(id).is_none_or(|&n| n < dead_after))
                 .collect();
             let current = node.state.read(|s| s.shards.clone());
-            let Some(next) = ShardMap::rebalanced(current.as_ref(), &live) else {
+            // Ownership goes only to a node warm at the current map.
+            let epoch = current.as_ref().map_or(0, |m| m.epoch);
+            let warm = |n: NodeId| warm_at.get(&n).is_some_and(|&e| e >= epoch);
+            let Some(next) = ShardMap::rebalanced_when(current.as_ref(), &live, warm) else {
                 continue;
             };
             let dead: Vec<NodeId> = members
@@ -428,5 +484,26 @@ mod tests {
         assert_eq!(forward_chunks(samples.clone(), usize::MAX).len(), 1);
         assert_eq!(forward_chunks(samples[..3].to_vec(), 1).len(), 3);
         assert!(forward_chunks(Vec::new(), max).is_empty());
+    }
+
+    #[test]
+    fn a_node_is_warm_at_a_map_once_every_warm_up_begun_by_then_has_ended() {
+        let w = Warmth::default();
+        assert_eq!(w.epoch(), 0);
+        w.synced(1);
+        assert_eq!(w.epoch(), 1, "nothing to warm");
+        // Map 2 gives components to warm; map 3 comes while that runs, with more.
+        w.begin();
+        w.synced(2);
+        w.begin();
+        w.synced(3);
+        assert_eq!(w.epoch(), 1);
+        w.end();
+        assert_eq!(w.epoch(), 1, "one warm-up still runs");
+        w.end();
+        assert_eq!(w.epoch(), 3);
+        // A sync with nothing to warm, while nothing runs, is warm at once.
+        w.synced(4);
+        assert_eq!(w.epoch(), 4);
     }
 }

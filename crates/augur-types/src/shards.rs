@@ -98,7 +98,21 @@ impl ShardMap {
     /// stands by for the fewest shards. Then, unless this map hands shards of a dead owner
     /// over, owners even out (to within one shard) by trading roles with standbys that
     /// `current` already named, and standby roles even out the same way.
+    ///
+    /// Every standby `current` names counts as warm here; see [`ShardMap::rebalanced_when`].
     pub fn rebalanced(current: Option<&ShardMap>, live: &[NodeId]) -> Option<ShardMap> {
+        Self::rebalanced_when(current, live, |_| true)
+    }
+
+    /// As [`ShardMap::rebalanced`], but owners even out only by trading roles with standbys
+    /// for which `warm` holds: a node that has finished warming the components `current`
+    /// gave it (its windows were filled from the owner's), so a trade never hands a shard to
+    /// a copy still being warmed.
+    pub fn rebalanced_when(
+        current: Option<&ShardMap>,
+        live: &[NodeId],
+        warm: impl Fn(NodeId) -> bool,
+    ) -> Option<ShardMap> {
         let mut live: Vec<NodeId> = live.to_vec();
         live.sort_unstable();
         live.dedup();
@@ -164,10 +178,10 @@ impl ShardMap {
                 .min_by_key(|&n| (count(&shards, n, true), n));
         }
         // Owners even out too, one shard at a time, but only by trading roles with a standby
-        // that already was one in the current map: it has taken the shard's samples (and was
-        // warmed from the owner when it took the role), so forecasts go on from a warm copy,
-        // and the old owner stays on as its standby. A node that came back therefore gets
-        // standby roles in one map and owns some in the next.
+        // that already was one in the current map and has finished warming: it has taken the
+        // shard's samples and its windows were filled from the owner's, so forecasts go on
+        // from a warm copy, and the old owner stays on as its standby. A node that came back
+        // therefore gets standby roles in one map and owns some once it is warm.
         loop {
             if handover {
                 break;
@@ -176,6 +190,9 @@ impl ShardMap {
                 .iter()
                 .min_by_key(|&&n| (count(&shards, n, false), n))
                 .expect("live");
+            if !warm(idlest) {
+                break;
+            }
             let floor = count(&shards, idlest, false) + 1;
             // Of the shards it stood by for already, one of the busiest owner's.
             let Some(i) = (0..shards.len())
@@ -284,8 +301,14 @@ mod tests {
         for (a, b) in after.shards.iter().zip(&back.shards) {
             assert_eq!(a.owner, b.owner);
         }
-        // In the next map it owns its share again, each shard taken from the owner it stood
-        // by for, which stays on as the standby; then the map is settled.
+        // While it is still warming those standby copies, it takes no ownership.
+        let warming = ShardMap::rebalanced_when(Some(&back), &[1, 2, 3], |n| n != 2);
+        assert!(
+            warming.as_ref().is_none_or(|m| m.load_of(2).0 == 0),
+            "{warming:?}"
+        );
+        // Once warm, in the next map it owns its share again, each shard taken from the owner
+        // it stood by for, which stays on as the standby; then the map is settled.
         let even = ShardMap::rebalanced(Some(&back), &[1, 2, 3]).unwrap();
         even.validate().unwrap();
         let owned: Vec<usize> = (1..=3).map(|n| even.load_of(n).0).collect();

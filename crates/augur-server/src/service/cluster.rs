@@ -12,11 +12,13 @@ use crate::node::{member_addr, Node};
 
 pub struct ClusterService {
     node: Node,
+    warmth: std::sync::Arc<crate::shards::Warmth>,
 }
 
 impl ClusterService {
-    pub fn new(node: Node) -> Self {
-        Self { node }
+    /// `warmth`: this node's warm-ups, reported in its status.
+    pub fn new(node: Node, warmth: std::sync::Arc<crate::shards::Warmth>) -> Self {
+        Self { node, warmth }
     }
 
     fn members(&self) -> Vec<pb::Member> {
@@ -92,6 +94,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 .node
                 .state
                 .read(|s| s.shards.as_ref().map_or(0, |map| map.epoch)),
+            warm_shard_epoch: self.warmth.epoch(),
         }))
     }
 
