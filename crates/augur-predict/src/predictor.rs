@@ -170,6 +170,10 @@ pub struct ComponentPredictor {
     /// The LSTM state: `h` then `c`, `hidden` values each, in one allocation.
     hc: Box<[f32]>,
     dirty: bool,
+    /// Windows were filled from a peer ([`ComponentPredictor::seed`]) and no newer sample
+    /// has come since: a sample the peer's window held and that was on its way here too
+    /// (same time, same value) is taken, not a duplicate.
+    seeded: bool,
     last_ms: i64,
     /// In-order samples taken, every metric together.
     samples: u64,
@@ -184,6 +188,7 @@ impl ComponentPredictor {
             metrics: Vec::new(),
             hc: vec![0.0; 2 * hidden].into_boxed_slice(),
             dirty: false,
+            seeded: false,
             last_ms: 0,
             samples: 0,
             load: None,
@@ -236,7 +241,15 @@ impl ComponentPredictor {
         let m = &mut self.metrics[idx];
         if let Some(last) = m.window.last_ms() {
             if ts_ms == last || (ts_ms < last && m.window.contains(ts_ms)) {
-                return Err(SampleReject::Duplicate);
+                let seeded_copy = self.seeded
+                    && m.window
+                        .iter()
+                        .any(|(t, v)| t == ts_ms && v.to_bits() == (value as f32).to_bits());
+                return if seeded_copy {
+                    Ok(())
+                } else {
+                    Err(SampleReject::Duplicate)
+                };
             }
             if ts_ms < last {
                 if last.saturating_sub(ts_ms) > cfg.out_of_order_tolerance_ms {
@@ -261,6 +274,7 @@ impl ComponentPredictor {
             self.load = level_and_trend(m.seconds()).map(|(l, s)| (l as f32, s as f32));
         }
         self.dirty = true;
+        self.seeded = false;
         self.last_ms = self.last_ms.max(ts_ms);
         self.samples += 1;
         Ok(())
@@ -442,6 +456,8 @@ impl ComponentPredictor {
             self.samples = counted + n;
             taken += n;
         }
+        // The held samples were taken again in order, which clears the mark: set it last.
+        self.seeded |= taken > 0;
         taken
     }
 
@@ -531,6 +547,32 @@ mod tests {
         let lat = late.window("latency");
         assert_eq!(lat.len(), 15);
         assert_eq!((lat[0].0, lat[14].0), (36_000, 50_000));
+    }
+
+    #[test]
+    fn samples_a_warm_up_took_from_the_peer_are_taken_again_not_duplicates() {
+        let cfg = PredictorConfig::default();
+        let mut peer = ComponentPredictor::new(4);
+        for t in 0..30 {
+            peer.ingest(&cfg, "cpu", t * 1000, t as f64).unwrap();
+        }
+        // A new copy warmed from the peer while samples 28 and 29 were on their way to it.
+        let mut here = ComponentPredictor::new(4);
+        assert_eq!(here.seed(&cfg, &peer.windows()), 30);
+        assert_eq!(here.ingest(&cfg, "cpu", 28_000, 28.0), Ok(()));
+        assert_eq!(here.ingest(&cfg, "cpu", 29_000, 29.0), Ok(()));
+        assert_eq!(here.window("cpu").len(), 30, "nothing added twice");
+        // Another value at a time it holds is a duplicate all the same.
+        assert_eq!(
+            here.ingest(&cfg, "cpu", 29_000, 1.5),
+            Err(SampleReject::Duplicate)
+        );
+        // Once a newer sample came, a sample sent twice is a duplicate again.
+        here.ingest(&cfg, "cpu", 30_000, 30.0).unwrap();
+        assert_eq!(
+            here.ingest(&cfg, "cpu", 29_000, 29.0),
+            Err(SampleReject::Duplicate)
+        );
     }
 
     #[test]
