@@ -20,16 +20,8 @@ fn ids() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
-    let mut cluster = Cluster::start(3, RaftKnobs::default());
-    let leader = cluster.wait_leader().await;
-    let entry = cluster.addr(leader);
-
     // The leader spreads the shards: every member owns some and stands by for others.
-    shards_spread(&entry).await;
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ids() {
-        assert!(register(&mut client, &id).await, "register {id}");
-    }
+    let (mut cluster, leader, entry) = spread_and_registered(RaftKnobs::default()).await;
     // No wait for the other nodes to apply the registrations: a forwarded batch carries the
     // leader's applied position, and its receiver catches up to it before judging the samples
     // (a component registered just before its first samples is not refused as unknown).
@@ -134,6 +126,20 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
     );
 }
 
+/// Three nodes with `knobs`, once the leader has spread the shards over them and every
+/// component of [`ids`] is registered: the cluster, the leader's id and its address.
+async fn spread_and_registered(knobs: RaftKnobs) -> (Cluster, u64, String) {
+    let cluster = Cluster::start(3, knobs);
+    let leader = cluster.wait_leader().await;
+    let entry = cluster.addr(leader);
+    shards_spread(&entry).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    (cluster, leader, entry)
+}
+
 /// Waits for a shard map over all three nodes: each owns some shards and stands by for
 /// others.
 async fn shards_spread(entry: &str) {
@@ -170,14 +176,7 @@ async fn own_forecast(node: &str, component: &str) -> Option<pb::Forecast> {
 /// sample pushed since, it has full windows and forecasts again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_warms_its_windows_from_its_peers() {
-    let mut cluster = Cluster::start(3, RaftKnobs::default());
-    let leader = cluster.wait_leader().await;
-    let entry = cluster.addr(leader);
-    shards_spread(&entry).await;
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ids() {
-        assert!(register(&mut client, &id).await, "register {id}");
-    }
+    let (mut cluster, leader, entry) = spread_and_registered(RaftKnobs::default()).await;
     // 100 steps: more than the 64 a window holds.
     let mut rng = SeededRng::new(11);
     let ids = ids();
@@ -249,23 +248,14 @@ async fn a_restarted_node_warms_its_windows_from_its_peers() {
 /// (sent again, those count as duplicates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
-    let cluster = Cluster::start(
-        3,
-        RaftKnobs {
-            // One forwarded batch at a time, and a forward may wait a minute for its sender's
-            // position: a forward from "the future" with an unknown component holds a node's
-            // only slot.
-            extra_toml: "[telemetry]\nmax_inflight_batches = 1\nforward_catch_up_ms = 60000\n",
-            ..RaftKnobs::default()
-        },
-    );
-    let leader = cluster.wait_leader().await;
-    let entry = cluster.addr(leader);
-    shards_spread(&entry).await;
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ids() {
-        assert!(register(&mut client, &id).await, "register {id}");
-    }
+    let (cluster, leader, entry) = spread_and_registered(RaftKnobs {
+        // One forwarded batch at a time, and a forward may wait a minute for its sender's
+        // position: a forward from "the future" with an unknown component holds a node's
+        // only slot.
+        extra_toml: "[telemetry]\nmax_inflight_batches = 1\nforward_catch_up_ms = 60000\n",
+        ..RaftKnobs::default()
+    })
+    .await;
     let busy = cluster.addr((1..=3).find(|&n| n != leader).expect("a follower"));
     let forward = |samples: Vec<pb::Sample>, applied_index: u64| {
         let busy = busy.clone();
@@ -286,7 +276,25 @@ async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
         timestamp_ms: 1,
         value: 1.0,
     };
-    let held = tokio::spawn(forward(vec![ghost], u64::MAX));
+    // It holds the slot once it has it; a probe below can take the slot for a moment first,
+    // and then it asks again.
+    let holder = busy.clone();
+    let held = tokio::spawn(async move {
+        loop {
+            let reply = TelemetryClient::new(channel(&holder).await.expect("channel"))
+                .forward(pb::SampleBatch {
+                    samples: vec![ghost.clone()],
+                    applied_index: u64::MAX,
+                })
+                .await;
+            match reply {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                other => return other,
+            }
+        }
+    });
     eventually(
         "the busy node's forward slot taken",
         Duration::from_secs(20),
@@ -336,20 +344,11 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
         format!("[telemetry]\nremote_write_listen = \"127.0.0.{{node}}:{port}\"\n")
             .into_boxed_str(),
     );
-    let cluster = Cluster::start(
-        3,
-        RaftKnobs {
-            extra_toml: extra,
-            ..RaftKnobs::default()
-        },
-    );
-    let leader = cluster.wait_leader().await;
-    let entry = cluster.addr(leader);
-    shards_spread(&entry).await;
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ids() {
-        assert!(register(&mut client, &id).await, "register {id}");
-    }
+    let (cluster, leader, _) = spread_and_registered(RaftKnobs {
+        extra_toml: extra,
+        ..RaftKnobs::default()
+    })
+    .await;
     // A long metric name makes each sample several times larger in a forward (which names
     // the component and the metric in every sample) than in a remote write (once a series).
     const STEPS: i64 = 400;
@@ -412,21 +411,12 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
 /// listed once, and a top-k list is the full list's first k.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
-    let mut cluster = Cluster::start(
-        3,
-        RaftKnobs {
-            // The leader never takes a member for dead: the map keeps naming the dead owner.
-            cluster_toml: "dead_after_probes = 1000000",
-            ..RaftKnobs::default()
-        },
-    );
-    let leader = cluster.wait_leader().await;
-    let entry = cluster.addr(leader);
-    shards_spread(&entry).await;
-    let mut client = augur_cli::Client::new(cluster.endpoints());
-    for id in ids() {
-        assert!(register(&mut client, &id).await, "register {id}");
-    }
+    let (mut cluster, leader, entry) = spread_and_registered(RaftKnobs {
+        // The leader never takes a member for dead: the map keeps naming the dead owner.
+        cluster_toml: "dead_after_probes = 1000000",
+        ..RaftKnobs::default()
+    })
+    .await;
     let mut rng = SeededRng::new(11);
     let ids = ids();
     let steps: Vec<pb::SampleBatch> = (0..80).map(|k| fleet_step(&ids, k, &mut rng)).collect();

@@ -1387,6 +1387,14 @@ mod tests {
         assert_eq!(s.id_changes_since(start), None);
     }
 
+    /// What applying a topology answers, for the assertions below.
+    fn topology_applied(withdrawn: u32, edges_removed: u32) -> Result<Applied, Rejection> {
+        Ok(Applied::Topology {
+            withdrawn,
+            edges_removed,
+        })
+    }
+
     #[test]
     fn a_topology_is_applied_whole_or_not_at_all_and_withdraws_what_it_no_longer_declares() {
         use augur_graph::{EdgeSource, EdgeUpdate, Observation};
@@ -1424,13 +1432,7 @@ mod tests {
             vec![component("a", "web", "h1"), component("b", "web", "h1")],
             vec![dep("a", "b"), dep("a", "c"), dep("b", "c")],
         );
-        assert_eq!(
-            s.apply(1, &first),
-            Ok(Applied::Topology {
-                withdrawn: 0,
-                edges_removed: 0
-            })
-        );
+        assert_eq!(s.apply(1, &first), topology_applied(0, 0));
         assert_eq!(s.components.len(), 3);
         assert_eq!(s.edges.len(), 3);
 
@@ -1459,13 +1461,7 @@ mod tests {
         if let Command::ApplyTopology { hosts, .. } = &mut roomy {
             hosts.push(host("h1", 4));
         }
-        assert_eq!(
-            s.apply(1, &roomy),
-            Ok(Applied::Topology {
-                withdrawn: 0,
-                edges_removed: 0
-            })
-        );
+        assert_eq!(s.apply(1, &roomy), topology_applied(0, 0));
         assert_eq!(s.components.len(), 4);
         assert_eq!(s.edges.len(), 4);
         assert_eq!(s.hosts["h1"].capacity, 4);
@@ -1478,13 +1474,7 @@ mod tests {
             vec![component("a", "web", "h2"), component("b", "web", "h2")],
             vec![dep("b", "a")],
         );
-        assert_eq!(
-            s.apply(1, &second),
-            Ok(Applied::Topology {
-                withdrawn: 3,
-                edges_removed: 2
-            })
-        );
+        assert_eq!(s.apply(1, &second), topology_applied(3, 2));
         let mut left: Vec<(String, String, usize)> = s
             .edges
             .iter()
