@@ -1071,30 +1071,13 @@ async fn a_forwarded_batch_is_judged_after_the_registration_its_sender_had_appli
     )
     .await;
 
-    let forward = |samples: Vec<pb::Sample>, applied_index: u64| {
-        let addr = addr.clone();
-        async move {
-            TelemetryClient::new(channel(&addr).await.expect("channel"))
-                .forward(pb::SampleBatch {
-                    samples,
-                    applied_index,
-                })
-                .await
-        }
-    };
     // As if sent on by a peer that had applied one entry more: the registration.
-    let waiting = tokio::spawn(forward(
+    let waiting = spawn_forward(
+        &addr,
         vec![sample("late-1", "latency_ms", 1000, 5.0)],
         applied + 1,
-    ));
-    eventually("the forward waiting", Duration::from_secs(20), || {
-        let probe = forward(Vec::new(), 0);
-        async move {
-            matches!(probe.await, Err(s) if s.code() == tonic::Code::ResourceExhausted)
-                .then_some(())
-        }
-    })
-    .await;
+    );
+    wait_forward_slots_full(&addr).await;
     let registered = TopologyClient::new(channel(&addr).await.expect("channel"))
         .upsert_component(pb::UpsertComponentRequest {
             component: Some(component("late-1", "web")),

@@ -257,56 +257,16 @@ async fn a_saturated_owner_fails_the_push_saying_how_much_was_taken() {
     })
     .await;
     let busy = cluster.addr((1..=3).find(|&n| n != leader).expect("a follower"));
-    let forward = |samples: Vec<pb::Sample>, applied_index: u64| {
-        let busy = busy.clone();
-        async move {
-            TelemetryClient::new(channel(&busy).await.expect("channel"))
-                .forward(pb::SampleBatch {
-                    samples,
-                    applied_index,
-                })
-                .await
-        }
-    };
     // A sample of a component the node does not know, from a sender "ahead" of it: the node
-    // waits to catch up before it judges the sample.
+    // waits to catch up before it judges the sample, holding its only forward slot.
     let ghost = pb::Sample {
         component: "ghost".into(),
         metric: "cpu".into(),
         timestamp_ms: 1,
         value: 1.0,
     };
-    // It holds the slot once it has it; a probe below can take the slot for a moment first,
-    // and then it asks again.
-    let holder = busy.clone();
-    let held = tokio::spawn(async move {
-        loop {
-            let reply = TelemetryClient::new(channel(&holder).await.expect("channel"))
-                .forward(pb::SampleBatch {
-                    samples: vec![ghost.clone()],
-                    applied_index: u64::MAX,
-                })
-                .await;
-            match reply {
-                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
-                other => return other,
-            }
-        }
-    });
-    eventually(
-        "the busy node's forward slot taken",
-        Duration::from_secs(20),
-        || {
-            let probe = forward(Vec::new(), 0);
-            async move {
-                matches!(probe.await, Err(s) if s.code() == tonic::Code::ResourceExhausted)
-                    .then_some(())
-            }
-        },
-    )
-    .await;
+    let held = spawn_forward(&busy, vec![ghost], u64::MAX);
+    wait_forward_slots_full(&busy).await;
 
     let mut rng = SeededRng::new(3);
     let step = fleet_step(&ids(), 0, &mut rng);

@@ -637,3 +637,54 @@ pub async fn remote_write(addr: &str, body: Vec<u8>) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A `Forward` of `samples` to the node at `addr`, as if from a peer that had applied up to
+/// `applied_index`, sent again while the node's forward slots are full (a probe of
+/// [`wait_forward_slots_full`] can hold one for a moment): a forward that waits for its
+/// sender's position holds its slot until it is answered.
+pub fn spawn_forward(
+    addr: &str,
+    samples: Vec<pb::Sample>,
+    applied_index: u64,
+) -> tokio::task::JoinHandle<Result<tonic::Response<pb::PushSummary>, tonic::Status>> {
+    let addr = addr.to_string();
+    tokio::spawn(async move {
+        loop {
+            let reply =
+                pb::telemetry_client::TelemetryClient::new(channel(&addr).await.expect("channel"))
+                    .forward(pb::SampleBatch {
+                        samples: samples.clone(),
+                        applied_index,
+                    })
+                    .await;
+            match reply {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                other => return other,
+            }
+        }
+    })
+}
+
+/// Waits until every forward slot of the node at `addr` is taken: an empty forward is
+/// refused with `RESOURCE_EXHAUSTED`.
+pub async fn wait_forward_slots_full(addr: &str) {
+    eventually(
+        "the node's forward slots taken",
+        Duration::from_secs(20),
+        || {
+            let addr = addr.to_string();
+            async move {
+                let reply = pb::telemetry_client::TelemetryClient::new(channel(&addr).await?)
+                    .forward(pb::SampleBatch {
+                        samples: Vec::new(),
+                        applied_index: 0,
+                    })
+                    .await;
+                matches!(reply, Err(s) if s.code() == tonic::Code::ResourceExhausted).then_some(())
+            }
+        },
+    )
+    .await;
+}
