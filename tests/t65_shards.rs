@@ -161,14 +161,7 @@ async fn shards_spread(entry: &str) {
 
 /// `node`'s own forecast of `component` (as owner or standby), if it has one.
 async fn own_forecast(node: &str, component: &str) -> Option<pb::Forecast> {
-    TelemetryClient::new(channel(node).await?)
-        .get_forecast(pb::GetForecastRequest {
-            component: component.into(),
-            this_node_only: true,
-        })
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    forecast_from(node, component, true).await
 }
 
 /// A node restarted empty warms its windows from the other holder of each component it

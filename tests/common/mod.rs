@@ -554,11 +554,17 @@ pub async fn push_to(addr: &str, batches: Vec<pb::SampleBatch>) -> pb::PushSumma
 
 /// `id`'s forecast as the node at `addr` answers it (from the owner, else the standby).
 pub async fn forecast_via(addr: &str, id: &str) -> Option<pb::Forecast> {
+    forecast_from(addr, id, false).await
+}
+
+/// `id`'s forecast from the node at `addr`: its own (`this_node_only`), or as it answers
+/// for the fleet.
+pub async fn forecast_from(addr: &str, id: &str, this_node_only: bool) -> Option<pb::Forecast> {
     let ch = channel(addr).await?;
     pb::telemetry_client::TelemetryClient::new(ch)
         .get_forecast(pb::GetForecastRequest {
             component: id.into(),
-            this_node_only: false,
+            this_node_only,
         })
         .await
         .ok()

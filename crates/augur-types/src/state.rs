@@ -660,16 +660,7 @@ impl ControlState {
             if !declared.insert(c.id.as_str()) {
                 return Err(invalid(format!("component {} twice in one topology", c.id)));
             }
-            if let Some(old) = self.components.get(&c.id) {
-                if old.group != c.group {
-                    if let Some(service) = self.service_routing_to(&c.id) {
-                        return Err(Rejection::ComponentInUse {
-                            id: c.id.to_string(),
-                            service,
-                        });
-                    }
-                }
-            }
+            self.check_group_move(c)?;
         }
         let mut pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
         for u in edges {
@@ -923,19 +914,24 @@ impl ControlState {
         Ok(())
     }
 
+    /// A component that moves to another group must not be in a service's routing.
+    fn check_group_move(&self, c: &Component) -> Result<(), Rejection> {
+        match self.components.get(&c.id) {
+            Some(old) if old.group != c.group => match self.service_routing_to(&c.id) {
+                Some(service) => Err(Rejection::ComponentInUse {
+                    id: c.id.to_string(),
+                    service,
+                }),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
     fn upsert_component(&mut self, c: &Component) -> Result<Applied, Rejection> {
         c.validate()?;
         self.check_host_room(c)?;
-        if let Some(old) = self.components.get(&c.id) {
-            if old.group != c.group {
-                if let Some(service) = self.service_routing_to(&c.id) {
-                    return Err(Rejection::ComponentInUse {
-                        id: c.id.to_string(),
-                        service,
-                    });
-                }
-            }
-        }
+        self.check_group_move(c)?;
         if self.components.insert(c.id.clone(), c.clone()).is_none() {
             self.id_changes.record(&c.id, true);
         }
