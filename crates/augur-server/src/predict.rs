@@ -556,13 +556,12 @@ impl Predictors {
     /// See [`Predictors::spawn_warm_up`]. A peer that does not answer is asked again a few
     /// times, further apart each time, before its components are left to warm from the
     /// samples that arrive.
-    async fn warm_up(&self, from: std::collections::BTreeMap<u64, Vec<ComponentId>>) {
-        let this = self;
+    async fn warm_up(&self, from: BTreeMap<u64, Vec<ComponentId>>) {
         for (node, ids) in from {
             for chunk in ids.chunks(WARM_UP_CHUNK) {
                 let mut tries = 0u32;
                 let samples = loop {
-                    match this.peers.windows(node, chunk).await {
+                    match self.peers.windows(node, chunk).await {
                         Ok(s) => break Some(s),
                         Err(e) if tries < WARM_UP_TRIES => {
                             tries += 1;
@@ -578,12 +577,12 @@ impl Predictors {
                 let Some(samples) = samples else {
                     break;
                 };
-                this.history.record(
+                self.history.record(
                     samples
                         .iter()
                         .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
                 );
-                match this.system().seed(samples).await {
+                match self.system().seed(samples).await {
                     Ok(n) => {
                         metrics::counter!("augur_warm_up_samples_total").increment(n);
                     }
@@ -707,6 +706,16 @@ pub fn summary_to_wire(s: &IngestSummary) -> augur_proto::pb::PushSummary {
         lost: s.lost,
         bad_timestamp: s.bad_timestamp,
         bad_metric: s.bad_metric,
+    }
+}
+
+/// A sample as the wire carries it (a forward, a peer's windows).
+pub fn sample_to_wire(s: Sample) -> augur_proto::pb::Sample {
+    augur_proto::pb::Sample {
+        component: s.component.into(),
+        metric: s.metric,
+        timestamp_ms: s.ts_ms,
+        value: s.value,
     }
 }
 

@@ -129,8 +129,9 @@ impl Peers {
     }
 
     /// Sends `samples` to `id` to take as they are, in order, in as many `Forward` messages as
-    /// the message limit needs (a remote-write body can decode to many times that limit). Stops at the first chunk that fails: the chunks after it are not sent, so
-    /// a component's samples never arrive out of order.
+    /// the message limit needs (a remote-write body can decode to many times that limit).
+    /// Stops at the first chunk that fails: the chunks after it are not sent, so a
+    /// component's samples never arrive out of order.
     pub async fn forward(&self, id: NodeId, samples: Vec<Sample>, applied_index: u64) -> Forwarded {
         let mut out = Forwarded::default();
         let mut client = match self.telemetry(id) {
@@ -140,9 +141,8 @@ impl Peers {
                 return out;
             }
         };
-        let chunks = forward_chunks(samples, self.max_forward_bytes);
-        let mut left: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        for samples in chunks {
+        let mut left = samples.len() as u64;
+        for samples in forward_chunks(samples, self.max_forward_bytes) {
             let n = samples.len() as u64;
             let batch = pb::SampleBatch {
                 samples,
@@ -341,13 +341,12 @@ pub fn spawn_keeper(node: Node, peers: Peers, probe: Duration, timeout: Duration
             warm_at.insert(peers.me, peers.warmth.epoch());
             for (&id, answer) in others.iter().zip(answers) {
                 let n = missed.entry(id).or_default();
-                *n = if answer.is_some() {
-                    0
-                } else {
-                    n.saturating_add(1)
-                };
-                if let Some(epoch) = answer {
-                    warm_at.insert(id, epoch);
+                match answer {
+                    Some(epoch) => {
+                        *n = 0;
+                        warm_at.insert(id, epoch);
+                    }
+                    None => *n = n.saturating_add(1),
                 }
             }
             let live: Vec<NodeId> = members
@@ -388,12 +387,7 @@ pub fn forward_chunks(samples: Vec<Sample>, max_bytes: usize) -> Vec<Vec<pb::Sam
     let mut chunks = Vec::new();
     let (mut chunk, mut size) = (Vec::new(), 0usize);
     for s in samples {
-        let s = pb::Sample {
-            component: s.component.into(),
-            metric: s.metric,
-            timestamp_ms: s.ts_ms,
-            value: s.value,
-        };
+        let s = crate::predict::sample_to_wire(s);
         // One field of a repeated message: its tag, its length, its body.
         let len = prost::Message::encoded_len(&s);
         let field = 1 + prost::length_delimiter_len(len) + len;

@@ -175,12 +175,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
             .await
             .map_err(actors_status)?
             .into_iter()
-            .map(|s| pb::Sample {
-                component: s.component.into(),
-                metric: s.metric,
-                timestamp_ms: s.ts_ms,
-                value: s.value,
-            })
+            .map(crate::predict::sample_to_wire)
             .collect();
         Ok(Response::new(pb::SampleBatch {
             samples,
