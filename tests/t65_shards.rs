@@ -140,23 +140,59 @@ async fn spread_and_registered(knobs: RaftKnobs) -> (Cluster, u64, String) {
     (cluster, leader, entry)
 }
 
-/// Waits for a shard map over all three nodes: each owns some shards and stands by for
-/// others.
+/// Waits for a settled shard map over all three nodes: owners and standby roles even to
+/// within one shard (the leader changes such a map no more), and every node warm at it.
+/// A map still moving would hand standby roles to nodes that hold only a warmed window.
 async fn shards_spread(entry: &str) {
     eventually(
-        "a shard map over all three nodes",
-        Duration::from_secs(20),
+        "a settled shard map over all three nodes",
+        Duration::from_secs(30),
         || async move {
             let s = status(entry).await?;
-            (s.shard_epoch > 0
-                && s.members.len() == 3
-                && s.members
-                    .iter()
-                    .all(|m| m.shards_owned > 0 && m.shards_standby > 0))
-            .then_some(())
+            let even = |count: fn(&pb::Member) -> u32| {
+                let counts: Vec<u32> = s.members.iter().map(count).collect();
+                let (lo, hi) = (counts.iter().min()?, counts.iter().max()?);
+                (*lo > 0 && hi - lo <= 1).then_some(())
+            };
+            (s.shard_epoch > 0 && s.members.len() == 3).then_some(())?;
+            even(|m| m.shards_owned)?;
+            even(|m| m.shards_standby)?;
+            for m in &s.members {
+                let ms = status(&m.addr).await?;
+                (ms.shard_epoch == s.shard_epoch && ms.warm_shard_epoch == s.shard_epoch)
+                    .then_some(())?;
+            }
+            Some(())
         },
     )
     .await;
+}
+
+/// Waits until both holders of every component of [`ids`] (its owner and its standby) have
+/// scored its sample at `at_ms`, with at least `min_samples` samples taken.
+async fn holders_scored(cluster: &Cluster, at_ms: i64, min_samples: u64) {
+    let nodes: Vec<String> = (1..=3).map(|n| cluster.addr(n)).collect();
+    for id in ids() {
+        eventually(
+            &format!("{id}'s owner and standby at {at_ms} ms"),
+            Duration::from_secs(20),
+            || {
+                let (id, nodes) = (id.clone(), nodes.clone());
+                async move {
+                    let mut holders = 0;
+                    for n in &nodes {
+                        if let Some(f) = own_forecast(n, &id).await {
+                            if f.at_ms == at_ms && f.samples >= min_samples {
+                                holders += 1;
+                            }
+                        }
+                    }
+                    (holders == 2).then_some(())
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// `node`'s own forecast of `component` (as owner or standby), if it has one.
@@ -332,30 +368,7 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
     assert_eq!(remote_write(&rw, body).await, 204);
 
     // Every node that holds a component (its owner and its standby) took all of its samples.
-    for id in ids() {
-        eventually(
-            &format!("{id}'s owner and standby at the last sample"),
-            Duration::from_secs(20),
-            || {
-                let (id, nodes) = (
-                    id.clone(),
-                    (1..=3).map(|n| cluster.addr(n)).collect::<Vec<_>>(),
-                );
-                async move {
-                    let mut holders = 0;
-                    for n in &nodes {
-                        if let Some(f) = own_forecast(n, &id).await {
-                            if f.at_ms == STEPS * 1000 && f.samples >= STEPS as u64 {
-                                holders += 1;
-                            }
-                        }
-                    }
-                    (holders == 2).then_some(())
-                }
-            },
-        )
-        .await;
-    }
+    holders_scored(&cluster, STEPS * 1000, STEPS as u64).await;
 }
 
 /// The fleet's at-risk list asks each node for its riskiest forecasts of the shards it owns
@@ -392,12 +405,10 @@ async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
     };
     let everyone =
         |rows: &[pb::Forecast]| rows.len() == COMPONENTS && rows.iter().all(|f| f.at_ms == 79_000);
-    eventually(
-        "every component listed",
-        Duration::from_secs(20),
-        || async { list(100, false, vec![]).await.ok().filter(|r| everyone(r)) },
-    )
-    .await;
+    // Both holders have scored the last step: the standbys can stand in.
+    holders_scored(&cluster, 79_000, 80).await;
+    let before = list(100, false, vec![]).await.expect("the list");
+    assert!(everyone(&before), "{} rows: {before:?}", before.len());
 
     // A follower that owns shards dies; the map still names it.
     let victim = (1..=3).find(|&n| n != leader).expect("a follower");
