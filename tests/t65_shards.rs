@@ -126,6 +126,50 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
     );
 }
 
+/// A member that has applied no shard map yet cannot tell which node owns a sample's
+/// component: here the first node of a new three-node cluster, alone (no quorum, so no leader
+/// and no map). It refuses a push with `UNAVAILABLE` and a retry hint instead of taking
+/// samples the map may not give it, and takes the same push once the others are up and the
+/// leader has recorded a map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_a_shard_map_refuses_samples_until_it_has_one() {
+    let mut cluster = Cluster::configured(3, RaftKnobs::default());
+    cluster.restart(1);
+    let first = cluster.addr(1);
+    let alone = eventually(
+        "node 1 up, knowing its two peers",
+        Duration::from_secs(30),
+        || async { status(&first).await.filter(|s| s.members.len() == 3) },
+    )
+    .await;
+    assert_eq!((alone.shard_epoch, alone.leader_id), (0, None), "{alone:?}");
+
+    let mut rng = SeededRng::new(5);
+    let step = fleet_step(&ids(), 1, &mut rng);
+    let err = TelemetryClient::new(channel(&first).await.expect("channel"))
+        .push(futures::stream::iter(vec![step.clone()]))
+        .await
+        .expect_err("no map, no owners");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("no shard map"), "{err:?}");
+    assert!(err.metadata().get("retry-after-ms").is_some(), "{err:?}");
+
+    cluster.restart(2);
+    cluster.restart(3);
+    let leader = cluster.wait_leader().await;
+    shards_spread(&cluster.addr(leader)).await;
+    let mut client = augur_cli::Client::new(cluster.endpoints());
+    for id in ids() {
+        assert!(register(&mut client, &id).await, "register {id}");
+    }
+    cluster.wait_all_applied(leader).await;
+    let summary = push_to(&first, vec![step]).await;
+    assert_eq!(summary.accepted, 2 * COMPONENTS as u64, "{summary:?}");
+    // All taken (nothing of the refused push was kept to count as a duplicate), and each
+    // component's owner and standby scored it.
+    holders_scored(&cluster, 1000, 1).await;
+}
+
 /// Three nodes with `knobs`, once the leader has spread the shards over them and every
 /// component of [`ids`] is registered: the cluster, the leader's id and its address.
 async fn spread_and_registered(knobs: RaftKnobs) -> (Cluster, u64, String) {

@@ -177,8 +177,18 @@ pub fn node_config(
 }
 
 impl Cluster {
-    /// `n` nodes on free ports, all listed as initial members.
+    /// `n` nodes on free ports, all listed as initial members, all started.
     pub fn start(n: u64, knobs: RaftKnobs) -> Self {
+        let mut cluster = Self::configured(n, knobs);
+        for node in cluster.nodes.values_mut() {
+            node.start();
+        }
+        cluster
+    }
+
+    /// `n` nodes on free ports, all listed as initial members, none started yet
+    /// ([`Cluster::restart`] starts one).
+    pub fn configured(n: u64, knobs: RaftKnobs) -> Self {
         let dir = TempDir::new().expect("temp dir");
         let ports = free_ports(n as usize);
         let members: Vec<(u64, String)> = (1..=n)
@@ -204,11 +214,7 @@ impl Cluster {
                 },
             );
         }
-        let mut cluster = Self { dir, nodes };
-        for node in cluster.nodes.values_mut() {
-            node.start();
-        }
-        cluster
+        Self { dir, nodes }
     }
 
     /// Nodes from existing config files (their own ports), with data under a temp dir.
@@ -267,6 +273,7 @@ impl Cluster {
         self.nodes.get_mut(&id).unwrap().kill();
     }
 
+    /// Starts node `id` (again).
     pub fn restart(&mut self, id: u64) {
         self.nodes.get_mut(&id).unwrap().start();
     }

@@ -124,8 +124,24 @@ impl Predictors {
         let me = self.peers.me;
         // What the owners must have applied to judge these samples as this node would.
         let applied = self.state.last_applied_index();
-        let Some(map) = self.shared_map() else {
-            return self.ingest(samples).await.map_err(actors_status);
+        let map = match self.state.read(|s| s.shards.clone()) {
+            Some(map) if !serves_alone(&map, me) => map,
+            // A member of a larger cluster that has applied no map yet (a new cluster before
+            // its leader's first, a learner still catching up) does not know the owners:
+            // the samples would land on actors the map will not give it.
+            None if self.peers.knows_others() => {
+                let mut status = Status::unavailable(
+                    "this node has applied no shard map yet, so it cannot tell which node \
+                     owns these samples' components (the leader records one once it has \
+                     probed the members); try again",
+                );
+                if let Ok(v) = NO_MAP_RETRY_MS.to_string().parse() {
+                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
+                }
+                metrics::counter!("augur_push_refused_no_map_total").increment(1);
+                return Err(status);
+            }
+            _ => return self.ingest(samples).await.map_err(actors_status),
         };
         let split = Split::of(&map, me, samples);
         let here = |xs: Vec<Sample>| async move {
@@ -754,6 +770,9 @@ const WARM_UP_RETRY: Duration = Duration::from_millis(500);
 
 /// The metadata key of a saturated node's retry hint, in milliseconds.
 pub const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// The retry hint of a push refused because the node has applied no shard map yet.
+const NO_MAP_RETRY_MS: u64 = 500;
 
 /// `RESOURCE_EXHAUSTED` saying `message`, with the retry hint.
 pub fn saturated(message: impl Into<String>, retry_after_ms: u64) -> Status {

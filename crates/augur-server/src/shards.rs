@@ -115,6 +115,13 @@ impl Peers {
         Some(channel)
     }
 
+    /// Whether the membership this node knows names any node but itself (voter or learner).
+    pub fn knows_others(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let others = m.membership().nodes().any(|(id, _)| *id != self.me);
+        others
+    }
+
     /// A telemetry client to `id`, or `UNAVAILABLE` when `id` is not a member.
     fn telemetry(
         &self,
