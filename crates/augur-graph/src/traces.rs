@@ -223,6 +223,9 @@ pub struct ServiceGraph {
     /// Every edge's calls since the engine started: an observation carries running totals,
     /// so the newest one of an edge says everything and a lost one loses nothing.
     edges: BTreeMap<(String, String), EdgeCalls>,
+    /// Every edge of `edges` by its last call (`last_ms`), longest idle first: the cap evicts
+    /// its first and idle edges expire from its front, without a scan of every edge.
+    by_last_call: BTreeSet<(u64, (String, String))>,
     /// Edges with calls since the last drain.
     dirty: BTreeSet<(String, String)>,
     stats: ServiceGraphStats,
@@ -244,6 +247,7 @@ impl ServiceGraph {
             next_seq: 0,
             clock_ms: 0,
             edges: BTreeMap::new(),
+            by_last_call: BTreeSet::new(),
             dirty: BTreeSet::new(),
             stats: ServiceGraphStats::default(),
         }
@@ -327,11 +331,22 @@ impl ServiceGraph {
         }
         // Totals of edges with no call for `edge_idle_ms` (and none undrained) go.
         let idle = self.options.edge_idle_ms;
-        let dirty = &self.dirty;
-        let before = self.edges.len();
-        self.edges
-            .retain(|k, e| dirty.contains(k) || now.saturating_sub(e.last_ms) < idle);
-        sum.edges_forgotten += (before - self.edges.len()) as u64;
+        let mut undrained = Vec::new();
+        while let Some((last_ms, _)) = self.by_last_call.first() {
+            if now.saturating_sub(*last_ms) < idle {
+                break;
+            }
+            let Some(entry) = self.by_last_call.pop_first() else {
+                break;
+            };
+            if self.dirty.contains(&entry.1) {
+                undrained.push(entry);
+            } else {
+                self.edges.remove(&entry.1);
+                sum.edges_forgotten += 1;
+            }
+        }
+        self.by_last_call.extend(undrained);
         self.stats.expire.add(&sum);
         sum
     }
@@ -480,24 +495,36 @@ impl ServiceGraph {
             return false;
         }
         let key = (from.to_owned(), to.to_owned());
-        if !self.edges.contains_key(&key) && self.edges.len() >= self.options.max_edges {
+        let now = self.clock_ms;
+        if let Some(edge) = self.edges.get_mut(&key) {
+            edge.add(latency_ns, error);
+            if edge.last_ms != now {
+                let entry = (edge.last_ms, key);
+                self.by_last_call.remove(&entry);
+                edge.last_ms = now;
+                self.by_last_call.insert((now, entry.1.clone()));
+                self.dirty.insert(entry.1);
+            } else {
+                self.dirty.insert(key);
+            }
+            return true;
+        }
+        if self.edges.len() >= self.options.max_edges {
             // Room for a new edge: the longest idle one's totals go (drained first, if it
             // still has calls to report, they are lost with it and counted).
-            if let Some(oldest) = self
-                .edges
-                .iter()
-                .min_by_key(|(_, e)| e.last_ms)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some((_, oldest)) = self.by_last_call.pop_first() {
                 self.edges.remove(&oldest);
                 self.dirty.remove(&oldest);
                 self.stats.expire.edges_forgotten += 1;
             }
         }
-        let now = self.clock_ms;
-        let edge = self.edges.entry(key.clone()).or_default();
+        let mut edge = EdgeCalls {
+            last_ms: now,
+            ..EdgeCalls::default()
+        };
         edge.add(latency_ns, error);
-        edge.last_ms = now;
+        self.edges.insert(key.clone(), edge);
+        self.by_last_call.insert((now, key.clone()));
         self.dirty.insert(key);
         true
     }
@@ -835,6 +862,71 @@ mod tests {
             span(t, 1, None, from, SpanKind::Client, 0, 10),
             span(t, 2, Some(1), to, SpanKind::Server, 1, 9),
         ]
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// The index of edges by their last call evicts and expires the same edges as a scan
+        /// of every edge would: at the cap the longest idle (ties by name), and at expiry
+        /// every drained edge idle past `edge_idle_ms`.
+        #[test]
+        fn the_last_call_index_evicts_and_expires_what_a_scan_would(
+            ops in proptest::collection::vec(
+                // Half the steps take no time: ties in the last call, broken by name.
+                (0u8..4, 0usize..6, 0usize..6, (0u64..600).prop_map(|d| d.saturating_sub(300))),
+                1..200,
+            )
+        ) {
+            const IDLE: u64 = 500;
+            const CAP: usize = 5;
+            let mut g = ServiceGraph::new(ServiceGraphOptions {
+                edge_idle_ms: IDLE,
+                max_edges: CAP,
+                ..ServiceGraphOptions::default()
+            });
+            // The model: each edge's last call and whether it has calls not drained yet.
+            let mut model: BTreeMap<(String, String), (u64, bool)> = BTreeMap::new();
+            let mut forgotten = 0u64;
+            let mut now = 0u64;
+            for (op, a, b, dt) in ops {
+                now += dt;
+                if op < 3 {
+                    let key = (format!("s{a}"), format!("s{b}"));
+                    g.tick(now);
+                    proptest::prop_assert_eq!(g.record(&key.0, &key.1, 1_000, false), a != b);
+                    if a == b {
+                        continue;
+                    }
+                    if !model.contains_key(&key) && model.len() >= CAP {
+                        let oldest = model
+                            .iter()
+                            .min_by_key(|(_, (ms, _))| *ms)
+                            .map(|(k, _)| k.clone())
+                            .expect("a full model");
+                        model.remove(&oldest);
+                        forgotten += 1;
+                    }
+                    model.insert(key, (now, true));
+                } else {
+                    if dt % 2 == 0 {
+                        g.drain_edges(now);
+                        model.values_mut().for_each(|v| v.1 = false);
+                    }
+                    g.expire(now);
+                    let before = model.len();
+                    model.retain(|_, (ms, undrained)| *undrained || now - *ms < IDLE);
+                    forgotten += (before - model.len()) as u64;
+                }
+                let kept: Vec<_> = g.edges.iter().map(|(k, e)| (k.clone(), e.last_ms)).collect();
+                let want: Vec<_> = model.iter().map(|(k, (ms, _))| (k.clone(), *ms)).collect();
+                proptest::prop_assert_eq!(kept, want);
+                let mut index: Vec<_> = g.edges.iter().map(|(k, e)| (e.last_ms, k.clone())).collect();
+                index.sort();
+                proptest::prop_assert_eq!(g.by_last_call.iter().cloned().collect::<Vec<_>>(), index);
+                proptest::prop_assert_eq!(g.stats.expire.edges_forgotten, forgotten);
+            }
+        }
     }
 
     /// Edge totals are bounded: names seen once do not stay for the life of the process.
