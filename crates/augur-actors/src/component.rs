@@ -14,6 +14,22 @@ use crate::gather::Part;
 use crate::report::{ComponentSnapshot, IngestSummary, MetricSnapshot};
 use crate::shard::{ShardInputs, StepRows};
 
+/// Told of the samples an actor took (each `(metric, ts_ms, value)` that passed its checks,
+/// in order) for its component: the node keeps them in its metric history, so the history
+/// holds what the detectors saw and nothing they refused. Called on the actor's thread.
+#[derive(Clone)]
+pub struct TakenSink(pub Arc<TakenFn>);
+
+/// The function behind a [`TakenSink`].
+pub type TakenFn =
+    dyn for<'a> Fn(&'a str, &mut dyn Iterator<Item = (&'a str, i64, f64)>) + Send + Sync;
+
+impl std::fmt::Debug for TakenSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TakenSink")
+    }
+}
+
 /// What every component of a node shares: the predictor settings, the hazard model and the
 /// shape and version of the LSTM that scores them.
 #[derive(Debug, Clone)]
@@ -28,6 +44,8 @@ pub struct ComponentSetup {
     pub inputs: usize,
     /// The LSTM's hidden width: each component's state is two vectors of it.
     pub hidden: usize,
+    /// Where the samples taken go besides the predictor, if anywhere.
+    pub taken: Option<TakenSink>,
 }
 
 impl ComponentSetup {
@@ -49,6 +67,7 @@ impl ComponentSetup {
             model_version: model_version.into(),
             inputs: meta.inputs,
             hidden: meta.hidden,
+            taken: None,
         }
     }
 }
@@ -214,11 +233,30 @@ impl ComponentActor {
     fn ingest(&mut self, samples: &[(String, i64, f64)]) -> IngestSummary {
         let mut summary = IngestSummary::default();
         let cfg = &self.setup.predictor;
+        // Which samples were taken, for the sink (a bit each; batches of a component are small).
+        let mut taken = Vec::new();
         for (metric, ts_ms, value) in samples {
-            match self.predictor.ingest(cfg, metric, *ts_ms, *value) {
-                Ok(()) => summary.accepted += 1,
-                Err(why) => summary.reject(why),
+            let ok = match self.predictor.ingest(cfg, metric, *ts_ms, *value) {
+                Ok(()) => {
+                    summary.accepted += 1;
+                    true
+                }
+                Err(why) => {
+                    summary.reject(why);
+                    false
+                }
+            };
+            if self.setup.taken.is_some() {
+                taken.push(ok);
             }
+        }
+        if let Some(sink) = self.setup.taken.as_ref().filter(|_| summary.accepted > 0) {
+            let mut iter = samples
+                .iter()
+                .zip(&taken)
+                .filter(|(_, &ok)| ok)
+                .map(|((m, t, v), _)| (m.as_str(), *t, *v));
+            (sink.0)(self.id.as_str(), &mut iter);
         }
         if summary.accepted > 0 && self.in_step {
             self.redo = true;

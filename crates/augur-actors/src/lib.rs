@@ -27,7 +27,8 @@ mod shard;
 mod system;
 
 pub use component::{
-    ComponentActor, ComponentSetup, ExportWindows, GetForecast, Ingest, Observe, Seed,
+    ComponentActor, ComponentSetup, ExportWindows, GetForecast, Ingest, Observe, Seed, TakenFn,
+    TakenSink,
 };
 pub use config::{
     ActorsConfig, ConfigError, AUTO_SWEEP_TICKS, DEFAULT_MAX_BATCH, DEFAULT_TICK_MS, MAX_SHARDS,

@@ -10,7 +10,7 @@ use augur_predict::predictor::{default_hazard, Forecast};
 use augur_types::ComponentId;
 use futures::future::join_all;
 
-use crate::component::ComponentSetup;
+use crate::component::{ComponentSetup, TakenSink};
 use crate::config::ActorsConfig;
 use crate::error::ActorsError;
 use crate::report::{ComponentSnapshot, IngestSummary, Sample, ShardSnapshot, TickReport};
@@ -86,12 +86,22 @@ impl PredictorSystem {
         model: Arc<LstmModel>,
         hazard: HazardModel,
     ) -> Result<Self, ActorsError> {
+        Self::start_with(cfg, model, hazard, None)
+    }
+
+    /// [`PredictorSystem::start_with_hazard`], with every actor telling `taken` of the
+    /// samples it took.
+    pub fn start_with(
+        cfg: ActorsConfig,
+        model: Arc<LstmModel>,
+        hazard: HazardModel,
+        taken: Option<TakenSink>,
+    ) -> Result<Self, ActorsError> {
         let cfg = cfg.validate().map_err(ActorsError::Config)?;
-        let setup = Arc::new(ComponentSetup::new(
-            cfg.predictor.clone(),
-            hazard,
-            &model.meta,
-        ));
+        let setup = Arc::new(ComponentSetup {
+            taken,
+            ..ComponentSetup::new(cfg.predictor.clone(), hazard, &model.meta)
+        });
         let model_version = setup.model_version.clone();
         let period = (cfg.tick_ms > 0).then(|| Duration::from_millis(cfg.tick_ms));
         let (shards, auto_register) = (cfg.shards, cfg.auto_register);

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use augur_actors::{ActorsConfig, ActorsError, IngestSummary, PredictorSystem, Sample};
+use augur_actors::{ActorsConfig, ActorsError, IngestSummary, PredictorSystem, Sample, TakenSink};
 use augur_graph::{HistoryConfig, MetricHistory};
 use augur_predict::lstm::LstmModel;
-use augur_predict::predictor::{Forecast, PredictorConfig};
+use augur_predict::predictor::{default_hazard, Forecast, PredictorConfig};
 use augur_store::StateReader;
 use augur_types::{ComponentId, NodeId};
 use futures::future::join_all;
@@ -36,8 +36,11 @@ pub struct Predictors {
     synced: Arc<Mutex<Synced>>,
     /// The applied index of the last sync, readable without the lock (checked on every push).
     synced_index: Arc<AtomicU64>,
-    /// Recent series of the registered components, for root causes and causal strength.
+    /// Recent series of the components served here, for root causes and causal strength:
+    /// what the actors took (see [`history_sink`]) and what warm-ups copied.
     pub history: Arc<MetricHistory>,
+    /// The actors' way into `history`, kept for the actors a model switch starts.
+    taken: TakenSink,
     auto_register: bool,
     /// `telemetry.max_future_ms`: what [`Door`] lets through.
     max_future_ms: i64,
@@ -80,14 +83,22 @@ impl Predictors {
             },
             ..ActorsConfig::default()
         };
-        let system = PredictorSystem::start(actors.clone(), Arc::new(model))
-            .map_err(|e| anyhow::anyhow!("cannot start the predictor actors: {e}"))?;
-        let history = MetricHistory::new(HistoryConfig {
-            step_ms: cfg.history_step_ms,
-            slots: (cfg.history_s * 1000 / cfg.history_step_ms.max(1) as u64).max(1) as usize,
-            max_metrics: cfg.max_metrics,
-        })
-        .map_err(|e| anyhow::anyhow!("telemetry history: {e}"))?;
+        let history = Arc::new(
+            MetricHistory::new(HistoryConfig {
+                step_ms: cfg.history_step_ms,
+                slots: (cfg.history_s * 1000 / cfg.history_step_ms.max(1) as u64).max(1) as usize,
+                max_metrics: cfg.max_metrics,
+            })
+            .map_err(|e| anyhow::anyhow!("telemetry history: {e}"))?,
+        );
+        let taken = history_sink(history.clone());
+        let system = PredictorSystem::start_with(
+            actors.clone(),
+            Arc::new(model),
+            default_hazard(),
+            Some(taken.clone()),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the predictor actors: {e}"))?;
         Ok(Self {
             system: Arc::new(std::sync::RwLock::new(system)),
             actors,
@@ -99,7 +110,8 @@ impl Predictors {
             state,
             synced: Arc::new(Mutex::new(Synced::default())),
             synced_index: Arc::new(AtomicU64::new(0)),
-            history: Arc::new(history),
+            history,
+            taken,
             auto_register: cfg.auto_register,
             max_future_ms: cfg.max_future_ms,
             forward_catch_up: Duration::from_millis(cfg.forward_catch_up_ms),
@@ -357,32 +369,11 @@ impl Predictors {
         }
     }
 
-    /// Takes a batch into this node's own actors: the registered components' samples go
-    /// into the history, and every sample to the actors, which judge and count each one.
+    /// Takes a batch into this node's own actors, which judge and count each sample; what
+    /// they take also goes into the history ([`history_sink`]).
     pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
         self.sync().await;
-        let known: Vec<bool> = if self.auto_register {
-            vec![true; samples.len()]
-        } else {
-            self.state.read(|s| {
-                samples
-                    .iter()
-                    .map(|x| s.components.contains_key(&x.component))
-                    .collect()
-            })
-        };
-        // A batch the actors will refuse whole is not recorded in the history either.
-        let system = self.system();
-        system.admits(samples.len())?;
-        let recorded = self.history.record(
-            samples
-                .iter()
-                .zip(&known)
-                .filter(|(_, &k)| k)
-                .map(|(x, _)| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
-        );
-        metrics::counter!("augur_history_samples_total").increment(recorded.kept);
-        system.ingest(samples).await
+        self.system().ingest(samples).await
     }
 
     /// The shard map, unless there is none or it has this node serve every shard alone:
@@ -421,10 +412,11 @@ impl Predictors {
                 return;
             }
         };
-        let actors = self.actors.clone();
-        let started =
-            tokio::task::spawn_blocking(move || PredictorSystem::start(actors, Arc::new(model)))
-                .await;
+        let (actors, taken) = (self.actors.clone(), self.taken.clone());
+        let started = tokio::task::spawn_blocking(move || {
+            PredictorSystem::start_with(actors, Arc::new(model), default_hazard(), Some(taken))
+        })
+        .await;
         let system = match started {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -758,6 +750,15 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
                 .increment(n);
         }
     }
+}
+
+/// The actors' sink into `history`: each sample an actor took, as it takes it. Samples the
+/// actors refuse (duplicates, out of order, not finite, unknown components) never reach it.
+fn history_sink(history: Arc<MetricHistory>) -> TakenSink {
+    TakenSink(Arc::new(move |component, samples| {
+        let recorded = history.record(samples.map(|(m, t, v)| (component, m, t, v)));
+        metrics::counter!("augur_history_samples_total").increment(recorded.kept);
+    }))
 }
 
 /// Components a node asks a peer's windows of at once (default windows: ~32 KiB each).
