@@ -128,9 +128,9 @@ async fn an_owner_killed_mid_stream_hands_its_components_to_a_warm_standby() {
 
 /// A member that has applied no shard map yet cannot tell which node owns a sample's
 /// component: here the first node of a new three-node cluster, alone (no quorum, so no leader
-/// and no map). It refuses a push with `UNAVAILABLE` and a retry hint instead of taking
-/// samples the map may not give it, and takes the same push once the others are up and the
-/// leader has recorded a map.
+/// and no map), and a node not yet added to any cluster. Each refuses a push with
+/// `UNAVAILABLE` and a retry hint instead of taking samples the map may not give it; the
+/// member takes the same push once the others are up and the leader has recorded a map.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_a_shard_map_refuses_samples_until_it_has_one() {
     let mut cluster = Cluster::configured(3, RaftKnobs::default());
@@ -153,6 +153,19 @@ async fn a_member_without_a_shard_map_refuses_samples_until_it_has_one() {
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("no shard map"), "{err:?}");
     assert!(err.metadata().get("retry-after-ms").is_some(), "{err:?}");
+
+    // Nor does a node not yet added to any cluster (its membership is empty).
+    let outsider = cluster.add_node(4);
+    eventually("node 4 up", Duration::from_secs(30), || async {
+        status(&outsider).await
+    })
+    .await;
+    let err = TelemetryClient::new(channel(&outsider).await.expect("channel"))
+        .push(futures::stream::iter(vec![step.clone()]))
+        .await
+        .expect_err("not a member of any cluster yet");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    cluster.kill(4);
 
     cluster.restart(2);
     cluster.restart(3);

@@ -144,6 +144,12 @@ pub(crate) struct ApplyStep {
     pub part: Part<Vec<Option<f64>>>,
 }
 
+/// From its shard, when the component is deregistered: take no sample after this (they are
+/// counted `unknown_component`), so none reaches the [`TakenSink`] once the answer is in.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Retire;
+
 /// One monitored component: its predictor state and last forecast, a thin shell over
 /// [`ComponentPredictor`].
 ///
@@ -167,6 +173,8 @@ pub struct ComponentActor {
     in_step: bool,
     /// Samples arrived while `in_step`: still due after the result is applied.
     redo: bool,
+    /// Deregistered ([`Retire`]): samples still queued for it are not taken.
+    retired: bool,
     restarts: u32,
 }
 
@@ -189,6 +197,7 @@ impl ComponentActor {
             predictor,
             in_step: false,
             redo: false,
+            retired: false,
             restarts: 0,
         }
     }
@@ -231,6 +240,12 @@ impl ComponentActor {
     }
 
     fn ingest(&mut self, samples: &[(String, i64, f64)]) -> IngestSummary {
+        if self.retired {
+            return IngestSummary {
+                unknown_component: samples.len() as u64,
+                ..IngestSummary::default()
+            };
+        }
         let mut summary = IngestSummary::default();
         let cfg = &self.setup.predictor;
         // Which samples were taken, for the sink (a bit each; batches of a component are small).
@@ -373,6 +388,14 @@ impl Handler<Ingest> for ComponentActor {
     }
 }
 
+impl Handler<Retire> for ComponentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, _: &mut Context<Self>) {
+        self.retired = true;
+    }
+}
+
 impl Handler<ExportWindows> for ComponentActor {
     type Result = MessageResult<ExportWindows>;
 
@@ -494,6 +517,30 @@ mod tests {
         // Old timestamps are taken again: the state really is new.
         assert_eq!(addr.send(samples(0, 3)).await.unwrap().accepted, 3);
         assert_eq!(addr.send(Observe).await.unwrap().metrics[0].window_fill, 3);
+    }
+
+    /// A retired actor takes nothing more: samples queued behind the retirement are counted
+    /// `unknown_component` and never reach the sink.
+    #[actix::test]
+    async fn a_retired_actor_takes_no_more_samples_and_tells_the_sink_nothing() {
+        let told = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sink = {
+            let told = told.clone();
+            TakenSink(Arc::new(move |_, samples| {
+                told.fetch_add(samples.count() as u64, std::sync::atomic::Ordering::Relaxed);
+            }))
+        };
+        let setup = Arc::new(ComponentSetup {
+            taken: Some(sink),
+            ..(*setup()).clone()
+        });
+        let addr = ComponentActor::start_supervised(ComponentId::new("db-1").unwrap(), setup);
+        assert_eq!(addr.send(samples(0, 5)).await.unwrap().accepted, 5);
+        // Sent without waiting, as the shard does: handled in order all the same.
+        addr.do_send(Retire);
+        let after = addr.send(samples(5, 3)).await.unwrap();
+        assert_eq!((after.accepted, after.unknown_component), (0, 3));
+        assert_eq!(told.load(std::sync::atomic::Ordering::Relaxed), 5);
     }
 
     /// The first half of a step for one component: its row, if it was due.

@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use crate::component::{
     ApplyStep, ComponentActor, ComponentSetup, ExportWindows, GetForecast, IngestPart, Observe,
-    Seed, TakeInputs,
+    Retire, Seed, TakeInputs,
 };
 use crate::config::AUTO_SWEEP_TICKS;
 use crate::gather::gather;
@@ -265,17 +265,28 @@ impl Handler<Register> for Shard {
 }
 
 impl Handler<Deregister> for Shard {
-    type Result = usize;
+    type Result = ResponseFuture<usize>;
 
-    /// Dropping the only address stops the actor once its mailbox is empty.
-    fn handle(&mut self, msg: Deregister, _: &mut Context<Self>) -> usize {
-        let removed = msg
-            .0
-            .iter()
-            .filter(|id| self.components.remove(*id).is_some())
-            .count();
+    /// Dropping the only address stops the actor once its mailbox is empty. Each actor is
+    /// retired first, and the answer waits for it: by then every message queued before has
+    /// been handled, and none after will take a sample.
+    fn handle(&mut self, msg: Deregister, _: &mut Context<Self>) -> Self::Result {
+        let mut retiring = Vec::new();
+        let mut removed = 0;
+        for id in &msg.0 {
+            if let Some(slot) = self.components.remove(id) {
+                removed += 1;
+                if let Some(actor) = slot.actor {
+                    retiring.push(actor.send(Retire));
+                }
+            }
+        }
         self.publish_size();
-        removed
+        Box::pin(async move {
+            // A mailbox error means the actor is gone already: nothing left to retire.
+            join_all(retiring).await;
+            removed
+        })
     }
 }
 

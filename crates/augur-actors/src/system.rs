@@ -242,9 +242,8 @@ impl PredictorSystem {
     }
 
     /// Whether a batch of `len` samples may be taken at all (`BatchTooLarge` if not): what
-    /// [`PredictorSystem::ingest`] checks first, for a caller that records the samples
-    /// elsewhere too and must not record a batch that will be refused whole.
-    pub fn admits(&self, len: usize) -> Result<(), ActorsError> {
+    /// [`PredictorSystem::ingest`] checks first.
+    fn admits(&self, len: usize) -> Result<(), ActorsError> {
         if len > self.inner.max_batch {
             return Err(ActorsError::BatchTooLarge {
                 len,

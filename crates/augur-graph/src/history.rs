@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use crate::rca::{MetricFrame, RcaError};
 
@@ -127,6 +127,9 @@ impl MetricHistory {
         self.cfg
     }
 
+    /// A shard's lock survives a panic while held (at worst one series is left half
+    /// updated): the history keeps serving rather than failing every later caller, some of
+    /// which (the actors, through their sink) would restart on it.
     fn shard(&self, component: &str) -> &Mutex<HashMap<String, Vec<Series>>> {
         &self.shards[(self.hasher.hash_one(component) as usize) % SHARDS]
     }
@@ -143,7 +146,10 @@ impl MetricHistory {
         let mut samples = samples.into_iter().peekable();
         while let Some(first) = samples.next() {
             let component = first.0;
-            let mut shard = self.shard(component).lock().expect("history lock");
+            let mut shard = self
+                .shard(component)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let series = match shard.get_mut(component) {
                 Some(s) => s,
                 None => shard.entry(component.to_owned()).or_default(),
@@ -205,7 +211,7 @@ impl MetricHistory {
         let oldest_kept = newest.div_euclid(self.cfg.step_ms) - self.cfg.slots as i64 + 1;
         let mut gone = 0;
         for shard in &self.shards {
-            let mut shard = shard.lock().expect("history lock");
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let before = shard.len();
             shard.retain(|_, series| {
                 series
@@ -220,7 +226,10 @@ impl MetricHistory {
     /// Drops every series of `components`.
     pub fn forget<'a>(&self, components: impl IntoIterator<Item = &'a str>) {
         for c in components {
-            self.shard(c).lock().expect("history lock").remove(c);
+            self.shard(c)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(c);
         }
     }
 
@@ -242,7 +251,7 @@ impl MetricHistory {
         let first = first.max(last - self.cfg.slots as i64 + 1);
         let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
         for shard in &self.shards {
-            let shard = shard.lock().expect("history lock");
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (component, series) in shard.iter() {
                 for s in series {
                     let col: Vec<f64> = (first..=last).map(|t| f64::from(s.get(t))).collect();

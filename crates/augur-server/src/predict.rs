@@ -139,13 +139,15 @@ impl Predictors {
         let map = match self.state.read(|s| s.shards.clone()) {
             Some(map) if !serves_alone(&map, me) => map,
             // A member of a larger cluster that has applied no map yet (a new cluster before
-            // its leader's first, a learner still catching up) does not know the owners:
-            // the samples would land on actors the map will not give it.
-            None if self.peers.knows_others() => {
+            // its leader's first, a learner still catching up), or a node not yet added to
+            // any, does not know the owners: the samples would land on actors the map will
+            // not give it. A single node takes everything, map or not.
+            None if !self.peers.alone() => {
                 let mut status = Status::unavailable(
-                    "this node has applied no shard map yet, so it cannot tell which node \
-                     owns these samples' components (the leader records one once it has \
-                     probed the members); try again",
+                    "this node has applied no shard map yet (or is not yet a member of an \
+                     initialized cluster), so it cannot tell which node owns these samples' \
+                     components; the leader records a map once it has probed the members; \
+                     try again",
                 );
                 if let Ok(v) = NO_MAP_RETRY_MS.to_string().parse() {
                     status.metadata_mut().insert(RETRY_AFTER_MS, v);
@@ -515,12 +517,14 @@ impl Predictors {
             self.spawn_warm_up(added);
         }
         if !removed.is_empty() {
-            self.history.forget(removed.iter().map(ComponentId::as_str));
+            // Deregistered first: once that is answered no actor of theirs takes a sample,
+            // so none comes back into the history after it forgets them.
             if let Err(e) = self.system().deregister(removed.clone()).await {
                 tracing::warn!(error = %e, "cannot deregister components");
                 synced.ids.extend(removed);
                 return;
             }
+            self.history.forget(removed.iter().map(ComponentId::as_str));
         }
         synced.applied = applied;
         synced.cursor = Some(now_cursor);
@@ -585,11 +589,13 @@ impl Predictors {
                 let Some(samples) = samples else {
                     break;
                 };
-                self.history.record(
+                // The peer's actors took these (its windows hold nothing else).
+                let recorded = self.history.record(
                     samples
                         .iter()
                         .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
                 );
+                metrics::counter!("augur_history_samples_total").increment(recorded.kept);
                 match self.system().seed(samples).await {
                     Ok(n) => {
                         metrics::counter!("augur_warm_up_samples_total").increment(n);

@@ -115,11 +115,12 @@ impl Peers {
         Some(channel)
     }
 
-    /// Whether the membership this node knows names any node but itself (voter or learner).
-    pub fn knows_others(&self) -> bool {
+    /// Whether the membership this node knows is this node alone (a single-node cluster);
+    /// not when it names others, nor when it is empty (a node not yet added to a cluster).
+    pub fn alone(&self) -> bool {
         let m = self.raft.metrics().borrow().membership_config.clone();
-        let others = m.membership().nodes().any(|(id, _)| *id != self.me);
-        others
+        let mut ids = m.membership().nodes().map(|(id, _)| *id);
+        ids.next() == Some(self.me) && ids.next().is_none()
     }
 
     /// A telemetry client to `id`, or `UNAVAILABLE` when `id` is not a member.
