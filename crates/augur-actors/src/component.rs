@@ -14,22 +14,6 @@ use crate::gather::Part;
 use crate::report::{ComponentSnapshot, IngestSummary, MetricSnapshot};
 use crate::shard::{ShardInputs, StepRows};
 
-/// Told of the samples an actor took (each `(metric, ts_ms, value)` that passed its checks,
-/// in order) for its component: the node keeps them in its metric history, so the history
-/// holds what the detectors saw and nothing they refused. Called on the actor's thread.
-#[derive(Clone)]
-pub struct TakenSink(pub Arc<TakenFn>);
-
-/// The function behind a [`TakenSink`].
-pub type TakenFn =
-    dyn for<'a> Fn(&'a str, &mut dyn Iterator<Item = (&'a str, i64, f64)>) + Send + Sync;
-
-impl std::fmt::Debug for TakenSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TakenSink")
-    }
-}
-
 /// What every component of a node shares: the predictor settings, the hazard model and the
 /// shape and version of the LSTM that scores them.
 #[derive(Debug, Clone)]
@@ -44,8 +28,9 @@ pub struct ComponentSetup {
     pub inputs: usize,
     /// The LSTM's hidden width: each component's state is two vectors of it.
     pub hidden: usize,
-    /// Where the samples taken go besides the predictor, if anywhere.
-    pub taken: Option<TakenSink>,
+    /// Whether ingests from a shard hand back the samples they took ([`Ingested::taken`]),
+    /// for a caller that keeps them (the node's metric history).
+    pub keep_taken: bool,
 }
 
 impl ComponentSetup {
@@ -67,7 +52,7 @@ impl ComponentSetup {
             model_version: model_version.into(),
             inputs: meta.inputs,
             hidden: meta.hidden,
-            taken: None,
+            keep_taken: false,
         }
     }
 }
@@ -101,12 +86,27 @@ pub struct Seed(pub Vec<(String, i64, f64)>);
 #[rtype(result = "Option<Forecast>")]
 pub struct GetForecast;
 
-/// [`Ingest`] from the shard, without a reply: the counts go to the batch's tally when the
-/// message is dropped (after its handler ran; or undelivered, then its samples count `lost`).
+/// What a batch's actors did with it: the counts per outcome, and, where the setup keeps
+/// them ([`ComponentSetup::keep_taken`]), each component's samples they took, in order.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// How many samples went which way.
+    pub summary: IngestSummary,
+    /// Per component, the `(metric, ts_ms, value)` taken (empty unless kept).
+    pub taken: Vec<ComponentSamples>,
+}
+
+/// One component's samples, `(metric, ts_ms, value)` each, in order.
+pub type ComponentSamples = (ComponentId, Vec<(String, i64, f64)>);
+
+/// [`Ingest`] from the shard, without a reply: the counts (and the samples taken) go to the
+/// batch's tally when the message is dropped (after its handler ran; or undelivered, then
+/// its samples count `lost`).
 pub(crate) struct IngestPart {
     pub samples: Vec<(String, i64, f64)>,
     pub counted: Option<IngestSummary>,
-    pub part: Part<IngestSummary>,
+    pub taken: Option<ComponentSamples>,
+    pub part: Part<Ingested>,
 }
 
 impl Message for IngestPart {
@@ -120,7 +120,11 @@ impl Drop for IngestPart {
             ..Default::default()
         };
         let counted = self.counted.take().unwrap_or(lost);
-        self.part.add(|tally| tally.merge(&counted));
+        let taken = self.taken.take();
+        self.part.add(|tally| {
+            tally.summary.merge(&counted);
+            tally.taken.extend(taken);
+        });
     }
 }
 
@@ -145,7 +149,7 @@ pub(crate) struct ApplyStep {
 }
 
 /// From its shard, when the component is deregistered: take no sample after this (they are
-/// counted `unknown_component`), so none reaches the [`TakenSink`] once the answer is in.
+/// counted `unknown_component`), so none is taken once the answer is in.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub(crate) struct Retire;
@@ -239,18 +243,25 @@ impl ComponentActor {
         }
     }
 
-    fn ingest(&mut self, samples: &[(String, i64, f64)]) -> IngestSummary {
+    /// Judges `samples` in order. With `mark`, also which were taken: `None` when all were
+    /// (the usual case: nothing to allocate), else a flag each.
+    fn ingest(
+        &mut self,
+        samples: &[(String, i64, f64)],
+        mark: bool,
+    ) -> (IngestSummary, Option<Vec<bool>>) {
+        // (A retired actor takes nothing: `accepted` 0 says so, no flags needed.)
         if self.retired {
-            return IngestSummary {
+            let summary = IngestSummary {
                 unknown_component: samples.len() as u64,
                 ..IngestSummary::default()
             };
+            return (summary, None);
         }
         let mut summary = IngestSummary::default();
         let cfg = &self.setup.predictor;
-        // Which samples were taken, for the sink (a bit each; batches of a component are small).
-        let mut taken = Vec::new();
-        for (metric, ts_ms, value) in samples {
+        let mut mask: Option<Vec<bool>> = None;
+        for (i, (metric, ts_ms, value)) in samples.iter().enumerate() {
             let ok = match self.predictor.ingest(cfg, metric, *ts_ms, *value) {
                 Ok(()) => {
                     summary.accepted += 1;
@@ -261,22 +272,20 @@ impl ComponentActor {
                     false
                 }
             };
-            if self.setup.taken.is_some() {
-                taken.push(ok);
+            match &mut mask {
+                Some(m) => m.push(ok),
+                None if !ok && mark => {
+                    let mut m = vec![true; i];
+                    m.push(false);
+                    mask = Some(m);
+                }
+                None => {}
             }
-        }
-        if let Some(sink) = self.setup.taken.as_ref().filter(|_| summary.accepted > 0) {
-            let mut iter = samples
-                .iter()
-                .zip(&taken)
-                .filter(|(_, &ok)| ok)
-                .map(|((m, t, v), _)| (m.as_str(), *t, *v));
-            (sink.0)(self.id.as_str(), &mut iter);
         }
         if summary.accepted > 0 && self.in_step {
             self.redo = true;
         }
-        summary
+        (summary, mask)
     }
 
     fn is_due(&self) -> bool {
@@ -382,7 +391,7 @@ impl Handler<Ingest> for ComponentActor {
             ..Default::default()
         };
         MessageResult(
-            self.shielded(ctx, |this| this.ingest(&msg.samples))
+            self.shielded(ctx, |this| this.ingest(&msg.samples, false).0)
                 .unwrap_or(lost),
         )
     }
@@ -439,7 +448,20 @@ impl Handler<IngestPart> for ComponentActor {
     type Result = ();
 
     fn handle(&mut self, mut msg: IngestPart, ctx: &mut Context<Self>) {
-        msg.counted = self.shielded(ctx, |this| this.ingest(&msg.samples));
+        let keep = self.setup.keep_taken;
+        let Some((summary, mask)) = self.shielded(ctx, |this| this.ingest(&msg.samples, keep))
+        else {
+            return;
+        };
+        if keep && summary.accepted > 0 {
+            let mut taken = std::mem::take(&mut msg.samples);
+            if let Some(mask) = mask {
+                let mut flags = mask.into_iter();
+                taken.retain(|_| flags.next().unwrap_or(false));
+            }
+            msg.taken = Some((self.id.clone(), taken));
+        }
+        msg.counted = Some(summary);
     }
 }
 
@@ -520,27 +542,16 @@ mod tests {
     }
 
     /// A retired actor takes nothing more: samples queued behind the retirement are counted
-    /// `unknown_component` and never reach the sink.
+    /// `unknown_component`, and none is handed back as taken.
     #[actix::test]
-    async fn a_retired_actor_takes_no_more_samples_and_tells_the_sink_nothing() {
-        let told = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let sink = {
-            let told = told.clone();
-            TakenSink(Arc::new(move |_, samples| {
-                told.fetch_add(samples.count() as u64, std::sync::atomic::Ordering::Relaxed);
-            }))
-        };
-        let setup = Arc::new(ComponentSetup {
-            taken: Some(sink),
-            ..(*setup()).clone()
-        });
-        let addr = ComponentActor::start_supervised(ComponentId::new("db-1").unwrap(), setup);
+    async fn a_retired_actor_takes_no_more_samples() {
+        let addr = ComponentActor::start_supervised(ComponentId::new("db-1").unwrap(), setup());
         assert_eq!(addr.send(samples(0, 5)).await.unwrap().accepted, 5);
         // Sent without waiting, as the shard does: handled in order all the same.
         addr.do_send(Retire);
         let after = addr.send(samples(5, 3)).await.unwrap();
         assert_eq!((after.accepted, after.unknown_component), (0, 3));
-        assert_eq!(told.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(addr.send(Observe).await.unwrap().metrics[0].window_fill, 5);
     }
 
     /// The first half of a step for one component: its row, if it was due.
@@ -602,12 +613,14 @@ mod tests {
 
     #[actix::test]
     async fn an_ingest_dropped_unhandled_counts_its_samples_lost() {
-        let (part, rx) = gather(IngestSummary::default());
+        let (part, rx) = gather(Ingested::default());
         drop(IngestPart {
             samples: samples(0, 3).samples,
             counted: None,
+            taken: None,
             part,
         });
-        assert_eq!(rx.await.unwrap().lost, 3);
+        let ingested = rx.await.unwrap();
+        assert_eq!((ingested.summary.lost, ingested.taken.len()), (3, 0));
     }
 }

@@ -27,8 +27,8 @@ mod shard;
 mod system;
 
 pub use component::{
-    ComponentActor, ComponentSetup, ExportWindows, GetForecast, Ingest, Observe, Seed, TakenFn,
-    TakenSink,
+    ComponentActor, ComponentSamples, ComponentSetup, ExportWindows, GetForecast, Ingest, Ingested,
+    Observe, Seed,
 };
 pub use config::{
     ActorsConfig, ConfigError, AUTO_SWEEP_TICKS, DEFAULT_MAX_BATCH, DEFAULT_TICK_MS, MAX_SHARDS,

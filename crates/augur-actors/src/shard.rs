@@ -9,8 +9,8 @@ use augur_types::ComponentId;
 use futures::future::join_all;
 
 use crate::component::{
-    ApplyStep, ComponentActor, ComponentSetup, ExportWindows, GetForecast, IngestPart, Observe,
-    Retire, Seed, TakeInputs,
+    ApplyStep, ComponentActor, ComponentSetup, ExportWindows, GetForecast, IngestPart, Ingested,
+    Observe, Retire, Seed, TakeInputs,
 };
 use crate::config::AUTO_SWEEP_TICKS;
 use crate::gather::gather;
@@ -295,23 +295,26 @@ impl Handler<IngestBatch> for Shard {
 
     fn handle(&mut self, msg: IngestBatch, ctx: &mut Context<Self>) -> Self::Result {
         let groups = group_by_shard(msg.0, 1).pop().unwrap_or_default();
-        self.handle(IngestGroups(groups), ctx)
+        Box::pin(
+            self.handle(IngestGroups(groups), ctx)
+                .map(|ingested, _, _| ingested.summary),
+        )
     }
 }
 
 /// One component's samples of a batch, in batch order.
-pub(crate) type Group = (ComponentId, Vec<(String, i64, f64)>);
+pub(crate) type Group = crate::component::ComponentSamples;
 
 /// A batch already grouped by component (each component once), for this shard.
 #[derive(Debug, Message)]
-#[rtype(result = "IngestSummary")]
+#[rtype(result = "Ingested")]
 pub(crate) struct IngestGroups(pub Vec<Group>);
 
 impl Handler<IngestGroups> for Shard {
-    type Result = ResponseActFuture<Self, IngestSummary>;
+    type Result = ResponseActFuture<Self, Ingested>;
 
     fn handle(&mut self, msg: IngestGroups, _: &mut Context<Self>) -> Self::Result {
-        let (tally, done) = gather(IngestSummary::default());
+        let (tally, done) = gather(Ingested::default());
         let mut unknown = 0;
         let mut created = false;
         for (id, samples) in msg.0 {
@@ -338,6 +341,7 @@ impl Handler<IngestGroups> for Shard {
             actor.do_send(IngestPart {
                 samples,
                 counted: None,
+                taken: None,
                 part: tally.clone(),
             });
             if !slot.due {
@@ -348,20 +352,20 @@ impl Handler<IngestGroups> for Shard {
         if created {
             self.publish_size();
         }
-        tally.add(|t| t.unknown_component += unknown);
+        tally.add(|t| t.summary.unknown_component += unknown);
         drop(tally);
         Box::pin(
             async move { done.await.unwrap_or_default() }
                 .into_actor(self)
-                .map(|summary, shard, _| {
-                    for (kind, n) in summary.by_kind() {
+                .map(|ingested, shard, _| {
+                    for (kind, n) in ingested.summary.by_kind() {
                         if n > 0 {
                             metrics::counter!("augur_samples_total", "outcome" => kind)
                                 .increment(n);
                         }
                     }
-                    shard.ingested.merge(&summary);
-                    summary
+                    shard.ingested.merge(&ingested.summary);
+                    ingested
                 }),
         )
     }

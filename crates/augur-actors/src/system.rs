@@ -10,7 +10,7 @@ use augur_predict::predictor::{default_hazard, Forecast};
 use augur_types::ComponentId;
 use futures::future::join_all;
 
-use crate::component::{ComponentSetup, TakenSink};
+use crate::component::{ComponentSetup, Ingested};
 use crate::config::ActorsConfig;
 use crate::error::ActorsError;
 use crate::report::{ComponentSnapshot, IngestSummary, Sample, ShardSnapshot, TickReport};
@@ -86,20 +86,20 @@ impl PredictorSystem {
         model: Arc<LstmModel>,
         hazard: HazardModel,
     ) -> Result<Self, ActorsError> {
-        Self::start_with(cfg, model, hazard, None)
+        Self::start_with(cfg, model, hazard, false)
     }
 
-    /// [`PredictorSystem::start_with_hazard`], with every actor telling `taken` of the
-    /// samples it took.
+    /// [`PredictorSystem::start_with_hazard`]; with `keep_taken`, an ingest hands back the
+    /// samples the actors took ([`PredictorSystem::ingest_keeping`]).
     pub fn start_with(
         cfg: ActorsConfig,
         model: Arc<LstmModel>,
         hazard: HazardModel,
-        taken: Option<TakenSink>,
+        keep_taken: bool,
     ) -> Result<Self, ActorsError> {
         let cfg = cfg.validate().map_err(ActorsError::Config)?;
         let setup = Arc::new(ComponentSetup {
-            taken,
+            keep_taken,
             ..ComponentSetup::new(cfg.predictor.clone(), hazard, &model.meta)
         });
         let model_version = setup.model_version.clone();
@@ -257,9 +257,18 @@ impl PredictorSystem {
     /// rest; a batch over `max_batch` is refused whole. Answers when every sample has been
     /// taken or counted.
     pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
+        Ok(self.ingest_keeping(samples).await?.summary)
+    }
+
+    /// [`PredictorSystem::ingest`], answering also, when the system was started to keep them
+    /// ([`PredictorSystem::start_with`]), each component's samples the actors took: nothing
+    /// they refused (a duplicate, a sample out of order, not finite, over the metric limit, of
+    /// an unknown component). The samples come back, not copies: keeping them costs nothing
+    /// on the actors' threads.
+    pub async fn ingest_keeping(&self, samples: Vec<Sample>) -> Result<Ingested, ActorsError> {
         self.admits(samples.len())?;
         if samples.is_empty() {
-            return Ok(IngestSummary::default());
+            return Ok(Ingested::default());
         }
         let k = self.inner.shards.len();
         let parts = match tokio::runtime::Handle::try_current() {
@@ -271,11 +280,13 @@ impl PredictorSystem {
             _ => group_by_shard(samples, k),
         };
         let replies = self.send_parts(parts, IngestGroups).await;
-        let mut summary = IngestSummary::default();
+        let mut out = Ingested::default();
         for reply in replies {
-            summary.merge(&reply?);
+            let reply = reply?;
+            out.summary.merge(&reply.summary);
+            out.taken.extend(reply.taken);
         }
-        Ok(summary)
+        Ok(out)
     }
 
     /// The windows of these components (those that have had a sample here), as samples:

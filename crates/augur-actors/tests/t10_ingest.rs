@@ -35,53 +35,63 @@ async fn samples_then_a_tick_give_a_forecast_with_the_model_version() {
     assert!(f.p_fail.windows(2).all(|w| w[0] <= w[1]), "{:?}", f.p_fail);
 }
 
-/// The sink (the node's metric history) is told of every sample an actor took, in order,
-/// and of none it refused: no duplicate, no sample out of order, not finite, of a metric
-/// over the limit, or of an unknown component.
+/// An ingest that keeps what was taken (the node's metric history) gets back every sample
+/// the actors took, in order, and none they refused: no duplicate, no sample out of order,
+/// not finite, of a metric over the limit, or of an unknown component.
 #[tokio::test]
-async fn the_sink_is_told_of_the_samples_taken_and_of_no_other() {
-    use std::sync::{Arc, Mutex};
-    type Taken = (String, String, i64, f64);
-    let seen: Arc<Mutex<Vec<Taken>>> = Arc::default();
-    let sink = {
-        let seen = seen.clone();
-        augur_actors::TakenSink(Arc::new(move |component, samples| {
-            let mut seen = seen.lock().unwrap();
-            seen.extend(samples.map(|(m, t, v)| (component.to_owned(), m.to_owned(), t, v)));
-        }))
-    };
+async fn an_ingest_hands_back_the_samples_taken_and_no_other() {
     let mut cfg = config(3);
     cfg.predictor.max_metrics = 2;
     let sys = augur_actors::PredictorSystem::start_with(
         cfg,
         common::model(),
         augur_predict::predictor::default_hazard(),
-        Some(sink),
+        true,
     )
     .unwrap();
-    let (a, ghost) = (id("a"), id("ghost"));
-    sys.register([a.clone()]).await.unwrap();
+    let (a, b, ghost) = (id("a"), id("b"), id("ghost"));
+    sys.register([a.clone(), b.clone()]).await.unwrap();
     let batch = vec![
         sample(&a, "m1", 1000, 1.0),
-        sample(&a, "m1", 1000, 2.0),      // duplicate
-        sample(&ghost, "m1", 1000, 1.0),  // unknown component
-        sample(&a, "m1", 500, 1.0),       // out of order
+        sample(&a, "m1", 1000, 2.0),     // duplicate
+        sample(&ghost, "m1", 1000, 1.0), // unknown component
+        sample(&a, "m1", 500, 1.0),      // out of order
+        sample(&b, "m1", 1000, 7.0),
         sample(&a, "m1", 2000, f64::NAN), // not finite
         sample(&a, "m2", 1000, 1.0),
         sample(&a, "m3", 1000, 1.0), // a third metric: too many
         sample(&a, "m1", 3000, 3.0),
     ];
-    assert_eq!(sys.ingest(batch).await.unwrap().accepted, 3);
-    let seen = seen.lock().unwrap().clone();
-    let taken = |m: &str, t, v| ("a".to_owned(), m.to_owned(), t, v);
+    let mut ingested = sys.ingest_keeping(batch.clone()).await.unwrap();
+    assert_eq!(ingested.summary.accepted, 4);
+    ingested.taken.sort_by(|x, y| x.0.cmp(&y.0));
+    let row = |m: &str, t, v| (m.to_owned(), t, v);
     assert_eq!(
-        seen,
+        ingested.taken,
         [
-            taken("m1", 1000, 1.0),
-            taken("m2", 1000, 1.0),
-            taken("m1", 3000, 3.0)
+            (
+                a.clone(),
+                vec![
+                    row("m1", 1000, 1.0),
+                    row("m2", 1000, 1.0),
+                    row("m1", 3000, 3.0)
+                ]
+            ),
+            (b.clone(), vec![row("m1", 1000, 7.0)]),
         ]
     );
+    // The same batch again: all refused (duplicates and the rest), nothing handed back.
+    let again = sys.ingest_keeping(batch).await.unwrap();
+    assert_eq!(again.summary.accepted, 0);
+    assert!(again.taken.is_empty(), "{:?}", again.taken);
+    // A system not started to keep them hands nothing back.
+    let plain = start(config(1));
+    plain.register([a.clone()]).await.unwrap();
+    let kept = plain
+        .ingest_keeping(vec![sample(&a, "m1", 1, 1.0)])
+        .await
+        .unwrap();
+    assert_eq!((kept.summary.accepted, kept.taken.len()), (1, 0));
 }
 
 #[tokio::test]
