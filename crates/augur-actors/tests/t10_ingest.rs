@@ -35,6 +35,26 @@ async fn samples_then_a_tick_give_a_forecast_with_the_model_version() {
     assert!(f.p_fail.windows(2).all(|w| w[0] <= w[1]), "{:?}", f.p_fail);
 }
 
+/// A batch of components `a` and `b` (registered) and `ghost` (not) with one sample of
+/// every kind a metric limit of 2 refuses, and five that are taken.
+fn mixed_batch() -> Vec<augur_actors::Sample> {
+    let (a, b, ghost) = (id("a"), id("b"), id("ghost"));
+    vec![
+        sample(&a, "m1", 1000, 1.0),
+        sample(&a, "m1", 1000, 2.0),     // duplicate
+        sample(&ghost, "m1", 1000, 1.0), // unknown component
+        sample(&a, "m1", 500, 1.0),      // out of order
+        sample(&b, "m1", 1000, 7.0),
+        sample(&a, "m1", 2000, f64::NAN), // not finite
+        sample(&a, "m2", 1000, 1.0),
+        sample(&a, "m3", 1000, 1.0),           // a third metric: too many
+        sample(&a, "m1", 3000, f64::INFINITY), // not finite
+        sample(&ghost, "m2", 1000, 1.0),       // unknown component
+        sample(&a, "m1", 3000, 3.0),
+        sample(&b, "m1", 2000, 8.0),
+    ]
+}
+
 /// An ingest that keeps what was taken (the node's metric history) gets back every sample
 /// the actors took, in order, and none they refused: no duplicate, no sample out of order,
 /// not finite, of a metric over the limit, or of an unknown component.
@@ -49,21 +69,11 @@ async fn an_ingest_hands_back_the_samples_taken_and_no_other() {
         true,
     )
     .unwrap();
-    let (a, b, ghost) = (id("a"), id("b"), id("ghost"));
+    let (a, b) = (id("a"), id("b"));
     sys.register([a.clone(), b.clone()]).await.unwrap();
-    let batch = vec![
-        sample(&a, "m1", 1000, 1.0),
-        sample(&a, "m1", 1000, 2.0),     // duplicate
-        sample(&ghost, "m1", 1000, 1.0), // unknown component
-        sample(&a, "m1", 500, 1.0),      // out of order
-        sample(&b, "m1", 1000, 7.0),
-        sample(&a, "m1", 2000, f64::NAN), // not finite
-        sample(&a, "m2", 1000, 1.0),
-        sample(&a, "m3", 1000, 1.0), // a third metric: too many
-        sample(&a, "m1", 3000, 3.0),
-    ];
+    let batch = mixed_batch();
     let mut ingested = sys.ingest_keeping(batch.clone()).await.unwrap();
-    assert_eq!(ingested.summary.accepted, 4);
+    assert_eq!(ingested.summary.accepted, 5);
     ingested.taken.sort_by(|x, y| x.0.cmp(&y.0));
     let row = |m: &str, t, v| (m.to_owned(), t, v);
     assert_eq!(
@@ -77,7 +87,7 @@ async fn an_ingest_hands_back_the_samples_taken_and_no_other() {
                     row("m1", 3000, 3.0)
                 ]
             ),
-            (b.clone(), vec![row("m1", 1000, 7.0)]),
+            (b.clone(), vec![row("m1", 1000, 7.0), row("m1", 2000, 8.0)]),
         ]
     );
     // The same batch again: all refused (duplicates and the rest), nothing handed back.
@@ -101,20 +111,7 @@ async fn rejects_are_counted_per_kind_and_never_poison_the_batch() {
     let sys = start(cfg);
     let (a, b, ghost) = (id("a"), id("b"), id("ghost"));
     sys.register([a.clone(), b.clone()]).await.unwrap();
-    let batch = vec![
-        sample(&a, "m1", 1000, 1.0),
-        sample(&a, "m1", 1000, 2.0),     // duplicate
-        sample(&ghost, "m1", 1000, 1.0), // unknown component
-        sample(&a, "m1", 500, 1.0),      // out of order
-        sample(&b, "m1", 1000, 7.0),
-        sample(&a, "m1", 2000, f64::NAN), // not finite
-        sample(&a, "m2", 1000, 1.0),
-        sample(&a, "m3", 1000, 1.0),           // a third metric: too many
-        sample(&a, "m1", 3000, f64::INFINITY), // not finite
-        sample(&ghost, "m2", 1000, 1.0),       // unknown component
-        sample(&a, "m1", 3000, 3.0),
-        sample(&b, "m1", 2000, 8.0),
-    ];
+    let batch = mixed_batch();
     let summary = sys.ingest(batch).await.unwrap();
     assert_eq!(
         summary,
