@@ -94,6 +94,15 @@ async fn an_ingest_hands_back_the_samples_taken_and_no_other() {
     let again = sys.ingest_keeping(batch).await.unwrap();
     assert_eq!(again.summary.accepted, 0);
     assert!(again.taken.is_empty(), "{:?}", again.taken);
+    // A first sample refused and a later one taken: only the later comes back.
+    let mixed = sys
+        .ingest_keeping(vec![
+            sample(&a, "m1", 1000, 5.0),
+            sample(&a, "m1", 4000, 4.0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(mixed.taken, [(a.clone(), vec![row("m1", 4000, 4.0)])]);
     // A system not started to keep them hands nothing back.
     let plain = start(config(1));
     plain.register([a.clone()]).await.unwrap();

@@ -128,8 +128,8 @@ impl MetricHistory {
     }
 
     /// A shard's lock survives a panic while held (at worst one series is left half
-    /// updated): the history keeps serving rather than failing every later caller, some of
-    /// which (the actors, through their sink) would restart on it.
+    /// updated): the history keeps serving rather than failing every later caller (every
+    /// ingest, warm-up and root-cause read that touches the shard).
     fn shard(&self, component: &str) -> &Mutex<HashMap<String, Vec<Series>>> {
         &self.shards[(self.hasher.hash_one(component) as usize) % SHARDS]
     }
