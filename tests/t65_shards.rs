@@ -431,7 +431,8 @@ async fn a_remote_write_larger_than_a_message_reaches_every_owner_in_pieces() {
 /// The fleet's at-risk list asks each node for its riskiest forecasts of the shards it owns
 /// and, apart, of those it stands by for, keeping the owner's row else the standby's: with an
 /// owner dead and the map not yet moved on (here it never does), every component is still
-/// listed once, and a top-k list is the full list's first k.
+/// listed once, and a top-k list is the full list's first k. A read of every forecast asks
+/// the standbys only for the dead owner's shards, and misses none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
     let (mut cluster, leader, entry) = spread_and_registered(RaftKnobs {
@@ -476,6 +477,19 @@ async fn the_at_risk_list_asks_the_standbys_for_a_dead_owners_shards() {
     let names =
         |rows: &[pb::Forecast]| rows.iter().map(|f| f.component.clone()).collect::<Vec<_>>();
     assert_eq!(names(&top), names(&all[..3]));
+    // A read of the whole fleet (`GetRisk` of the graph, what the planner reads each round)
+    // asks the owners, then the standbys of the silent owner's shards only: every component
+    // still has its P(fail).
+    let (code, out, err) = ctl(&entry, &["--output", "json", "risk"]);
+    assert_eq!(code, 0, "{err}");
+    let risks: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let with_p_fail = risks
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["p_fail"].as_f64().is_some())
+        .count();
+    assert_eq!(with_p_fail, COMPONENTS, "{out}");
 
     // A node's own list narrowed to shards: the components of those shards it holds.
     let mine = list(100, true, vec![0, 1, 2, 3]).await.expect("own list");

@@ -85,14 +85,16 @@ struct Inputs {
     loads: BTreeMap<ComponentId, Load>,
 }
 
-/// Reads the fleet's forecasts (every shard's, from its owner) and the graph's blast radii (see [`Inputs`]).
+/// Reads the fleet's forecasts (every shard's, from its owner, or its standby where the
+/// owner did not answer; [`Predictors::all_forecasts`]) and the graph's blast radii (see
+/// [`Inputs`]).
 async fn inputs(
     node: &Node,
     predictors: &Predictors,
     cache: &Arc<RiskCache>,
     admit: Admit,
 ) -> Result<Inputs, Status> {
-    let forecasts = predictors.fleet_forecasts(usize::MAX, 0.0).await?;
+    let forecasts = predictors.all_forecasts().await?;
     let g = node.state.read(ControlState::dependency_graph);
     let cache = cache.clone();
     let radii = tokio::task::spawn_blocking(move || cached_blast_radii(&cache, g))

@@ -264,12 +264,12 @@ impl Predictors {
             self.gather(group_shards(&map, |a| Some(a.owner)), limit, min_risk),
             self.gather(group_shards(&map, |a| a.standby), limit, min_risk)
         );
-        if owned.is_none() && standby.is_none() {
+        if !owned.answered && !standby.answered {
             return Err(Status::unavailable("no node answered with its forecasts"));
         }
         let mut best: std::collections::HashMap<ComponentId, Forecast> =
-            owned.unwrap_or_default().into_iter().collect();
-        for (id, f) in standby.unwrap_or_default() {
+            owned.rows.into_iter().collect();
+        for (id, f) in standby.rows {
             best.entry(id).or_insert(f);
         }
         let mut rows: Vec<(ComponentId, Forecast)> = best.into_iter().collect();
@@ -277,14 +277,45 @@ impl Predictors {
         Ok(rows)
     }
 
-    /// Asks each node (this one its own actors) for its forecasts of the shards named for it;
-    /// the rows, or `None` when no node answered.
+    /// Every component's forecast, unranked, for reads of the whole fleet (the planner's
+    /// round, `GetRisk` of the whole graph): each node is asked for the shards it owns, and
+    /// only the shards of an owner that did not answer are asked of their standbys, so a
+    /// round carries each forecast once instead of twice. A component whose owner answered
+    /// but has no forecast of it yet is left out until it has one (ownership only moves to a
+    /// node that already holds the component, so that is at most a scoring tick).
+    pub async fn all_forecasts(&self) -> Result<Vec<(ComponentId, Forecast)>, Status> {
+        let Some(map) = self.shared_map() else {
+            return self.own_forecasts(&[], usize::MAX, 0.0).await;
+        };
+        let owned = self
+            .gather(group_shards(&map, |a| Some(a.owner)), usize::MAX, 0.0)
+            .await;
+        let mut rows = owned.rows;
+        let mut answered = owned.answered;
+        if !owned.silent.is_empty() {
+            let mut orphans: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+            for (shard, a) in map.shards.iter().enumerate() {
+                if let Some(standby) = a.standby.filter(|_| owned.silent.contains(&a.owner)) {
+                    orphans.entry(standby).or_default().push(shard);
+                }
+            }
+            let standby = self.gather(orphans, usize::MAX, 0.0).await;
+            answered |= standby.answered;
+            rows.extend(standby.rows);
+        }
+        if !answered {
+            return Err(Status::unavailable("no node answered with its forecasts"));
+        }
+        Ok(rows)
+    }
+
+    /// Asks each node (this one its own actors) for its forecasts of the shards named for it.
     async fn gather(
         &self,
         shards_of: BTreeMap<NodeId, Vec<usize>>,
         limit: usize,
         min_risk: f64,
-    ) -> Option<Vec<(ComponentId, Forecast)>> {
+    ) -> Gathered {
         let me = self.peers.me;
         let replies = join_all(shards_of.iter().map(|(&node, shards)| async move {
             let rows = if node == me {
@@ -295,18 +326,20 @@ impl Predictors {
             (node, rows)
         }))
         .await;
-        let mut rows = Vec::new();
-        let mut answered = false;
+        let mut out = Gathered::default();
         for (node, reply) in replies {
             match reply {
                 Ok(r) => {
-                    answered = true;
-                    rows.extend(r);
+                    out.answered = true;
+                    out.rows.extend(r);
                 }
-                Err(e) => tracing::debug!(node, error = %e, "no forecasts from a node"),
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "no forecasts from a node");
+                    out.silent.insert(node);
+                }
             }
         }
-        answered.then_some(rows)
+        out
     }
 
     /// This node's own forecasts of the components of `shards` (all it holds when empty): its
@@ -764,6 +797,16 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
                 .increment(n);
         }
     }
+}
+
+/// What the nodes asked for forecasts answered.
+#[derive(Default)]
+struct Gathered {
+    rows: Vec<(ComponentId, Forecast)>,
+    /// Some node answered (perhaps with no rows).
+    answered: bool,
+    /// The nodes that did not answer.
+    silent: std::collections::BTreeSet<NodeId>,
 }
 
 /// Components a node asks a peer's windows of at once (default windows: ~32 KiB each).

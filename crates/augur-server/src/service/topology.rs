@@ -431,7 +431,7 @@ impl pb::topology_server::Topology for TopologyService {
                     .collect()
             }
             Some(p) => p
-                .fleet_forecasts(usize::MAX, 0.0)
+                .all_forecasts()
                 .await?
                 .into_iter()
                 .map(|(id, f)| (id.to_string(), f.p_fail[1]))
