@@ -279,10 +279,10 @@ impl Predictors {
 
     /// Every component's forecast, unranked, for reads of the whole fleet (the planner's
     /// round, `GetRisk` of the whole graph): each node is asked for the shards it owns, and
-    /// only the shards of an owner that did not answer are asked of their standbys, so a
-    /// round carries each forecast once instead of twice. A component whose owner answered
-    /// but has no forecast of it yet is left out until it has one (ownership only moves to a
-    /// node that already holds the component, so that is at most a scoring tick).
+    /// the standbys only for the shards where an owner fell short: it did not answer, or it
+    /// answered without a forecast of a registered component (just restarted, still warming
+    /// up, or its actors just restarted on a new model). Where the owners hold every
+    /// forecast, a round carries each forecast once instead of twice.
     pub async fn all_forecasts(&self) -> Result<Vec<(ComponentId, Forecast)>, Status> {
         let Some(map) = self.shared_map() else {
             return self.own_forecasts(&[], usize::MAX, 0.0).await;
@@ -292,16 +292,40 @@ impl Predictors {
             .await;
         let mut rows = owned.rows;
         let mut answered = owned.answered;
-        if !owned.silent.is_empty() {
-            let mut orphans: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
-            for (shard, a) in map.shards.iter().enumerate() {
-                if let Some(standby) = a.standby.filter(|_| owned.silent.contains(&a.owner)) {
-                    orphans.entry(standby).or_default().push(shard);
+        let mut short = [false; augur_types::SHARD_COUNT];
+        for (shard, a) in map.shards.iter().enumerate() {
+            short[shard] = owned.silent.contains(&a.owner);
+        }
+        {
+            let have: std::collections::HashSet<&ComponentId> =
+                rows.iter().map(|(id, _)| id).collect();
+            self.state.read(|s| {
+                for id in s.components.keys().filter(|id| !have.contains(id)) {
+                    short[augur_types::shard_of(id.as_str())] = true;
                 }
+            });
+        }
+        let mut ask: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
+        for (shard, a) in map.shards.iter().enumerate() {
+            // A standby that did not answer as an owner is not asked again.
+            if let Some(standby) = a
+                .standby
+                .filter(|s| short[shard] && !owned.silent.contains(s))
+            {
+                ask.entry(standby).or_default().push(shard);
             }
-            let standby = self.gather(orphans, usize::MAX, 0.0).await;
+        }
+        if !ask.is_empty() {
+            let standby = self.gather(ask, usize::MAX, 0.0).await;
             answered |= standby.answered;
-            rows.extend(standby.rows);
+            let have: std::collections::HashSet<ComponentId> =
+                rows.iter().map(|(id, _)| id.clone()).collect();
+            rows.extend(
+                standby
+                    .rows
+                    .into_iter()
+                    .filter(|(id, _)| !have.contains(id)),
+            );
         }
         if !answered {
             return Err(Status::unavailable("no node answered with its forecasts"));

@@ -417,7 +417,7 @@ impl pb::topology_server::Topology for TopologyService {
         let cache = self.risk_cache.clone();
         let radii = blocking(move || cached_blast_radii(&cache, g)).await?;
         // P(fail within 1 h) of the component asked about, or of every component with a
-        // forecast, from each shard's owner.
+        // forecast, from each shard's owner (its standby where the owner falls short).
         let p_fail: std::collections::HashMap<String, f64> = match &self.predictors {
             Some(p) if !req.component.is_empty() => {
                 // A graph node that is no component (a peer seen in traces) has no forecast.
