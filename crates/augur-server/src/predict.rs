@@ -19,7 +19,7 @@ use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::config::TelemetrySection;
-use crate::shards::{group_shards, serves_alone, Peers, Split};
+use crate::shards::{group_shards, group_shards_where, serves_alone, Peers, Split};
 use tonic::Status;
 
 /// The predictor actors plus the set of components they were told about.
@@ -135,17 +135,16 @@ impl Predictors {
             // any, does not know the owners: the samples would land on actors the map will
             // not give it. A single node takes everything, map or not.
             None if !self.peers.alone() => {
-                let mut status = Status::unavailable(
-                    "this node has applied no shard map yet (or is not yet a member of an \
-                     initialized cluster), so it cannot tell which node owns these samples' \
-                     components; the leader records a map once it has probed the members; \
-                     try again",
-                );
-                if let Ok(v) = NO_MAP_RETRY_MS.to_string().parse() {
-                    status.metadata_mut().insert(RETRY_AFTER_MS, v);
-                }
                 metrics::counter!("augur_push_refused_no_map_total").increment(1);
-                return Err(status);
+                return Err(with_retry_hint(
+                    Status::unavailable(
+                        "this node has applied no shard map yet (or is not yet a member of an \
+                         initialized cluster), so it cannot tell which node owns these \
+                         samples' components; the leader records a map once it has probed \
+                         the members; try again",
+                    ),
+                    NO_MAP_RETRY_MS,
+                ));
             }
             _ => return self.ingest(samples).await.map_err(actors_status),
         };
@@ -292,41 +291,35 @@ impl Predictors {
             .await;
         let mut rows = owned.rows;
         let mut answered = owned.answered;
-        let mut short = [false; augur_types::SHARD_COUNT];
-        for (shard, a) in map.shards.iter().enumerate() {
-            short[shard] = owned.silent.contains(&a.owner);
-        }
-        {
-            let have: std::collections::HashSet<&ComponentId> =
-                rows.iter().map(|(id, _)| id).collect();
-            self.state.read(|s| {
-                for id in s.components.keys().filter(|id| !have.contains(id)) {
-                    short[augur_types::shard_of(id.as_str())] = true;
-                }
-            });
-        }
-        let mut ask: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
-        for (shard, a) in map.shards.iter().enumerate() {
-            // A standby that did not answer as an owner is not asked again.
-            if let Some(standby) = a
-                .standby
-                .filter(|s| short[shard] && !owned.silent.contains(s))
-            {
-                ask.entry(standby).or_default().push(shard);
+        let have: std::collections::HashSet<&ComponentId> = rows.iter().map(|(id, _)| id).collect();
+        let mut short: Vec<bool> = map
+            .shards
+            .iter()
+            .map(|a| owned.silent.contains(&a.owner))
+            .collect();
+        self.state.read(|s| {
+            for id in s.components.keys().filter(|id| !have.contains(id)) {
+                short[augur_types::shard_of(id.as_str())] = true;
             }
-        }
+        });
+        // A standby that did not answer as an owner is not asked again.
+        let ask = group_shards_where(&map, |shard, a| {
+            a.standby
+                .filter(|s| short[shard] && !owned.silent.contains(s))
+        });
+        let mut missing = Vec::new();
         if !ask.is_empty() {
             let standby = self.gather(ask, usize::MAX, 0.0).await;
             answered |= standby.answered;
-            let have: std::collections::HashSet<ComponentId> =
-                rows.iter().map(|(id, _)| id.clone()).collect();
-            rows.extend(
+            missing.extend(
                 standby
                     .rows
                     .into_iter()
                     .filter(|(id, _)| !have.contains(id)),
             );
         }
+        drop(have);
+        rows.extend(missing);
         if !answered {
             return Err(Status::unavailable("no node answered with its forecasts"));
         }
@@ -431,11 +424,12 @@ impl Predictors {
         let (system, history) = (self.system(), self.history.clone());
         tokio::spawn(async move {
             let ingested = system.ingest_keeping(samples).await?;
-            let recorded =
-                history.record(ingested.taken.iter().flat_map(|(id, xs)| {
+            keep_in_history(
+                &history,
+                ingested.taken.iter().flat_map(|(id, xs)| {
                     xs.iter().map(|(m, t, v)| (id.as_str(), m.as_str(), *t, *v))
-                }));
-            metrics::counter!("augur_history_samples_total").increment(recorded.kept);
+                }),
+            );
             Ok(ingested.summary)
         })
         .await
@@ -655,12 +649,12 @@ impl Predictors {
                     break;
                 };
                 // The peer's actors took these (its windows hold nothing else).
-                let recorded = self.history.record(
+                keep_in_history(
+                    &self.history,
                     samples
                         .iter()
                         .map(|x| (x.component.as_str(), x.metric.as_str(), x.ts_ms, x.value)),
                 );
-                metrics::counter!("augur_history_samples_total").increment(recorded.kept);
                 match self.system().seed(samples).await {
                     Ok(n) => {
                         metrics::counter!("augur_warm_up_samples_total").increment(n);
@@ -823,6 +817,16 @@ pub fn record(summary: &IngestSummary, source: &'static str) {
     }
 }
 
+/// Records `(component, metric, ts_ms, value)` samples the actors took into `history`,
+/// counting what it kept.
+fn keep_in_history<'a>(
+    history: &MetricHistory,
+    samples: impl IntoIterator<Item = (&'a str, &'a str, i64, f64)>,
+) {
+    let recorded = history.record(samples);
+    metrics::counter!("augur_history_samples_total").increment(recorded.kept);
+}
+
 /// What the nodes asked for forecasts answered.
 #[derive(Default)]
 struct Gathered {
@@ -849,7 +853,11 @@ const NO_MAP_RETRY_MS: u64 = 500;
 
 /// `RESOURCE_EXHAUSTED` saying `message`, with the retry hint.
 pub fn saturated(message: impl Into<String>, retry_after_ms: u64) -> Status {
-    let mut status = Status::resource_exhausted(message);
+    with_retry_hint(Status::resource_exhausted(message), retry_after_ms)
+}
+
+/// `status` with a retry hint of `retry_after_ms` in its metadata.
+fn with_retry_hint(mut status: Status, retry_after_ms: u64) -> Status {
     if let Ok(v) = retry_after_ms.to_string().parse() {
         status.metadata_mut().insert(RETRY_AFTER_MS, v);
     }

@@ -45,14 +45,21 @@ struct WarmthState {
     warm: u64,
 }
 
+impl WarmthState {
+    /// With nothing in flight, warm at the latest epoch a sync reached.
+    fn settle(&mut self) {
+        if self.in_flight == 0 {
+            self.warm = self.warm.max(self.pending);
+        }
+    }
+}
+
 impl Warmth {
     /// A sync reached map `epoch` (after beginning any warm-up it needs).
     pub fn synced(&self, epoch: u64) {
         let mut w = self.0.lock().expect("warmth lock");
         w.pending = w.pending.max(epoch);
-        if w.in_flight == 0 {
-            w.warm = w.warm.max(w.pending);
-        }
+        w.settle();
     }
 
     /// A warm-up begins.
@@ -64,9 +71,7 @@ impl Warmth {
     pub fn end(&self) {
         let mut w = self.0.lock().expect("warmth lock");
         w.in_flight = w.in_flight.saturating_sub(1);
-        if w.in_flight == 0 {
-            w.warm = w.warm.max(w.pending);
-        }
+        w.settle();
     }
 
     /// The epoch this node is warm at.
@@ -319,9 +324,17 @@ pub fn group_shards(
     map: &ShardMap,
     pick: impl Fn(&augur_types::ShardAssignment) -> Option<NodeId>,
 ) -> BTreeMap<NodeId, Vec<usize>> {
+    group_shards_where(map, |_, a| pick(a))
+}
+
+/// [`group_shards`], with `pick` told the shard's number too.
+pub fn group_shards_where(
+    map: &ShardMap,
+    pick: impl Fn(usize, &augur_types::ShardAssignment) -> Option<NodeId>,
+) -> BTreeMap<NodeId, Vec<usize>> {
     let mut out = BTreeMap::<NodeId, Vec<usize>>::new();
     for (shard, a) in map.shards.iter().enumerate() {
-        if let Some(node) = pick(a) {
+        if let Some(node) = pick(shard, a) {
             out.entry(node).or_default().push(shard);
         }
     }
