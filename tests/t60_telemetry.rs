@@ -226,6 +226,39 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
         .await,
         413
     );
+    // Remote write 2.0 would decode as a 1.0 request with no series: refused (415), so the
+    // sender falls back to 1.0, instead of answered 204 with every sample dropped.
+    let rw = format!("127.0.0.1:{rw_port}");
+    let v2 = [
+        ("content-encoding", "snappy"),
+        (
+            "content-type",
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        ),
+        ("x-prometheus-remote-write-version", "2.0.0"),
+    ];
+    assert_eq!(
+        remote_write_with(&rw, encode_remote_write(&req), &v2).await,
+        415
+    );
+    assert_eq!(
+        remote_write_with(&rw, encode_remote_write(&req), &v2[..2]).await,
+        415,
+        "the content type alone names 2.0"
+    );
+    assert_eq!(
+        remote_write_with(&rw, encode_remote_write(&req), &[]).await,
+        204,
+        "no headers: taken as 1.0"
+    );
+    // One series of 1,000,001 empty samples: a small body over the actors' `max_batch`
+    // (1,000,000), refused by counting before anything is decoded.
+    let mut series = [0x12u8, 0x00].repeat(1_000_001);
+    let mut raw = vec![0x0a];
+    prost::encoding::encode_varint(series.len() as u64, &mut raw);
+    raw.append(&mut series);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    assert_eq!(remote_write(&rw, body).await, 413);
     eventually(
         "remote-written samples in queue's window",
         Duration::from_secs(10),

@@ -634,15 +634,29 @@ impl Cluster {
 /// Posts a remote-write body (snappy-compressed `prometheus.WriteRequest`) to `addr`
 /// (`host:port`); the HTTP status.
 pub async fn remote_write(addr: &str, body: Vec<u8>) -> u16 {
+    remote_write_with(
+        addr,
+        body,
+        &[
+            ("content-encoding", "snappy"),
+            ("content-type", "application/x-protobuf"),
+            ("x-prometheus-remote-write-version", "0.1.0"),
+        ],
+    )
+    .await
+}
+
+/// A remote write with exactly `headers`: its status.
+pub async fn remote_write_with(addr: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> u16 {
     use http_body_util::Full;
     use hyper_util::client::legacy::Client;
     let client = Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<hyper::body::Bytes>>();
-    let req = hyper::Request::post(format!("http://{addr}/api/v1/write"))
-        .header("content-encoding", "snappy")
-        .header("content-type", "application/x-protobuf")
-        .body(Full::new(hyper::body::Bytes::from(body)))
-        .unwrap();
+    let mut req = hyper::Request::post(format!("http://{addr}/api/v1/write"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(hyper::body::Bytes::from(body))).unwrap();
     client
         .request(req)
         .await

@@ -241,9 +241,14 @@ impl PredictorSystem {
         counts.into_iter().try_fold(0, |sum, n| Ok(sum + n?))
     }
 
+    /// The most samples one batch may hold (`max_batch`).
+    pub fn max_batch(&self) -> usize {
+        self.inner.max_batch
+    }
+
     /// Whether a batch of `len` samples may be taken at all (`BatchTooLarge` if not): what
     /// [`PredictorSystem::ingest`] checks first.
-    fn admits(&self, len: usize) -> Result<(), ActorsError> {
+    pub fn admits(&self, len: usize) -> Result<(), ActorsError> {
         if len > self.inner.max_batch {
             return Err(ActorsError::BatchTooLarge {
                 len,

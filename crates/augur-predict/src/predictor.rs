@@ -118,15 +118,35 @@ impl MetricState {
     }
 }
 
-/// The one shared copy of a metric name.
+/// The names [`intern`] shares, and the size past which it next drops the unused ones.
+#[derive(Default)]
+struct Names {
+    set: HashSet<Arc<str>>,
+    sweep_at: usize,
+}
+
+static NAMES: LazyLock<Mutex<Names>> = LazyLock::new(Default::default);
+
+/// The least size at which [`intern`] sweeps.
+const INTERN_SWEEP_MIN: usize = 1024;
+
+/// The one shared copy of a metric name. A name no window holds any more (its components
+/// deregistered or forgotten, its actors restarted) is dropped at the next sweep, which
+/// comes when the set has doubled since the last one: names that come and go (components
+/// registered automatically and forgotten) cost amortised O(1) each, not memory for the
+/// life of the process.
 fn intern(name: &str) -> Arc<str> {
-    static NAMES: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
     let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(n) = names.get(name) {
+    if let Some(n) = names.set.get(name) {
         return n.clone();
     }
+    if names.set.len() >= names.sweep_at {
+        // Held by the set alone: no metric state uses it.
+        names.set.retain(|n| Arc::strong_count(n) > 1);
+        names.sweep_at = INTERN_SWEEP_MIN.max(2 * names.set.len());
+    }
     let n: Arc<str> = Arc::from(name);
-    names.insert(n.clone());
+    names.set.insert(n.clone());
     n
 }
 
@@ -499,6 +519,18 @@ pub fn default_hazard() -> HazardModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_names_no_state_holds_are_swept() {
+        let kept = intern("interned_names_test_kept");
+        for i in 0..10_000 {
+            drop(intern(&format!("interned_names_test_{i}")));
+        }
+        let len = NAMES.lock().unwrap().set.len();
+        // Other tests of this binary intern names too: a bound, not an exact count.
+        assert!(len <= 2 * INTERN_SWEEP_MIN + 1, "{len} names held");
+        assert!(Arc::ptr_eq(&kept, &intern("interned_names_test_kept")));
+    }
 
     fn feed(
         p: &mut ComponentPredictor,

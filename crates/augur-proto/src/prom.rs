@@ -47,13 +47,67 @@ pub enum RemoteWriteError {
     Decode(#[from] prost::DecodeError),
     #[error("body decompresses to {len} bytes, above the limit of {max}")]
     TooLarge { len: usize, max: usize },
+    #[error("body holds {count} samples, above the limit of {max} a request")]
+    TooManySamples { count: usize, max: usize },
+}
+
+/// The bit pattern of Prometheus' staleness marker: a NaN that says "this series ended", not
+/// a measurement.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// How many samples a decompressed `WriteRequest` holds, read off the wire without building
+/// anything: the `samples` fields (2) of every `timeseries` (1). Ten million empty samples
+/// fit a 1 MiB body; counted first, such a body costs nothing but the scan.
+fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    fn skip(buf: &mut &[u8], wire: WireType) -> Result<(), prost::DecodeError> {
+        let len = match wire {
+            WireType::Varint => return decode_varint(buf).map(|_| ()),
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX),
+            // Deprecated groups: `WriteRequest` has none, and prost would refuse them too.
+            WireType::StartGroup | WireType::EndGroup => {
+                return Err(prost::DecodeError::new("unexpected group"))
+            }
+        };
+        if len > buf.len() {
+            return Err(prost::DecodeError::new("buffer underflow"));
+        }
+        *buf = &buf[len..];
+        Ok(())
+    }
+    let mut count = 0usize;
+    while !raw.is_empty() {
+        let (tag, wire) = decode_key(&mut raw)?;
+        if tag != 1 || wire != WireType::LengthDelimited {
+            skip(&mut raw, wire)?;
+            continue;
+        }
+        let len = usize::try_from(decode_varint(&mut raw)?).unwrap_or(usize::MAX);
+        if len > raw.len() {
+            return Err(prost::DecodeError::new("buffer underflow"));
+        }
+        let (mut series, rest) = raw.split_at(len);
+        raw = rest;
+        while !series.is_empty() {
+            let (tag, wire) = decode_key(&mut series)?;
+            if tag == 2 {
+                count += 1;
+            }
+            skip(&mut series, wire)?;
+        }
+    }
+    Ok(count)
 }
 
 /// Decodes a request body, refusing one that would decompress to more than `max_decoded`
-/// bytes before allocating anything for it (snappy's header says the length).
+/// bytes before allocating anything for it (snappy's header says the length), and one that
+/// holds more than `max_samples` samples before decoding them.
 pub fn decode_remote_write(
     body: &[u8],
     max_decoded: usize,
+    max_samples: usize,
 ) -> Result<WriteRequest, RemoteWriteError> {
     let len = snap::raw::decompress_len(body)?;
     if len > max_decoded {
@@ -63,6 +117,13 @@ pub fn decode_remote_write(
         });
     }
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
+    let count = count_samples(&raw)?;
+    if count > max_samples {
+        return Err(RemoteWriteError::TooManySamples {
+            count,
+            max: max_samples,
+        });
+    }
     Ok(WriteRequest::decode(raw.as_slice())?)
 }
 
@@ -84,14 +145,25 @@ pub struct LabeledSample<'a> {
     pub value: f64,
 }
 
+/// What a request held besides the samples Augur takes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unlabeled {
+    /// Samples of series without the component label (or with an empty one).
+    pub no_component: u64,
+    /// Samples of series with the component label but no `__name__` (no metric name).
+    pub no_metric: u64,
+    /// Staleness markers ([`STALE_NAN`]): a series' end, not a sample.
+    pub stale_markers: u64,
+}
+
 /// Walks every sample, naming its component by the label `component_label` and its metric by
-/// `__name__`. Returns the samples and how many had no such label (those are dropped).
+/// `__name__`. Returns the samples and what was left out and why.
 pub fn remote_write_samples<'a>(
     req: &'a WriteRequest,
     component_label: &str,
-) -> (Vec<LabeledSample<'a>>, u64) {
+) -> (Vec<LabeledSample<'a>>, Unlabeled) {
     let mut out = Vec::new();
-    let mut unlabeled = 0u64;
+    let mut left = Unlabeled::default();
     for ts in &req.timeseries {
         let find = |name: &str| {
             ts.labels
@@ -99,19 +171,32 @@ pub fn remote_write_samples<'a>(
                 .find(|l| l.name == name)
                 .map(|l| l.value.as_str())
         };
+        let stale = ts
+            .samples
+            .iter()
+            .filter(|s| s.value.to_bits() == STALE_NAN)
+            .count() as u64;
+        left.stale_markers += stale;
+        let live = ts.samples.len() as u64 - stale;
         match (find(component_label), find("__name__")) {
             (Some(component), Some(metric)) if !component.is_empty() => {
-                out.extend(ts.samples.iter().map(|s| LabeledSample {
-                    component,
-                    metric,
-                    ts_ms: s.timestamp,
-                    value: s.value,
-                }));
+                out.extend(
+                    ts.samples
+                        .iter()
+                        .filter(|s| s.value.to_bits() != STALE_NAN)
+                        .map(|s| LabeledSample {
+                            component,
+                            metric,
+                            ts_ms: s.timestamp,
+                            value: s.value,
+                        }),
+                );
             }
-            _ => unlabeled += ts.samples.len() as u64,
+            (Some(component), None) if !component.is_empty() => left.no_metric += live,
+            _ => left.no_component += live,
         }
     }
-    (out, unlabeled)
+    (out, left)
 }
 
 #[cfg(test)]
@@ -143,23 +228,136 @@ mod tests {
             ],
         };
         let body = encode_remote_write(&req);
-        let back = decode_remote_write(&body, 1 << 20).unwrap();
+        let back = decode_remote_write(&body, 1 << 20, 2).unwrap();
         assert_eq!(back, req);
-        let (samples, unlabeled) = remote_write_samples(&back, "component");
+        let (samples, left) = remote_write_samples(&back, "component");
         assert_eq!(samples.len(), 1);
         assert_eq!(samples[0].component, "carts");
-        assert_eq!(unlabeled, 1);
-        let err = decode_remote_write(b"definitely not snappy", 1 << 20).unwrap_err();
+        assert_eq!(
+            left,
+            Unlabeled {
+                no_component: 1,
+                ..Unlabeled::default()
+            }
+        );
+        let err = decode_remote_write(&body, 1 << 20, 1).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("body holds 2 samples, above the limit of 1 a request"),
+            "{err}"
+        );
+        let err = decode_remote_write(b"definitely not snappy", 1 << 20, 2).unwrap_err();
         assert!(err.to_string().contains("snappy"), "{err}");
         // A header that claims 4 GiB is refused before anything that size is allocated.
         let bomb = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-        let err = decode_remote_write(&bomb, 1 << 20).unwrap_err();
+        let err = decode_remote_write(&bomb, 1 << 20, 2).unwrap_err();
         assert!(
             err.to_string()
                 .contains("decompresses to 4294967295 bytes, above the limit of 1048576"),
             "{err}"
         );
-        let err = decode_remote_write(&body, 10).unwrap_err();
+        let err = decode_remote_write(&body, 10, 2).unwrap_err();
         assert!(matches!(err, RemoteWriteError::TooLarge { max: 10, .. }));
+    }
+
+    #[test]
+    fn samples_are_counted_off_the_wire_before_anything_is_built() {
+        let label = |n: &str, v: &str| Label {
+            name: n.into(),
+            value: v.into(),
+        };
+        let sample = |t| PromSample {
+            value: 2.0,
+            timestamp: t,
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![label("__name__", "a"), label("component", "c")],
+                    samples: (0..5).map(sample).collect(),
+                },
+                TimeSeries {
+                    labels: vec![],
+                    samples: vec![],
+                },
+                TimeSeries {
+                    labels: vec![label("component", "c")],
+                    samples: (0..3).map(sample).collect(),
+                },
+            ],
+        };
+        let mut raw = req.encode_to_vec();
+        // Fields Augur does not declare (metadata, 3; a series' exemplars, 3) are skipped.
+        raw.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
+        assert_eq!(count_samples(&raw).unwrap(), 8);
+        assert!(count_samples(&raw[..raw.len() - 1]).is_err(), "a cut body");
+
+        // Two million empty samples (two bytes each) in one series: a 4 MB body that would
+        // decode to tens of megabytes, refused by the count.
+        let mut series = [0x12u8, 0x00].repeat(2_000_000);
+        let mut bomb = vec![0x0a];
+        prost::encoding::encode_varint(series.len() as u64, &mut bomb);
+        bomb.append(&mut series);
+        let body = snap::raw::Encoder::new().compress_vec(&bomb).unwrap();
+        assert!(body.len() < 1 << 20, "{} bytes", body.len());
+        let err = decode_remote_write(&body, 32 << 20, 1_000_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RemoteWriteError::TooManySamples {
+                    count: 2_000_000,
+                    max: 1_000_000
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_series_without_a_metric_name_and_staleness_markers_are_told_apart() {
+        let label = |n: &str, v: &str| Label {
+            name: n.into(),
+            value: v.into(),
+        };
+        let stale = PromSample {
+            value: f64::from_bits(STALE_NAN),
+            timestamp: 2,
+        };
+        let nan = PromSample {
+            value: f64::NAN,
+            timestamp: 3,
+        };
+        let ok = PromSample {
+            value: 1.0,
+            timestamp: 1,
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![label("__name__", "m"), label("component", "c")],
+                    samples: vec![ok.clone(), stale.clone(), nan],
+                },
+                TimeSeries {
+                    labels: vec![label("component", "c")],
+                    samples: vec![ok.clone(), ok.clone(), stale.clone()],
+                },
+                TimeSeries {
+                    labels: vec![label("__name__", "m"), label("component", "")],
+                    samples: vec![ok, stale],
+                },
+            ],
+        };
+        let (samples, left) = remote_write_samples(&req, "component");
+        // The plain NaN stays a sample: the actors count it `not_finite`.
+        assert_eq!(samples.len(), 2);
+        assert!(samples[1].value.is_nan());
+        assert_eq!(
+            left,
+            Unlabeled {
+                no_component: 1,
+                no_metric: 2,
+                stale_markers: 3,
+            }
+        );
     }
 }

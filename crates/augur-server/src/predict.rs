@@ -119,12 +119,45 @@ impl Predictors {
         }
     }
 
+    /// Takes a client's batch ([`Predictors::take`]) in a task of its own that holds
+    /// `permit` (the caller's in-flight slot) until the batch is done, and records in
+    /// `/metrics`, under `source`, what was taken and what the door refused (`refused`),
+    /// also when the batch failed part way. A caller that gives up (a client that cancels,
+    /// a peer's timeout) therefore neither frees its slot while the work goes on nor leaves
+    /// the counts out.
+    pub async fn take_recorded(
+        &self,
+        samples: Vec<Sample>,
+        refused: IngestSummary,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        source: &'static str,
+    ) -> Result<IngestSummary, Status> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (mut counted, res) = match this.take(samples).await {
+                Ok(s) => (s, Ok(())),
+                Err(NotTaken { status, taken }) => (taken, Err(status)),
+            };
+            counted.merge(&refused);
+            record(&counted, source);
+            res.map(|()| counted)
+        })
+        .await
+        .map_err(|_| Status::internal("the task taking the batch failed"))?
+    }
+
     /// Takes a batch from a client: each sample goes to its shard's owner and standby (this
     /// node's actors, or another node's). The summary is the owners' judgement; the samples
     /// of an owner that cannot be reached count as lost (its standby still took them). A
     /// saturated owner's `RESOURCE_EXHAUSTED` comes back with its retry hint, saying how many
-    /// samples were taken (by the other owners, and by that owner in the chunks before).
-    pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, Status> {
+    /// samples were taken (by the other owners, and by that owner in the chunks before); any
+    /// failure comes with what was taken all the same ([`NotTaken`]). A batch over the
+    /// actors' `max_batch` is refused before any of it is sent anywhere.
+    pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, NotTaken> {
+        self.system()
+            .admits(samples.len())
+            .map_err(|e| NotTaken::nothing(actors_status(e)))?;
         let me = self.peers.me;
         // What the owners must have applied to judge these samples as this node would.
         let applied = self.state.last_applied_index();
@@ -136,7 +169,7 @@ impl Predictors {
             // not give it. A single node takes everything, map or not.
             None if !self.peers.alone() => {
                 metrics::counter!("augur_push_refused_no_map_total").increment(1);
-                return Err(with_retry_hint(
+                return Err(NotTaken::nothing(with_retry_hint(
                     Status::unavailable(
                         "this node has applied no shard map yet (or is not yet a member of an \
                          initialized cluster), so it cannot tell which node owns these \
@@ -144,9 +177,14 @@ impl Predictors {
                          the members; try again",
                     ),
                     NO_MAP_RETRY_MS,
-                ));
+                )));
             }
-            _ => return self.ingest(samples).await.map_err(actors_status),
+            _ => {
+                return self
+                    .ingest(samples)
+                    .await
+                    .map_err(|e| NotTaken::nothing(actors_status(e)))
+            }
         };
         let split = Split::of(&map, me, samples);
         let here = |xs: Vec<Sample>| async move {
@@ -167,7 +205,12 @@ impl Predictors {
             there(split.to_owner),
             there(split.to_standby)
         );
-        let mut summary = owned.map_err(actors_status)?;
+        // This node's own share failed after the others were sent (its actors stopped for
+        // a model switch): what the other owners took is still counted and reported.
+        let (mut summary, own_failure) = match owned {
+            Ok(s) => (s, None),
+            Err(e) => (IngestSummary::default(), Some(actors_status(e))),
+        };
         if let Err(e) = standby {
             tracing::debug!(error = %e, "standby samples not taken");
         }
@@ -193,6 +236,21 @@ impl Predictors {
                 tracing::debug!(node, error = %s, "cannot forward samples to their standby");
             }
         }
+        if let Some(s) = own_failure {
+            let status = Status::new(
+                s.code(),
+                format!(
+                    "this node: {}; {} samples of this batch were taken all the same by their \
+                     other owners (sent again, they count as duplicate)",
+                    s.message(),
+                    summary.accepted
+                ),
+            );
+            return Err(NotTaken {
+                status,
+                taken: summary,
+            });
+        }
         if let Some((node, s)) = saturated {
             // The owner's answer, with its retry hint (and nothing else of its headers), and
             // what was taken all the same (by the other owners, or by this one before it filled
@@ -206,7 +264,10 @@ impl Predictors {
             if let Some(v) = s.metadata().get(RETRY_AFTER_MS) {
                 out.metadata_mut().insert(RETRY_AFTER_MS, v.clone());
             }
-            return Err(out);
+            return Err(NotTaken {
+                status: out,
+                taken: summary,
+            });
         }
         Ok(summary)
     }
@@ -827,6 +888,24 @@ fn keep_in_history<'a>(
     metrics::counter!("augur_history_samples_total").increment(recorded.kept);
 }
 
+/// A batch that was not wholly taken: why, and what of it was taken all the same (by
+/// the owners that were reached before, or beside, the one that failed).
+#[derive(Debug)]
+pub struct NotTaken {
+    pub status: Status,
+    pub taken: IngestSummary,
+}
+
+impl NotTaken {
+    /// Refused before any of the batch went anywhere.
+    fn nothing(status: Status) -> Self {
+        Self {
+            status,
+            taken: IngestSummary::default(),
+        }
+    }
+}
+
 /// What the nodes asked for forecasts answered.
 #[derive(Default)]
 struct Gathered {
@@ -929,6 +1008,52 @@ const REMOTE_WRITE_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many times its compressed size a remote-write body may decompress to.
 const REMOTE_WRITE_MAX_EXPANSION: usize = 32;
 
+/// Why a remote-write request is in a protocol this receiver does not read, if it is: 2.0
+/// (`X-Prometheus-Remote-Write-Version` 2.x, or a `Content-Type` naming another message
+/// than `prometheus.WriteRequest`), a body not in protobuf, or not snappy-compressed. Such a
+/// body could decode as a 1.0 request with no series and be answered 204 with every sample
+/// dropped; the specification's answer is 415, so the sender can fall back to 1.0. Headers
+/// left out are taken as 1.0's.
+fn unsupported_remote_write(headers: &hyper::HeaderMap) -> Option<String> {
+    let text = |name: &str| {
+        headers.get(name).map(|v| {
+            v.to_str()
+                .unwrap_or("(not text)")
+                .trim()
+                .to_ascii_lowercase()
+        })
+    };
+    if let Some(v) = text("x-prometheus-remote-write-version") {
+        if !v.starts_with("0.") && !v.starts_with("1.") {
+            return Some(format!(
+                "remote-write version {v} is not served here; send 1.0 \
+                 (prometheus.WriteRequest)\n"
+            ));
+        }
+    }
+    if let Some(v) = text("content-type") {
+        let mut parts = v.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let proto = parts.find_map(|p| p.strip_prefix("proto="));
+        if media != "application/x-protobuf"
+            || proto.is_some_and(|p| p.trim_matches('"') != "prometheus.writerequest")
+        {
+            return Some(format!(
+                "content type {v} is not served here; send application/x-protobuf \
+                 (prometheus.WriteRequest, remote write 1.0)\n"
+            ));
+        }
+    }
+    if let Some(v) = text("content-encoding") {
+        if v != "snappy" {
+            return Some(format!(
+                "content encoding {v} is not served here; send snappy\n"
+            ));
+        }
+    }
+    None
+}
+
 /// Serves `POST /api/v1/write` (Prometheus remote write 1.0) on `addr` until the process
 /// ends. 204 on success; 400 naming the problem for a body that cannot be read or a batch
 /// that cannot be taken; 413 for a body over `max_body` bytes (or that decompresses to more
@@ -982,6 +1107,9 @@ pub async fn serve_remote_write(
                                 "only POST /api/v1/write is served here\n".into(),
                             ));
                         }
+                        if let Some(why) = unsupported_remote_write(req.headers()) {
+                            return Ok(reply(StatusCode::UNSUPPORTED_MEDIA_TYPE, why));
+                        }
                         let read = tokio::time::timeout(
                             REMOTE_WRITE_BODY_TIMEOUT,
                             Limited::new(req.into_body(), max_body).collect(),
@@ -1011,7 +1139,7 @@ pub async fn serve_remote_write(
                                 ))
                             }
                         };
-                        let Ok(_permit) = inflight.try_acquire() else {
+                        let Ok(permit) = inflight.try_acquire_owned() else {
                             let mut r = reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
                             r.headers_mut().insert(
                                 "retry-after",
@@ -1020,17 +1148,27 @@ pub async fn serve_remote_write(
                             return Ok(r);
                         };
                         let max_decoded = max_body.saturating_mul(REMOTE_WRITE_MAX_EXPANSION);
-                        let wr = match augur_proto::prom::decode_remote_write(&body, max_decoded) {
+                        let max_samples = predictors.system().max_batch();
+                        let wr = match augur_proto::prom::decode_remote_write(
+                            &body,
+                            max_decoded,
+                            max_samples,
+                        ) {
                             Ok(w) => w,
-                            Err(e @ augur_proto::prom::RemoteWriteError::TooLarge { .. }) => {
-                                return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")))
-                            }
+                            Err(
+                                e @ (augur_proto::prom::RemoteWriteError::TooLarge { .. }
+                                | augur_proto::prom::RemoteWriteError::TooManySamples { .. }),
+                            ) => return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n"))),
                             Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, format!("{e}\n"))),
                         };
-                        let (labeled, unlabeled) =
-                            augur_proto::prom::remote_write_samples(&wr, &label);
+                        let (labeled, left) = augur_proto::prom::remote_write_samples(&wr, &label);
+                        if left.stale_markers > 0 {
+                            metrics::counter!("augur_remote_write_stale_markers_total")
+                                .increment(left.stale_markers);
+                        }
                         let mut refused = IngestSummary {
-                            unknown_component: unlabeled,
+                            unknown_component: left.no_component,
+                            bad_metric: left.no_metric,
                             ..IngestSummary::default()
                         };
                         let door = predictors.door();
@@ -1046,12 +1184,11 @@ pub async fn serve_remote_write(
                                 )
                             })
                             .collect();
-                        match predictors.take(samples).await {
-                            Ok(mut summary) => {
-                                summary.merge(&refused);
-                                record(&summary, "remote_write");
-                                Ok(reply(StatusCode::NO_CONTENT, String::new()))
-                            }
+                        match predictors
+                            .take_recorded(samples, refused, permit, "remote_write")
+                            .await
+                        {
+                            Ok(_) => Ok(reply(StatusCode::NO_CONTENT, String::new())),
                             Err(e) if e.code() == tonic::Code::ResourceExhausted => {
                                 let mut r =
                                     reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());

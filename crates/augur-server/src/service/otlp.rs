@@ -71,10 +71,9 @@ impl TraceService for OtlpTraceService {
             g.ingest(spans, now_ms())
         };
         count("received", decode.received);
-        count(
-            "malformed_id",
-            decode.bad_trace_id + decode.bad_span_id + decode.bad_parent_span_id,
-        );
+        let malformed_ids = decode.malformed();
+        count("malformed_id", malformed_ids);
+        count("zero_id", summary.zero_id);
         count("paired", summary.paired);
         count("unknown_service", summary.unknown_service);
         count("end_before_start", summary.end_before_start);
@@ -82,12 +81,14 @@ impl TraceService for OtlpTraceService {
         count("clock_skew", summary.clock_skew);
         count("ignored_kind", summary.ignored_kind);
         count("evicted", summary.evicted);
-        let rejected = decode.malformed() + summary.malformed();
+        // Every span dropped, each under one kind that the message names.
+        let rejected = malformed_ids + summary.malformed() + summary.duplicate;
         let message = if rejected > 0 {
             format!(
-                "{rejected} spans rejected: {} with malformed ids, {} without service.name, \
-                 {} ending before they start, {} duplicates",
-                decode.bad_trace_id + decode.bad_span_id + decode.bad_parent_span_id,
+                "{rejected} spans rejected: {malformed_ids} with malformed ids, {} with an \
+                 all-zero trace or span id, {} without service.name, {} ending before they \
+                 start, {} duplicates",
+                summary.zero_id,
                 summary.unknown_service,
                 summary.end_before_start,
                 summary.duplicate

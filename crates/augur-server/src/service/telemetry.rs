@@ -18,7 +18,7 @@ pub struct TelemetryService {
     /// Batches forwarded by peers being taken at once: a budget of their own, so that two
     /// saturated nodes, each holding push permits while it forwards to the other, do not
     /// refuse each other's forwards.
-    forwards: tokio::sync::Semaphore,
+    forwards: Arc<tokio::sync::Semaphore>,
     retry_after_ms: u64,
     /// `limits.max_message_bytes`, for a pushed or forwarded batch (the service's decoding
     /// limit is higher, to leave room for `SetModel`).
@@ -54,7 +54,7 @@ impl TelemetryService {
             node,
             predictors,
             inflight,
-            forwards: tokio::sync::Semaphore::new(max_forwards),
+            forwards: Arc::new(tokio::sync::Semaphore::new(max_forwards)),
             retry_after_ms,
             max_batch_bytes,
         }
@@ -102,16 +102,17 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             self.within_limit(&batch, &format!("{batches} batches taken before this one"))?;
-            let Ok(_permit) = self.inflight.try_acquire() else {
+            let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
                 return Err(saturated(
                     format!("node saturated; {batches} batches taken before this one; retry later"),
                     self.retry_after_ms,
                 ));
             };
             let (samples, refused) = self.predictors.door().batch(batch.samples);
-            let mut summary = self.predictors.take(samples).await?;
-            summary.merge(&refused);
-            record(&summary, "grpc");
+            let summary = self
+                .predictors
+                .take_recorded(samples, refused, permit, "grpc")
+                .await?;
             total.merge(&summary);
             batches += 1;
         }
@@ -125,7 +126,7 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         &self,
         req: Request<pb::SampleBatch>,
     ) -> Result<Response<pb::PushSummary>, Status> {
-        let Ok(_permit) = self.forwards.try_acquire() else {
+        let Ok(permit) = self.forwards.clone().try_acquire_owned() else {
             return Err(saturated(
                 "node saturated; retry the forward later",
                 self.retry_after_ms,
@@ -133,17 +134,22 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         };
         let batch = req.into_inner();
         self.within_limit(&batch, "the sender cuts its forwards to its own limit")?;
-        self.predictors
-            .catch_up_to(batch.applied_index, &batch.samples)
-            .await;
-        let (samples, refused) = self.predictors.door().batch(batch.samples);
-        let mut summary = self
-            .predictors
-            .ingest(samples)
-            .await
-            .map_err(actors_status)?;
-        summary.merge(&refused);
-        record(&summary, "forward");
+        // In a task of its own that holds the slot: a sender that times out leaves the work
+        // going on, and the slot taken until it ends (see `Predictors::take_recorded`).
+        let predictors = self.predictors.clone();
+        let summary = tokio::spawn(async move {
+            let _permit = permit;
+            predictors
+                .catch_up_to(batch.applied_index, &batch.samples)
+                .await;
+            let (samples, refused) = predictors.door().batch(batch.samples);
+            let mut summary = predictors.ingest(samples).await.map_err(actors_status)?;
+            summary.merge(&refused);
+            record(&summary, "forward");
+            Ok::<_, Status>(summary)
+        })
+        .await
+        .map_err(|_| Status::internal("the task taking the forward failed"))??;
         Ok(Response::new(pb::PushSummary {
             batches: 1,
             ..summary_to_wire(&summary)
