@@ -293,7 +293,15 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                             out.push(retry);
                         }
                     }
-                    None => out.push(append(ActionKind::Retire, component, shadow)),
+                    // Asked for once; while it is pending there is nothing to do. (Appending
+                    // it again would change nothing, but each append is a Raft entry that
+                    // wakes the leader's next round: a loop of hundreds of entries a
+                    // second until the orchestrator answered.)
+                    None => {
+                        if retires(state, shadow).0 == 0 {
+                            out.push(append(ActionKind::Retire, component, shadow));
+                        }
+                    }
                 }
             }
             _ => {}
@@ -1144,6 +1152,8 @@ mod tests {
         let mut s = rolled_back_at_provision();
         round(&mut s);
         assert_eq!(count(&s, ActionKind::Retire), 1);
+        // Pending: no step at all, not the same append again (each would be a Raft entry).
+        assert!(next_steps(&s).is_empty(), "{:?}", next_steps(&s));
         let failed = || ActionOutcome::Failed {
             reason: "haproxy: server has connections".into(),
         };
