@@ -269,3 +269,96 @@ async fn concurrent_good_and_bad_writes_each_get_their_own_answer() {
         .iter()
         .all(|id| id.trim_start_matches("ok-").parse::<u32>().unwrap() % 2 == 0));
 }
+
+/// `add-learner` changes nothing unless the node at the address answers as the id given, the
+/// id is not a member elsewhere and the address is not another member's; `promote` of a
+/// node that is not a member is refused. Before, an address with a typo was added as a
+/// learner and its promotion left the cluster without a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_to_the_wrong_node_are_refused_and_change_nothing() {
+    let mut cluster = Cluster::start(1, RaftKnobs::default());
+    let leader = cluster.wait_leader().await;
+    let ep = cluster.addr(leader);
+    let members = |ep: &str| {
+        let (code, out, err) = ctl(ep, &["--output", "json", "members"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let before = members(&ep);
+    // A node that calls itself 5.
+    let addr5 = cluster.add_node(5);
+    let free = format!("127.0.0.1:{}", free_ports(1)[0]);
+    for (args, needle) in [
+        (
+            vec!["add-learner", "6", addr5.as_str()],
+            format!("the node at {addr5} is node 5, not 6"),
+        ),
+        (
+            vec!["add-learner", "1", addr5.as_str()],
+            format!("node 1 is already a member, at {ep}"),
+        ),
+        (
+            vec!["add-learner", "5", ep.as_str()],
+            format!("{ep} is node 1's address"),
+        ),
+        (
+            vec!["add-learner", "7", "0.0.0.0:7007"],
+            "0.0.0.0:7007 is not an address peers can reach".to_owned(),
+        ),
+        (
+            vec!["add-learner", "7", free.as_str()],
+            format!("no Augur node answered at {free}"),
+        ),
+        (
+            vec!["promote", "5"],
+            "node 5 is not a member; add it as a learner first".to_owned(),
+        ),
+    ] {
+        let (code, _, err) = ctl(&ep, &args);
+        assert_ne!(code, 0, "{args:?} succeeded");
+        assert!(
+            err.contains(&needle),
+            "{args:?}: missing {needle:?} in {err}"
+        );
+        assert_eq!(members(&ep), before, "{args:?} changed the membership");
+    }
+    // The right id at its own address joins. Down and 1,001 entries behind, it is not
+    // promoted (two voters, one of them down: no write would commit); back and caught up,
+    // it is.
+    let (code, _, err) = ctl(&ep, &["add-learner", "5", &addr5]);
+    assert_eq!(code, 0, "{err}");
+    let joined = members(&ep);
+    cluster.kill(5);
+    let mut client = augur_cli::Client::new(vec![ep.clone()]);
+    for i in 0..1001 {
+        assert!(register(&mut client, &format!("c{i}")).await);
+    }
+    let (code, _, err) = ctl(&ep, &["promote", "5"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("node 5 has "), "{err}");
+    assert!(
+        err.contains("could leave the cluster without a quorum"),
+        "{err}"
+    );
+    assert_eq!(
+        members(&ep),
+        joined,
+        "a refused promotion changed the membership"
+    );
+    cluster.restart(5);
+    let last = status(&ep).await.unwrap().last_log_index;
+    cluster.wait_applied(5, last).await;
+    let (code, _, err) = ctl(&ep, &["promote", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = ctl(&ep, &["--output", "json", "members"]);
+    assert_eq!(code, 0, "{err}");
+    let voters: Vec<u64> = serde_json::from_str::<serde_json::Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(voters, [1, 5], "{out}");
+}

@@ -10,6 +10,52 @@ use tonic::{Request, Response, Status};
 
 use crate::node::{member_addr, Node};
 
+/// How long `AddLearner` waits for the new node to answer before refusing to add it.
+const PROBE_FOR: Duration = Duration::from_secs(10);
+/// How long `AddLearner` waits for the new learner to catch up.
+const CATCH_UP_FOR: Duration = Duration::from_secs(60);
+/// How far behind the leader's log a learner may be and still be promoted.
+const PROMOTE_MAX_LAG: u64 = 1000;
+
+/// The last log index the leader knows `id` to hold (None off the leader, or before the
+/// first reply).
+fn matched_index(m: &openraft::RaftMetrics<u64, BasicNode>, id: u64) -> Option<u64> {
+    m.replication
+        .as_ref()?
+        .get(&id)
+        .copied()
+        .flatten()
+        .map(|l| l.index)
+}
+
+/// Which node answers at `addr`: its id, from its `Status`, asked again for up to
+/// [`PROBE_FOR`] (a node just started may not listen yet).
+async fn probe(addr: &str) -> Result<u64, String> {
+    let deadline = tokio::time::Instant::now() + PROBE_FOR;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2));
+    loop {
+        let last = match endpoint.connect().await {
+            Ok(ch) => match pb::cluster_client::ClusterClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner().id),
+                Err(s) => s.message().to_owned(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        // Polling another process until it listens; not a stand-in for synchronisation
+        // within this one.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub struct ClusterService {
     node: Node,
     warmth: std::sync::Arc<crate::shards::Warmth>,
@@ -106,18 +152,85 @@ impl pb::cluster_server::Cluster for ClusterService {
         if req.id == 0 {
             return Err(Status::invalid_argument("node id must be above 0"));
         }
-        if req.addr.parse::<SocketAddr>().is_err() {
+        let Ok(addr) = req.addr.parse::<SocketAddr>() else {
             return Err(Status::invalid_argument(format!(
                 "{:?} is not an IP:PORT address",
                 req.addr
             )));
+        };
+        if addr.ip().is_unspecified() || addr.port() == 0 {
+            return Err(Status::invalid_argument(format!(
+                "{addr} is not an address peers can reach the node at: name its own IP and port"
+            )));
         }
-        // Blocks until the learner has caught up, so a promotion right after is safe.
+        // Checked by the leader (a follower's membership may be behind; openraft sends the
+        // caller to the leader below). Nothing is changed unless every check passes.
+        if self.node.is_leader() {
+            let members = self.members();
+            if let Some(m) = members
+                .iter()
+                .find(|m| m.id == req.id && m.addr != req.addr)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is already a member, at {}; nothing was changed",
+                    m.id, m.addr
+                )));
+            }
+            if let Some(m) = members
+                .iter()
+                .find(|m| m.id != req.id && m.addr == req.addr)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "{} is node {}'s address; nothing was changed",
+                    m.addr, m.id
+                )));
+            }
+            match probe(&req.addr).await {
+                Ok(id) if id == req.id => {}
+                Ok(id) => {
+                    return Err(Status::failed_precondition(format!(
+                        "the node at {} is node {id}, not {}; nothing was changed",
+                        req.addr, req.id
+                    )))
+                }
+                Err(e) => {
+                    return Err(Status::failed_precondition(format!(
+                        "no Augur node answered at {} within {} s ({e}); start it first; \
+                         nothing was changed",
+                        req.addr,
+                        PROBE_FOR.as_secs()
+                    )))
+                }
+            }
+        }
         let res = self
             .node
             .raft
             .add_learner(req.id, BasicNode::new(&req.addr), true)
             .await;
+        let Ok(added) = &res else {
+            return self.membership_reply(res);
+        };
+        // openraft's own wait gives up after half a second without saying so: wait here,
+        // so a promotion right after an answer is safe.
+        let at = added.log_id.index;
+        let caught_up = self
+            .node
+            .raft
+            .wait(Some(CATCH_UP_FOR))
+            .metrics(
+                |m| matched_index(m, req.id).is_some_and(|i| i >= at),
+                "the new learner to catch up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(Status::deadline_exceeded(format!(
+                "node {} was added as a learner but has not caught up within {} s; \
+                 `promote` refuses it until it has",
+                req.id,
+                CATCH_UP_FOR.as_secs()
+            )));
+        }
         self.membership_reply(res)
     }
 
@@ -133,11 +246,31 @@ impl pb::cluster_server::Cluster for ClusterService {
         // Checked against the membership the leader holds: on a follower (possibly behind)
         // openraft answers with the leader to ask instead.
         if self.node.is_leader() {
-            let known: BTreeSet<u64> = self.members().iter().map(|m| m.id).collect();
+            let members = self.members();
+            let known: BTreeSet<u64> = members.iter().map(|m| m.id).collect();
             if let Some(unknown) = voters.iter().find(|v| !known.contains(v)) {
                 return Err(Status::failed_precondition(format!(
                     "node {unknown} is not a member; add it as a learner first"
                 )));
+            }
+            // A voter that cannot take entries (down, or behind) would count in every
+            // quorum without acknowledging: in a two-node cluster, no write would commit.
+            let m = self.node.raft.metrics().borrow().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            for learner in members
+                .iter()
+                .filter(|x| !x.voter && voters.contains(&x.id))
+            {
+                let matched = matched_index(&m, learner.id);
+                if matched.is_none_or(|i| i + PROMOTE_MAX_LAG < last) {
+                    return Err(Status::failed_precondition(format!(
+                        "node {} has {} of the leader's {last} entries; a voter that is \
+                         down or behind could leave the cluster without a quorum; promote \
+                         it once it has caught up (nothing was changed)",
+                        learner.id,
+                        matched.map_or("none".to_owned(), |i| i.to_string()),
+                    )));
+                }
             }
         }
         let change: ChangeMembers<u64, BasicNode> = if req.add {
