@@ -209,6 +209,11 @@ impl Default for GraphSection {
     }
 }
 
+/// Upper bound of `telemetry.window`: samples per metric (64 by default).
+pub const MAX_WINDOW: usize = 65_536;
+/// Upper bound of `telemetry.season`: a day at one sample a second fits.
+pub const MAX_SEASON: usize = 100_000;
+
 /// Upper bound of `telemetry.max_inflight_batches` (a semaphore's size).
 const MAX_INFLIGHT_BATCHES: usize = 1 << 20;
 /// Upper bound of `telemetry.history_s`: a year.
@@ -409,8 +414,38 @@ impl NodeConfig {
         if t.tick_ms == 0 {
             err("telemetry.tick_ms", "must be above 0".into());
         }
-        if t.window < 2 {
-            err("telemetry.window", "must be at least 2".into());
+        if t.window < 2 || t.window > MAX_WINDOW {
+            err(
+                "telemetry.window",
+                format!(
+                    "{} is not in 2..={MAX_WINDOW} (each component holds it for every metric)",
+                    t.window
+                ),
+            );
+        }
+        if t.season > MAX_SEASON {
+            err(
+                "telemetry.season",
+                format!(
+                    "{} is above {MAX_SEASON} (each component holds it for every metric)",
+                    t.season
+                ),
+            );
+        }
+        if t.load_metric.is_empty() {
+            err("telemetry.load_metric", "must not be empty".into());
+        }
+        if t.causal_every_s > 0 && t.causal_window_s == 0 {
+            err(
+                "telemetry.causal_window_s",
+                "must be above 0 while the causal tests run".into(),
+            );
+        }
+        if self.graph.trace_wait_ms == 0 {
+            err(
+                "graph.trace_wait_ms",
+                "must be above 0 (a span waits for its partner)".into(),
+            );
         }
         if t.max_metrics == 0 {
             err("telemetry.max_metrics", "must be above 0".into());
@@ -514,6 +549,39 @@ impl NodeConfig {
                     "node.metrics_listen",
                     format!("{m:?} is not an IP:PORT address"),
                 );
+            }
+        }
+        if let Ok(a) = self.node.listen.parse::<SocketAddr>() {
+            if a.ip().is_unspecified() || a.port() == 0 {
+                err(
+                    "node.listen",
+                    format!(
+                        "{a} is also the address peers and clients reach this node at: \
+                         name its own IP and a port"
+                    ),
+                );
+            }
+        }
+        // Two listeners on one port: the second bind would fail after the store is opened.
+        let listeners: Vec<(&str, SocketAddr)> = [
+            ("node.listen", Some(&self.node.listen)),
+            ("node.metrics_listen", self.node.metrics_listen.as_ref()),
+            (
+                "telemetry.remote_write_listen",
+                self.telemetry.remote_write_listen.as_ref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?.parse().ok()?)))
+        .collect();
+        for (i, (k, a)) in listeners.iter().enumerate() {
+            let clash = listeners[..i].iter().find(|(_, b)| {
+                a.port() == b.port()
+                    && a.port() != 0
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            });
+            if let Some((other, b)) = clash {
+                err(k, format!("{a} is the port of {other} ({b})"));
             }
         }
         if let Some(reason) = data_dir_problem(&self.node.data_dir) {
@@ -715,6 +783,48 @@ mod tests {
              \x20 - raft.election_timeout_min_ms: 150 ms must exceed twice the heartbeat (100 ms), or followers time out between heartbeats\n\
              \x20 - raft.election_timeout_max_ms: 120 ms must exceed election_timeout_min_ms (150 ms)"
         );
+    }
+
+    /// Listeners that would clash or that peers cannot reach, and sizes that would let one
+    /// sample take gigabytes, are named with the rest, before the node opens anything.
+    #[test]
+    fn clashing_listeners_and_unbounded_sizes_are_named() {
+        let text = r#"
+            version = 1
+            [node]
+            id = 1
+            listen = "0.0.0.0:7001"
+            metrics_listen = "127.0.0.1:7001"
+            data_dir = "d"
+            [cluster]
+            bootstrap = true
+            members = [ { id = 1, addr = "127.0.0.1:7001" } ]
+            [telemetry]
+            remote_write_listen = "127.0.0.1:7001"
+            window = 100000000000000
+            season = 1000000
+            load_metric = ""
+            causal_every_s = 1
+            causal_window_s = 0
+            [graph]
+            trace_wait_ms = 0
+        "#;
+        let err = NodeConfig::from_toml(text, "bad.toml")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "telemetry.window: 100000000000000 is not in 2..=65536",
+            "telemetry.season: 1000000 is above 100000",
+            "telemetry.load_metric: must not be empty",
+            "telemetry.causal_window_s: must be above 0 while the causal tests run",
+            "graph.trace_wait_ms: must be above 0",
+            "node.listen: 0.0.0.0:7001 is also the address peers and clients reach this node at",
+            "node.metrics_listen: 127.0.0.1:7001 is the port of node.listen (0.0.0.0:7001)",
+            "telemetry.remote_write_listen: 127.0.0.1:7001 is the port of node.listen (0.0.0.0:7001)",
+            "has 9 error(s)",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
     }
 
     #[test]
