@@ -8,7 +8,7 @@ use augur_graph::{
 };
 use augur_proto::pb;
 use augur_proto::pb::topology_client::TopologyClient;
-use augur_types::MAX_EDGE_BATCH;
+use augur_types::{CLOCK_SKEW_MS, MAX_EDGE_BATCH};
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 use tonic::Status;
@@ -452,7 +452,29 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Records `edges`, [`MAX_EDGE_BATCH`] a write. Every update is first checked as the node
+/// checks it (its own rules, a time not ahead of the clock), so a bad one anywhere in the
+/// input records nothing. A later write refused all the same (the graph full, the node's
+/// clock behind this one) says how many were recorded before it.
 async fn push_edges(client: &mut Client, edges: &[EdgeUpdate]) -> Result<(), Status> {
+    let latest = now_ms().saturating_add(CLOCK_SKEW_MS);
+    for u in edges {
+        let bad = |why: String| {
+            Status::invalid_argument(format!(
+                "edge {} -> {}: {why}; nothing was recorded",
+                u.from, u.to
+            ))
+        };
+        u.validate().map_err(|e| bad(e.to_string()))?;
+        if u.observation.last_seen_ms > latest {
+            return Err(bad(format!(
+                "seen at {} ms, more than {} s ahead of this clock",
+                u.observation.last_seen_ms,
+                CLOCK_SKEW_MS / 1000
+            )));
+        }
+    }
+    let mut recorded = 0;
     for chunk in edges.chunks(MAX_EDGE_BATCH) {
         let req = pb::UpsertEdgesRequest {
             updates: chunk.iter().map(augur_proto::edge_update_to_wire).collect(),
@@ -462,7 +484,21 @@ async fn push_edges(client: &mut Client, edges: &[EdgeUpdate]) -> Result<(), Sta
                 let req = req.clone();
                 async move { TopologyClient::new(c).upsert_edges(req).await }
             })
-            .await?;
+            .await
+            .map_err(|s| {
+                if recorded == 0 {
+                    return s;
+                }
+                Status::new(
+                    s.code(),
+                    format!(
+                        "{}; {recorded} of the {} edge updates were recorded before it",
+                        s.message(),
+                        edges.len()
+                    ),
+                )
+            })?;
+        recorded += chunk.len();
     }
     Ok(())
 }

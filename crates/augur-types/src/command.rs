@@ -159,6 +159,10 @@ pub enum Command {
 /// Most commands in one [`Command::Batch`].
 pub const MAX_BATCH: usize = 1024;
 
+/// How far ahead of a node's clock a time sent to it may be (the clock skew between hosts):
+/// telemetry's default `telemetry.max_future_ms`, and the bound on edge observations.
+pub const CLOCK_SKEW_MS: u64 = 600_000;
+
 /// Most edge updates in one [`Command::UpsertEdges`].
 pub const MAX_EDGE_BATCH: usize = 4096;
 

@@ -17,7 +17,9 @@ mod shards;
 mod state;
 mod topology;
 
-pub use command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH};
+pub use command::{
+    Applied, Command, Rejection, CLOCK_SKEW_MS, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH,
+};
 pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_STATE_BYTES};
 pub use ids::{ActionId, ComponentId, IdError, NodeId, MAX_ID_LEN};
 pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};

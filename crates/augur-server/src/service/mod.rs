@@ -12,9 +12,7 @@ pub use otlp::OtlpTraceService;
 pub use telemetry::TelemetryService;
 pub use topology::TopologyService;
 
-/// How far ahead of a node's clock a time sent to it may be (the clock skew between hosts):
-/// telemetry's default `telemetry.max_future_ms`, and the bound on edge observations.
-pub(crate) const CLOCK_SKEW_MS: u64 = 600_000;
+pub(crate) use augur_types::CLOCK_SKEW_MS;
 
 /// Milliseconds since the Unix epoch, stamped into commands by the proposer so that applying
 /// them stays deterministic.
