@@ -145,6 +145,13 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         err.contains("weights of service web sum to 90, not 100"),
         "{err}"
     );
+    // An instance named twice: not quietly merged (the last would win).
+    let (code, _, err) = ctl(
+        &eps,
+        &["weights", "set", "web", "web-1=30", "web-2=70", "web-2=70"],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("web-2 is named twice"), "{err}");
     let (_, out, _) = ctl(&eps, &["weights", "get", "web"]);
     assert_eq!(out.trim(), "web-1=50 web-2=50", "weights unchanged");
 
@@ -361,4 +368,42 @@ async fn membership_changes_to_the_wrong_node_are_refused_and_change_nothing() {
         .map(|m| m["id"].as_u64().unwrap())
         .collect();
     assert_eq!(voters, [1, 5], "{out}");
+}
+
+/// The command line's own mistakes fail at once and clearly: an endpoint that is not
+/// HOST:PORT (not retried for 15 s like a node that is down), a model file over the 4 MiB
+/// limit (named, not a transport error); and a reader that goes away (`| head`) ends the
+/// output quietly, not with a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_line_mistakes_fail_at_once_and_a_closed_pipe_is_quiet() {
+    let (_cluster, ep) = single_node("").await;
+    for bad in ["bad host:1", "", "127.0.0.1"] {
+        let (code, _, err) = ctl(bad, &["status"]);
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("is not HOST:PORT"), "{bad:?}: {err}");
+    }
+    let (code, out, err) = ctl(&format!("http://{ep}"), &["--output", "json", "status"]);
+    assert_eq!(code, 0, "an http:// in front is dropped: {err}");
+    assert!(out.contains("\"role\""), "{out}");
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let big = dir.path().join("big.safetensors");
+    std::fs::write(&big, vec![0u8; 5 << 20]).unwrap();
+    let (code, _, err) = ctl(&ep, &["model", "set", big.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a model is at most 4194304 (4 MiB)"), "{err}");
+
+    apply_sock_shop(&ep);
+    let mut child = Command::new(AUGUR)
+        .args(["ctl", "--endpoint", &ep, "graph", "--format", "dot"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the answer is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }

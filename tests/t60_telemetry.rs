@@ -711,6 +711,13 @@ async fn a_recommended_plan_waits_for_approval() {
         err.contains(&format!("{id} is open for db, to host h2")),
         "{err}"
     );
+    // A shadow on db's own host would fail with it.
+    let (code, _, err) = ctl(&ep, &["failover", "db", "--host", "h1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("db runs on host h1; a shadow goes to another host"),
+        "{err}"
+    );
 
     for (args, want) in [
         (vec!["plan", "approve", "plan-999"], "unknown plan"),

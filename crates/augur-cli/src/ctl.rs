@@ -47,7 +47,8 @@ pub struct CtlArgs {
         global = true,
         env = "AUGUR_ENDPOINT",
         default_value = "127.0.0.1:7001",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_endpoint
     )]
     endpoint: Vec<String>,
     /// Output format.
@@ -377,6 +378,24 @@ fn parse_kpi(s: &str) -> Result<pb::KpiSample, String> {
     })
 }
 
+/// An endpoint as HOST:PORT (an `http://` in front is dropped): checked when the command
+/// line is read, so a typo fails at once instead of being retried like a node that is down.
+fn parse_endpoint(s: &str) -> Result<String, String> {
+    let e = s.trim();
+    let e = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+    let well_formed = e
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+        && format!("http://{e}")
+            .parse::<tonic::transport::Uri>()
+            .is_ok();
+    if well_formed {
+        Ok(e.to_owned())
+    } else {
+        Err(format!("{s:?} is not HOST:PORT"))
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -385,11 +404,22 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 
 pub(crate) fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) {
     match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("serializable")
-        ),
-        Output::Text => println!("{}", text(value)),
+        Output::Json => emit(&serde_json::to_string_pretty(value).expect("serializable")),
+        Output::Text => emit(&text(value)),
+    }
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (`ctl … | head`) ends the
+/// process quietly, as for any Unix filter, instead of a panic with a backtrace.
+pub(crate) fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -403,7 +433,7 @@ pub async fn run(args: CtlArgs) -> i32 {
                 let err = serde_json::json!({
                     "error": { "code": format!("{:?}", s.code()), "message": s.message() }
                 });
-                println!("{err}");
+                emit(&err.to_string());
             }
             eprintln!("error: {} ({:?})", s.message(), s.code());
             match s.code() {
@@ -770,7 +800,11 @@ async fn weights(client: &mut Client, output: Output, cmd: WeightsCommand) -> Re
                 let w: u32 = v.parse().map_err(|_| {
                     Status::invalid_argument(format!("weight of {k} is {v:?}, not a whole number"))
                 })?;
-                parsed.insert(k, w);
+                if parsed.insert(k.clone(), w).is_some() {
+                    return Err(Status::invalid_argument(format!(
+                        "{k} is named twice; give each instance's weight once"
+                    )));
+                }
             }
             let r = client
                 .call(|c| {
@@ -965,10 +999,8 @@ async fn actions(
                     next = a.seq + 1;
                     let view = ActionView::from(a);
                     match output {
-                        Output::Json => {
-                            println!("{}", serde_json::to_string(&view).expect("serializable"))
-                        }
-                        Output::Text => println!("{}", view.line()),
+                        Output::Json => emit(&serde_json::to_string(&view).expect("serializable")),
+                        Output::Text => emit(&view.line()),
                     }
                 }
                 Err(_) => break,

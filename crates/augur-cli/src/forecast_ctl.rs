@@ -238,6 +238,15 @@ pub async fn model(client: &mut Client, output: Output, cmd: ModelCommand) -> Re
             let bytes = std::fs::read(&file).map_err(|e| {
                 Status::invalid_argument(format!("cannot read {}: {e}", file.display()))
             })?;
+            // Said here: a larger upload would be cut off by the transport's own limit.
+            if bytes.len() > augur_types::MAX_MODEL_BYTES {
+                return Err(Status::invalid_argument(format!(
+                    "{} is {} bytes; a model is at most {} (4 MiB); nothing was sent",
+                    file.display(),
+                    bytes.len(),
+                    augur_types::MAX_MODEL_BYTES
+                )));
+            }
             // Up to 4 MiB uploaded, then committed through Raft: an upload's time.
             let r = client
                 .call_within(crate::ctl::LONG_CALL, |c| {

@@ -202,7 +202,8 @@ pub async fn graph(
         .await?
         .into_inner();
     if format == GraphFormat::Dot {
-        print!("{}", augur_proto::graph_from_wire(&g).to_dot());
+        let dot = augur_proto::graph_from_wire(&g).to_dot();
+        crate::ctl::emit(dot.strip_suffix('\n').unwrap_or(&dot));
         return Ok(());
     }
     print(output, &GraphView::from(g), graph_text);

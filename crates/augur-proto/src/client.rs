@@ -98,6 +98,8 @@ impl Client {
         while tokio::time::Instant::now() < deadline {
             let channel = match self.channel().await {
                 Ok(c) => c,
+                // Not an address at all: no later try can do better.
+                Err(e) if e.code() == Code::InvalidArgument => return Err(e),
                 Err(e) => {
                     last = Some(e);
                     self.next_endpoint();

@@ -196,6 +196,13 @@ impl pb::control_server::Control for ControlService {
                     .hosts
                     .get(&req.host)
                     .ok_or_else(|| Status::not_found(format!("unknown host {}", req.host)))?;
+                // A shadow on the original's own host fails with it: no failover at all.
+                if req.host == c.placement.host {
+                    return Err(Status::invalid_argument(format!(
+                        "{component} runs on host {}; a shadow goes to another host",
+                        req.host
+                    )));
+                }
                 // An open plan is approved as it is, with its own target: a different host
                 // asked for now would be quietly ignored.
                 if let Some(p) = s.open_plan(&component).filter(|p| p.to.host != req.host) {

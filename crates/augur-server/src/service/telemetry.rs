@@ -267,6 +267,13 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         req: Request<pb::SetModelRequest>,
     ) -> Result<Response<pb::SetModelResponse>, Status> {
         let bytes = req.into_inner().model;
+        if bytes.len() > augur_types::MAX_MODEL_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the model is {} bytes; at most {} (4 MiB)",
+                bytes.len(),
+                augur_types::MAX_MODEL_BYTES
+            )));
+        }
         let check = bytes.clone();
         let model = tokio::task::spawn_blocking(move || crate::predict::node_model(&check))
             .await
