@@ -73,6 +73,28 @@ impl SnapshotGate {
         });
     }
 
+    /// For an append whose first entry is at index `first`, while an announced snapshot
+    /// reaching `first - 1` is not yet on disk: a future that resolves `true` once it is
+    /// (`false` if the store closes first). `None`: nothing announced covers the entries
+    /// before `first`, or it is already on disk. openraft 0.9 takes a follower's entries
+    /// right after a snapshot's last index as soon as it has decided to install it, before
+    /// the install reaches the disk; written at once, they would leave a hole in the log on
+    /// disk, which a crash before the install would turn into a node that cannot restart.
+    pub(crate) fn append_after(
+        &self,
+        first: u64,
+    ) -> Option<impl Future<Output = bool> + Send + 'static> {
+        // The snapshot must reach index first - 1: position `first`.
+        if self.0.expected.load(Ordering::SeqCst) < first {
+            return None;
+        }
+        let mut rx = self.0.persisted.subscribe();
+        if *rx.borrow() >= first {
+            return None;
+        }
+        Some(async move { rx.wait_for(|p| *p >= first).await.is_ok() })
+    }
+
     /// For a purge up to `upto` that would pass the snapshot on disk while an announced
     /// snapshot is to cover it: a future that resolves `true` once that snapshot is persisted
     /// (`false` if the store closes first: then the purge must not run). `None`: purge now.

@@ -37,6 +37,9 @@ fn any(e: impl std::error::Error + 'static) -> AnyError {
     AnyError::new(&e)
 }
 
+/// How long an append that would leave a hole waits for the snapshot to cover it.
+const HOLE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>, gate: SnapshotGate) -> Self {
         Self {
@@ -45,6 +48,57 @@ impl LogStore {
             purging: Arc::default(),
         }
     }
+
+    /// The index of the last entry on disk (or the purge mark, with no entry).
+    fn last_index_on_disk(&self) -> Result<Option<u64>, StorageError<NodeId>> {
+        let mut iter = self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOGS), rocksdb::IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+                Ok(Some(log_index(&key)?))
+            }
+            None => Ok(get_meta::<LogId<NodeId>>(&self.db, KEY_PURGED)
+                .map_err(StorageIOError::read_logs)?
+                .map(|l| l.index)),
+        }
+    }
+
+    /// Before entries from `first` are written: if they would not follow the last entry on
+    /// disk and a snapshot being installed is to cover the gap, waits until it is on disk
+    /// (see [`SnapshotGate::append_after`]), so the log on disk never has a hole that no
+    /// snapshot on disk covers.
+    pub(crate) async fn no_hole_before(&self, first: u64) -> Result<(), StorageError<NodeId>> {
+        let Some(covered) = self.gate.append_after(first) else {
+            return Ok(());
+        };
+        let last = self.last_index_on_disk()?;
+        if last.is_some_and(|l| l + 1 >= first) {
+            return Ok(());
+        }
+        if let Ok(true) = tokio::time::timeout(HOLE_WAIT, covered).await {
+            return Ok(());
+        }
+        Err(StorageIOError::write_logs(AnyError::error(format!(
+            "entries from {first} would leave a hole after {} in the log, and the snapshot \
+             being installed to cover it was not on disk within {} s",
+            last.map_or("nothing".to_owned(), |l| l.to_string()),
+            HOLE_WAIT.as_secs()
+        )))
+        .into())
+    }
+}
+
+/// The log index a key names.
+fn log_index(key: &[u8]) -> Result<u64, StorageError<NodeId>> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        StorageIOError::read_logs(AnyError::error(format!(
+            "a log key of {} bytes, not 8",
+            key.len()
+        )))
+    })?;
+    Ok(u64::from_be_bytes(bytes))
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
@@ -107,7 +161,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         );
         for item in iter {
             let (key, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
-            let index = u64::from_be_bytes(key.as_ref().try_into().expect("8-byte log key"));
+            let index = log_index(&key)?;
             if !range.contains(&index) {
                 break;
             }
@@ -184,6 +238,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if let Some(first) = entries.first().map(|e| e.log_id.index) {
+            self.no_hole_before(first).await?;
+        }
         let mut batch = WriteBatch::default();
         let cf = cf(&self.db, CF_LOGS);
         for entry in entries {

@@ -216,10 +216,12 @@ fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        let (meta, data) = {
-            // Readers (gRPC reads) go on while the state is serialized; applies wait.
-            let d = self.shared.data.read().expect("state lock poisoned");
-            let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        // Serialized on a blocking thread, not on one of the runtime's workers (the Raft
+        // core's heartbeats run there). Readers go on meanwhile; applies wait.
+        let shared = self.shared.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let d = shared.data.read().expect("state lock poisoned");
+            let seq = shared.snapshot_seq.fetch_add(1, Ordering::Relaxed) + 1;
             let snapshot_id = match d.last_applied {
                 Some(l) => format!("{}-{}-{seq}", l.leader_id.term, l.index),
                 None => format!("none-{seq}"),
@@ -231,8 +233,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             let data = postcard::to_allocvec(&d.state)
                 .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), any(e)))?;
-            (meta, data)
-        };
+            Ok::<_, StorageError<NodeId>>((meta, data))
+        })
+        .await;
+        let (meta, data) = built.map_err(|e| StorageIOError::write_snapshot(None, any(e)))??;
         let stored = self.persist_snapshot(&meta, data).await?;
         Ok(Snapshot {
             meta,
@@ -396,5 +400,32 @@ mod tests {
             log.get_log_state().await.unwrap().last_purged_log_id,
             Some(later)
         );
+    }
+
+    /// Entries a follower takes right after a snapshot it is installing (openraft counts them
+    /// present once it has decided to install) wait until the snapshot is on disk: written
+    /// at once they would leave a hole in the log that a crash before the install turns
+    /// into a node that cannot restart.
+    #[tokio::test]
+    async fn entries_past_a_snapshot_being_installed_wait_until_it_is_on_disk() {
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let (log, mut sm) = crate::open(dir.path()).unwrap();
+        // Nothing announced: at once.
+        log.no_hole_before(201).await.unwrap();
+        let upto = meta_at(200).last_log_id.unwrap();
+        sm.snapshot_gate().expect(Some(&upto));
+        let wait = log.no_hole_before(201);
+        tokio::pin!(wait);
+        // One poll: still waiting for the install.
+        assert!(tokio::time::timeout(Duration::ZERO, &mut wait)
+            .await
+            .is_err());
+        sm.install_snapshot(&meta_at(200), Box::new(Cursor::new(state_bytes())))
+            .await
+            .unwrap();
+        wait.await.unwrap();
+        // Covered on disk now: at once.
+        log.no_hole_before(201).await.unwrap();
     }
 }
