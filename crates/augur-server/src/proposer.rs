@@ -233,6 +233,32 @@ mod tests {
         );
     }
 
+    /// Commands whose size is in their fields (a component's labels) count too: a thousand
+    /// 1 MiB components would otherwise make one entry larger than any Raft message.
+    #[test]
+    fn large_components_close_an_entry_too() {
+        let big = |i: usize| {
+            Command::UpsertComponent(augur_types::Component {
+                id: ComponentId::new(format!("c{i}")).unwrap(),
+                class: "web".into(),
+                group: "web".into(),
+                criticality: 3,
+                placement: augur_types::Placement {
+                    host: "h".into(),
+                    rack: "r".into(),
+                    zone: "z".into(),
+                },
+                labels: [("blob".to_owned(), "x".repeat(1 << 20))].into(),
+            })
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        for i in 0..6 {
+            tx.try_send(proposal(big(i))).unwrap();
+        }
+        let mut held = None;
+        assert!(gather(proposal(big(99)), &mut rx, &mut held).len() <= 4);
+    }
+
     /// Near-limit state snapshots are not gathered into one entry past 4 MiB of payload.
     #[test]
     fn an_entry_closes_at_its_payload_limit() {

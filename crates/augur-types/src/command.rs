@@ -171,20 +171,16 @@ pub const MAX_EDGE_BATCH: usize = 4096;
 pub const MAX_EDGES: usize = 100_000;
 
 impl Command {
-    /// The bytes it carries beyond its fixed fields (a state snapshot, a model, a batch of
-    /// them): enough to keep a group of commands in one Raft entry within a message's size.
+    /// The bytes it carries: enough to keep a group of commands in one Raft entry within a
+    /// message's size. The opaque blobs (a state snapshot, a model) by their length, a batch
+    /// by its commands', anything else by its encoded size (a component's labels, an
+    /// action's parameters or a topology can be large too).
     pub fn payload_bytes(&self) -> usize {
         match self {
             Command::PutComponentState { state, .. } => state.bytes.len(),
             Command::SetModel(m) => m.bytes.len(),
-            Command::UpsertEdges(u) => u.len() * 64,
-            Command::ApplyTopology {
-                hosts,
-                components,
-                edges,
-            } => hosts.len() * 64 + components.len() * 128 + edges.len() * 64,
             Command::Batch(cmds) => cmds.iter().map(Command::payload_bytes).sum(),
-            _ => 0,
+            other => postcard::experimental::serialized_size(other).unwrap_or(0),
         }
     }
 
