@@ -28,7 +28,10 @@ async fn get_policy(client: &mut Client, group: &str) -> Result<pb::Policy, Stat
             let group = group.clone();
             async move {
                 TopologyClient::new(c)
-                    .get_policy(pb::GetPolicyRequest { group })
+                    .get_policy(pb::GetPolicyRequest {
+                        group,
+                        consistency: pb::ReadConsistency::Linearizable.into(),
+                    })
                     .await
             }
         })

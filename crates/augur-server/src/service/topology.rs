@@ -282,10 +282,11 @@ impl pb::topology_server::Topology for TopologyService {
         &self,
         req: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::Policy>, Status> {
-        let p = self
-            .node
-            .state
-            .read(|s| s.policy_for(&req.into_inner().group));
+        let req = req.into_inner();
+        self.node
+            .read_barrier(Consistency::from(req.consistency))
+            .await?;
+        let p = self.node.state.read(|s| s.policy_for(&req.group));
         Ok(Response::new(pb::Policy {
             risk_tolerance: u32::from(p.risk_tolerance),
             approval: match p.approval {
