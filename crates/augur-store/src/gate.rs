@@ -85,14 +85,7 @@ impl SnapshotGate {
         first: u64,
     ) -> Option<impl Future<Output = bool> + Send + 'static> {
         // The snapshot must reach index first - 1: position `first`.
-        if self.0.expected.load(Ordering::SeqCst) < first {
-            return None;
-        }
-        let mut rx = self.0.persisted.subscribe();
-        if *rx.borrow() >= first {
-            return None;
-        }
-        Some(async move { rx.wait_for(|p| *p >= first).await.is_ok() })
+        self.covered_at(first)
     }
 
     /// For a purge up to `upto` that would pass the snapshot on disk while an announced
@@ -102,7 +95,12 @@ impl SnapshotGate {
         &self,
         upto: &LogId<u64>,
     ) -> Option<impl Future<Output = bool> + Send + 'static> {
-        let want = position(Some(upto));
+        self.covered_at(position(Some(upto)))
+    }
+
+    /// A future that resolves `true` once a snapshot at `want` or later is on disk, if one
+    /// announced reaches `want` and none on disk does yet (`false` if the store closes first).
+    fn covered_at(&self, want: u64) -> Option<impl Future<Output = bool> + Send + 'static> {
         if self.0.expected.load(Ordering::SeqCst) < want {
             return None;
         }
