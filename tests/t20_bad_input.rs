@@ -300,7 +300,9 @@ async fn membership_changes_to_the_wrong_node_are_refused_and_change_nothing() {
     let before = members(&ep);
     // A node that calls itself 5.
     let addr5 = cluster.add_node(5);
-    let free = format!("127.0.0.1:{}", free_ports(1)[0]);
+    // A port held by a listener that never answers: no other test can take it meanwhile.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = silent.local_addr().unwrap().to_string();
     for (args, needle) in [
         (
             vec!["add-learner", "6", addr5.as_str()],
@@ -335,13 +337,32 @@ async fn membership_changes_to_the_wrong_node_are_refused_and_change_nothing() {
         );
         assert_eq!(members(&ep), before, "{args:?} changed the membership");
     }
+    drop(silent);
     // The right id at its own address joins. Down and 1,001 entries behind, it is not
     // promoted (two voters, one of them down: no write would commit); back and caught up,
     // it is.
     let (code, _, err) = ctl(&ep, &["add-learner", "5", &addr5]);
     assert_eq!(code, 0, "{err}");
     let joined = members(&ep);
+    // Again, at its own address: a no-op, even with the node down.
     cluster.kill(5);
+    let (code, _, err) = ctl(&ep, &["add-learner", "5", &addr5]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(members(&ep), joined);
+    cluster.restart(5);
+    cluster.kill(5);
+    // Down but not yet behind: refused all the same.
+    let (code, _, err) = ctl(&ep, &["promote", "5"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("node 5 did not answer at {addr5}")),
+        "{err}"
+    );
+    assert_eq!(
+        members(&ep),
+        joined,
+        "a refused promotion changed the membership"
+    );
     let mut client = augur_cli::Client::new(vec![ep.clone()]);
     for i in 0..1001 {
         assert!(register(&mut client, &format!("c{i}")).await);
@@ -383,7 +404,14 @@ async fn membership_changes_to_the_wrong_node_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_line_mistakes_fail_at_once_and_a_closed_pipe_is_quiet() {
     let (_cluster, ep) = single_node("").await;
-    for bad in ["bad host:1", "", "127.0.0.1"] {
+    for bad in [
+        "bad host:1",
+        "",
+        "127.0.0.1",
+        "https://127.0.0.1:7001",
+        "user@127.0.0.1:7001",
+        "127.0.0.1:7001/x",
+    ] {
         let (code, _, err) = ctl(bad, &["status"]);
         assert_eq!(code, 2, "{bad:?}: {err}");
         assert!(err.contains("is not HOST:PORT"), "{bad:?}: {err}");

@@ -259,6 +259,12 @@ async fn pushed_samples_become_forecasts_and_bad_ones_are_counted() {
     raw.append(&mut series);
     let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
     assert_eq!(remote_write(&rw, body).await, 413);
+    // Two million empty series and no sample: 2 bytes each on the wire, 48 decoded. Refused
+    // by the count too (a 1 MiB body of them took gigabytes to decode).
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&[0x0au8, 0x00].repeat(2_000_000))
+        .unwrap();
+    assert_eq!(remote_write(&rw, body).await, 413);
     eventually(
         "remote-written samples in queue's window",
         Duration::from_secs(10),

@@ -386,9 +386,11 @@ fn parse_kpi(s: &str) -> Result<pb::KpiSample, String> {
 fn parse_endpoint(s: &str) -> Result<String, String> {
     let e = s.trim();
     let e = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
-    let well_formed = e
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+    // Another scheme (`https://`), a user (`user@`) or a path is not an endpoint either.
+    let well_formed = !e.contains(['/', '@'])
+        && e.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        })
         && format!("http://{e}")
             .parse::<tonic::transport::Uri>()
             .is_ok();
@@ -436,7 +438,9 @@ pub async fn run(args: CtlArgs) -> i32 {
                 let err = serde_json::json!({
                     "error": { "code": format!("{:?}", s.code()), "message": s.message() }
                 });
-                emit(&err.to_string());
+                // The exit code says what happened even when nobody reads stdout any more.
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{err}");
             }
             eprintln!("error: {} ({:?})", s.message(), s.code());
             match s.code() {

@@ -49,16 +49,51 @@ pub enum RemoteWriteError {
     TooLarge { len: usize, max: usize },
     #[error("body holds {count} samples, above the limit of {max} a request")]
     TooManySamples { count: usize, max: usize },
+    #[error(
+        "body holds {series} series, {labels} labels and {samples} samples, which would take \
+         {bytes} bytes decoded, above the limit of {max}"
+    )]
+    TooManyElements {
+        series: usize,
+        labels: usize,
+        samples: usize,
+        bytes: usize,
+        max: usize,
+    },
+}
+
+/// The most memory the decoded structures of one request may take (series, labels and
+/// samples, not counting the label strings, which the decompressed size already bounds):
+/// two bytes on the wire (an empty series or label) decode to 48, so the decompression limit
+/// alone would let a 1 MiB body take gigabytes.
+pub const MAX_DECODED_ELEMENT_BYTES: usize = 64 << 20;
+
+/// How many of each element a decompressed `WriteRequest` holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct WireCounts {
+    series: usize,
+    labels: usize,
+    samples: usize,
+}
+
+impl WireCounts {
+    /// The bytes their decoded structures take.
+    fn decoded_bytes(&self) -> usize {
+        self.series * std::mem::size_of::<TimeSeries>()
+            + self.labels * std::mem::size_of::<Label>()
+            + self.samples * std::mem::size_of::<PromSample>()
+    }
 }
 
 /// The bit pattern of Prometheus' staleness marker: a NaN that says "this series ended", not
 /// a measurement.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
-/// How many samples a decompressed `WriteRequest` holds, read off the wire without building
-/// anything: the `samples` fields (2) of every `timeseries` (1). Ten million empty samples
-/// fit a 1 MiB body; counted first, such a body costs nothing but the scan.
-fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
+/// How many series (field 1), labels (their field 1) and samples (their field 2) a
+/// decompressed `WriteRequest` holds, read off the wire without building anything. Ten
+/// million empty samples or series fit a 1 MiB body; counted first, such a body costs
+/// nothing but the scan.
+fn count_elements(mut raw: &[u8]) -> Result<WireCounts, prost::DecodeError> {
     use prost::encoding::{decode_key, decode_varint, WireType};
     fn skip(buf: &mut &[u8], wire: WireType) -> Result<(), prost::DecodeError> {
         let len = match wire {
@@ -66,7 +101,8 @@ fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
             WireType::SixtyFourBit => 8,
             WireType::ThirtyTwoBit => 4,
             WireType::LengthDelimited => usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX),
-            // Deprecated groups: `WriteRequest` has none, and prost would refuse them too.
+            // Deprecated groups: `WriteRequest` has none (prost would skip them; a body that
+            // holds one is refused here, as no sender writes them).
             WireType::StartGroup | WireType::EndGroup => {
                 return Err(prost::DecodeError::new("unexpected group"))
             }
@@ -77,7 +113,7 @@ fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
         *buf = &buf[len..];
         Ok(())
     }
-    let mut count = 0usize;
+    let mut count = WireCounts::default();
     while !raw.is_empty() {
         let (tag, wire) = decode_key(&mut raw)?;
         if tag != 1 || wire != WireType::LengthDelimited {
@@ -90,10 +126,13 @@ fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
         }
         let (mut series, rest) = raw.split_at(len);
         raw = rest;
+        count.series += 1;
         while !series.is_empty() {
             let (tag, wire) = decode_key(&mut series)?;
-            if tag == 2 {
-                count += 1;
+            match tag {
+                1 => count.labels += 1,
+                2 => count.samples += 1,
+                _ => {}
             }
             skip(&mut series, wire)?;
         }
@@ -103,7 +142,8 @@ fn count_samples(mut raw: &[u8]) -> Result<usize, prost::DecodeError> {
 
 /// Decodes a request body, refusing one that would decompress to more than `max_decoded`
 /// bytes before allocating anything for it (snappy's header says the length), and one that
-/// holds more than `max_samples` samples before decoding them.
+/// holds more than `max_samples` samples, or whose series, labels and samples would take more
+/// than [`MAX_DECODED_ELEMENT_BYTES`] decoded, before decoding them.
 pub fn decode_remote_write(
     body: &[u8],
     max_decoded: usize,
@@ -117,11 +157,20 @@ pub fn decode_remote_write(
         });
     }
     let raw = snap::raw::Decoder::new().decompress_vec(body)?;
-    let count = count_samples(&raw)?;
-    if count > max_samples {
+    let count = count_elements(&raw)?;
+    if count.samples > max_samples {
         return Err(RemoteWriteError::TooManySamples {
-            count,
+            count: count.samples,
             max: max_samples,
+        });
+    }
+    if count.decoded_bytes() > MAX_DECODED_ELEMENT_BYTES {
+        return Err(RemoteWriteError::TooManyElements {
+            series: count.series,
+            labels: count.labels,
+            samples: count.samples,
+            bytes: count.decoded_bytes(),
+            max: MAX_DECODED_ELEMENT_BYTES,
         });
     }
     Ok(WriteRequest::decode(raw.as_slice())?)
@@ -289,8 +338,15 @@ mod tests {
         let mut raw = req.encode_to_vec();
         // Fields Augur does not declare (metadata, 3; a series' exemplars, 3) are skipped.
         raw.extend_from_slice(&[0x1a, 0x02, 0x08, 0x01]);
-        assert_eq!(count_samples(&raw).unwrap(), 8);
-        assert!(count_samples(&raw[..raw.len() - 1]).is_err(), "a cut body");
+        assert_eq!(
+            count_elements(&raw).unwrap(),
+            WireCounts {
+                series: 3,
+                labels: 3,
+                samples: 8
+            }
+        );
+        assert!(count_elements(&raw[..raw.len() - 1]).is_err(), "a cut body");
 
         // Two million empty samples (two bytes each) in one series: a 4 MB body that would
         // decode to tens of megabytes, refused by the count.
@@ -307,6 +363,21 @@ mod tests {
                 RemoteWriteError::TooManySamples {
                     count: 2_000_000,
                     max: 1_000_000
+                }
+            ),
+            "{err}"
+        );
+        // Two million empty series (no sample at all): 96 MB of structures from 4 MB.
+        let bomb = [0x0au8, 0x00].repeat(2_000_000);
+        let body = snap::raw::Encoder::new().compress_vec(&bomb).unwrap();
+        let err = decode_remote_write(&body, 32 << 20, 1_000_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RemoteWriteError::TooManyElements {
+                    series: 2_000_000,
+                    samples: 0,
+                    ..
                 }
             ),
             "{err}"

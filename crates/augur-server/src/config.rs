@@ -575,10 +575,15 @@ impl NodeConfig {
         .filter_map(|(k, v)| Some((k, v?.parse().ok()?)))
         .collect();
         for (i, (k, a)) in listeners.iter().enumerate() {
+            // The same port on the same address, or on an address an unspecified one covers
+            // (`0.0.0.0` every IPv4 address, `[::]` every address: dual stack).
+            let covers = |w: &SocketAddr, x: &SocketAddr| {
+                w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4())
+            };
             let clash = listeners[..i].iter().find(|(_, b)| {
                 a.port() == b.port()
                     && a.port() != 0
-                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                    && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
             });
             if let Some((other, b)) = clash {
                 err(k, format!("{a} is the port of {other} ({b})"));

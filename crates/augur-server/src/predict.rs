@@ -1149,17 +1149,31 @@ pub async fn serve_remote_write(
                         };
                         let max_decoded = max_body.saturating_mul(REMOTE_WRITE_MAX_EXPANSION);
                         let max_samples = predictors.system().max_batch();
-                        let wr = match augur_proto::prom::decode_remote_write(
-                            &body,
-                            max_decoded,
-                            max_samples,
-                        ) {
-                            Ok(w) => w,
-                            Err(
-                                e @ (augur_proto::prom::RemoteWriteError::TooLarge { .. }
-                                | augur_proto::prom::RemoteWriteError::TooManySamples { .. }),
-                            ) => return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n"))),
-                            Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, format!("{e}\n"))),
+                        // Decompressing and decoding up to 32 MiB is CPU work: off the
+                        // runtime's workers.
+                        let decoded = tokio::task::spawn_blocking(move || {
+                            augur_proto::prom::decode_remote_write(&body, max_decoded, max_samples)
+                        })
+                        .await;
+                        use augur_proto::prom::RemoteWriteError as Rw;
+                        let wr = match decoded {
+                            Ok(Ok(w)) => w,
+                            Ok(Err(
+                                e @ (Rw::TooLarge { .. }
+                                | Rw::TooManySamples { .. }
+                                | Rw::TooManyElements { .. }),
+                            )) => {
+                                return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}\n")))
+                            }
+                            Ok(Err(e)) => {
+                                return Ok(reply(StatusCode::BAD_REQUEST, format!("{e}\n")))
+                            }
+                            Err(e) => {
+                                return Ok(reply(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    format!("decoding failed: {e}\n"),
+                                ))
+                            }
                         };
                         let (labeled, left) = augur_proto::prom::remote_write_samples(&wr, &label);
                         if left.stale_markers > 0 {

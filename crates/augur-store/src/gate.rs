@@ -76,10 +76,11 @@ impl SnapshotGate {
     /// For an append whose first entry is at index `first`, while an announced snapshot
     /// reaching `first - 1` is not yet on disk: a future that resolves `true` once it is
     /// (`false` if the store closes first). `None`: nothing announced covers the entries
-    /// before `first`, or it is already on disk. openraft 0.9 takes a follower's entries
-    /// right after a snapshot's last index as soon as it has decided to install it, before
-    /// the install reaches the disk; written at once, they would leave a hole in the log on
-    /// disk, which a crash before the install would turn into a node that cannot restart.
+    /// before `first`, or it is already on disk. A guard: entries that do not follow the
+    /// log on disk, written before the snapshot that covers the gap, would leave a hole that
+    /// a crash before the install turns into a node that cannot restart. openraft 0.9.25
+    /// runs the install before any later append (its engine waits for the install's reply),
+    /// so this is not expected to wait; it keeps the log whole should that order change.
     pub(crate) fn append_after(
         &self,
         first: u64,

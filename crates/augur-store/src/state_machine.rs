@@ -217,7 +217,8 @@ fn decode_state(bytes: &[u8]) -> Result<ControlState, postcard::Error> {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         // Serialized on a blocking thread, not on one of the runtime's workers (the Raft
-        // core's heartbeats run there). Readers go on meanwhile; applies wait.
+        // core's heartbeats run there). Applies wait for it; readers go on until one does
+        // (std's RwLock then queues new readers behind the waiting writer).
         let shared = self.shared.clone();
         let built = tokio::task::spawn_blocking(move || {
             let d = shared.data.read().expect("state lock poisoned");

@@ -14,6 +14,8 @@ use crate::node::{member_addr, Node};
 const PROBE_FOR: Duration = Duration::from_secs(10);
 /// How long `AddLearner` waits for the new learner to catch up.
 const CATCH_UP_FOR: Duration = Duration::from_secs(60);
+/// How long `ChangeMembership` asks a learner it is to promote whether it is up.
+const PROMOTE_PROBE_FOR: Duration = Duration::from_secs(2);
 /// How far behind the leader's log a learner may be and still be promoted.
 const PROMOTE_MAX_LAG: u64 = 1000;
 
@@ -28,10 +30,10 @@ fn matched_index(m: &openraft::RaftMetrics<u64, BasicNode>, id: u64) -> Option<u
         .map(|l| l.index)
 }
 
-/// Which node answers at `addr`: its id, from its `Status`, asked again for up to
-/// [`PROBE_FOR`] (a node just started may not listen yet).
-async fn probe(addr: &str) -> Result<u64, String> {
-    let deadline = tokio::time::Instant::now() + PROBE_FOR;
+/// Which node answers at `addr`: its id, from its `Status`, asked again for up to `within`
+/// (a node just started may not listen yet).
+async fn probe(addr: &str, within: Duration) -> Result<u64, String> {
+    let deadline = tokio::time::Instant::now() + within;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
@@ -167,6 +169,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         // caller to the leader below). Nothing is changed unless every check passes.
         if self.node.is_leader() {
             let members = self.members();
+            if members.iter().any(|m| m.id == req.id && m.addr == req.addr) {
+                // Already a member there: nothing to do.
+                let applied = self.node.raft.metrics().borrow().last_applied;
+                return Ok(Response::new(pb::MembershipResponse {
+                    log_index: applied.map_or(0, |l| l.index),
+                    members,
+                }));
+            }
             if let Some(m) = members
                 .iter()
                 .find(|m| m.id == req.id && m.addr != req.addr)
@@ -185,7 +195,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                     m.addr, m.id
                 )));
             }
-            match probe(&req.addr).await {
+            match probe(&req.addr, PROBE_FOR).await {
                 Ok(id) if id == req.id => {}
                 Ok(id) => {
                     return Err(Status::failed_precondition(format!(
@@ -270,6 +280,25 @@ impl pb::cluster_server::Cluster for ClusterService {
                         learner.id,
                         matched.map_or("none".to_owned(), |i| i.to_string()),
                     )));
+                }
+                // Caught up is not enough: a learner that is down now would not acknowledge.
+                match probe(&learner.addr, PROMOTE_PROBE_FOR).await {
+                    Ok(id) if id == learner.id => {}
+                    Ok(id) => {
+                        return Err(Status::failed_precondition(format!(
+                            "node {} is listed at {}, where node {id} answers; nothing was \
+                             changed",
+                            learner.id, learner.addr
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(Status::failed_precondition(format!(
+                            "node {} did not answer at {} ({e}); a voter that is down could \
+                             leave the cluster without a quorum; promote it once it is up \
+                             (nothing was changed)",
+                            learner.id, learner.addr
+                        )))
+                    }
                 }
             }
         }
