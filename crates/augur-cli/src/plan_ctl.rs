@@ -239,8 +239,10 @@ async fn decide(
             .unwrap_or_else(|| "operator".into()),
         note,
     };
+    // Not safe to send twice (a second one is refused as already done): a slow answer is
+    // waited for rather than the request sent again to the next endpoint.
     let r = client
-        .call(|c| {
+        .call_within(crate::ctl::LONG_CALL, |c| {
             let req = req.clone();
             async move { ControlClient::new(c).decide_plan(req).await }
         })
@@ -421,8 +423,10 @@ pub async fn failover(
         host: host.unwrap_or_default(),
         reason: reason.unwrap_or_default(),
     };
+    // Not safe to send twice (a second one is refused as already done): a slow answer is
+    // waited for rather than the request sent again to the next endpoint.
     let r = client
-        .call(|c| {
+        .call_within(crate::ctl::LONG_CALL, |c| {
             let req = req.clone();
             async move { ControlClient::new(c).request_failover(req).await }
         })
