@@ -5,9 +5,10 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the build and tests need: RocksDB's bindings (clang), protoc for the gRPC
 # code, python3 for the demo's telemetry and the OpenTelemetry test, haproxy for the agent's
-# tests and the end-to-end failover test (etcd, for the side-by-side benchmark, is installed by
+# tests and the end-to-end failover test, prometheus for the remote-write test (a real sender;
+# also the ingest side-by-side). etcd, for the side-by-side Raft benchmark, is installed by
 # `make bench`).
-DEB_PACKAGES := clang libclang-dev protobuf-compiler python3 haproxy
+DEB_PACKAGES := clang libclang-dev protobuf-compiler python3 haproxy prometheus
 
 .PHONY: deps test demo bench build fmt lint nextest
 

@@ -1140,3 +1140,84 @@ async fn a_forwarded_batch_is_judged_after_the_registration_its_sender_had_appli
     assert_eq!(summary.accepted, 1, "{summary:?}");
     assert_eq!(summary.unknown_component, 0, "{summary:?}");
 }
+
+/// A real Prometheus (Debian's, installed by `make deps`) remote-writes into a node: it
+/// scrapes its own `/metrics` with a `component` label and sends the samples on, and the
+/// component's forecast is built from them. Proves the receiver takes what a real sender
+/// sends (protocol 1.0 headers, snappy, its batching), not only what our own client writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_remote_writes_into_a_node() {
+    let [rw_port, prom_port] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let extra = Box::leak(
+        format!("[telemetry]\ntick_ms = 50\nremote_write_listen = \"127.0.0.1:{rw_port}\"\n")
+            .into_boxed_str(),
+    );
+    let (_cluster, ep) = single_node(extra).await;
+    let (code, _, err) = ctl(
+        &ep,
+        &[
+            "component",
+            "register",
+            "prom-self",
+            "--zone",
+            "z",
+            "--rack",
+            "r",
+            "--host",
+            "h",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: \
+             [\"127.0.0.1:{prom_port}\"]\n        labels:\n          component: prom-self\n\
+             remote_write:\n  - url: http://127.0.0.1:{rw_port}/api/v1/write\n    \
+             queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            self.0.kill().ok();
+            self.0.wait().ok();
+        }
+    }
+    let _prometheus = Killed(
+        std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's `prometheus`; `make deps` installs it)"),
+    );
+    // A forecast, then a later one: the samples keep coming, scrape after scrape.
+    let at = |after: i64| {
+        let ep = ep.clone();
+        async move {
+            let (_, out, _) = ctl(&ep, &["--output", "json", "forecast", "prom-self"]);
+            let f: Value = serde_json::from_str(&out).ok()?;
+            f["hps"].as_f64()?;
+            f["at_ms"].as_i64().filter(|&t| t > after)
+        }
+    };
+    let first = eventually(
+        "prom-self's first forecast",
+        Duration::from_secs(60),
+        || at(0),
+    )
+    .await;
+    eventually("a later forecast", Duration::from_secs(60), || at(first)).await;
+}
