@@ -756,6 +756,13 @@ mod tests {
         );
     }
 
+    /// What loading a bad config `text` says.
+    fn errors_of(text: &str) -> String {
+        NodeConfig::from_toml(text, "bad.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn a_bad_config_lists_every_error() {
         let text = r#"
@@ -772,9 +779,7 @@ mod tests {
             election_timeout_min_ms = 150
             election_timeout_max_ms = 120
         "#;
-        let err = NodeConfig::from_toml(text, "bad.toml")
-            .unwrap_err()
-            .to_string();
+        let err = errors_of(text);
         assert_eq!(
             err,
             "config bad.toml has 9 error(s):\n\
@@ -814,9 +819,7 @@ mod tests {
             [graph]
             trace_wait_ms = 0
         "#;
-        let err = NodeConfig::from_toml(text, "bad.toml")
-            .unwrap_err()
-            .to_string();
+        let err = errors_of(text);
         for needle in [
             "telemetry.window: 100000000000000 is not in 2..=65536",
             "telemetry.season: 1000000 is above 100000",
