@@ -243,49 +243,42 @@ impl ComponentActor {
         }
     }
 
-    /// Judges `samples` in order. With `mark`, also which were taken: `None` when all were
-    /// (the usual case: nothing to allocate), else a flag each.
-    fn ingest(
-        &mut self,
-        samples: &[(String, i64, f64)],
-        mark: bool,
-    ) -> (IngestSummary, Option<Vec<bool>>) {
-        // (A retired actor takes nothing: `accepted` 0 says so, no flags needed.)
+    /// Judges `samples` in order; with `keep`, leaves in it only those taken (in place:
+    /// nothing to allocate).
+    fn ingest(&mut self, samples: &mut Vec<(String, i64, f64)>, keep: bool) -> IngestSummary {
         if self.retired {
-            let summary = IngestSummary {
+            return IngestSummary {
                 unknown_component: samples.len() as u64,
                 ..IngestSummary::default()
             };
-            return (summary, None);
         }
         let mut summary = IngestSummary::default();
         let cfg = &self.setup.predictor;
-        let mut mask: Option<Vec<bool>> = None;
-        for (i, (metric, ts_ms, value)) in samples.iter().enumerate() {
-            let ok = match self.predictor.ingest(cfg, metric, *ts_ms, *value) {
-                Ok(()) => {
-                    summary.accepted += 1;
-                    true
-                }
-                Err(why) => {
-                    summary.reject(why);
-                    false
-                }
-            };
-            match &mut mask {
-                Some(m) => m.push(ok),
-                None if !ok && mark => {
-                    let mut m = vec![true; i];
-                    m.push(false);
-                    mask = Some(m);
-                }
-                None => {}
+        let predictor = &mut self.predictor;
+        // `retain` visits each sample once, in order.
+        let mut judge = |(metric, ts_ms, value): &(String, i64, f64)| match predictor
+            .ingest(cfg, metric, *ts_ms, *value)
+        {
+            Ok(()) => {
+                summary.accepted += 1;
+                true
+            }
+            Err(why) => {
+                summary.reject(why);
+                false
+            }
+        };
+        if keep {
+            samples.retain(|x| judge(x));
+        } else {
+            for x in samples.iter() {
+                judge(x);
             }
         }
         if summary.accepted > 0 && self.in_step {
             self.redo = true;
         }
-        (summary, mask)
+        summary
     }
 
     fn is_due(&self) -> bool {
@@ -385,13 +378,13 @@ impl Supervised for ComponentActor {
 impl Handler<Ingest> for ComponentActor {
     type Result = MessageResult<Ingest>;
 
-    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, mut msg: Ingest, ctx: &mut Context<Self>) -> Self::Result {
         let lost = IngestSummary {
             lost: msg.samples.len() as u64,
             ..Default::default()
         };
         MessageResult(
-            self.shielded(ctx, |this| this.ingest(&msg.samples, false).0)
+            self.shielded(ctx, |this| this.ingest(&mut msg.samples, false))
                 .unwrap_or(lost),
         )
     }
@@ -449,17 +442,17 @@ impl Handler<IngestPart> for ComponentActor {
 
     fn handle(&mut self, mut msg: IngestPart, ctx: &mut Context<Self>) {
         let keep = self.setup.keep_taken;
-        let Some((summary, mask)) = self.shielded(ctx, |this| this.ingest(&msg.samples, keep))
-        else {
+        let sent = msg.samples.len() as u64;
+        let Some(summary) = self.shielded(ctx, |this| this.ingest(&mut msg.samples, keep)) else {
+            // A panic part way through may have left fewer in `samples`: all were lost.
+            msg.counted = Some(IngestSummary {
+                lost: sent,
+                ..IngestSummary::default()
+            });
             return;
         };
         if keep && summary.accepted > 0 {
-            let mut taken = std::mem::take(&mut msg.samples);
-            if let Some(mask) = mask {
-                let mut flags = mask.into_iter();
-                taken.retain(|_| flags.next().unwrap_or(false));
-            }
-            msg.taken = Some((self.id.clone(), taken));
+            msg.taken = Some((self.id.clone(), std::mem::take(&mut msg.samples)));
         }
         msg.counted = Some(summary);
     }

@@ -386,14 +386,11 @@ fn parse_kpi(s: &str) -> Result<pb::KpiSample, String> {
 fn parse_endpoint(s: &str) -> Result<String, String> {
     let e = s.trim();
     let e = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
-    // Another scheme (`https://`), a user (`user@`) or a path is not an endpoint either.
-    let well_formed = !e.contains(['/', '@'])
-        && e.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        })
-        && format!("http://{e}")
-            .parse::<tonic::transport::Uri>()
-            .is_ok();
+    // A URI's authority with a port, and no user (`user@`): another scheme (`https://`) or
+    // a path is not an authority at all.
+    let well_formed = !e.contains('@')
+        && e.parse::<tonic::codegen::http::uri::Authority>()
+            .is_ok_and(|a| !a.host().is_empty() && a.port_u16().is_some_and(|p| p > 0));
     if well_formed {
         Ok(e.to_owned())
     } else {

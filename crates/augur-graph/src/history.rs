@@ -10,7 +10,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::rca::{MetricFrame, RcaError};
 
@@ -97,6 +97,13 @@ pub struct Recorded {
     pub skipped: u64,
 }
 
+/// A shard, locked. Its lock survives a panic while held (at worst one series is left half
+/// updated): the history keeps serving rather than failing every later caller (every ingest,
+/// warm-up and root-cause read that touches the shard).
+fn locked<T>(shard: &Mutex<T>) -> MutexGuard<'_, T> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl MetricHistory {
     /// An empty history. The step is at least a second (frames count in seconds); `slots`
     /// must be positive.
@@ -127,9 +134,6 @@ impl MetricHistory {
         self.cfg
     }
 
-    /// A shard's lock survives a panic while held (at worst one series is left half
-    /// updated): the history keeps serving rather than failing every later caller (every
-    /// ingest, warm-up and root-cause read that touches the shard).
     fn shard(&self, component: &str) -> &Mutex<HashMap<String, Vec<Series>>> {
         &self.shards[(self.hasher.hash_one(component) as usize) % SHARDS]
     }
@@ -146,10 +150,7 @@ impl MetricHistory {
         let mut samples = samples.into_iter().peekable();
         while let Some(first) = samples.next() {
             let component = first.0;
-            let mut shard = self
-                .shard(component)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut shard = locked(self.shard(component));
             let series = match shard.get_mut(component) {
                 Some(s) => s,
                 None => shard.entry(component.to_owned()).or_default(),
@@ -211,7 +212,7 @@ impl MetricHistory {
         let oldest_kept = newest.div_euclid(self.cfg.step_ms) - self.cfg.slots as i64 + 1;
         let mut gone = 0;
         for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut shard = locked(shard);
             let before = shard.len();
             shard.retain(|_, series| {
                 series
@@ -226,10 +227,7 @@ impl MetricHistory {
     /// Drops every series of `components`.
     pub fn forget<'a>(&self, components: impl IntoIterator<Item = &'a str>) {
         for c in components {
-            self.shard(c)
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(c);
+            locked(self.shard(c)).remove(c);
         }
     }
 
@@ -251,7 +249,7 @@ impl MetricHistory {
         let first = first.max(last - self.cfg.slots as i64 + 1);
         let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
         for shard in &self.shards {
-            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let shard = locked(shard);
             for (component, series) in shard.iter() {
                 for s in series {
                     let col: Vec<f64> = (first..=last).map(|t| f64::from(s.get(t))).collect();

@@ -164,7 +164,8 @@ fn append(kind: ActionKind, component: &ComponentId, shadow: &ComponentId) -> Li
     }
 }
 
-/// The steps to commit now, in order, for every shadow in flight.
+/// The steps to commit now, in order, for every shadow in flight; never an action already
+/// in the log.
 pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
     let mut out = Vec::new();
     // Promoted and rolled-back shadows still have steps to take (standby, retire).
@@ -293,20 +294,20 @@ pub fn next_steps(state: &ControlState) -> Vec<LifecycleStep> {
                             out.push(retry);
                         }
                     }
-                    // Asked for once; while it is pending there is nothing to do. (Appending
-                    // it again would change nothing, but each append is a Raft entry that
-                    // wakes the leader's next round: a loop of hundreds of entries a
-                    // second until the orchestrator answered.)
-                    None => {
-                        if retires(state, shadow).0 == 0 {
-                            out.push(append(ActionKind::Retire, component, shadow));
-                        }
-                    }
+                    None => out.push(append(ActionKind::Retire, component, shadow)),
                 }
             }
             _ => {}
         }
     }
+    // An action already in the log is not asked for again (a pending retire, a step
+    // repeated by a new leader): the state would take it as a no-op, but each append is a
+    // Raft entry that wakes the leader's next round, a loop of hundreds of entries a second
+    // until the orchestrator answered.
+    out.retain(|step| match step {
+        LifecycleStep::Append { request_id, .. } => state.action_by_request(request_id).is_none(),
+        _ => true,
+    });
     out
 }
 

@@ -95,23 +95,32 @@ pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 /// nothing but the scan.
 fn count_elements(mut raw: &[u8]) -> Result<WireCounts, prost::DecodeError> {
     use prost::encoding::{decode_key, decode_varint, WireType};
-    fn skip(buf: &mut &[u8], wire: WireType) -> Result<(), prost::DecodeError> {
-        let len = match wire {
-            WireType::Varint => return decode_varint(buf).map(|_| ()),
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX),
-            // Deprecated groups: `WriteRequest` has none (prost would skip them; a body that
-            // holds one is refused here, as no sender writes them).
-            WireType::StartGroup | WireType::EndGroup => {
-                return Err(prost::DecodeError::new("unexpected group"))
-            }
-        };
+    /// The next `len` bytes, moving `buf` past them.
+    fn advance<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], prost::DecodeError> {
         if len > buf.len() {
             return Err(prost::DecodeError::new("buffer underflow"));
         }
-        *buf = &buf[len..];
-        Ok(())
+        let (field, rest) = buf.split_at(len);
+        *buf = rest;
+        Ok(field)
+    }
+    /// A length-delimited field's bytes.
+    fn delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], prost::DecodeError> {
+        let len = usize::try_from(decode_varint(buf)?).unwrap_or(usize::MAX);
+        advance(buf, len)
+    }
+    fn skip(buf: &mut &[u8], wire: WireType) -> Result<(), prost::DecodeError> {
+        match wire {
+            WireType::Varint => decode_varint(buf).map(drop),
+            WireType::SixtyFourBit => advance(buf, 8).map(drop),
+            WireType::ThirtyTwoBit => advance(buf, 4).map(drop),
+            WireType::LengthDelimited => delimited(buf).map(drop),
+            // Deprecated groups: `WriteRequest` has none (prost would skip them; a body that
+            // holds one is refused here, as no sender writes them).
+            WireType::StartGroup | WireType::EndGroup => {
+                Err(prost::DecodeError::new("unexpected group"))
+            }
+        }
     }
     let mut count = WireCounts::default();
     while !raw.is_empty() {
@@ -120,12 +129,7 @@ fn count_elements(mut raw: &[u8]) -> Result<WireCounts, prost::DecodeError> {
             skip(&mut raw, wire)?;
             continue;
         }
-        let len = usize::try_from(decode_varint(&mut raw)?).unwrap_or(usize::MAX);
-        if len > raw.len() {
-            return Err(prost::DecodeError::new("buffer underflow"));
-        }
-        let (mut series, rest) = raw.split_at(len);
-        raw = rest;
+        let mut series = delimited(&mut raw)?;
         count.series += 1;
         while !series.is_empty() {
             let (tag, wire) = decode_key(&mut series)?;
@@ -205,6 +209,15 @@ pub struct Unlabeled {
     pub stale_markers: u64,
 }
 
+/// Where one series' samples go ([`remote_write_samples`]).
+#[derive(Clone, Copy)]
+enum Goes<'a> {
+    /// Taken, as `(component, metric)`.
+    Taken(&'a str, &'a str),
+    NoMetric,
+    NoComponent,
+}
+
 /// Walks every sample, naming its component by the label `component_label` and its metric by
 /// `__name__`. Returns the samples and what was left out and why.
 pub fn remote_write_samples<'a>(
@@ -220,29 +233,26 @@ pub fn remote_write_samples<'a>(
                 .find(|l| l.name == name)
                 .map(|l| l.value.as_str())
         };
-        let stale = ts
-            .samples
-            .iter()
-            .filter(|s| s.value.to_bits() == STALE_NAN)
-            .count() as u64;
-        left.stale_markers += stale;
-        let live = ts.samples.len() as u64 - stale;
-        match (find(component_label), find("__name__")) {
+        // Where a series' live samples go: taken, or counted under what its labels lack.
+        let goes = match (find(component_label), find("__name__")) {
             (Some(component), Some(metric)) if !component.is_empty() => {
-                out.extend(
-                    ts.samples
-                        .iter()
-                        .filter(|s| s.value.to_bits() != STALE_NAN)
-                        .map(|s| LabeledSample {
-                            component,
-                            metric,
-                            ts_ms: s.timestamp,
-                            value: s.value,
-                        }),
-                );
+                Goes::Taken(component, metric)
             }
-            (Some(component), None) if !component.is_empty() => left.no_metric += live,
-            _ => left.no_component += live,
+            (Some(component), None) if !component.is_empty() => Goes::NoMetric,
+            _ => Goes::NoComponent,
+        };
+        for s in &ts.samples {
+            match goes {
+                _ if s.value.to_bits() == STALE_NAN => left.stale_markers += 1,
+                Goes::Taken(component, metric) => out.push(LabeledSample {
+                    component,
+                    metric,
+                    ts_ms: s.timestamp,
+                    value: s.value,
+                }),
+                Goes::NoMetric => left.no_metric += 1,
+                Goes::NoComponent => left.no_component += 1,
+            }
         }
     }
     (out, left)

@@ -209,6 +209,12 @@ impl Default for GraphSection {
     }
 }
 
+/// Whether peers and clients can reach a node at `addr`: a specific IP and port, not
+/// `0.0.0.0`/`[::]` or port 0 (fine to bind, not to be told).
+pub(crate) fn reachable(addr: &SocketAddr) -> bool {
+    !addr.ip().is_unspecified() && addr.port() != 0
+}
+
 /// Upper bound of `telemetry.window`: samples per metric (64 by default).
 pub const MAX_WINDOW: usize = 65_536;
 /// Upper bound of `telemetry.season`: a day at one sample a second fits.
@@ -537,11 +543,19 @@ impl NodeConfig {
         if self.node.id == 0 {
             err("node.id", "must be above 0".into());
         }
-        if self.node.listen.parse::<SocketAddr>().is_err() {
-            err(
+        match self.node.listen.parse::<SocketAddr>() {
+            Err(_) => err(
                 "node.listen",
                 format!("{:?} is not an IP:PORT address", self.node.listen),
-            );
+            ),
+            Ok(a) if !reachable(&a) => err(
+                "node.listen",
+                format!(
+                    "{a} is also the address peers and clients reach this node at: \
+                     name its own IP and a port"
+                ),
+            ),
+            Ok(_) => {}
         }
         if let Some(m) = &self.node.metrics_listen {
             if m.parse::<SocketAddr>().is_err() {
@@ -551,18 +565,12 @@ impl NodeConfig {
                 );
             }
         }
-        if let Ok(a) = self.node.listen.parse::<SocketAddr>() {
-            if a.ip().is_unspecified() || a.port() == 0 {
-                err(
-                    "node.listen",
-                    format!(
-                        "{a} is also the address peers and clients reach this node at: \
-                         name its own IP and a port"
-                    ),
-                );
-            }
-        }
         // Two listeners on one port: the second bind would fail after the store is opened.
+        // The same port on the same address clashes, and on an address an unspecified one
+        // covers (`0.0.0.0` every IPv4 address, `[::]` every address: dual stack).
+        let covers = |w: &SocketAddr, x: &SocketAddr| {
+            w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4())
+        };
         let listeners: Vec<(&str, SocketAddr)> = [
             ("node.listen", Some(&self.node.listen)),
             ("node.metrics_listen", self.node.metrics_listen.as_ref()),
@@ -575,11 +583,6 @@ impl NodeConfig {
         .filter_map(|(k, v)| Some((k, v?.parse().ok()?)))
         .collect();
         for (i, (k, a)) in listeners.iter().enumerate() {
-            // The same port on the same address, or on an address an unspecified one covers
-            // (`0.0.0.0` every IPv4 address, `[::]` every address: dual stack).
-            let covers = |w: &SocketAddr, x: &SocketAddr| {
-                w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4())
-            };
             let clash = listeners[..i].iter().find(|(_, b)| {
                 a.port() == b.port()
                     && a.port() != 0

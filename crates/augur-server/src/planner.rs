@@ -255,18 +255,7 @@ pub fn spawn(node: Node, predictors: Predictors, cfg: &PlannerSection) {
             refused.retain(|_, until| *until > now_i);
             let retry_at = now_i + every;
             // Shadows in flight: the outcomes reported since the last look move them on.
-            // An action already in the log is not appended again: the state would take it
-            // as a no-op, but the entry would still be committed and wake this loop again.
-            let steps = node.state.read(|s| {
-                let mut steps = augur_plan::next_steps(s);
-                steps.retain(|step| match step {
-                    augur_plan::LifecycleStep::Append { request_id, .. } => {
-                        s.action_by_request(request_id).is_none()
-                    }
-                    _ => true,
-                });
-                steps
-            });
+            let steps = node.state.read(augur_plan::next_steps);
             commit_in_order(
                 &node,
                 &mut refused,

@@ -119,12 +119,25 @@ impl Predictors {
         }
     }
 
-    /// Takes a client's batch ([`Predictors::take`]) in a task of its own that holds
-    /// `permit` (the caller's in-flight slot) until the batch is done, and records in
-    /// `/metrics`, under `source`, what was taken and what the door refused (`refused`),
-    /// also when the batch failed part way. A caller that gives up (a client that cancels,
-    /// a peer's timeout) therefore neither frees its slot while the work goes on nor leaves
-    /// the counts out.
+    /// Runs `work` in a task of its own that holds `permit` (the caller's in-flight slot)
+    /// until it ends. A caller that gives up (a client that cancels, a peer's timeout)
+    /// therefore neither frees its slot while the work goes on nor cuts it short: the
+    /// actors' samples still reach the history, and the counts `/metrics`.
+    pub async fn holding<T: Send + 'static>(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        work: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    ) -> Result<T, Status> {
+        tokio::spawn(async move {
+            let _permit = permit;
+            work.await
+        })
+        .await
+        .map_err(|_| Status::internal("the task taking the samples failed"))?
+    }
+
+    /// Takes a client's batch ([`Predictors::take`]) [`holding`](Predictors::holding) its
+    /// slot, and records in `/metrics`, under `source`, what was taken and what the door
+    /// refused (`refused`), also when the batch failed part way.
     pub async fn take_recorded(
         &self,
         samples: Vec<Sample>,
@@ -133,8 +146,7 @@ impl Predictors {
         source: &'static str,
     ) -> Result<IngestSummary, Status> {
         let this = self.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        Self::holding(permit, async move {
             let (mut counted, res) = match this.take(samples).await {
                 Ok(s) => (s, Ok(())),
                 Err(NotTaken { status, taken }) => (taken, Err(status)),
@@ -144,7 +156,6 @@ impl Predictors {
             res.map(|()| counted)
         })
         .await
-        .map_err(|_| Status::internal("the task taking the batch failed"))?
     }
 
     /// Takes a batch from a client: each sample goes to its shard's owner and standby (this
@@ -154,7 +165,7 @@ impl Predictors {
     /// samples were taken (by the other owners, and by that owner in the chunks before); any
     /// failure comes with what was taken all the same ([`NotTaken`]). A batch over the
     /// actors' `max_batch` is refused before any of it is sent anywhere.
-    pub async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, NotTaken> {
+    async fn take(&self, samples: Vec<Sample>) -> Result<IngestSummary, NotTaken> {
         self.system()
             .admits(samples.len())
             .map_err(|e| NotTaken::nothing(actors_status(e)))?;
@@ -477,24 +488,20 @@ impl Predictors {
     /// Takes a batch into this node's own actors, which judge and count each sample; the
     /// samples they took (handed back, not copied) then go into the history, so it holds
     /// nothing they refused. Recorded here, on the async threads, not on the actors' busy
-    /// ones: feeding it from the actors cost ~8 % of the ingest rate. The two run in a task
-    /// of their own, so a caller that gives up (a cancelled push) cannot leave samples the
-    /// actors took out of the history.
+    /// ones: feeding it from the actors cost ~8 % of the ingest rate. Callers run it in a
+    /// task of their own ([`Predictors::holding`]), so one that gives up cannot leave samples
+    /// the actors took out of the history.
     pub async fn ingest(&self, samples: Vec<Sample>) -> Result<IngestSummary, ActorsError> {
         self.sync().await;
-        let (system, history) = (self.system(), self.history.clone());
-        tokio::spawn(async move {
-            let ingested = system.ingest_keeping(samples).await?;
-            keep_in_history(
-                &history,
-                ingested.taken.iter().flat_map(|(id, xs)| {
-                    xs.iter().map(|(m, t, v)| (id.as_str(), m.as_str(), *t, *v))
-                }),
-            );
-            Ok(ingested.summary)
-        })
-        .await
-        .map_err(|_| ActorsError::Stopped)?
+        let ingested = self.system().ingest_keeping(samples).await?;
+        keep_in_history(
+            &self.history,
+            ingested
+                .taken
+                .iter()
+                .flat_map(|(id, xs)| xs.iter().map(|(m, t, v)| (id.as_str(), m.as_str(), *t, *v))),
+        );
+        Ok(ingested.summary)
     }
 
     /// The shard map, unless there is none or it has this node serve every shard alone:
@@ -1139,13 +1146,17 @@ pub async fn serve_remote_write(
                                 ))
                             }
                         };
-                        let Ok(permit) = inflight.try_acquire_owned() else {
+                        // 429, with a retry hint of a second.
+                        let saturated = || {
                             let mut r = reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
                             r.headers_mut().insert(
                                 "retry-after",
                                 hyper::header::HeaderValue::from_static("1"),
                             );
-                            return Ok(r);
+                            r
+                        };
+                        let Ok(permit) = inflight.try_acquire_owned() else {
+                            return Ok(saturated());
                         };
                         let max_decoded = max_body.saturating_mul(REMOTE_WRITE_MAX_EXPANSION);
                         let max_samples = predictors.system().max_batch();
@@ -1203,15 +1214,7 @@ pub async fn serve_remote_write(
                             .await
                         {
                             Ok(_) => Ok(reply(StatusCode::NO_CONTENT, String::new())),
-                            Err(e) if e.code() == tonic::Code::ResourceExhausted => {
-                                let mut r =
-                                    reply(StatusCode::TOO_MANY_REQUESTS, "saturated\n".into());
-                                r.headers_mut().insert(
-                                    "retry-after",
-                                    hyper::header::HeaderValue::from_static("1"),
-                                );
-                                Ok(r)
-                            }
+                            Err(e) if e.code() == tonic::Code::ResourceExhausted => Ok(saturated()),
                             // Senders retry a 5xx and drop a 4xx: a batch that can never be
                             // taken is a 400, only a node that cannot serve now is a 503.
                             Err(e) => {

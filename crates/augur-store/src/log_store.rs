@@ -49,20 +49,26 @@ impl LogStore {
         }
     }
 
-    /// The index of the last entry on disk (or the purge mark, with no entry).
-    fn last_index_on_disk(&self) -> Result<Option<u64>, StorageError<NodeId>> {
+    /// The purge mark and the last log id on disk (the last entry's, else the purge mark).
+    fn log_state(&self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged: Option<LogId<NodeId>> =
+            get_meta(&self.db, KEY_PURGED).map_err(StorageIOError::read_logs)?;
         let mut iter = self
             .db
             .iterator_cf(cf(&self.db, CF_LOGS), rocksdb::IteratorMode::End);
-        match iter.next() {
+        let last = match iter.next() {
             Some(item) => {
-                let (key, _) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
-                Ok(Some(log_index(&key)?))
+                let (_, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
+                let entry: Entry<TypeConfig> =
+                    postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(any(e)))?;
+                Some(entry.log_id)
             }
-            None => Ok(get_meta::<LogId<NodeId>>(&self.db, KEY_PURGED)
-                .map_err(StorageIOError::read_logs)?
-                .map(|l| l.index)),
-        }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     /// Before entries from `first` are written: if they would not follow the last entry on
@@ -73,7 +79,7 @@ impl LogStore {
         let Some(covered) = self.gate.append_after(first) else {
             return Ok(());
         };
-        let last = self.last_index_on_disk()?;
+        let last = self.log_state()?.last_log_id.map(|l| l.index);
         if last.is_some_and(|l| l + 1 >= first) {
             return Ok(());
         }
@@ -177,24 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged: Option<LogId<NodeId>> =
-            get_meta(&self.db, KEY_PURGED).map_err(StorageIOError::read_logs)?;
-        let mut iter = self
-            .db
-            .iterator_cf(cf(&self.db, CF_LOGS), rocksdb::IteratorMode::End);
-        let last = match iter.next() {
-            Some(item) => {
-                let (_, value) = item.map_err(|e| StorageIOError::read_logs(any(e)))?;
-                let entry: Entry<TypeConfig> =
-                    postcard::from_bytes(&value).map_err(|e| StorageIOError::read_logs(any(e)))?;
-                Some(entry.log_id)
-            }
-            None => last_purged,
-        };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        self.log_state()
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

@@ -160,7 +160,7 @@ impl pb::cluster_server::Cluster for ClusterService {
                 req.addr
             )));
         };
-        if addr.ip().is_unspecified() || addr.port() == 0 {
+        if !crate::config::reachable(&addr) {
             return Err(Status::invalid_argument(format!(
                 "{addr} is not an address peers can reach the node at: name its own IP and port"
             )));

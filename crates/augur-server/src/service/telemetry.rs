@@ -134,11 +134,8 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
         };
         let batch = req.into_inner();
         self.within_limit(&batch, "the sender cuts its forwards to its own limit")?;
-        // In a task of its own that holds the slot: a sender that times out leaves the work
-        // going on, and the slot taken until it ends (see `Predictors::take_recorded`).
         let predictors = self.predictors.clone();
-        let summary = tokio::spawn(async move {
-            let _permit = permit;
+        let summary = Predictors::holding(permit, async move {
             predictors
                 .catch_up_to(batch.applied_index, &batch.samples)
                 .await;
@@ -146,10 +143,9 @@ impl pb::telemetry_server::Telemetry for TelemetryService {
             let mut summary = predictors.ingest(samples).await.map_err(actors_status)?;
             summary.merge(&refused);
             record(&summary, "forward");
-            Ok::<_, Status>(summary)
+            Ok(summary)
         })
-        .await
-        .map_err(|_| Status::internal("the task taking the forward failed"))??;
+        .await?;
         Ok(Response::new(pb::PushSummary {
             batches: 1,
             ..summary_to_wire(&summary)
