@@ -262,12 +262,15 @@ pub fn remote_write_samples<'a>(
 mod tests {
     use super::*;
 
+    fn label(name: &str, value: &str) -> Label {
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
     #[test]
     fn round_trip_and_labels() {
-        let label = |n: &str, v: &str| Label {
-            name: n.into(),
-            value: v.into(),
-        };
         let req = WriteRequest {
             timeseries: vec![
                 TimeSeries {
@@ -321,10 +324,6 @@ mod tests {
 
     #[test]
     fn samples_are_counted_off_the_wire_before_anything_is_built() {
-        let label = |n: &str, v: &str| Label {
-            name: n.into(),
-            value: v.into(),
-        };
         let sample = |t| PromSample {
             value: 2.0,
             timestamp: t,
@@ -396,10 +395,6 @@ mod tests {
 
     #[test]
     fn a_series_without_a_metric_name_and_staleness_markers_are_told_apart() {
-        let label = |n: &str, v: &str| Label {
-            name: n.into(),
-            value: v.into(),
-        };
         let stale = PromSample {
             value: f64::from_bits(STALE_NAN),
             timestamp: 2,
