@@ -519,9 +519,8 @@ mod tests {
             s.components.remove(&id);
             risks.remove(&id);
         }
-        for c in s.components.values_mut() {
-            c.placement = s.hosts["h1"].placement.clone();
-        }
+        let h1 = s.hosts["h1"].placement.clone();
+        s.components.update_all(|c| c.placement = h1.clone());
         (s, risks)
     }
 

@@ -216,9 +216,11 @@ proptest! {
     ) {
         let mut state = build(&caps, &comps);
         // Three groups, so that some dependents are siblings and some are not.
-        for (i, c) in state.components.values_mut().enumerate() {
+        let mut i = 0;
+        state.components.update_all(|c| {
             c.group = format!("g{}", i % 3);
-        }
+            i += 1;
+        });
         for &(from, to, strength) in &edges {
             if from == to || from >= comps.len() || to >= comps.len() {
                 continue;

@@ -667,8 +667,11 @@ fn run_one(
                             slots[i].host = sh.host;
                             slots[i].predictor = ComponentPredictor::new(hidden);
                             slots[i].over = 0;
-                            let c = state.components.get_mut(&slots[i].id).expect("known");
-                            c.placement = state.shadows[&slots[i].id].placement.clone();
+                            let to = state.shadows[&slots[i].id].placement.clone();
+                            state
+                                .components
+                                .update(&slots[i].id, |c| c.placement = to)
+                                .expect("known");
                             emit(
                                 t,
                                 format!(

@@ -8,6 +8,7 @@
 
 mod command;
 mod component_state;
+mod components;
 #[doc(hidden)]
 pub mod fixtures;
 mod ids;
@@ -21,6 +22,7 @@ pub use command::{
     Applied, Command, Rejection, CLOCK_SKEW_MS, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH,
 };
 pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_STATE_BYTES};
+pub use components::Components;
 pub use ids::{ActionId, ComponentId, IdError, NodeId, MAX_ID_LEN};
 pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{

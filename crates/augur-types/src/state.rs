@@ -4,6 +4,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH};
+use crate::components::Components;
 use crate::ids::{validate_id, ActionId, ComponentId};
 use crate::topology::{Component, Host, Placement};
 
@@ -380,7 +381,7 @@ pub const MAX_FADE_LOG: usize = 256;
 /// Augur's replicated control state: the low-volume facts that must never be lost.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlState {
-    pub components: BTreeMap<ComponentId, Component>,
+    pub components: Components,
     pub hosts: BTreeMap<String, Host>,
     pub policies: BTreeMap<String, Policy>,
     pub weights: BTreeMap<String, TrafficWeights>,
@@ -694,15 +695,23 @@ impl ControlState {
                 }
             }
         }
+        // From the recorded counts, moved by the file's components only: O(file), not
+        // O(registered components).
         let mut count: HashMap<&str, u64> = HashMap::new();
-        let placed = self
-            .components
-            .values()
-            .filter(|o| !declared.contains(o.id.as_str()))
-            .chain(components.iter());
-        for c in placed {
-            if capacity.contains_key(c.placement.host.as_str()) {
-                *count.entry(&c.placement.host).or_default() += 1;
+        for c in components {
+            let host = c.placement.host.as_str();
+            if capacity.contains_key(host) && !count.contains_key(host) {
+                count.insert(host, self.components.on_host(host));
+            }
+        }
+        for c in components {
+            if let Some(old) = self.components.get(&c.id) {
+                if let Some(n) = count.get_mut(old.placement.host.as_str()) {
+                    *n -= 1;
+                }
+            }
+            if let Some(n) = count.get_mut(c.placement.host.as_str()) {
+                *n += 1;
             }
         }
         for c in components {
@@ -899,12 +908,12 @@ impl ControlState {
     /// registered components (a known host; an unknown one has no capacity to keep).
     pub fn check_host_room(&self, c: &Component) -> Result<(), Rejection> {
         if let Some(host) = self.hosts.get(&c.placement.host) {
-            let others = self
+            let here = self
                 .components
-                .values()
-                .filter(|o| o.placement.host == c.placement.host && o.id != c.id)
-                .count();
-            if others as u64 >= u64::from(host.capacity) {
+                .get(&c.id)
+                .is_some_and(|o| o.placement.host == c.placement.host);
+            let others = self.components.on_host(&c.placement.host) - u64::from(here);
+            if others >= u64::from(host.capacity) {
                 return Err(Rejection::HostFull {
                     host: c.placement.host.clone(),
                     capacity: host.capacity,
@@ -1662,6 +1671,72 @@ mod tests {
             .apply(1, &Command::UpsertComponent(component("b", "web", "h1")))
             .unwrap_err();
         assert_eq!(err.to_string(), "host h1 is full: capacity 1");
+    }
+
+    /// Whether a host has room, decided by counting every component (what the per-host count
+    /// replaced): `Err(host)` when `placed`, laid over the state, overfills a recorded host.
+    fn brute_room(s: &ControlState, placed: &[Component]) -> Result<(), String> {
+        let mut all: BTreeMap<&ComponentId, &Component> = s.components.iter().collect();
+        for c in placed {
+            all.insert(&c.id, c);
+        }
+        for c in placed {
+            let Some(h) = s.hosts.get(&c.placement.host) else {
+                continue;
+            };
+            let n = all
+                .values()
+                .filter(|o| o.placement.host == c.placement.host)
+                .count();
+            if n as u64 > u64::from(h.capacity) {
+                return Err(c.placement.host.clone());
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Upserts, removals and topology files over a few small hosts: every room decision
+        /// is the brute-force count's, and the count per host stays exact.
+        #[test]
+        fn host_room_from_the_count_decides_as_counting_every_component_does(
+            ops in prop::collection::vec((0u8..3, 0usize..8, 0usize..4, 0usize..8, 0usize..4), 1..60),
+        ) {
+            let mut s = ControlState::default();
+            for (h, cap) in [("h0", 2), ("h1", 3), ("h2", 1)] {
+                let host = Host {
+                    placement: Placement { host: h.into(), rack: "r1".into(), zone: "z1".into() },
+                    capacity: cap,
+                };
+                s.apply(1, &Command::UpsertHost(host)).unwrap();
+            }
+            // h3 is no recorded host: no capacity to keep.
+            let on = |id: usize, host: usize| component(&format!("c{id}"), "web", &format!("h{host}"));
+            for (kind, a, ha, b, hb) in ops {
+                let (cmd, placed) = match kind {
+                    0 => (Command::UpsertComponent(on(a, ha)), vec![on(a, ha)]),
+                    1 => (Command::RemoveComponent { id: cid(&format!("c{a}")) }, vec![]),
+                    _ if a == b => continue,
+                    _ => {
+                        let cs = vec![on(a, ha), on(b, hb)];
+                        let cmd = Command::ApplyTopology { hosts: vec![], components: cs.clone(), edges: vec![] };
+                        (cmd, cs)
+                    }
+                };
+                let want = brute_room(&s, &placed);
+                let got = s.apply(1, &cmd);
+                match (&want, &got) {
+                    (Err(h), Err(Rejection::HostFull { host, .. })) => prop_assert_eq!(h, host),
+                    (Ok(()), Err(Rejection::UnknownComponent { .. })) if kind == 1 => {}
+                    (Ok(()), Ok(_)) => {}
+                    _ => prop_assert!(false, "{cmd:?}: brute force {want:?}, applied {got:?}"),
+                }
+                for h in ["h0", "h1", "h2", "h3"] {
+                    let n = s.components.values().filter(|c| c.placement.host == h).count();
+                    prop_assert_eq!(s.components.on_host(h), n as u64);
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! What one command costs the replicated state as it grows: an upsert of a component on a
+//! host with a recorded capacity (each checks the host's room), and a ten-component topology
+//! file, with 10k, 100k and 1M components registered, 20 to a host.
+//!
+//! `cargo bench -p augur-types --bench state_apply` (figures in docs/benchmarks.md).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use augur_types::fixtures::component;
+use augur_types::{Command, ControlState, Host, Placement};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+
+const PER_HOST: usize = 20;
+
+fn host_name(i: usize) -> String {
+    format!("h{}", i / PER_HOST)
+}
+
+fn state(n: usize) -> ControlState {
+    let mut s = ControlState::default();
+    for h in 0..n.div_ceil(PER_HOST) + 1 {
+        let host = Host {
+            placement: Placement {
+                host: format!("h{h}"),
+                rack: format!("r{}", h % 40),
+                zone: format!("z{}", h % 3),
+            },
+            // Room for one more, so the upsert of a new component below is accepted.
+            capacity: PER_HOST as u32 + 1,
+        };
+        s.apply(1, &Command::UpsertHost(host)).expect("host");
+    }
+    // Inserted directly: through `apply`, building the state would cost what is measured.
+    for i in 0..n {
+        let c = component(&format!("svc-{i}"), "web", &host_name(i), "z1");
+        s.components.insert(c.id.clone(), c);
+    }
+    s
+}
+
+fn apply(c: &mut Criterion) {
+    let mut g = c.benchmark_group("state_apply");
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    for n in [10_000, 100_000, 1_000_000] {
+        let mut s = state(n);
+        // A new component on the first host (it has room for one more), then the same
+        // component again: both check the host's room.
+        let fresh = Command::UpsertComponent(component("svc-new", "web", "h0", "z1"));
+        g.bench_with_input(
+            BenchmarkId::new("upsert_on_a_capped_host", n),
+            &n,
+            |b, _| b.iter(|| black_box(s.apply(1, &fresh).expect("upsert"))),
+        );
+        let file = Command::ApplyTopology {
+            hosts: vec![],
+            components: (0..10)
+                .map(|i| component(&format!("svc-{i}"), "web", &host_name(i), "z1"))
+                .collect(),
+            edges: vec![],
+        };
+        g.bench_with_input(BenchmarkId::new("ten_component_topology", n), &n, |b, _| {
+            b.iter(|| black_box(s.apply(1, &file).expect("topology")))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, apply);
+criterion_main!(benches);
