@@ -1200,12 +1200,17 @@ impl ControlState {
         };
         // Only this pair goes back: other shifts in the service move their own pairs, and a
         // rollback must not undo them. Should the pair not fit any more (weights set by hand
-        // meanwhile), the whole service goes back.
+        // meanwhile), the whole service goes back, if every member it names is still
+        // registered; else the shadow's share as it is now goes to the original.
         let now = self
             .weights
             .get(&shift.service)
             .cloned()
             .unwrap_or_default();
+        let fits = |w: &TrafficWeights| {
+            w.values().map(|&v| u64::from(v)).sum::<u64>() == WEIGHT_TOTAL
+                && w.keys().all(|id| self.components.contains_key(id))
+        };
         let mut back = now.clone();
         for id in [component, &rec.shadow] {
             match from.get(id) {
@@ -1213,8 +1218,15 @@ impl ControlState {
                 None => back.remove(id),
             };
         }
-        if back.values().map(|&w| u64::from(w)).sum::<u64>() != WEIGHT_TOTAL {
-            back = from.clone();
+        if !fits(&back) {
+            back = if fits(from) {
+                from.clone()
+            } else {
+                let mut w = now.clone();
+                let share = w.remove(&rec.shadow).unwrap_or(0);
+                *w.entry(component.clone()).or_insert(0) += share;
+                w
+            };
         }
         let service = shift.service.clone();
         self.weights.insert(service, back);
@@ -1858,6 +1870,84 @@ mod tests {
         );
         s.apply(1, &adv(ShadowState::Retired)).unwrap();
         s.apply(1, &req).unwrap();
+    }
+
+    /// A rollback whose pair no longer fits (weights set by hand meanwhile) never puts back a
+    /// member removed since: the service's old weights when all of them are still there, else
+    /// the shadow's share handed to the original.
+    #[test]
+    fn a_rollback_never_routes_to_a_component_removed_since() {
+        let start = || {
+            let mut s = state_with(&["a", "b", "a-s"]);
+            s.apply(
+                1,
+                &Command::SetWeights {
+                    service: "web".into(),
+                    weights: weights(&[("a", 50), ("b", 50)]),
+                },
+            )
+            .unwrap();
+            let req = Command::RequestShadow {
+                component: cid("a"),
+                shadow: cid("a-s"),
+                placement: Placement {
+                    host: "h2".into(),
+                    rack: "r2".into(),
+                    zone: "z2".into(),
+                },
+                reason: String::new(),
+            };
+            s.apply(1, &req).unwrap();
+            for to in [
+                ShadowState::Provisioned,
+                ShadowState::Syncing,
+                ShadowState::Validating,
+            ] {
+                let adv = Command::AdvanceShadow {
+                    component: cid("a"),
+                    to,
+                    reason: "t".into(),
+                };
+                s.apply(1, &adv).unwrap();
+            }
+            let step = Command::ShiftTraffic {
+                component: cid("a"),
+                percent: 10,
+                weights: weights(&[("a", 45), ("b", 45), ("a-s", 10)]),
+                reason: "t".into(),
+            };
+            s.apply(1, &step).unwrap();
+            // By hand: b drained, then removed.
+            let by_hand = Command::SetWeights {
+                service: "web".into(),
+                weights: weights(&[("a", 89), ("b", 0), ("a-s", 11)]),
+            };
+            s.apply(1, &by_hand).unwrap();
+            s
+        };
+        let roll_back = |shadow_dead| Command::RollBackShift {
+            component: cid("a"),
+            shadow_dead,
+            reason: "gate failed".into(),
+        };
+        // b still registered: the service goes back to its weights before the shift.
+        let mut s = start();
+        s.apply(1, &roll_back(true)).unwrap();
+        assert_eq!(s.weights["web"], weights(&[("a", 50), ("b", 50)]));
+        // b removed: the shadow's 11 go to a, b is not routed to again.
+        let mut s = start();
+        s.apply(1, &Command::RemoveComponent { id: cid("b") })
+            .unwrap();
+        s.apply(1, &roll_back(true)).unwrap();
+        assert_eq!(s.weights["web"], weights(&[("a", 100)]));
+        s.apply(
+            1,
+            &Command::SetWeights {
+                service: "web".into(),
+                weights: s.weights["web"].clone(),
+            },
+        )
+        .unwrap();
     }
 
     #[test]
