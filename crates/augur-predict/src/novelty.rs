@@ -12,11 +12,17 @@
 //! - **an extreme likelihood**: the ensemble's anomaly likelihood at or above
 //!   [`NoveltyConfig::likelihood`];
 //! - after an alarm the detector is silent for [`NoveltyConfig::rest_rows`] rows: one event is
-//!   reported once.
+//!   reported once;
+//! - **an early new band** ([`NoveltyConfig::early_range_rows`], 0 turns it off): a second
+//!   band tracker that learns over fewer rows (75 + 38 by default), so it is armed while the
+//!   first is still learning, and alarms only until the first is armed. Its alarm silences only its own next
+//!   alarms for [`NoveltyConfig::rest_rows`] rows, not the likelihood alarm: an early tracker
+//!   learnt on few rows raises false alarms, and a rest that hid the likelihood alarm from an
+//!   anomaly right after one would turn a false alarm into a missed anomaly too.
 //!
 //! The score is `0.5 + 0.5·likelihood` on an alarm row, `0.49·likelihood` on any other row
 //! (below every alarm, still ordered), and 0 while resting. Constant memory:
-//! the band state is 24 bytes beside the ensemble.
+//! the band state is 24 bytes beside the ensemble (twice that with the early tracker).
 
 use crate::ensemble::MetricDetector;
 use crate::Detector;
@@ -41,6 +47,10 @@ pub struct NoveltyConfig {
     pub rest_rows: usize,
     /// An ensemble likelihood at or above this is an alarm on its own.
     pub likelihood: f64,
+    /// Rows that learn the early tracker's range; 0: no early tracker.
+    pub early_range_rows: usize,
+    /// Rows after those that only mark the early tracker's bands (at least 1).
+    pub early_mark_rows: usize,
 }
 
 impl NoveltyConfig {
@@ -53,6 +63,8 @@ impl NoveltyConfig {
             levels: self.levels.clamp(1, MAX_LEVELS),
             range_rows: self.range_rows.clamp(1, rows),
             mark_rows: self.mark_rows.clamp(1, rows),
+            early_range_rows: self.early_range_rows.min(rows),
+            early_mark_rows: self.early_mark_rows.clamp(1, rows),
             ..self
         }
     }
@@ -66,6 +78,8 @@ impl Default for NoveltyConfig {
             mark_rows: 200,
             rest_rows: 100,
             likelihood: 0.9999,
+            early_range_rows: 75,
+            early_mark_rows: 38,
         }
     }
 }
@@ -125,16 +139,30 @@ pub struct Novelty {
     ensemble: MetricDetector,
     bands: Bands,
     rest_left: usize,
+    /// The early tracker: its bands, its configuration (the range and marking rows swapped
+    /// in), the rows its own rest has left.
+    early: Bands,
+    early_cfg: NoveltyConfig,
+    early_rest_left: usize,
 }
 
 impl Novelty {
     /// `period`: the seasonal period the ensemble's Holt-Winters uses (0 for none).
     pub fn new(period: usize, cfg: NoveltyConfig) -> Self {
+        let cfg = cfg.clamped();
         Self {
-            cfg: cfg.clamped(),
+            cfg,
             ensemble: MetricDetector::new(period),
             bands: Bands::default(),
             rest_left: 0,
+            early: Bands::default(),
+            early_cfg: NoveltyConfig {
+                range_rows: cfg.early_range_rows,
+                mark_rows: cfg.early_mark_rows,
+                ..cfg
+            }
+            .clamped(),
+            early_rest_left: 0,
         }
     }
 }
@@ -145,13 +173,23 @@ impl Detector for Novelty {
             return 0.0;
         }
         let likelihood = self.ensemble.update(value);
-        let new_band = self.bands.observe(value, &self.cfg).unwrap_or(false);
+        let main = self.bands.observe(value, &self.cfg);
+        let new_band = main.unwrap_or(false);
+        // The early tracker speaks only while the main one is not armed.
+        let early_new = self.cfg.early_range_rows > 0
+            && self.early.observe(value, &self.early_cfg) == Some(true)
+            && main.is_none();
+        let early_resting = self.early_rest_left > 0;
+        self.early_rest_left = self.early_rest_left.saturating_sub(1);
         if self.rest_left > 0 {
             self.rest_left -= 1;
             return 0.0;
         }
         if new_band || likelihood >= self.cfg.likelihood {
             self.rest_left = self.cfg.rest_rows;
+            0.5 + 0.5 * likelihood
+        } else if early_new && !early_resting {
+            self.early_rest_left = self.cfg.rest_rows;
             0.5 + 0.5 * likelihood
         } else {
             0.49 * likelihood
@@ -224,6 +262,35 @@ mod tests {
         v.push(5.0);
         let s = scores(v, cfg);
         assert!(s[40] >= 0.5, "{s:?}");
+    }
+
+    #[test]
+    fn the_early_tracker_alarms_only_while_the_main_one_learns() {
+        let main = NoveltyConfig {
+            range_rows: 40,
+            mark_rows: 20,
+            early_range_rows: 0,
+            ..Default::default()
+        };
+        let early = NoveltyConfig {
+            early_range_rows: 10,
+            early_mark_rows: 10,
+            ..main
+        };
+        // A sawtooth over [0, 9], a jump at row 30 (the main tracker still learns), the
+        // sawtooth again, and a second, higher jump at row 70 (the main tracker armed).
+        let mut v: Vec<f64> = (0..30).map(|i| f64::from(i % 10)).collect();
+        v.push(30.0);
+        v.extend((31..70).map(|i| f64::from(i % 10)));
+        v.push(100.0);
+        let off = scores(v.iter().copied(), main);
+        let on = scores(v.iter().copied(), early);
+        assert!(off[30] < 0.5, "{off:?}");
+        assert!(on[30] >= 0.5, "{on:?}");
+        // After the early tracker's alarm the rows are not silenced as after a main alarm.
+        assert!(on[31..40].iter().all(|&x| x < 0.5), "{on:?}");
+        assert!(on[31..40].iter().any(|&x| x > 0.0), "{on:?}");
+        assert!(off[70] >= 0.5 && on[70] >= 0.5, "{off:?} {on:?}");
     }
 
     #[test]
