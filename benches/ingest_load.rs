@@ -5,10 +5,12 @@
 //!
 //! `cargo bench -p augur-cli --bench ingest_load -- --augur target/release/augur
 //!  [--prometheus prometheus] [--components 10000] [--metrics 8] [--seconds 10]
-//!  [--senders 4] [--batch 8000]` (`benches/side-by-side/ingest-vs-prometheus.sh` runs it).
-//! The load: every component reports every metric once a round; a round's timestamp is one
-//! second after the last one's (the run replays time faster than real, starting an hour
-//! ago); each sender owns a slice of the components, so every series stays in order.
+//!  [--senders 4] [--batch 8000] [--interval-ms 1000]` (`benches/side-by-side/ingest-vs-prometheus.sh`
+//! runs it). The load: every component reports every metric once a round; a round's
+//! timestamp is `--interval-ms` after the last one's (the run replays time faster than real,
+//! from far enough back that it stays in the past); each sender owns a slice of the
+//! components, so every series stays in order. The node's resident memory is read after the
+//! first round (which registers the components) and after the load.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,6 +53,9 @@ struct Args {
     /// Samples a push.
     #[arg(long, default_value_t = 8_000)]
     batch: usize,
+    /// Time between a series' samples, ms (the rounds' timestamps step by it).
+    #[arg(long, default_value_t = 1_000)]
+    interval_ms: u64,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -68,6 +73,7 @@ fn parse_args() -> Args {
         ("--metrics", a.metrics),
         ("--senders", a.senders),
         ("--batch", a.batch),
+        ("--interval-ms", a.interval_ms as usize),
     ] {
         if v == 0 {
             fail(format!("{name} must be at least 1"));
@@ -138,12 +144,12 @@ fn free_port() -> u16 {
 /// index, metric index, timestamp ms, value).
 fn round(
     slice: std::ops::Range<usize>,
-    metrics: usize,
+    args: &Args,
     r: u64,
     start_ms: i64,
-    batch: usize,
 ) -> Vec<Vec<(usize, usize, i64, f64)>> {
-    let ts = start_ms + r as i64 * 1000;
+    let (metrics, batch) = (args.metrics, args.batch);
+    let ts = start_ms + r as i64 * args.interval_ms as i64;
     let mut all = Vec::with_capacity(slice.len() * metrics);
     for c in slice {
         for m in 0..metrics {
@@ -274,7 +280,7 @@ async fn drive(mut target: Target, args: &Args, sender: usize, start_ms: i64) ->
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut r = 0;
     while (args.seconds == 0 && r == 0) || Instant::now() < deadline {
-        for batch in round(slice.clone(), args.metrics, r, start_ms, args.batch) {
+        for batch in round(slice.clone(), args, r, start_ms) {
             let mut payload = target.encode(&batch);
             let n = batch.len() as u64;
             let t = Instant::now();
@@ -367,16 +373,35 @@ async fn start_prometheus(bin: &str, dir: &std::path::Path) -> (Killed, u16) {
     (Killed(child), port)
 }
 
-async fn run<F, Fut>(args: &Args, push: F) -> Outcome
+/// The first round's timestamp: far enough back that the last round is still in the past
+/// (at most 50 rounds a second).
+fn start_ms(args: &Args) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    now - 3_600_000 - (50 * args.seconds * args.interval_ms) as i64
+}
+
+/// The resident memory of process `pid`, bytes (Linux).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+async fn run<F, Fut>(args: &Args, start_ms: i64, push: F) -> Outcome
 where
     F: Fn(usize, i64) -> Fut,
     Fut: std::future::Future<Output = Outcome> + Send + 'static,
 {
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-        - 3_600_000;
     let t = Instant::now();
     let tasks: Vec<_> = (0..args.senders)
         .map(|s| tokio::spawn(push(s, start_ms)))
@@ -432,16 +457,34 @@ async fn main() {
             async move { drive(Target::augur(&addr).await, args, s, t0 + shift_ms).await }
         }
     };
-    run(warm, sender(warm, -1000)).await;
-    let augur_out = run(args, sender(args, 0)).await;
+    let t0 = start_ms(args);
+    let interval = args.interval_ms as i64;
+    run(warm, t0, sender(warm, -interval)).await;
+    let registered = resident_bytes(augur.0.id());
+    let augur_out = run(args, t0, sender(args, 0)).await;
+    let loaded = resident_bytes(augur.0.id());
     drop(augur);
     println!("| target | samples/s | p50 push (ms) | p99 push (ms) | accepted | rejected | busy retries |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!("{}", row("augur (gRPC Telemetry.Push)", &augur_out));
+    if let (Some(reg), Some(end)) = (registered, loaded) {
+        let per = |b: u64| b as f64 / args.components as f64;
+        println!(
+            "augur node resident: {:.0} MB after the first round, {:.0} MB after the load; \
+             {:.0} B a component in all, {:.0} B of it grown under the load",
+            reg as f64 / 1e6,
+            end as f64 / 1e6,
+            per(end),
+            per(end.saturating_sub(reg))
+        );
+    }
     if let Some(bin) = args.prometheus() {
         let (prom, port) = start_prometheus(bin, dir.path()).await;
         let target = Target::prometheus(port);
-        let prom_out = run(args, move |s, t0| drive(target.clone(), args, s, t0)).await;
+        let prom_out = run(args, start_ms(args), move |s, t0| {
+            drive(target.clone(), args, s, t0)
+        })
+        .await;
         drop(prom);
         println!("{}", row("prometheus (remote write)", &prom_out));
         println!(

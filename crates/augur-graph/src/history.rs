@@ -3,8 +3,10 @@
 //! step (the last sample in a step wins, a step with no sample is NaN), so a window of every
 //! series is a [`MetricFrame`] without any resampling.
 //!
-//! Memory is bounded: `retention / step` slots of 4 bytes per series, at most `max_metrics`
-//! series per component. Thread-safe: the map is split in shards, each behind its own lock,
+//! Memory is bounded: a series holds at most `retention / step` slots of 4 bytes, at most
+//! `max_metrics` series per component. A series with fewer values than half its slots (a
+//! metric sent less often than the grid's step) keeps only its values, 8 bytes each: a
+//! metric scraped every 15 s on the default 1 s grid holds 60 values, not 900 slots. Thread-safe: the map is split in shards, each behind its own lock,
 //! so concurrent pushes of different components rarely meet.
 
 use std::collections::{HashMap, VecDeque};
@@ -39,44 +41,162 @@ pub struct HistoryConfig {
 #[derive(Debug)]
 struct Series {
     metric: String,
-    /// The grid step of `values[0]`.
+    /// The ring's first step: nothing older is kept.
     first: i64,
-    values: VecDeque<f32>,
+    /// One past the newest step held (`first` while empty).
+    end: i64,
+    slots: Slots,
+}
+
+/// A series' values over `[first, end)`, stored by how many there are.
+#[derive(Debug)]
+enum Slots {
+    /// Fewer values than half the ring's slots (a metric sent less often than the grid's
+    /// step, say every 15 s on a 1 s grid): `(step, value)` in step order, the step as its
+    /// low 32 bits (a ring spans fewer than 2³¹ steps, so `step − first` is exact).
+    Sparse(VecDeque<(u32, f32)>),
+    /// One value per step from `first`, NaN where none came.
+    Dense(VecDeque<f32>),
 }
 
 impl Series {
+    fn new(metric: &str, step: i64) -> Self {
+        Self {
+            metric: metric.to_owned(),
+            first: step,
+            end: step,
+            slots: Slots::Sparse(VecDeque::new()),
+        }
+    }
+
     /// Puts a value in its slot; false when the slot is older than the ring.
     fn put(&mut self, step: i64, value: f32, slots: usize) -> bool {
-        let end = self.first + self.values.len() as i64;
-        if self.values.is_empty() || step - end >= slots as i64 {
+        let ring = slots as i64;
+        if self.end == self.first || step - self.end >= ring {
             // Empty, or a gap longer than the ring: nothing of the old series would survive.
-            self.values.clear();
+            self.slots = Slots::Sparse(VecDeque::new());
             self.first = step;
+            self.end = step;
         } else if step < self.first {
             return false;
         }
-        let end = self.first + self.values.len() as i64;
-        for _ in end..=step {
-            self.values.push_back(f32::NAN);
+        // The ring moves on first, so a dense ring never holds more than `slots` values.
+        let end = self.end.max(step + 1);
+        let first = self.first.max(end - ring);
+        if let Slots::Sparse(points) = &mut self.slots {
+            if points.len() == points.capacity() {
+                // Full: size it for the whole ring at the density seen so far, once, rather
+                // than doubling (a million series doubling in step leave every smaller size
+                // behind in the allocator), or go dense when that would be over half.
+                // Eight points first: fewer say too little about the density.
+                let held = points.len() as i64 + 1;
+                let expected = held.saturating_mul(ring) / (end - first).max(1);
+                if held <= 8 {
+                    points.reserve_exact(8);
+                } else if expected.saturating_mul(2) > ring {
+                    let values = to_dense(points, self.first, self.first, self.end, slots);
+                    self.slots = Slots::Dense(values);
+                } else {
+                    let want = (expected + expected / 4).min(ring / 2 + 1).max(held);
+                    points.reserve_exact(want as usize - points.len());
+                }
+            }
         }
-        let i = (step - self.first) as usize;
-        self.values[i] = value;
-        while self.values.len() > slots {
-            self.values.pop_front();
-            self.first += 1;
+        match &mut self.slots {
+            Slots::Dense(values) => {
+                let gone = (first - self.first) as usize;
+                values.drain(..gone.min(values.len()));
+                values.resize((end - first) as usize, f32::NAN);
+                values[(step - first) as usize] = value;
+            }
+            Slots::Sparse(points) => {
+                let step_of = step_from(self.first);
+                while points.front().is_some_and(|p| step_of(p) < first) {
+                    points.pop_front();
+                }
+                // In order, the usual case, touches the newest point only.
+                let newest = points.back().map(&step_of);
+                if newest.is_none_or(|t| t < step) {
+                    points.push_back((step as u32, value));
+                } else {
+                    match points.binary_search_by(|p| step_of(p).cmp(&step)) {
+                        Ok(i) => points[i].1 = value,
+                        Err(i) => points.insert(i, (step as u32, value)),
+                    }
+                }
+                if points.len() > slots / 2 {
+                    let values = to_dense(points, self.first, first, end, slots);
+                    self.slots = Slots::Dense(values);
+                }
+            }
         }
+        self.first = first;
+        self.end = end;
         true
     }
 
     fn get(&self, step: i64) -> f32 {
-        if step < self.first {
+        if step < self.first || step >= self.end {
             return f32::NAN;
         }
-        self.values
-            .get((step - self.first) as usize)
-            .copied()
-            .unwrap_or(f32::NAN)
+        match &self.slots {
+            Slots::Dense(values) => values[(step - self.first) as usize],
+            Slots::Sparse(points) => {
+                let step_of = step_from(self.first);
+                points
+                    .binary_search_by(|p| step_of(p).cmp(&step))
+                    .map_or(f32::NAN, |i| points[i].1)
+            }
+        }
     }
+}
+
+impl Series {
+    /// The values of steps `from..=to`, NaN where none is held; a sparse series walks its
+    /// points once instead of looking each step up.
+    fn column(&self, from: i64, to: i64) -> Vec<f64> {
+        match &self.slots {
+            Slots::Dense(_) => (from..=to).map(|t| f64::from(self.get(t))).collect(),
+            Slots::Sparse(points) => {
+                let mut col = vec![f64::NAN; (to - from + 1).max(0) as usize];
+                let step_of = step_from(self.first);
+                for p in points {
+                    let t = step_of(p);
+                    if (from..=to).contains(&t) {
+                        col[(t - from) as usize] = f64::from(p.1);
+                    }
+                }
+                col
+            }
+        }
+    }
+}
+
+/// Sparse points (steps decoded from `base`) as one value per step over `[from, end)`, NaN
+/// where none; room for a whole ring of `slots`.
+fn to_dense(
+    points: &VecDeque<(u32, f32)>,
+    base: i64,
+    from: i64,
+    end: i64,
+    slots: usize,
+) -> VecDeque<f32> {
+    let step_of = step_from(base);
+    let mut values = VecDeque::with_capacity(slots);
+    values.resize((end - from) as usize, f32::NAN);
+    for p in points {
+        let t = step_of(p);
+        if (from..end).contains(&t) {
+            values[(t - from) as usize] = p.1;
+        }
+    }
+    values
+}
+
+/// A sparse point's step, from the low 32 bits it keeps: exact for the steps of a ring that
+/// starts at `first`.
+fn step_from(first: i64) -> impl Fn(&(u32, f32)) -> i64 + Copy {
+    move |p| first + i64::from(p.0.wrapping_sub(first as u32))
 }
 
 /// Recent samples of every component's metrics, on a grid. See the module docs.
@@ -171,11 +291,7 @@ impl MetricHistory {
                 let i = match found {
                     Some(i) => i,
                     None if series.len() < self.cfg.max_metrics => {
-                        series.push(Series {
-                            metric: metric.to_owned(),
-                            first: step,
-                            values: VecDeque::new(),
-                        });
+                        series.push(Series::new(metric, step));
                         series.len() - 1
                     }
                     None => {
@@ -214,11 +330,7 @@ impl MetricHistory {
         for shard in &self.shards {
             let mut shard = locked(shard);
             let before = shard.len();
-            shard.retain(|_, series| {
-                series
-                    .iter()
-                    .any(|s| s.first + s.values.len() as i64 > oldest_kept)
-            });
+            shard.retain(|_, series| series.iter().any(|s| s.end > oldest_kept));
             gone += before - shard.len();
         }
         gone
@@ -252,7 +364,7 @@ impl MetricHistory {
             let shard = locked(shard);
             for (component, series) in shard.iter() {
                 for s in series {
-                    let col: Vec<f64> = (first..=last).map(|t| f64::from(s.get(t))).collect();
+                    let col = s.column(first, last);
                     if col.iter().any(|v| v.is_finite()) {
                         columns.push((format!("{component}{COLUMN_SEP}{}", s.metric), col));
                     }
@@ -365,6 +477,91 @@ mod tests {
         h.forget(["a"]);
         assert_eq!(series(&h), 0);
         assert!(h.frame(20_000, 10_000).is_err());
+    }
+
+    /// The ring as it was before sparse series: one `f32` per step from `first`.
+    struct DenseRing {
+        first: i64,
+        values: VecDeque<f32>,
+    }
+
+    impl DenseRing {
+        fn put(&mut self, step: i64, value: f32, slots: usize) -> bool {
+            let end = self.first + self.values.len() as i64;
+            if self.values.is_empty() || step - end >= slots as i64 {
+                self.values.clear();
+                self.first = step;
+            } else if step < self.first {
+                return false;
+            }
+            let end = self.first + self.values.len() as i64;
+            for _ in end..=step {
+                self.values.push_back(f32::NAN);
+            }
+            let i = (step - self.first) as usize;
+            self.values[i] = value;
+            while self.values.len() > slots {
+                self.values.pop_front();
+                self.first += 1;
+            }
+            true
+        }
+
+        fn get(&self, step: i64) -> f32 {
+            if step < self.first {
+                return f32::NAN;
+            }
+            let i = (step - self.first) as usize;
+            self.values.get(i).copied().unwrap_or(f32::NAN)
+        }
+    }
+
+    #[test]
+    fn a_series_sent_less_often_than_the_grid_holds_only_its_samples() {
+        // Every 15th step of a 900-slot ring: 60 points, not 900 slots.
+        let mut s = Series::new("cpu", 0);
+        for i in 0..200 {
+            assert!(s.put(i * 15, i as f32, 900));
+        }
+        let Slots::Sparse(points) = &s.slots else {
+            panic!("a ring a fifteenth full stays sparse");
+        };
+        assert_eq!(points.len(), 60);
+        assert_eq!(s.get(199 * 15), 199.0);
+        assert!(s.get(199 * 15 - 1).is_nan());
+        // Every step: dense once more than half the ring is held, no larger than the ring.
+        let mut d = Series::new("cpu", 0);
+        for i in 0..2_000 {
+            d.put(i, i as f32, 900);
+        }
+        let Slots::Dense(values) = &d.slots else {
+            panic!("a full ring is dense");
+        };
+        assert_eq!((values.len(), values.capacity()), (900, 900));
+    }
+
+    proptest! {
+        /// Sparse or dense, a series holds what the plain dense ring held: the same answer to
+        /// every put, the same value at every step, the same end.
+        #[test]
+        fn a_series_holds_what_a_dense_ring_holds(
+            slots in 1usize..40,
+            puts in proptest::collection::vec((0i64..240, -1e3f32..1e3), 1..120),
+        ) {
+            let mut s = Series::new("m", puts[0].0);
+            let mut r = DenseRing { first: 0, values: VecDeque::new() };
+            for (k, &(step, v)) in puts.iter().enumerate() {
+                prop_assert_eq!(s.put(step, v, slots), r.put(step, v, slots), "put {}", k);
+                prop_assert_eq!(s.end, r.first + r.values.len() as i64);
+                let col = s.column(-5, 249);
+                for t in -5..250 {
+                    let (a, b) = (s.get(t), r.get(t));
+                    prop_assert!(a == b || (a.is_nan() && b.is_nan()), "step {}: {} vs {}", t, a, b);
+                    let c = col[(t + 5) as usize];
+                    prop_assert!(c == f64::from(b) || (c.is_nan() && b.is_nan()), "column at {}", t);
+                }
+            }
+        }
     }
 
     proptest! {

@@ -271,7 +271,8 @@ pub struct TelemetrySection {
     /// Grid step of the metric history kept for root causes and causal strength, ms (at
     /// least 1000).
     pub history_step_ms: i64,
-    /// How far back the metric history reaches, s; 4 bytes per step per series.
+    /// How far back the metric history reaches, s; 4 bytes per step per series, or 8 bytes
+    /// per sample for a series sent less often than every other step.
     pub history_s: u64,
     /// How often the causal-strength tests run over the history and their links become
     /// `causal` edges, s; 0: never.
