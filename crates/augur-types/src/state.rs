@@ -924,15 +924,25 @@ impl ControlState {
     }
 
     /// A component that moves to another group must not be in a service's routing.
+    /// Nor may one whose shadow is in flight: a rollback hands the shadow's share back to it
+    /// in its service.
     fn check_group_move(&self, c: &Component) -> Result<(), Rejection> {
         match self.components.get(&c.id) {
-            Some(old) if old.group != c.group => match self.service_routing_to(&c.id) {
-                Some(service) => Err(Rejection::ComponentInUse {
-                    id: c.id.to_string(),
-                    service,
-                }),
-                None => Ok(()),
-            },
+            Some(old) if old.group != c.group => {
+                if let Some(service) = self.service_routing_to(&c.id) {
+                    return Err(Rejection::ComponentInUse {
+                        id: c.id.to_string(),
+                        service,
+                    });
+                }
+                match self.shadows.get(&c.id).filter(|s| s.state.in_flight()) {
+                    Some(s) => Err(Rejection::ShadowInFlight {
+                        component: c.id.to_string(),
+                        shadow: s.shadow.to_string(),
+                    }),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -1201,7 +1211,8 @@ impl ControlState {
         // Only this pair goes back: other shifts in the service move their own pairs, and a
         // rollback must not undo them. Should the pair not fit any more (weights set by hand
         // meanwhile), the whole service goes back, if every member it names is still
-        // registered; else the shadow's share as it is now goes to the original.
+        // registered in the service; else the shadow's share as it is now goes to the
+        // original (which cannot have left the service while its shadow is in flight).
         let now = self
             .weights
             .get(&shift.service)
@@ -1209,7 +1220,11 @@ impl ControlState {
             .unwrap_or_default();
         let fits = |w: &TrafficWeights| {
             w.values().map(|&v| u64::from(v)).sum::<u64>() == WEIGHT_TOTAL
-                && w.keys().all(|id| self.components.contains_key(id))
+                && w.keys().all(|id| {
+                    self.components
+                        .get(id)
+                        .is_some_and(|c| c.group == shift.service)
+                })
         };
         let mut back = now.clone();
         for id in [component, &rec.shadow] {
@@ -1222,9 +1237,16 @@ impl ControlState {
             back = if fits(from) {
                 from.clone()
             } else {
+                // Members that left meanwhile carry no share (one that does can neither be
+                // removed nor change service): they are dropped.
                 let mut w = now.clone();
                 let share = w.remove(&rec.shadow).unwrap_or(0);
                 *w.entry(component.clone()).or_insert(0) += share;
+                w.retain(|id, _| {
+                    self.components
+                        .get(id)
+                        .is_some_and(|c| c.group == shift.service)
+                });
                 w
             };
         }
@@ -1940,6 +1962,23 @@ mod tests {
             .unwrap();
         s.apply(1, &roll_back(true)).unwrap();
         assert_eq!(s.weights["web"], weights(&[("a", 100)]));
+        // b moved to another service meanwhile: the same, and it keeps no share in "web".
+        let mut s = start();
+        s.apply(1, &Command::UpsertComponent(component("b", "other", "h1")))
+            .unwrap();
+        s.apply(1, &roll_back(true)).unwrap();
+        assert_eq!(s.weights["web"], weights(&[("a", 100)]));
+        // The original cannot leave its service while its shadow is in flight, even drained.
+        let mut s = start();
+        let drained = Command::SetWeights {
+            service: "web".into(),
+            weights: weights(&[("a", 0), ("b", 89), ("a-s", 11)]),
+        };
+        s.apply(1, &drained).unwrap();
+        let err = s
+            .apply(1, &Command::UpsertComponent(component("a", "other", "h1")))
+            .unwrap_err();
+        assert!(matches!(err, Rejection::ShadowInFlight { .. }), "{err}");
         s.apply(
             1,
             &Command::SetWeights {
