@@ -1,6 +1,7 @@
 //! What one command costs the replicated state as it grows: an upsert of a component on a
-//! host with a recorded capacity (each checks the host's room), and a ten-component topology
-//! file, with 10k, 100k and 1M components registered, 20 to a host.
+//! host with a recorded capacity (the first inserts it, the later ones replace it; each
+//! checks the host's room), and a ten-component topology file that re-registers components
+//! where they are, with 10k, 100k and 1M components registered, 20 to a host.
 //!
 //! `cargo bench -p augur-types --bench state_apply` (figures in docs/benchmarks.md).
 
