@@ -4,9 +4,11 @@
 //! series is a [`MetricFrame`] without any resampling.
 //!
 //! Memory is bounded: a series holds at most `retention / step` slots of 4 bytes, at most
-//! `max_metrics` series per component. A series with fewer values than half its slots (a
-//! metric sent less often than the grid's step) keeps only its values, 8 bytes each: a
-//! metric scraped every 15 s on the default 1 s grid holds 60 values, not 900 slots. Thread-safe: the map is split in shards, each behind its own lock,
+//! `max_metrics` series per component. A series whose values fill fewer than half its slots
+//! (a metric sent less often than every other step) keeps only its values, 8 bytes each: a
+//! metric scraped every 15 s on the default 1 s grid holds 60 values, not 900 slots. A series
+//! turns dense once it holds more than that (or its first nine values come that often) and
+//! stays dense until a gap longer than the ring resets it. Thread-safe: the map is split in shards, each behind its own lock,
 //! so concurrent pushes of different components rarely meet.
 
 use std::collections::{HashMap, VecDeque};
@@ -97,8 +99,14 @@ impl Series {
                     let values = to_dense(points, self.first, self.first, self.end, slots);
                     self.slots = Slots::Dense(values);
                 } else {
-                    let want = (expected + expected / 4).min(ring / 2 + 1).max(held);
-                    points.reserve_exact(want as usize - points.len());
+                    // Past 1,024 points at most doubling, so a long ring (a day at 15 s) is
+                    // not committed at its ninth sample.
+                    let len = points.len() as i64;
+                    let want = (expected + expected / 4)
+                        .min(ring / 2 + 1)
+                        .min(len + len.max(1024))
+                        .max(held);
+                    points.reserve_exact((want - len) as usize);
                 }
             }
         }
@@ -173,7 +181,7 @@ impl Series {
 }
 
 /// Sparse points (steps decoded from `base`) as one value per step over `[from, end)`, NaN
-/// where none; room for a whole ring of `slots`.
+/// where none.
 fn to_dense(
     points: &VecDeque<(u32, f32)>,
     base: i64,
@@ -182,8 +190,11 @@ fn to_dense(
     slots: usize,
 ) -> VecDeque<f32> {
     let step_of = step_from(base);
-    let mut values = VecDeque::with_capacity(slots);
-    values.resize((end - from) as usize, f32::NAN);
+    // The whole ring at once when it is small (the default's 900 slots), else room to double:
+    // a year-long ring is not committed when a series turns dense.
+    let len = (end - from) as usize;
+    let mut values = VecDeque::with_capacity(if slots <= 4096 { slots } else { 2 * len });
+    values.resize(len, f32::NAN);
     for p in points {
         let t = step_of(p);
         if (from..end).contains(&t) {
@@ -545,20 +556,35 @@ mod tests {
         /// every put, the same value at every step, the same end.
         #[test]
         fn a_series_holds_what_a_dense_ring_holds(
-            slots in 1usize..40,
-            puts in proptest::collection::vec((0i64..240, -1e3f32..1e3), 1..120),
+            base in prop::sample::select(vec![
+                0i64, -1_000, (1 << 32) - 100, -(1 << 32) - 50, (1 << 31) - 60, 1 << 45,
+            ]),
+            slots in prop::sample::select(vec![1usize, 2, 3, 7, 16, 39, 120, 300]),
+            stride in 1i64..20,
+            puts in proptest::collection::vec((0i64..240, -1e3f32..1e3), 1..160),
         ) {
-            let mut s = Series::new("m", puts[0].0);
+            // Steps from `base`, spread by `stride` (sparse rings) and across the u32 wrap.
+            let at = |i: i64| base + i * stride;
+            let (lo, hi) = (at(0) - 5, at(240) + 5);
+            let mut s = Series::new("m", at(puts[0].0));
             let mut r = DenseRing { first: 0, values: VecDeque::new() };
-            for (k, &(step, v)) in puts.iter().enumerate() {
+            for (k, &(i, v)) in puts.iter().enumerate() {
+                let step = at(i);
                 prop_assert_eq!(s.put(step, v, slots), r.put(step, v, slots), "put {}", k);
                 prop_assert_eq!(s.end, r.first + r.values.len() as i64);
-                let col = s.column(-5, 249);
-                for t in -5..250 {
+                match &s.slots {
+                    Slots::Dense(values) => prop_assert!(values.len() <= slots),
+                    Slots::Sparse(points) => prop_assert!(points.len() <= slots / 2),
+                }
+                let (from, to) = (r.first - 3, r.first + slots as i64 + 3);
+                let col = s.column(from, to);
+                for t in (from..=to).chain([lo, hi]) {
                     let (a, b) = (s.get(t), r.get(t));
                     prop_assert!(a == b || (a.is_nan() && b.is_nan()), "step {}: {} vs {}", t, a, b);
-                    let c = col[(t + 5) as usize];
-                    prop_assert!(c == f64::from(b) || (c.is_nan() && b.is_nan()), "column at {}", t);
+                    if t <= to && t >= from {
+                        let c = col[(t - from) as usize];
+                        prop_assert!(c == f64::from(b) || (c.is_nan() && b.is_nan()), "column at {}", t);
+                    }
                 }
             }
         }
