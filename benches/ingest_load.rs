@@ -431,9 +431,11 @@ async fn main() {
     let args: &'static Args = Box::leak(Box::new(parse_args()));
     let dir = tempfile::tempdir().expect("a scratch directory");
     println!(
-        "load: {} components x {} metrics, {} senders, batches of {}, {} s per target; {} cores",
+        "load: {} components x {} metrics, a sample every {} ms, {} senders, batches of {}, \
+         {} s per target; {} cores",
         args.components,
         args.metrics,
+        args.interval_ms,
         args.senders,
         args.batch,
         args.seconds,
@@ -471,7 +473,7 @@ async fn main() {
         let per = |b: u64| b as f64 / args.components as f64;
         println!(
             "augur node resident: {:.0} MB after the first round, {:.0} MB after the load; \
-             {:.0} B a component in all, {:.0} B of it grown under the load",
+             the whole process / components: {:.0} B, of it grown under the load: {:.0} B",
             reg as f64 / 1e6,
             end as f64 / 1e6,
             per(end),

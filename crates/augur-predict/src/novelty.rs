@@ -22,7 +22,8 @@
 //!
 //! The score is `0.5 + 0.5·likelihood` on an alarm row, `0.49·likelihood` on any other row
 //! (below every alarm, still ordered), and 0 while resting. Constant memory:
-//! the band state is 24 bytes beside the ensemble (twice that with the early tracker).
+//! the band state is 24 bytes beside the ensemble (about 90 more with the early tracker: its
+//! bands, its configuration and its rest counter).
 
 use crate::ensemble::MetricDetector;
 use crate::Detector;
