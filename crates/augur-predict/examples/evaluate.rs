@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// One line per configuration: the knob changed, then standard / low FP / low FN.
 fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    use augur_predict::novelty::{Novelty, NoveltyConfig};
+    use augur_predict::novelty::NoveltyConfig;
     let corpus = augur_predict::nab::read_corpus(root)?;
     let d = NoveltyConfig::default();
     let mut configs = vec![("default".to_string(), d)];
@@ -144,14 +144,7 @@ fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
     println!("| configuration | standard | low FP | low FN | TP / FP / FN (standard) |");
     println!("|---|---:|---:|---:|---|");
     for (label, cfg) in configs {
-        let (_, p) = augur_predict::eval::score_nab(&corpus, |_| {
-            Ok(Box::new(augur_predict::ensemble::StepLearning::new(
-                move |step| {
-                    let period = augur_predict::baseline::daily_period(step);
-                    Box::new(Novelty::new(period, cfg))
-                },
-            )))
-        })?;
+        let (_, p) = score_novelty(&corpus, cfg)?;
         println!(
             "| {label} | {:.1} | {:.1} | {:.1} | {} / {} / {} |",
             p[0].normalized, p[1].normalized, p[2].normalized, p[0].tp, p[0].fp, p[0].fn_
@@ -163,17 +156,9 @@ fn novelty_sweep(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
 /// Per series: every alarm-scored row (score >= 0.5) after probation, with its score, whether
 /// it lies in a window, and its index among the series' alarms (a diagnostic).
 fn novelty_alarms(root: &Path, spec: &str) -> Result<(), Box<dyn std::error::Error>> {
-    use augur_predict::novelty::Novelty;
     let corpus = augur_predict::nab::read_corpus(root)?;
     let cfg = novelty_spec(spec)?;
-    let (scores, p) = augur_predict::eval::score_nab(&corpus, |_| {
-        Ok(Box::new(augur_predict::ensemble::StepLearning::new(
-            move |step| {
-                let period = augur_predict::baseline::daily_period(step);
-                Box::new(Novelty::new(period, cfg))
-            },
-        )))
-    })?;
+    let (scores, p) = score_novelty(&corpus, cfg)?;
     let th = p[0].threshold;
     for (s, sc) in corpus.iter().zip(&scores) {
         let prob = augur_predict::nab::probationary_period(s.values.len());
@@ -234,21 +219,13 @@ fn novelty_spec(spec: &str) -> Result<augur_predict::novelty::NoveltyConfig, Str
 /// each half scored with its own threshold sweep.
 fn novelty_exp(root: &Path, specs: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     use augur_predict::nab::{score_corpus, PROFILES};
-    use augur_predict::novelty::Novelty;
     let corpus = augur_predict::nab::read_corpus(root)?;
     let half = |h: usize| -> Vec<usize> { (0..corpus.len()).filter(|i| i % 2 == h).collect() };
     println!("| spec | part | standard | low FP | low FN | TP / FP / FN (standard) |");
     println!("|---|---|---:|---:|---:|---|");
     for spec in specs {
         let cfg = novelty_spec(spec)?;
-        let (scores, _) = augur_predict::eval::score_nab(&corpus, |_| {
-            Ok(Box::new(augur_predict::ensemble::StepLearning::new(
-                move |step| {
-                    let period = augur_predict::baseline::daily_period(step);
-                    Box::new(Novelty::new(period, cfg))
-                },
-            )))
-        })?;
+        let (scores, _) = score_novelty(&corpus, cfg)?;
         for (part, idx) in [
             ("all", (0..corpus.len()).collect()),
             ("A", half(0)),
@@ -267,4 +244,20 @@ fn novelty_exp(root: &Path, specs: &[String]) -> Result<(), Box<dyn std::error::
         }
     }
     Ok(())
+}
+
+/// The `novelty` detector with `cfg` over the corpus: each series' scores, then each
+/// profile's score.
+fn score_novelty(
+    corpus: &[augur_predict::nab::LabeledSeries],
+    cfg: augur_predict::novelty::NoveltyConfig,
+) -> Result<(Vec<Vec<f64>>, Vec<augur_predict::nab::ProfileScore>), augur_predict::PredictError> {
+    augur_predict::eval::score_nab(corpus, |_| {
+        Ok(Box::new(augur_predict::ensemble::StepLearning::new(
+            move |step| {
+                let period = augur_predict::baseline::daily_period(step);
+                Box::new(augur_predict::novelty::Novelty::new(period, cfg))
+            },
+        )))
+    })
 }
