@@ -1,7 +1,9 @@
 //! What one command costs the replicated state as it grows: an upsert of a component on a
 //! host with a recorded capacity (the first inserts it, the later ones replace it; each
-//! checks the host's room), and a ten-component topology file that re-registers components
-//! where they are, with 10k, 100k and 1M components registered, 20 to a host.
+//! checks the host's room), a ten-component topology file that re-registers components
+//! where they are, and a shadow request refused because the component is another's shadow in
+//! flight (found last among one retired record a component), with 10k, 100k and 1M
+//! components registered, 20 to a host.
 //!
 //! `cargo bench -p augur-types --bench state_apply` (figures in docs/benchmarks.md).
 
@@ -9,7 +11,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use augur_types::fixtures::component;
-use augur_types::{Command, ControlState, Host, Placement};
+use augur_types::{Command, ComponentId, ControlState, Host, Placement, ShadowRecord, ShadowState};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const PER_HOST: usize = 20;
@@ -62,6 +64,43 @@ fn apply(c: &mut Criterion) {
         };
         g.bench_with_input(BenchmarkId::new("ten_component_topology", n), &n, |b, _| {
             b.iter(|| black_box(s.apply(1, &file).expect("topology")))
+        });
+        // A retired shadow record for every component, and "zzz" (last by id) shadowed by
+        // "svc-1" in flight: a shadow for "svc-1" is refused.
+        let place = |h: &str| Placement {
+            host: h.into(),
+            rack: "r1".into(),
+            zone: "z2".into(),
+        };
+        let record = |shadow: String, state| ShadowRecord {
+            shadow: ComponentId::new(shadow).expect("id"),
+            placement: place("h1"),
+            state,
+            history: vec![],
+            shift: None,
+        };
+        for i in 0..n {
+            let owner = ComponentId::new(format!("svc-{i}")).expect("id");
+            s.shadows
+                .insert(owner, record(format!("svc-{i}-s"), ShadowState::Retired));
+        }
+        let zzz = component("zzz", "web", "h1", "z1");
+        s.components.insert(zzz.id.clone(), zzz.clone());
+        s.shadows
+            .insert(zzz.id, record("svc-1".into(), ShadowState::Syncing));
+        let request = Command::RequestShadow {
+            component: ComponentId::new("svc-1").expect("id"),
+            shadow: ComponentId::new("svc-1-t").expect("id"),
+            placement: place("h2"),
+            reason: String::new(),
+        };
+        g.bench_with_input(BenchmarkId::new("refused_shadow_request", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(
+                    s.apply(1, &request)
+                        .expect_err("svc-1 is a shadow in flight"),
+                )
+            })
         });
     }
     g.finish();

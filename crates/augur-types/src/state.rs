@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Applied, Command, Rejection, MAX_BATCH, MAX_EDGES, MAX_EDGE_BATCH};
 use crate::components::Components;
 use crate::ids::{validate_id, ActionId, ComponentId};
+use crate::shadows::Shadows;
 use crate::topology::{Component, Host, Placement};
 
 /// Traffic weights of one service always sum to this.
@@ -385,7 +386,7 @@ pub struct ControlState {
     pub hosts: BTreeMap<String, Host>,
     pub policies: BTreeMap<String, Policy>,
     pub weights: BTreeMap<String, TrafficWeights>,
-    pub shadows: BTreeMap<ComponentId, ShadowRecord>,
+    pub shadows: Shadows,
     /// The action log, in sequence order; `actions[i].id.seq == i + 1`.
     pub actions: Vec<Action>,
     /// Dependency edges `(from, to)`: `from` depends on `to`; one observation per source.
@@ -1005,11 +1006,7 @@ impl ControlState {
                 });
             }
         }
-        if let Some((owner, s)) = self
-            .shadows
-            .iter()
-            .find(|(_, s)| s.shadow == *component && s.state.in_flight())
-        {
+        if let Some((owner, s)) = self.shadows.in_flight_owner_of(component) {
             return Err(Rejection::ShadowInFlight {
                 component: owner.to_string(),
                 shadow: s.shadow.to_string(),
@@ -1110,12 +1107,7 @@ impl ControlState {
         to: ShadowState,
         reason: &str,
     ) -> Result<Applied, Rejection> {
-        let rec = self
-            .shadows
-            .get_mut(component)
-            .ok_or_else(|| Rejection::NoShadow {
-                component: component.to_string(),
-            })?;
+        let rec = self.shadow_of(component)?;
         let shifting = matches!(rec.state, ShadowState::Shifting { .. });
         // Weights and state move together: a shift's steps and its rollback have their own
         // commands ([`Command::ShiftTraffic`], [`Command::RollBackShift`]).
@@ -1129,8 +1121,10 @@ impl ControlState {
                 to: to.to_string(),
             });
         }
-        rec.state = to;
-        rec.history.push((to, reason.to_string()));
+        self.shadows.update(component, |rec| {
+            rec.state = to;
+            rec.history.push((to, reason.to_string()));
+        });
         Ok(Applied::Done)
     }
 
@@ -1180,10 +1174,13 @@ impl ControlState {
             },
         };
         self.set_weights(&service, weights)?;
-        let rec = self.shadows.get_mut(component).expect("checked above");
-        rec.state = to;
-        rec.history.push((to, reason.to_string()));
-        rec.shift = Some(shift);
+        self.shadows
+            .update(component, |rec| {
+                rec.state = to;
+                rec.history.push((to, reason.to_string()));
+                rec.shift = Some(shift);
+            })
+            .expect("checked above");
         Ok(Applied::Done)
     }
 
@@ -1252,10 +1249,13 @@ impl ControlState {
         }
         let service = shift.service.clone();
         self.weights.insert(service, back);
-        let rec = self.shadows.get_mut(component).expect("checked above");
-        rec.state = ShadowState::RolledBack;
-        rec.history
-            .push((ShadowState::RolledBack, reason.to_string()));
+        self.shadows
+            .update(component, |rec| {
+                rec.state = ShadowState::RolledBack;
+                rec.history
+                    .push((ShadowState::RolledBack, reason.to_string()));
+            })
+            .expect("checked above");
         Ok(Applied::Done)
     }
 
