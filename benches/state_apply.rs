@@ -2,8 +2,9 @@
 //! host with a recorded capacity (the first inserts it, the later ones replace it; each
 //! checks the host's room), a ten-component topology file that re-registers components
 //! where they are, and a shadow request refused because the component is another's shadow in
-//! flight (found last among one retired record a component), with 10k, 100k and 1M
-//! components registered, 20 to a host.
+//! flight (found last among one retired record a component), and a repeated plan proposal
+//! among one open plan a component, with 10k, 100k and 1M components registered, 20 to a
+//! host.
 //!
 //! `cargo bench -p augur-types --bench state_apply` (figures in docs/benchmarks.md).
 
@@ -11,7 +12,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use augur_types::fixtures::component;
-use augur_types::{Command, ComponentId, ControlState, Host, Placement, ShadowRecord, ShadowState};
+use augur_types::{
+    Command, ComponentId, ControlState, Host, Placement, PlanKind, PlanRecord, PlanStatus,
+    Severity, ShadowRecord, ShadowState,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 const PER_HOST: usize = 20;
@@ -101,6 +105,40 @@ fn apply(c: &mut Criterion) {
                         .expect_err("svc-1 is a shadow in flight"),
                 )
             })
+        });
+        // An open plan for every component (numbered by component), and the planner proposing
+        // again for the last: answered with its open plan.
+        for i in 0..n {
+            let c = ComponentId::new(format!("svc-{i}")).expect("id");
+            s.plans.insert(
+                i as u64 + 1,
+                PlanRecord {
+                    id: format!("plan-{}", i + 1),
+                    component: c,
+                    kind: PlanKind::Failover,
+                    template: None,
+                    to: place("h2"),
+                    severity: Severity::High,
+                    reason: String::new(),
+                    created_ms: 0,
+                    status: PlanStatus::Proposed,
+                    shadow: None,
+                    history: vec![],
+                },
+            );
+        }
+        let again = Command::ProposePlan {
+            component: ComponentId::new(format!("svc-{}", n - 1)).expect("id"),
+            kind: PlanKind::Failover,
+            template: None,
+            to: place("h2"),
+            severity: Severity::High,
+            reason: "again".into(),
+            approved_by: None,
+            at_ms: 1,
+        };
+        g.bench_with_input(BenchmarkId::new("repeated_plan_proposal", n), &n, |b, _| {
+            b.iter(|| black_box(s.apply(1, &again).expect("answered with its open plan")))
         });
     }
     g.finish();

@@ -14,6 +14,7 @@ pub mod fixtures;
 mod ids;
 mod lease;
 mod plan;
+mod plans;
 mod shadows;
 mod shards;
 mod state;
@@ -29,6 +30,7 @@ pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{
     plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,
 };
+pub use plans::Plans;
 pub use shadows::Shadows;
 pub use shards::{shard_of, ShardAssignment, ShardMap, SHARD_COUNT};
 pub use state::{

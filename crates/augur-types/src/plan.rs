@@ -191,9 +191,7 @@ pub fn plan_number(id: &str) -> Option<u64> {
 impl ControlState {
     /// The open plan (proposed or approved) of `component`, if any.
     pub fn open_plan(&self, component: &ComponentId) -> Option<&PlanRecord> {
-        self.plans
-            .values()
-            .find(|p| p.status.open() && &p.component == component)
+        self.plans.open_of(component)
     }
 
     /// The plan named `id`, if the state still holds it.
@@ -253,28 +251,31 @@ impl ControlState {
             // asking for the failover, a policy that acts) approves it.
             let (n, id) = (plan_number(&open.id).expect("own id"), open.id.clone());
             if open.status == PlanStatus::Proposed {
-                let plan = self.plans.get_mut(&n).expect("found above");
-                if plan.kind == PlanKind::Migration && kind == PlanKind::Failover {
-                    plan.kind = kind;
-                    plan.to = to.clone();
-                    plan.severity = severity;
-                    plan.reason = reason.to_owned();
-                    plan.history.push(PlanEvent {
-                        at_ms,
-                        status: PlanStatus::Proposed,
-                        by: "planner".to_owned(),
-                        note: format!("now a failover: {reason}"),
-                    });
-                }
-                if let Some(by) = approved_by {
-                    plan.status = PlanStatus::Approved;
-                    plan.history.push(PlanEvent {
-                        at_ms,
-                        status: PlanStatus::Approved,
-                        by: by.to_owned(),
-                        note: reason.to_owned(),
-                    });
-                }
+                self.plans
+                    .update(n, |plan| {
+                        if plan.kind == PlanKind::Migration && kind == PlanKind::Failover {
+                            plan.kind = kind;
+                            plan.to = to.clone();
+                            plan.severity = severity;
+                            plan.reason = reason.to_owned();
+                            plan.history.push(PlanEvent {
+                                at_ms,
+                                status: PlanStatus::Proposed,
+                                by: "planner".to_owned(),
+                                note: format!("now a failover: {reason}"),
+                            });
+                        }
+                        if let Some(by) = approved_by {
+                            plan.status = PlanStatus::Approved;
+                            plan.history.push(PlanEvent {
+                                at_ms,
+                                status: PlanStatus::Approved,
+                                by: by.to_owned(),
+                                note: reason.to_owned(),
+                            });
+                        }
+                    })
+                    .expect("found above");
             }
             return Ok(Applied::Plan {
                 id,
@@ -395,32 +396,27 @@ impl ControlState {
                 }
             }
         }
-        let plan = self.plans.get_mut(&n).expect("found above");
-        plan.status = to;
-        if let PlanDecision::Start { shadow } = decision {
-            plan.shadow = Some(shadow.clone());
-        }
-        plan.history.push(PlanEvent {
-            at_ms,
-            status: to,
-            by: by.to_owned(),
-            note: note.to_owned(),
-        });
+        self.plans
+            .update(n, |plan| {
+                plan.status = to;
+                if let PlanDecision::Start { shadow } = decision {
+                    plan.shadow = Some(shadow.clone());
+                }
+                plan.history.push(PlanEvent {
+                    at_ms,
+                    status: to,
+                    by: by.to_owned(),
+                    note: note.to_owned(),
+                });
+            })
+            .expect("found above");
         self.trim_plans();
         Ok(Applied::Done)
     }
 
     /// Keeps every open plan and the newest [`MAX_PLAN_LOG`] finished ones.
     fn trim_plans(&mut self) {
-        let finished = self.plans.values().filter(|p| !p.status.open()).count();
-        let mut excess = finished.saturating_sub(MAX_PLAN_LOG);
-        self.plans.retain(|_, p| {
-            if excess > 0 && !p.status.open() {
-                excess -= 1;
-                return false;
-            }
-            true
-        });
+        self.plans.trim_finished(MAX_PLAN_LOG);
     }
 }
 

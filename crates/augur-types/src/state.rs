@@ -403,7 +403,7 @@ pub struct ControlState {
     pub past_shadows: VecDeque<(ComponentId, ShadowRecord)>,
     /// Failover plans by number: every open one and the newest finished ones.
     #[serde(default)]
-    pub plans: BTreeMap<u64, crate::PlanRecord>,
+    pub plans: crate::Plans,
     /// The last plan number given out.
     #[serde(default)]
     pub plan_seq: u64,
