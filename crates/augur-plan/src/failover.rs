@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(held(&s, 1_499 + SETTLE_HOLD_MS), ["web-2", "web-3"]);
         assert!(held(&s, 1_500 + SETTLE_HOLD_MS).is_empty());
         // A plan that has not started holds nothing.
-        s.plans.update(1, |p| p.history.pop()).unwrap();
+        s.plans.update(&1, |p| p.history.pop()).unwrap();
         assert!(held(&s, 1_500).is_empty());
         // A hold of 0 holds nothing.
         s.plans.insert(1, plan);

@@ -12,6 +12,7 @@ mod components;
 #[doc(hidden)]
 pub mod fixtures;
 mod ids;
+mod indexed;
 mod lease;
 mod plan;
 mod plans;
@@ -26,6 +27,7 @@ pub use command::{
 pub use component_state::{ComponentState, MAX_COMPONENT_STATE_BYTES, MAX_TOTAL_STATE_BYTES};
 pub use components::Components;
 pub use ids::{ActionId, ComponentId, IdError, NodeId, MAX_ID_LEN};
+pub use indexed::{IndexedMap, MapIndex};
 pub use lease::{Claim, Expiry, LeasePolicy, LEASE_EXPIRER, MAX_LEASE_MS};
 pub use plan::{
     plan_number, PlanDecision, PlanEvent, PlanKind, PlanRecord, PlanStatus, Severity, MAX_PLAN_LOG,

@@ -252,7 +252,7 @@ impl ControlState {
             let (n, id) = (plan_number(&open.id).expect("own id"), open.id.clone());
             if open.status == PlanStatus::Proposed {
                 self.plans
-                    .update(n, |plan| {
+                    .update(&n, |plan| {
                         if plan.kind == PlanKind::Migration && kind == PlanKind::Failover {
                             plan.kind = kind;
                             plan.to = to.clone();
@@ -397,7 +397,7 @@ impl ControlState {
             }
         }
         self.plans
-            .update(n, |plan| {
+            .update(&n, |plan| {
                 plan.status = to;
                 if let PlanDecision::Start { shadow } = decision {
                     plan.shadow = Some(shadow.clone());
