@@ -10,6 +10,9 @@
 //!
 //! The allocator is the `augur` binary's (mimalloc), so the memory is what a node pays.
 
+#[path = "rss.rs"]
+mod rss;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -175,12 +178,7 @@ fn cpu_report(
 }
 
 fn rss_bytes() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .map_or(0, |kb| kb * 1024)
+    rss::resident_bytes("self").map_or(0, |b| b as usize)
 }
 
 /// 100k components, each with its 8 metrics and one forecast: predictor heap (what the

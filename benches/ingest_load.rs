@@ -12,6 +12,9 @@
 //! components, so every series stays in order. The node's resident memory is read after the
 //! first round (which registers the components) and after the load.
 
+#[path = "rss.rs"]
+mod rss;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -383,20 +386,6 @@ fn start_ms(args: &Args) -> i64 {
     now - 3_600_000 - (50 * args.seconds * args.interval_ms) as i64
 }
 
-/// The resident memory of process `pid`, bytes (Linux).
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 async fn run<F, Fut>(args: &Args, start_ms: i64, push: F) -> Outcome
 where
     F: Fn(usize, i64) -> Fut,
@@ -462,9 +451,9 @@ async fn main() {
     let t0 = start_ms(args);
     let interval = args.interval_ms as i64;
     run(warm, t0, sender(warm, -interval)).await;
-    let registered = resident_bytes(augur.0.id());
+    let registered = rss::resident_bytes(&augur.0.id().to_string());
     let augur_out = run(args, t0, sender(args, 0)).await;
-    let loaded = resident_bytes(augur.0.id());
+    let loaded = rss::resident_bytes(&augur.0.id().to_string());
     drop(augur);
     println!("| target | samples/s | p50 push (ms) | p99 push (ms) | accepted | rejected | busy retries |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

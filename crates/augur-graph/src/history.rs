@@ -85,31 +85,7 @@ impl Series {
         // The ring moves on first, so a dense ring never holds more than `slots` values.
         let end = self.end.max(step + 1);
         let first = self.first.max(end - ring);
-        if let Slots::Sparse(points) = &mut self.slots {
-            if points.len() == points.capacity() {
-                // Full: size it for the whole ring at the density seen so far, once, rather
-                // than doubling (a million series doubling in step leave every smaller size
-                // behind in the allocator), or go dense when that would be over half.
-                // Eight points first: fewer say too little about the density.
-                let held = points.len() as i64 + 1;
-                let expected = held.saturating_mul(ring) / (end - first).max(1);
-                if held <= 8 {
-                    points.reserve_exact(8);
-                } else if expected.saturating_mul(2) > ring {
-                    let values = to_dense(points, self.first, self.first, self.end, slots);
-                    self.slots = Slots::Dense(values);
-                } else {
-                    // Past 1,024 points at most doubling, so a long ring (a day at 15 s) is
-                    // not committed at its ninth sample.
-                    let len = points.len() as i64;
-                    let want = (expected + expected / 4)
-                        .min(ring / 2 + 1)
-                        .min(len + len.max(1024))
-                        .max(held);
-                    points.reserve_exact((want - len) as usize);
-                }
-            }
-        }
+        self.make_room(first, end, slots);
         match &mut self.slots {
             Slots::Dense(values) => {
                 let gone = (first - self.first) as usize;
@@ -143,6 +119,38 @@ impl Series {
         true
     }
 
+    /// A full sparse ring is sized for the whole ring at the density seen so far, once,
+    /// rather than doubling (a million series doubling in step leave every smaller size
+    /// behind in the allocator), or goes dense when that would be over half. Eight points
+    /// first: fewer say too little about the density. `[first, end)` is the ring the put
+    /// moves to.
+    fn make_room(&mut self, first: i64, end: i64, slots: usize) {
+        let Slots::Sparse(points) = &mut self.slots else {
+            return;
+        };
+        if points.len() < points.capacity() {
+            return;
+        }
+        let ring = slots as i64;
+        let held = points.len() as i64 + 1;
+        let expected = held.saturating_mul(ring) / (end - first).max(1);
+        if held <= 8 {
+            points.reserve_exact(8);
+        } else if expected.saturating_mul(2) > ring {
+            let values = to_dense(points, self.first, self.first, self.end, slots);
+            self.slots = Slots::Dense(values);
+        } else {
+            // Past 1,024 points at most doubling, so a long ring (a day at 15 s) is not
+            // committed at its ninth sample.
+            let len = points.len() as i64;
+            let want = (expected + expected / 4)
+                .min(ring / 2 + 1)
+                .min(len + len.max(1024))
+                .max(held);
+            points.reserve_exact((want - len) as usize);
+        }
+    }
+
     fn get(&self, step: i64) -> f32 {
         if step < self.first || step >= self.end {
             return f32::NAN;
@@ -157,9 +165,7 @@ impl Series {
             }
         }
     }
-}
 
-impl Series {
     /// The values of steps `from..=to`, NaN where none is held; a sparse series walks its
     /// points once instead of looking each step up.
     fn column(&self, from: i64, to: i64) -> Vec<f64> {

@@ -1215,13 +1215,14 @@ impl ControlState {
             .get(&shift.service)
             .cloned()
             .unwrap_or_default();
+        let in_service = |id: &ComponentId| {
+            self.components
+                .get(id)
+                .is_some_and(|c| c.group == shift.service)
+        };
         let fits = |w: &TrafficWeights| {
             w.values().map(|&v| u64::from(v)).sum::<u64>() == WEIGHT_TOTAL
-                && w.keys().all(|id| {
-                    self.components
-                        .get(id)
-                        .is_some_and(|c| c.group == shift.service)
-                })
+                && w.keys().all(in_service)
         };
         let mut back = now.clone();
         for id in [component, &rec.shadow] {
@@ -1239,11 +1240,7 @@ impl ControlState {
                 let mut w = now.clone();
                 let share = w.remove(&rec.shadow).unwrap_or(0);
                 *w.entry(component.clone()).or_insert(0) += share;
-                w.retain(|id, _| {
-                    self.components
-                        .get(id)
-                        .is_some_and(|c| c.group == shift.service)
-                });
+                w.retain(|id, _| in_service(id));
                 w
             };
         }
